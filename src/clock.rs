@@ -1,0 +1,144 @@
+//! Time behind a seam: the real clock for the binary, a fake one for tests of the polling logic.
+
+use std::time::{Duration, Instant};
+
+pub trait Clock: Sync {
+    fn now(&self) -> Instant;
+    fn sleep(&self, d: Duration);
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d)
+    }
+}
+
+/// Polling interval: the first polls come quickly so a ready cluster is noticed at once; later
+/// ones back off so a slow node is not hammered.
+pub struct Backoff {
+    next: Duration,
+}
+
+pub const FIRST_POLL: Duration = Duration::from_millis(20);
+pub const MAX_POLL: Duration = Duration::from_millis(1000);
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff { next: FIRST_POLL }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 3 / 2).min(MAX_POLL);
+        d
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Calls `attempt` until it yields `Some`, sleeping with back-off but never past `deadline`.
+/// `Ok(None)` means the deadline passed first; an `Err` from `attempt` stops at once.
+pub fn poll<T, E>(
+    clock: &dyn Clock,
+    deadline: Instant,
+    mut attempt: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Option<T>, E> {
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(done) = attempt()? {
+            return Ok(Some(done));
+        }
+        let remaining = deadline.saturating_duration_since(clock.now());
+        if remaining.is_zero() {
+            return Ok(None);
+        }
+        clock.sleep(backoff.next_delay().min(remaining));
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A clock that only moves when slept on.
+    pub struct FakeClock {
+        start: Instant,
+        elapsed: Mutex<Duration>,
+        pub sleeps: Mutex<Vec<Duration>>,
+    }
+
+    impl FakeClock {
+        pub fn new() -> FakeClock {
+            FakeClock {
+                start: Instant::now(),
+                elapsed: Mutex::new(Duration::ZERO),
+                sleeps: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            self.start + *self.elapsed.lock().unwrap()
+        }
+        fn sleep(&self, d: Duration) {
+            *self.elapsed.lock().unwrap() += d;
+            self.sleeps.lock().unwrap().push(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeClock;
+    use super::*;
+
+    #[test]
+    fn backoff_starts_quick_and_is_capped() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..12).map(|_| b.next_delay()).collect();
+        assert_eq!(delays[0], FIRST_POLL);
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*delays.last().unwrap(), MAX_POLL);
+    }
+
+    #[test]
+    fn poll_never_sleeps_past_the_deadline() {
+        let clock = FakeClock::new();
+        let deadline = clock.now() + Duration::from_millis(2500);
+        let mut calls = 0;
+        let r: Result<Option<()>, ()> = poll(&clock, deadline, || {
+            calls += 1;
+            Ok(None)
+        });
+        assert_eq!(r, Ok(None));
+        assert_eq!(clock.now(), deadline, "slept exactly up to the deadline");
+        assert!(calls > 5, "polled {calls} times");
+    }
+
+    #[test]
+    fn poll_returns_as_soon_as_ready_and_stops_on_error() {
+        let clock = FakeClock::new();
+        let deadline = clock.now() + Duration::from_secs(60);
+        let mut n = 0;
+        assert_eq!(
+            poll::<_, ()>(&clock, deadline, || {
+                n += 1;
+                Ok((n == 3).then_some(n))
+            }),
+            Ok(Some(3))
+        );
+        assert_eq!(clock.sleeps.lock().unwrap().len(), 2);
+        assert_eq!(poll::<(), _>(&clock, deadline, || Err("401")), Err("401"));
+    }
+}

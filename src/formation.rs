@@ -1,0 +1,769 @@
+//! The formation procedure, top to bottom as an operator would describe it:
+//! wait → identify → preflight → join → converge → finish → verify.
+//!
+//! Every phase works on all nodes in parallel under the one deadline; every write is preceded by
+//! reads that prove it is needed, so a run on a formed cluster writes nothing.
+
+use std::collections::BTreeSet;
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use log::{debug, info, warn};
+
+use crate::client::{
+    Added, Client, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap, Up,
+};
+use crate::clock::{poll, Clock};
+use crate::config::{Config, NodeAddr};
+use crate::exit::{Failure, Status};
+
+/// The databases `finish_cluster` creates; the cluster is not usable without them.
+const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
+/// CouchDB's own default for `[cluster] n` when the node's config does not set it.
+const COUCHDB_DEFAULT_N: usize = 3;
+/// `check` is for healthchecks and people: it should answer quickly.
+pub const CHECK_WAIT: Duration = Duration::from_secs(10);
+
+/// A node and the Erlang name it reported.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    pub addr: NodeAddr,
+    pub name: String,
+}
+
+/// What the preflight read, per node (same order as the configuration).
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub membership: Membership,
+    pub dbs: Vec<String>,
+}
+
+/// What the preflight decided.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Erlang names the coordinator must add to its `_nodes`.
+    pub to_join: Vec<String>,
+    /// `_users` and `_replicator` exist on the coordinator.
+    pub finished: bool,
+    /// Nothing to do but verify.
+    pub formed: bool,
+}
+
+/// The one line printed at the end.
+#[derive(Debug)]
+pub struct Summary {
+    pub names: Vec<String>,
+    pub coordinator: String,
+    pub actions: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        let done = if self.actions.is_empty() {
+            "nothing to do, nothing written".to_string()
+        } else {
+            self.actions.join(", ")
+        };
+        format!(
+            "cluster of {} nodes verified ({}); coordinator {}; {}; total {:.2?}",
+            self.names.len(),
+            self.names.join(", "),
+            self.coordinator,
+            done,
+            self.elapsed
+        )
+    }
+}
+
+pub struct Formation<'a> {
+    cfg: &'a Config,
+    client: Client,
+    clock: &'a dyn Clock,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl<'a> Formation<'a> {
+    pub fn new(cfg: &'a Config, clock: &'a dyn Clock, timeout: Duration) -> Formation<'a> {
+        let started = clock.now();
+        let deadline = started + timeout;
+        let client = Client::new(&cfg.user, &cfg.password, cfg.request_timeout, deadline);
+        Formation {
+            cfg,
+            client,
+            clock,
+            started,
+            deadline,
+        }
+    }
+
+    fn coordinator(&self) -> &NodeAddr {
+        &self.cfg.nodes[self.cfg.coordinator]
+    }
+
+    /// Form (or confirm) the cluster and verify it.
+    pub fn init(&self) -> Result<Summary> {
+        self.phase("wait", "every node's /_up", || self.wait_up())?;
+        let nodes = self.phase("identify", "each node's Erlang name", || self.identify())?;
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        let plan = self.phase(
+            "preflight",
+            "membership and databases of every node",
+            || decide(&nodes, self.cfg.coordinator, &self.observe(&nodes)?),
+        )?;
+        let mut actions = Vec::new();
+        if plan.formed {
+            info!("preflight: the cluster is already formed; verifying only");
+        } else {
+            if !plan.to_join.is_empty() {
+                self.phase("join", "adding nodes to the coordinator's _nodes", || {
+                    self.join(&plan.to_join)
+                })?;
+                actions.push(format!("joined {}", plan.to_join.join(", ")));
+            }
+            self.phase(
+                "converge",
+                "every node to list every node as connected and member",
+                || self.converge(&nodes),
+            )?;
+            if !plan.finished || !plan.to_join.is_empty() {
+                // After growth, finish_cluster copies the coordinator's admin, uuid and secret to
+                // the new nodes (it answers 400 "already finished" having done so).
+                let outcome = self.phase("finish", "finish_cluster on the coordinator", || {
+                    self.finish(&nodes)
+                })?;
+                actions.push(outcome);
+            }
+        }
+        let repaired = self.phase(
+            "verify",
+            "membership, system databases, shared config",
+            || self.verify(&nodes, true),
+        )?;
+        actions.extend(repaired);
+        Ok(self.summary(names, actions))
+    }
+
+    /// Read-only: is this a healthy, formed cluster?
+    pub fn check(&self) -> Result<Summary> {
+        self.phase("wait", "every node's /_up", || self.wait_up())?;
+        let nodes = self.phase("identify", "each node's Erlang name", || self.identify())?;
+        let names = nodes.iter().map(|n| n.name.clone()).collect();
+        self.phase(
+            "verify",
+            "membership, system databases, shared config",
+            || self.verify(&nodes, false),
+        )?;
+        Ok(self.summary(names, Vec::new()))
+    }
+
+    fn summary(&self, names: Vec<String>, actions: Vec<String>) -> Summary {
+        Summary {
+            names,
+            coordinator: self.coordinator().label.clone(),
+            actions,
+            elapsed: self.clock.now().duration_since(self.started),
+        }
+    }
+
+    fn phase<T>(&self, name: &str, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        info!("{name}: {what}");
+        let t = self.clock.now();
+        let result = f();
+        let took = self.clock.now().duration_since(t);
+        match &result {
+            Ok(_) => info!("{name}: done in {took:.2?}"),
+            Err(_) => warn!("{name}: failed after {took:.2?}"),
+        }
+        result
+    }
+
+    // ---- wait -------------------------------------------------------------------------------
+
+    fn wait_up(&self) -> Result<()> {
+        let results = each(&self.cfg.nodes, |node| {
+            let mut last = String::new();
+            let up = poll(self.clock, self.deadline, || {
+                let state = match self.client.up(node) {
+                    Ok(Up::Ready) => return Ok(Some(())),
+                    Ok(Up::NotReady(state)) => format!("answers /_up with `{state}`"),
+                    Err(NodeError::Unreachable { reason, .. }) => {
+                        format!("not answering yet ({reason})")
+                    }
+                    Err(e) => return Err(e),
+                };
+                if state != last {
+                    info!("wait: {} {state}; waiting", node.label);
+                    last = state;
+                }
+                Ok(None)
+            })?;
+            if up.is_some() {
+                debug!("wait: {} is up", node.label);
+            }
+            Ok::<_, NodeError>(up.ok_or(last))
+        });
+        let mut down = Vec::new();
+        for (node, result) in self.cfg.nodes.iter().zip(results) {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(last)) => down.push(format!("{} ({last})", node.label)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if down.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Status::Unreachable,
+            format!(
+                "not up after {:.0?}: {} — check that the node runs and that its address in COUCHDB_NODES is right",
+                self.deadline.duration_since(self.started),
+                down.join("; ")
+            ),
+        )
+        .into())
+    }
+
+    // ---- identify ---------------------------------------------------------------------------
+
+    fn identify(&self) -> Result<Vec<Identified>> {
+        let names = each(&self.cfg.nodes, |node| {
+            self.read(|| self.client.local_name(node))
+        });
+        let mut nodes = Vec::new();
+        for (addr, name) in self.cfg.nodes.iter().zip(names) {
+            let name = name?;
+            check_erlang_name(&addr.label, &name)?;
+            if let Some(twin) = nodes.iter().find(|n: &&Identified| n.name == name) {
+                return Err(Failure::new(
+                    Status::Config,
+                    format!(
+                        "nodes {} and {} both report the Erlang name {name}: each node needs its own NODENAME \
+                         (or COUCHDB_NODES lists one node under two addresses)",
+                        twin.addr.label, addr.label
+                    ),
+                )
+                .into());
+            }
+            info!("identify: {} is {name}", addr.label);
+            nodes.push(Identified {
+                addr: addr.clone(),
+                name,
+            });
+        }
+        Ok(nodes)
+    }
+
+    // ---- preflight --------------------------------------------------------------------------
+
+    fn observe(&self, nodes: &[Identified]) -> Result<Vec<Observed>> {
+        each(nodes, |n| {
+            let membership = self.read(|| self.client.membership(&n.addr))?;
+            let dbs = self.read(|| self.client.all_dbs(&n.addr))?;
+            Ok(Observed { membership, dbs })
+        })
+        .into_iter()
+        .collect()
+    }
+
+    // ---- join -------------------------------------------------------------------------------
+
+    fn join(&self, names: &[String]) -> Result<()> {
+        let coordinator = self.coordinator();
+        for name in names {
+            match self.read(|| self.client.add_node(coordinator, name))? {
+                Added::Added => info!("join: added {name} to {}'s _nodes", coordinator.label),
+                Added::AlreadyMember => {
+                    info!("join: {name} was already in {}'s _nodes", coordinator.label)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- converge ---------------------------------------------------------------------------
+
+    fn converge(&self, nodes: &[Identified]) -> Result<()> {
+        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut last_report = String::new();
+        let mut last_seen: Vec<NodeResult<Membership>> = Vec::new();
+        let done = poll(self.clock, self.deadline, || {
+            let seen = each(nodes, |n| self.client.membership(&n.addr));
+            let mut lagging = Vec::new();
+            for (n, m) in nodes.iter().zip(&seen) {
+                match m {
+                    Ok(m) => {
+                        if let Some(gap) = membership_gap(&expected, m) {
+                            lagging.push(format!("{} {gap}", n.name));
+                        }
+                    }
+                    Err(NodeError::Unreachable { reason, .. }) => {
+                        lagging.push(format!("{} unreachable ({reason})", n.name))
+                    }
+                    Err(_) => {}
+                }
+            }
+            // Authentication and protocol errors end the phase; waiting will not fix them.
+            if let Some(pos) = seen
+                .iter()
+                .position(|m| matches!(m, Err(e) if !matches!(e, NodeError::Unreachable { .. })))
+            {
+                let mut seen = seen;
+                return Err(seen
+                    .swap_remove(pos)
+                    .err()
+                    .map(anyhow::Error::from)
+                    .unwrap_or_else(|| anyhow!("membership")));
+            }
+            last_seen = seen;
+            if lagging.is_empty() {
+                return Ok(Some(()));
+            }
+            let report = lagging.join("; ");
+            if report != last_report {
+                info!("converge: waiting: {report}");
+                last_report = report;
+            }
+            Ok(None)
+        })?;
+        match done {
+            Some(()) => Ok(()),
+            None => Err(Failure::new(
+                Status::NotConnected,
+                diagnose(nodes, self.cfg.coordinator, &last_seen, resolves),
+            )
+            .into()),
+        }
+    }
+
+    // ---- finish -----------------------------------------------------------------------------
+
+    fn finish(&self, nodes: &[Identified]) -> Result<String> {
+        let coordinator = self.coordinator();
+        loop {
+            match self.read(|| self.client.finish_cluster(coordinator))? {
+                Finish::Finished => {
+                    info!(
+                        "finish: _users and _replicator created on all {} members",
+                        nodes.len()
+                    );
+                    return Ok("finished the cluster".into());
+                }
+                Finish::AlreadyFinished => {
+                    info!("finish: cluster was already finished; admin, uuid and secret copied from the coordinator");
+                    return Ok("copied admin/uuid/secret from the coordinator".into());
+                }
+                Finish::NodesNotConnected => {
+                    // CouchDB waits only 5 s for its members; it has created nothing. Wait until
+                    // every node is connected again, then ask again (within the deadline).
+                    warn!("finish: CouchDB timed out waiting for members to connect; converging again");
+                    self.converge(nodes)?;
+                }
+            }
+        }
+    }
+
+    // ---- verify -----------------------------------------------------------------------------
+
+    /// The gate. With `repair`, config drift is fixed by re-running `finish_cluster` (it copies
+    /// admin, uuid and secret from the coordinator); returns what it repaired.
+    fn verify(&self, nodes: &[Identified], repair: bool) -> Result<Vec<String>> {
+        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let memberships: Vec<Membership> =
+            each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
+                .into_iter()
+                .collect::<Result<_>>()?;
+        for (n, m) in nodes.iter().zip(&memberships) {
+            if let Some(gap) = membership_gap(&expected, m) {
+                return Err(unverified(format!(
+                    "membership on {} ({}): {gap}",
+                    n.addr.label, n.name
+                )));
+            }
+        }
+
+        let configs = self.configs(nodes)?;
+        let n = effective_n(&configs[self.cfg.coordinator])?;
+        let mut repaired = Vec::new();
+        if let Some(drift) = config_drift(nodes, self.cfg.coordinator, &configs) {
+            if !repair {
+                return Err(unverified(format!(
+                    "{drift}; run couchdb-cluster-init to repair it"
+                )));
+            }
+            warn!("verify: {drift}; re-running finish_cluster, which copies them from the coordinator");
+            self.finish(nodes)?;
+            let configs = self.configs(nodes)?;
+            if let Some(drift) = config_drift(nodes, self.cfg.coordinator, &configs) {
+                return Err(unverified(format!(
+                    "{drift}, even after finish_cluster copied them"
+                )));
+            }
+            repaired.push("repaired config drift".to_string());
+        }
+
+        let coordinator = self.coordinator();
+        for db in SYSTEM_DBS {
+            let shards = self
+                .read(|| self.client.shards(coordinator, db))?
+                .ok_or_else(|| {
+                    unverified(format!(
+                        "database {db} does not exist (finish_cluster never completed)"
+                    ))
+                })?;
+            check_shards(db, &shards, &expected, n.min(nodes.len()))?;
+        }
+        info!("verify: {} members everywhere; _users and _replicator on {} copies; admin, uuid and secret agree", nodes.len(), n.min(nodes.len()));
+        Ok(repaired)
+    }
+
+    fn configs(&self, nodes: &[Identified]) -> Result<Vec<NodeConfig>> {
+        each(nodes, |n| self.read(|| self.client.node_config(&n.addr)))
+            .into_iter()
+            .collect()
+    }
+
+    /// A read (or idempotent write) that may meet a node restarting: retried while the node is
+    /// unreachable, within the deadline. Any HTTP answer, 401 above all, is final.
+    fn read<T>(&self, call: impl Fn() -> NodeResult<T>) -> Result<T> {
+        let mut last = None;
+        let result = poll(self.clock, self.deadline, || match call() {
+            Ok(v) => Ok(Some(v)),
+            Err(e @ NodeError::Unreachable { .. }) => {
+                debug!("{e}; retrying");
+                last = Some(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
+        match (result, last) {
+            (Some(v), _) => Ok(v),
+            (None, Some(e)) => Err(e.into()),
+            (None, None) => Err(anyhow!("deadline reached")),
+        }
+    }
+}
+
+fn unverified(message: String) -> anyhow::Error {
+    Failure::new(Status::Unverified, message).into()
+}
+
+/// Runs `f` for every item in parallel, results in the same order.
+fn each<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|item| s.spawn(move || f(item))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Refuses names CouchDB cannot cluster with, before anything is written.
+pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
+    let fail =
+        |why: String| Err(Failure::new(Status::Config, format!("node {label}: {why}")).into());
+    if name == "nonode@nohost" {
+        return fail(
+            "its Erlang name is nonode@nohost: it was started without NODENAME. Set NODENAME to a dotted \
+             name every node resolves (e.g. couchdb-1.cluster.local); the node will be couchdb@<NODENAME>"
+                .into(),
+        );
+    }
+    let Some((_, host)) = name.split_once('@') else {
+        return fail(format!(
+            "reports the Erlang name `{name}`, which has no @host part"
+        ));
+    };
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
+    {
+        return fail(format!(
+            "reports the Erlang name `{name}`, which has characters CouchDB node names cannot hold"
+        ));
+    }
+    if !host.contains('.') {
+        return fail(format!(
+            "its Erlang name {name} has a host part without a dot. CouchDB runs Erlang with long names, \
+             which never connect to a dotless host: give NODENAME a dotted name (e.g. {host}.cluster.local) \
+             that the other nodes resolve"
+        ));
+    }
+    Ok(())
+}
+
+/// Decide from what every node says: already formed, formable (what to join), or unsafe.
+pub fn decide(nodes: &[Identified], coordinator: usize, observed: &[Observed]) -> Result<Plan> {
+    let coord = &nodes[coordinator];
+    let coord_seen = &observed[coordinator];
+    let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let members: BTreeSet<&str> = coord_seen
+        .membership
+        .cluster_nodes
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let unsafe_ = |m: String| -> Result<Plan> {
+        Err(Failure::new(Status::Unsafe, format!("{m}. Nothing was written.")).into())
+    };
+
+    let strangers: Vec<&str> = members.difference(&expected).copied().collect();
+    if !strangers.is_empty() {
+        return unsafe_(format!(
+            "the coordinator {} ({}) has members that are not in COUCHDB_NODES: {}. Add them to COUCHDB_NODES, or \
+             remove them yourself (DELETE /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
+            coord.addr.label,
+            coord.name,
+            strangers.join(", ")
+        ));
+    }
+    for (i, (node, seen)) in nodes.iter().zip(observed).enumerate() {
+        if i == coordinator || members.contains(node.name.as_str()) {
+            continue;
+        }
+        let others: Vec<&str> = seen
+            .membership
+            .cluster_nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m != node.name)
+            .collect();
+        if !others.is_empty() {
+            return unsafe_(format!(
+                "node {} ({}) already belongs to another cluster (its members: {}); it cannot join {}'s",
+                node.addr.label,
+                node.name,
+                others.join(", "),
+                coord.addr.label
+            ));
+        }
+        if !seen.dbs.is_empty() {
+            return unsafe_(format!(
+                "node {} ({}) is not a member yet but already holds databases ({}): joining it would merge its shard \
+                 map into the cluster's. Start it with an empty data volume, or move its data into the cluster by \
+                 replication afterwards",
+                node.addr.label,
+                node.name,
+                list_some(&seen.dbs)
+            ));
+        }
+    }
+    let alone = members.iter().all(|m| *m == coord.name);
+    if alone && nodes.len() > 1 && !coord_seen.dbs.is_empty() {
+        return unsafe_(format!(
+            "the coordinator {} ({}) already holds databases ({}) but has no other members: it was set up as a \
+             single node, and its shards would stay on it alone. Start from empty nodes",
+            coord.addr.label,
+            coord.name,
+            list_some(&coord_seen.dbs)
+        ));
+    }
+
+    let finished = SYSTEM_DBS
+        .iter()
+        .all(|db| coord_seen.dbs.iter().any(|d| d == db));
+    let to_join: Vec<String> = nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .filter(|name| !members.contains(name.as_str()))
+        .collect();
+    let formed = to_join.is_empty()
+        && finished
+        && observed
+            .iter()
+            .all(|o| membership_gap(&expected, &o.membership).is_none());
+    Ok(Plan {
+        to_join,
+        finished,
+        formed,
+    })
+}
+
+fn list_some(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+    if items.len() > shown.len() {
+        format!(
+            "{} and {} more",
+            shown.join(", "),
+            items.len() - shown.len()
+        )
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// How a node's view differs from the expected set, if it does.
+fn membership_gap(expected: &BTreeSet<&str>, m: &Membership) -> Option<String> {
+    let mut gaps = Vec::new();
+    for (list, what) in [
+        (&m.all_nodes, "all_nodes (connected)"),
+        (&m.cluster_nodes, "cluster_nodes (members)"),
+    ] {
+        let seen: BTreeSet<&str> = list.iter().map(String::as_str).collect();
+        let missing: Vec<&str> = expected.difference(&seen).copied().collect();
+        let extra: Vec<&str> = seen.difference(expected).copied().collect();
+        if !missing.is_empty() {
+            gaps.push(format!("{what} lacks {}", missing.join(", ")));
+        }
+        if !extra.is_empty() {
+            gaps.push(format!("{what} has unexpected {}", extra.join(", ")));
+        }
+    }
+    (!gaps.is_empty()).then(|| gaps.join(", "))
+}
+
+/// Does this host name resolve from here? (A seam: tests pass their own.)
+pub fn resolves(host: &str) -> bool {
+    (host, 4369)
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_some())
+        .unwrap_or(false)
+}
+
+/// Why did convergence not happen? Name the nodes and the likely cause (traps 3 and 4).
+pub fn diagnose(
+    nodes: &[Identified],
+    coordinator: usize,
+    last: &[NodeResult<Membership>],
+    resolves: impl Fn(&str) -> bool,
+) -> String {
+    let coord = &nodes[coordinator];
+    let connected_to_coordinator: BTreeSet<&str> = match last.get(coordinator) {
+        Some(Ok(m)) => m.all_nodes.iter().map(String::as_str).collect(),
+        _ => BTreeSet::new(),
+    };
+    let mut causes = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if i == coordinator {
+            continue;
+        }
+        if let Some(Err(e)) = last.get(i) {
+            causes.push(format!("{e}"));
+            continue;
+        }
+        if connected_to_coordinator.contains(node.name.as_str()) {
+            continue;
+        }
+        let host = node.name.split_once('@').map_or("", |(_, h)| h);
+        if resolves(host) {
+            causes.push(format!(
+                "{} ({}) answers HTTP and its host {host} resolves from here, but it never connected to {}: most likely \
+                 its Erlang cookie differs (the node's COUCHDB_ERLANG_COOKIE must equal COUCHDB_COOKIE), or Erlang \
+                 ports 4369/9100 are blocked between the nodes",
+                node.addr.label, node.name, coord.name
+            ));
+        } else {
+            causes.push(format!(
+                "{} ({}): its host part {host} does not resolve from here, so the other nodes cannot reach it either: \
+                 a name problem — NODENAME must be a dotted name every node resolves (e.g. a network alias)",
+                node.addr.label, node.name
+            ));
+        }
+    }
+    if causes.is_empty() {
+        // Connected, but the member lists did not catch up: report what each node still lacks.
+        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        for (node, m) in nodes.iter().zip(last) {
+            if let Ok(m) = m {
+                if let Some(gap) = membership_gap(&expected, m) {
+                    causes.push(format!("{} ({}): {gap}", node.addr.label, node.name));
+                }
+            }
+        }
+    }
+    if causes.len() + 1 == nodes.len() && nodes.len() > 2 {
+        causes.push(format!(
+            "every other node is missing, so the odd one out may be the coordinator {} itself",
+            coord.addr.label
+        ));
+    }
+    format!(
+        "the nodes did not all connect before the deadline: {}",
+        causes.join("; ")
+    )
+}
+
+fn effective_n(coordinator: &NodeConfig) -> Result<usize> {
+    match &coordinator.n {
+        None => Ok(COUCHDB_DEFAULT_N),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Failure::new(
+                    Status::Failed,
+                    format!("the coordinator's [cluster] n is `{v}`, not a positive number"),
+                )
+                .into()
+            }),
+    }
+}
+
+/// Which of admin hash, uuid and secret differ from the coordinator's, and where. Never prints them.
+pub fn config_drift(
+    nodes: &[Identified],
+    coordinator: usize,
+    configs: &[NodeConfig],
+) -> Option<String> {
+    let reference = &configs[coordinator];
+    let mut drift = Vec::new();
+    for (i, (node, c)) in nodes.iter().zip(configs).enumerate() {
+        if i == coordinator {
+            continue;
+        }
+        let mut what = Vec::new();
+        if c.admin_hash != reference.admin_hash {
+            what.push("admin hash");
+        }
+        if c.uuid != reference.uuid {
+            what.push("[couchdb] uuid");
+        }
+        if c.secret != reference.secret {
+            what.push("[chttpd_auth] secret");
+        }
+        if !what.is_empty() {
+            drift.push(format!(
+                "{} differs on {}",
+                what.join(" and "),
+                node.addr.label
+            ));
+        }
+    }
+    (!drift.is_empty()).then(|| format!("config drift: {}", drift.join("; ")))
+}
+
+/// Every range of `db` must live on `want` distinct nodes, all of them members.
+pub fn check_shards(
+    db: &str,
+    shards: &ShardMap,
+    expected: &BTreeSet<&str>,
+    want: usize,
+) -> Result<()> {
+    if shards.is_empty() {
+        return Err(unverified(format!("{db} has no shard ranges")));
+    }
+    for (range, holders) in shards {
+        let distinct: BTreeSet<&str> = holders.iter().map(String::as_str).collect();
+        if let Some(stranger) = distinct.iter().find(|h| !expected.contains(*h)) {
+            return Err(unverified(format!(
+                "{db} range {range} has a copy on {stranger}, which is not one of the nodes (a phantom member?)"
+            )));
+        }
+        if distinct.len() < want {
+            return Err(unverified(format!(
+                "{db} range {range} lives on {} node(s) ({}), not {want}: the cluster was finished before every node \
+                 had joined, and CouchDB does not repair that by itself (move shards by hand)",
+                distinct.len(),
+                holders.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
