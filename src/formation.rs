@@ -767,3 +767,273 @@ pub fn check_shards(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::NodeConfig;
+    use crate::config::Secret;
+
+    fn ident(n: usize) -> Vec<Identified> {
+        (1..=n)
+            .map(|i| Identified {
+                addr: NodeAddr {
+                    label: format!("couchdb-{i}"),
+                    url: format!("http://couchdb-{i}:5984"),
+                },
+                name: format!("couchdb@couchdb-{i}.cluster"),
+            })
+            .collect()
+    }
+
+    fn names(ids: &[usize]) -> Vec<String> {
+        ids.iter()
+            .map(|i| format!("couchdb@couchdb-{i}.cluster"))
+            .collect()
+    }
+
+    fn seen(all: &[usize], members: &[usize], dbs: &[&str]) -> Observed {
+        Observed {
+            membership: Membership {
+                all_nodes: names(all),
+                cluster_nodes: names(members),
+            },
+            dbs: dbs.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn status(r: Result<Plan>) -> (Status, String) {
+        let e = r.expect_err("expected a refusal");
+        (crate::exit::status_of(&e), format!("{e:#}"))
+    }
+
+    #[test]
+    fn fresh_nodes_are_formable() {
+        let plan = decide(
+            &ident(3),
+            0,
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[2], &[2], &[]),
+                seen(&[3], &[3], &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                to_join: names(&[2, 3]),
+                finished: false,
+                formed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_formed_cluster_needs_nothing() {
+        let full = || seen(&[1, 2, 3], &[1, 2, 3], &["_replicator", "_users"]);
+        let plan = decide(&ident(3), 0, &[full(), full(), full()]).unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                to_join: vec![],
+                finished: true,
+                formed: true
+            }
+        );
+    }
+
+    #[test]
+    fn growth_joins_only_the_new_node() {
+        let full = || seen(&[1, 2, 3], &[1, 2, 3], &["_replicator", "_users"]);
+        let plan = decide(
+            &ident(4),
+            0,
+            &[full(), full(), full(), seen(&[4], &[4], &[])],
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                to_join: names(&[4]),
+                finished: true,
+                formed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_stranger_holding_databases_is_refused_by_name() {
+        let (s, m) = status(decide(
+            &ident(3),
+            0,
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[2], &[2], &["mydb"]),
+                seen(&[3], &[3], &[]),
+            ],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(
+            m.contains("couchdb-2") && m.contains("mydb") && m.contains("Nothing was written"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_member_of_another_cluster_is_refused() {
+        let (s, m) = status(decide(
+            &ident(2),
+            0,
+            &[seen(&[1], &[1], &[]), seen(&[2], &[2, 7], &[])],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(
+            m.contains("another cluster") && m.contains("couchdb-7"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_lone_coordinator_with_databases_is_refused() {
+        let (s, m) = status(decide(
+            &ident(2),
+            0,
+            &[seen(&[1], &[1], &["_users"]), seen(&[2], &[2], &[])],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(m.contains("single node"), "{m}");
+    }
+
+    #[test]
+    fn members_missing_from_the_node_list_are_refused_not_removed() {
+        let (s, m) = status(decide(
+            &ident(2),
+            0,
+            &[
+                seen(&[1, 2], &[1, 2, 9], &[]),
+                seen(&[1, 2], &[1, 2, 9], &[]),
+            ],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(
+            m.contains("couchdb-9") && m.contains("never removes"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn names_couchdb_cannot_cluster_with_are_configuration_errors() {
+        for (name, expect) in [
+            ("nonode@nohost", "NODENAME"),
+            ("couchdb@couchdb-1", "without a dot"),
+            ("couchdb", "no @host"),
+            ("couch db@a.b", "characters"),
+        ] {
+            let e = check_erlang_name("couchdb-1", name).expect_err(name);
+            assert_eq!(crate::exit::status_of(&e), Status::Config);
+            assert!(format!("{e}").contains(expect), "{name}: {e}");
+        }
+        check_erlang_name("a", "couchdb@10.0.0.1").unwrap();
+        check_erlang_name("a", "couchdb@couchdb-1.cluster.local").unwrap();
+    }
+
+    #[test]
+    fn diagnosis_tells_a_name_problem_from_a_cookie_problem() {
+        let nodes = ident(3);
+        let last = vec![
+            Ok(Membership {
+                all_nodes: names(&[1, 2]),
+                cluster_nodes: names(&[1, 2, 3]),
+            }),
+            Ok(Membership {
+                all_nodes: names(&[1, 2]),
+                cluster_nodes: names(&[1, 2, 3]),
+            }),
+            Ok(Membership {
+                all_nodes: names(&[3]),
+                cluster_nodes: names(&[3]),
+            }),
+        ];
+        let cookie = diagnose(&nodes, 0, &last, |_| true);
+        assert!(
+            cookie.contains("couchdb-3")
+                && cookie.contains("cookie")
+                && !cookie.contains("couchdb-2 ("),
+            "{cookie}"
+        );
+        let name = diagnose(&nodes, 0, &last, |_| false);
+        assert!(
+            name.contains("does not resolve") && name.contains("couchdb-3"),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn diagnosis_reports_member_lists_that_did_not_catch_up() {
+        let nodes = ident(2);
+        let last = vec![
+            Ok(Membership {
+                all_nodes: names(&[1, 2]),
+                cluster_nodes: names(&[1, 2]),
+            }),
+            Ok(Membership {
+                all_nodes: names(&[1, 2]),
+                cluster_nodes: names(&[2]),
+            }),
+        ];
+        let d = diagnose(&nodes, 0, &last, |_| true);
+        assert!(
+            d.contains("cluster_nodes (members) lacks couchdb@couchdb-1.cluster"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn shards_must_cover_min_n_distinct_members() {
+        let expected: BTreeSet<&str> = ["a@x.y", "b@x.y", "c@x.y"].into_iter().collect();
+        let map = |holders: &[&str]| -> ShardMap {
+            ["00000000-7fffffff", "80000000-ffffffff"]
+                .iter()
+                .map(|r| {
+                    (
+                        r.to_string(),
+                        holders.iter().map(|h| h.to_string()).collect(),
+                    )
+                })
+                .collect()
+        };
+        check_shards("_users", &map(&["c@x.y", "b@x.y", "a@x.y"]), &expected, 3).unwrap();
+        let e =
+            check_shards("_users", &map(&["a@x.y", "a@x.y", "b@x.y"]), &expected, 3).unwrap_err();
+        assert!(format!("{e}").contains("2 node(s)"), "{e}");
+        let e = check_shards(
+            "_users",
+            &map(&["a@x.y", "b@x.y", "ghost@x.y"]),
+            &expected,
+            3,
+        )
+        .unwrap_err();
+        assert!(format!("{e}").contains("ghost@x.y"), "{e}");
+        assert!(check_shards("_users", &ShardMap::new(), &expected, 3).is_err());
+    }
+
+    #[test]
+    fn drift_names_the_node_and_the_value_but_never_the_secret() {
+        let nodes = ident(2);
+        let conf = |hash: &str| NodeConfig {
+            uuid: Some("u".into()),
+            secret: Some(Secret::new("topsecret")),
+            admin_hash: Some(Secret::new(hash)),
+            n: None,
+            q: None,
+        };
+        assert_eq!(
+            config_drift(&nodes, 0, &[conf("-pbkdf2-1"), conf("-pbkdf2-1")]),
+            None
+        );
+        let d = config_drift(&nodes, 0, &[conf("-pbkdf2-1"), conf("-pbkdf2-2")]).unwrap();
+        assert!(d.contains("admin hash differs on couchdb-2"), "{d}");
+        assert!(!d.contains("pbkdf2") && !d.contains("topsecret"), "{d}");
+    }
+}
