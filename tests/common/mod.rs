@@ -1,0 +1,75 @@
+//! Runs the real binary against an in-process simulated cluster.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use couchsim::{Cluster, ClusterBuilder, Delays};
+
+pub const PASSWORD: &str = "pw-Zq8-never-logged";
+pub const COOKIE: &str = "cookie-Kx3-never-logged";
+
+/// N nodes with test credentials and quick (but not zero) CouchDB-side delays.
+pub fn cluster(n: usize, configure: impl FnOnce(ClusterBuilder) -> ClusterBuilder) -> Cluster {
+    let builder = Cluster::builder()
+        .nodes(n)
+        .admin("admin", PASSWORD)
+        .cookie(COOKIE)
+        .delays(Delays::fast());
+    configure(builder).start()
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Run {
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code, code,
+            "exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr, self.stdout
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+    }
+}
+
+/// How the nodes appear in COUCHDB_NODES, hence in messages.
+pub fn label(c: &Cluster, i: usize) -> String {
+    c.node(i).url().trim_start_matches("http://").to_string()
+}
+
+pub fn run(c: &Cluster) -> Run {
+    run_args(c, &[], &[])
+}
+
+pub fn run_with(c: &Cluster, env: &[(&str, &str)]) -> Run {
+    run_args(c, &[], env)
+}
+
+pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let nodes: Vec<String> = (0..c.len()).map(|i| label(c, i)).collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"));
+    cmd.args(args)
+        .env_clear()
+        .env("COUCHDB_USER", "admin")
+        .env("COUCHDB_PASSWORD", PASSWORD)
+        .env("COUCHDB_COOKIE", COOKIE)
+        .env("COUCHDB_NODES", nodes.join(","))
+        .env("COUCHDB_INIT_TIMEOUT", "20s")
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run couchdb-cluster-init");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}

@@ -1,0 +1,389 @@
+//! The real binary against the simulator: every behaviour the README promises.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cluster, run, run_with};
+use couchsim::{Cluster, Fault};
+
+fn assert_formed(c: &Cluster) {
+    let expected: Vec<String> = (0..c.len()).map(|i| c.node(i).name()).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    for i in 0..c.len() {
+        let (mut all, mut members) = c.node(i).membership();
+        all.sort();
+        members.sort();
+        assert_eq!(all, expected_sorted, "all_nodes on {}", c.node(i).name());
+        assert_eq!(
+            members,
+            expected_sorted,
+            "cluster_nodes on {}",
+            c.node(i).name()
+        );
+    }
+    for db in ["_users", "_replicator"] {
+        let shards = c
+            .node(0)
+            .shards(db)
+            .unwrap_or_else(|| panic!("{db} missing"));
+        assert_eq!(shards.len(), 2, "{db} ranges");
+        for holders in shards.values() {
+            let mut distinct = holders.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3.min(c.len()), "{db} copies: {holders:?}");
+        }
+    }
+}
+
+#[test]
+fn forms_three_fresh_nodes_and_says_what_it_did() {
+    let c = cluster(3, |b| b);
+    let r = run(&c);
+    r.assert_code(0);
+    assert_formed(&c);
+    for phase in [
+        "wait:",
+        "identify:",
+        "preflight:",
+        "join:",
+        "converge:",
+        "finish:",
+        "verify:",
+    ] {
+        assert!(
+            r.stderr.contains(phase),
+            "no {phase} in the log:\n{}",
+            r.stderr
+        );
+    }
+    assert!(r.stderr.contains("done in"), "phase durations are logged");
+    assert!(
+        r.stderr.contains("cluster of 3 nodes verified"),
+        "{}",
+        r.stderr
+    );
+    // One join per added node, on the coordinator only, and one finish_cluster.
+    assert_eq!(c.node(0).count("PUT"), 2);
+    assert_eq!(c.node(0).count("POST"), 1);
+    assert_eq!(c.node(1).count("PUT") + c.node(2).count("PUT"), 0);
+}
+
+#[test]
+fn waits_for_nodes_that_come_up_late_in_any_order() {
+    let c = cluster(3, |b| {
+        b.configure(0, |n| n.stopped())
+            .configure(2, |n| n.stopped())
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            c.node(2).start();
+            std::thread::sleep(Duration::from_millis(300));
+            c.node(0).start();
+        });
+        let r = run(&c);
+        r.assert_code(0);
+        assert!(
+            r.stderr.contains("not answering yet"),
+            "says what it waits for:\n{}",
+            r.stderr
+        );
+    });
+    assert_formed(&c);
+}
+
+#[test]
+fn a_second_run_on_a_formed_cluster_writes_nothing() {
+    let c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.reset_counters();
+    let r = run(&c);
+    r.assert_code(0);
+    assert_eq!(c.count_writes(), 0, "writes on rerun: {:?}", writes(&c));
+    assert!(r.stderr.contains("nothing written"), "{}", r.stderr);
+}
+
+#[test]
+fn growing_from_three_to_four_joins_only_the_new_node() {
+    let mut c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.add_node(|n| n);
+    c.reset_counters();
+    let r = run(&c);
+    r.assert_code(0);
+    assert_formed(&c);
+    let puts: Vec<String> = writes(&c)
+        .into_iter()
+        .filter(|w| w.starts_with("PUT"))
+        .collect();
+    assert_eq!(
+        puts,
+        vec![format!("PUT /_node/_local/_nodes/{}", c.node(3).name())]
+    );
+    // finish_cluster copied the coordinator's admin hash to the new node.
+    assert_eq!(
+        c.node(3).config("admins", "admin"),
+        c.node(0).config("admins", "admin")
+    );
+}
+
+#[test]
+fn a_wrong_password_stops_at_once_without_locking_the_account() {
+    let c = cluster(3, |b| b);
+    let r = run_with(&c, &[("COUCHDB_PASSWORD", "wrong-password")]);
+    r.assert_code(4);
+    assert!(r.stderr.contains("COUCHDB_PASSWORD"), "{}", r.stderr);
+    for i in 0..3 {
+        let authenticated = c
+            .node(i)
+            .requests()
+            .iter()
+            .filter(|q| q.user.is_some())
+            .count();
+        assert!(
+            authenticated <= 1,
+            "node {i} got {authenticated} authenticated requests"
+        );
+    }
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn a_node_that_never_comes_up_is_named_within_the_deadline() {
+    let c = cluster(3, |b| b.configure(2, |n| n.stopped()));
+    let started = Instant::now();
+    let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "2s")]);
+    let took = started.elapsed();
+    r.assert_code(3);
+    let third = common::label(&c, 2);
+    assert!(r.stderr.contains(&third), "names {third}:\n{}", r.stderr);
+    assert!(took < Duration::from_secs(3), "took {took:?}, deadline 2s");
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn a_cookie_mismatch_is_named() {
+    let c = cluster(3, |b| b.configure(2, |n| n.cookie("another-cookie")));
+    let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "3s")]);
+    r.assert_code(7);
+    let third = common::label(&c, 2);
+    assert!(
+        r.stderr.contains(&third) && r.stderr.contains("cookie"),
+        "{}",
+        r.stderr
+    );
+    // Never finished on a partial membership (trap 1).
+    assert_eq!(c.node(0).count("POST"), 0);
+}
+
+#[test]
+fn a_node_without_nodename_is_a_configuration_error() {
+    let c = cluster(3, |b| b.configure(1, |n| n.nonode()));
+    let r = run(&c);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("nonode@nohost") && r.stderr.contains(&common::label(&c, 1)),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn a_node_already_holding_databases_is_refused_and_nothing_is_written() {
+    let c = cluster(3, |b| b);
+    c.node(1).create_db("mydb");
+    let r = run(&c);
+    r.assert_code(5);
+    assert!(
+        r.stderr.contains(&common::label(&c, 1)) && r.stderr.contains("mydb"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0, "{:?}", writes(&c));
+}
+
+#[test]
+fn a_node_that_finished_alone_is_refused() {
+    let c = cluster(3, |b| b);
+    c.node(2).finish_alone();
+    let r = run(&c);
+    r.assert_code(5);
+    assert!(
+        r.stderr.contains(&common::label(&c, 2)) && r.stderr.contains("_users"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn finish_cluster_timing_out_sends_it_back_to_converge() {
+    let c = cluster(3, |b| b);
+    c.node(0).inject(Fault::FailNth {
+        method: "POST".into(),
+        path: "/_cluster_setup".into(),
+        nth: 1,
+        status: 500,
+    });
+    let r = run(&c);
+    r.assert_code(0);
+    assert_eq!(c.node(0).count("POST"), 2, "finish_cluster asked twice");
+    assert!(r.stderr.contains("converging again"), "{}", r.stderr);
+    assert_formed(&c);
+}
+
+#[test]
+fn config_drift_is_repaired_by_finish_cluster() {
+    let c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.node(1).rehash_admin();
+    assert_ne!(
+        c.node(1).config("admins", "admin"),
+        c.node(0).config("admins", "admin")
+    );
+    c.reset_counters();
+    let r = run(&c);
+    r.assert_code(0);
+    assert!(
+        r.stderr.contains("drift") && r.stderr.contains(&common::label(&c, 1)),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        c.node(1).config("admins", "admin"),
+        c.node(0).config("admins", "admin")
+    );
+    assert_eq!(writes(&c), vec!["POST /_cluster_setup".to_string()]);
+}
+
+#[test]
+fn check_is_read_only_and_tells_formed_from_not_formed() {
+    let c = cluster(3, |b| b);
+    let r = common::run_args(&c, &["check"], &[]);
+    assert_ne!(
+        r.code, 0,
+        "an unformed cluster is not healthy:\n{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+    run(&c).assert_code(0);
+    c.reset_counters();
+    common::run_args(&c, &["check"], &[]).assert_code(0);
+    c.node(2).rehash_admin();
+    common::run_args(&c, &["check"], &[]).assert_code(6);
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn maintenance_mode_is_waited_out_and_reported() {
+    let c = cluster(3, |b| b);
+    c.node(1)
+        .inject(Fault::Maintenance("maintenance_mode".into()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(400));
+            c.node(1).clear_faults();
+        });
+        let r = run(&c);
+        r.assert_code(0);
+        assert!(r.stderr.contains("maintenance_mode"), "{}", r.stderr);
+    });
+}
+
+#[test]
+fn malformed_json_from_a_node_is_an_error_not_a_panic() {
+    let c = cluster(3, |b| b);
+    c.node(1).inject(Fault::MalformedJson {
+        path: "/_membership".into(),
+    });
+    let r = run(&c);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&common::label(&c, 1)) && r.stderr.contains("JSON"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn an_oversized_body_from_a_node_is_an_error_not_a_panic() {
+    let c = cluster(3, |b| b);
+    c.node(2).inject(Fault::HugeBody {
+        path: "/_all_dbs".into(),
+        bytes: 40 * 1024 * 1024,
+    });
+    let r = run(&c);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&common::label(&c, 2)) && r.stderr.contains("larger than"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn no_secret_reaches_any_output_even_at_trace_level() {
+    let c = cluster(3, |b| b.secret("chttpd-secret-value"));
+    c.node(1).rehash_admin(); // forces the drift path too, which reads and compares secrets
+    let r = run_with(&c, &[("RUST_LOG", "trace")]);
+    r.assert_code(0);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        out.contains("TRACE") || out.contains("DEBUG"),
+        "trace logging was on:\n{out}"
+    );
+    for secret in [
+        common::PASSWORD,
+        common::COOKIE,
+        "chttpd-secret-value",
+        "YWRtaW46", // base64 of "admin:" — the Authorization header
+        "pbkdf2",   // the admin hash
+    ] {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+    // And a failing run, whose errors carry node answers.
+    let r = run_with(
+        &c,
+        &[
+            ("RUST_LOG", "trace"),
+            ("COUCHDB_PASSWORD", "wrong-but-secret"),
+        ],
+    );
+    r.assert_code(4);
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains("wrong-but-secret"));
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable() {
+    let c = cluster(1, |b| b);
+    for (var, value) in [
+        ("COUCHDB_NODES", ""),
+        ("COUCHDB_INIT_TIMEOUT", "ten"),
+        ("COUCHDB_COOKIE", "monster"),
+        ("COUCHDB_COORDINATOR", "elsewhere"),
+    ] {
+        let r = run_with(&c, &[(var, value)]);
+        r.assert_code(2);
+        assert!(r.stderr.contains(var), "{var}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"));
+    }
+    assert_eq!(
+        c.requests().len(),
+        0,
+        "nothing sent before the configuration is valid"
+    );
+}
+
+fn writes(c: &Cluster) -> Vec<String> {
+    c.requests()
+        .into_iter()
+        .filter(|q| matches!(q.method.as_str(), "PUT" | "POST" | "DELETE"))
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect()
+}
