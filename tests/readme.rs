@@ -1,0 +1,74 @@
+//! The README's tables are copies of the code's: keep them equal.
+
+use couchdb_cluster_init::config::VARIABLES;
+use couchdb_cluster_init::exit::TABLE;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// The data rows of the markdown table between `<!-- marker… -->` and `<!-- /marker -->`.
+fn rows(marker: &str) -> Vec<(String, String)> {
+    let text = readme();
+    let start = text
+        .find(&format!("<!-- {marker}"))
+        .unwrap_or_else(|| panic!("no {marker} in README"));
+    let end = text
+        .find(&format!("<!-- /{marker} -->"))
+        .unwrap_or_else(|| panic!("no /{marker} in README"));
+    text[start..end]
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].trim_matches('`').to_string(), cells[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn exit_code_table_matches_the_code() {
+    let expected: Vec<(String, String)> = TABLE
+        .iter()
+        .map(|(_, code, m)| (code.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(rows("exit-table"), expected);
+}
+
+#[test]
+fn environment_table_matches_the_code() {
+    let expected: Vec<(String, String)> = VARIABLES
+        .iter()
+        .map(|(v, m)| (v.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(rows("env-table"), expected);
+}
+
+#[test]
+fn help_prints_both_tables() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (name, _) in VARIABLES {
+        assert!(help.contains(name), "{name} missing from --help");
+    }
+    for (_, code, meaning) in TABLE {
+        assert!(
+            help.contains(&format!("{code}  {meaning}")),
+            "exit {code} missing from --help"
+        );
+    }
+}
+
+#[test]
+fn unknown_arguments_exit_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"))
+        .arg("--frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
