@@ -161,6 +161,13 @@ impl Client {
         let (status, body) = self.call(node, "GET", "/_up", None, false, "/_up")?;
         match status {
             200 => Ok(Up::Ready),
+            // Not a wrong password (we sent none): the node demands credentials even for /_up.
+            401 => Err(NodeError::Unexpected {
+                node: node.label.clone(),
+                what: "/_up without credentials".into(),
+                status,
+                reason: "set [chttpd] require_valid_user_except_for_up = true on the node".into(),
+            }),
             _ => {
                 let state = serde_json::from_str::<Value>(&body)
                     .ok()

@@ -140,7 +140,7 @@ impl<'a> Formation<'a> {
         let repaired = self.phase(
             "verify",
             "membership, system databases, shared config",
-            || self.verify(&nodes, true),
+            || self.verify(&nodes, true, true),
         )?;
         actions.extend(repaired);
         Ok(self.summary(names, actions))
@@ -154,7 +154,7 @@ impl<'a> Formation<'a> {
         self.phase(
             "verify",
             "membership, system databases, shared config",
-            || self.verify(&nodes, false),
+            || self.verify(&nodes, false, false),
         )?;
         Ok(self.summary(names, Vec::new()))
     }
@@ -259,14 +259,31 @@ impl<'a> Formation<'a> {
 
     // ---- preflight --------------------------------------------------------------------------
 
+    /// Membership everywhere; databases only where they matter: on the coordinator (is it
+    /// finished?) and on nodes that are not yet its members (would joining them be safe?).
     fn observe(&self, nodes: &[Identified]) -> Result<Vec<Observed>> {
-        each(nodes, |n| {
-            let membership = self.read(|| self.client.membership(&n.addr))?;
-            let dbs = self.read(|| self.client.all_dbs(&n.addr))?;
-            Ok(Observed { membership, dbs })
-        })
-        .into_iter()
-        .collect()
+        let memberships: Vec<Membership> =
+            each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
+                .into_iter()
+                .collect::<Result<_>>()?;
+        let members = &memberships[self.cfg.coordinator].cluster_nodes;
+        let dbs = each(&(0..nodes.len()).collect::<Vec<_>>(), |&i| {
+            if i == self.cfg.coordinator || !members.contains(&nodes[i].name) {
+                self.read(|| self.client.all_dbs(&nodes[i].addr))
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        memberships
+            .into_iter()
+            .zip(dbs)
+            .map(|(membership, dbs)| {
+                Ok(Observed {
+                    membership,
+                    dbs: dbs?,
+                })
+            })
+            .collect()
     }
 
     // ---- join -------------------------------------------------------------------------------
@@ -370,18 +387,28 @@ impl<'a> Formation<'a> {
 
     /// The gate. With `repair`, config drift is fixed by re-running `finish_cluster` (it copies
     /// admin, uuid and secret from the coordinator); returns what it repaired.
-    fn verify(&self, nodes: &[Identified], repair: bool) -> Result<Vec<String>> {
+    ///
+    /// `membership_proven`: this run has just seen every node list every node (converge, or the
+    /// preflight of a formed cluster), so reading it again would prove nothing new.
+    fn verify(
+        &self,
+        nodes: &[Identified],
+        membership_proven: bool,
+        repair: bool,
+    ) -> Result<Vec<String>> {
         let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-        let memberships: Vec<Membership> =
-            each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
-                .into_iter()
-                .collect::<Result<_>>()?;
-        for (n, m) in nodes.iter().zip(&memberships) {
-            if let Some(gap) = membership_gap(&expected, m) {
-                return Err(unverified(format!(
-                    "membership on {} ({}): {gap}",
-                    n.addr.label, n.name
-                )));
+        if !membership_proven {
+            let memberships: Vec<Membership> =
+                each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
+                    .into_iter()
+                    .collect::<Result<_>>()?;
+            for (n, m) in nodes.iter().zip(&memberships) {
+                if let Some(gap) = membership_gap(&expected, m) {
+                    return Err(unverified(format!(
+                        "membership on {} ({}): {gap}",
+                        n.addr.label, n.name
+                    )));
+                }
             }
         }
 
