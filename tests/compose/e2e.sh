@@ -14,7 +14,10 @@
 # Everything it creates carries a unique compose project name and is removed on exit, pass or fail
 # (containers, networks, volumes, the two image tags, the temporary directory).
 #
+# It first runs tests/compose/static.sh (schema, `config`, the label checks; no container).
+#
 # Environment (all optional):
+#   E2E_SKIP_STATIC=1                     skip tests/compose/static.sh
 #   E2E_INIT_BINARY, E2E_COUCHSIM_BINARY  use these static binaries instead of building them
 #   E2E_KEEP_IMAGES=1                     keep the two image tags (for debugging)
 #   CARGO_TARGET_DIR                      honoured by the build
@@ -37,6 +40,10 @@ elif command -v docker-compose >/dev/null 2>&1; then
 else
   echo "e2e: neither 'docker compose' nor 'docker-compose' is available" >&2
   exit 1
+fi
+
+if [ "${E2E_SKIP_STATIC:-0}" != 1 ]; then
+  bash "$root/tests/compose/static.sh" || { echo "e2e: the static checks failed" >&2; exit 1; }
 fi
 
 run_id="$(date +%s)-$$-${RANDOM}"
@@ -115,7 +122,8 @@ fi
 #    `host` stage, from a context holding only the binary.
 mkdir -p "$work/init/dist" "$work/sim"
 cp "$init_bin" "$work/init/dist/couchdb-cluster-init"
-docker build -q --target host -f "$root/Dockerfile" -t "$init_image" "$work/init" >/dev/null
+docker build --target host -f "$root/Dockerfile" -t "$init_image" "$work/init" >"$work/build-init.log" 2>&1 \
+  || { cat "$work/build-init.log" >&2; fail "docker build --target host failed"; }
 init_size="$(docker image inspect --format '{{.Size}}' "$init_image")"
 [ "$init_size" -le $((5 * 1024 * 1024)) ] || fail "init image is $init_size bytes, over 5 MiB"
 [ "$(docker image inspect --format '{{.Config.User}}' "$init_image")" = "65534:65534" ] \
@@ -124,7 +132,8 @@ pass "init image $init_image: $init_size bytes, runs as 65534:65534"
 
 # The simulator's image, from couchsim/Dockerfile with the binary in its context.
 cp "$sim_bin" "$work/sim/couchsim"
-docker build -q -f "${E2E_COUCHSIM_DOCKERFILE:-$root/couchsim/Dockerfile}" -t "$sim_image" "$work/sim" >/dev/null
+docker build -f "${E2E_COUCHSIM_DOCKERFILE:-$root/couchsim/Dockerfile}" -t "$sim_image" "$work/sim" \
+  >"$work/build-sim.log" 2>&1 || { cat "$work/build-sim.log" >&2; fail "building the simulator image failed"; }
 pass "simulator image $sim_image built"
 
 # 3. A test .env: random credentials, the images just built.

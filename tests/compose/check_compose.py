@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Static checks of compose.yaml and traefik/traefik.yml: what Traefik and CouchDB need to be true
+of the file before anything starts.
+
+    python3 tests/compose/check_compose.py [compose.yaml]
+
+Reads the YAML itself (PyYAML), so it also sees what `docker compose config` flattens away: that the
+three nodes' Traefik labels are one YAML anchor, not three copies that could drift apart.
+Prints one line per check and ends with "N passed, N failed"; exits 1 if any failed.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - the e2e installs it; this is for a bare machine
+    sys.exit("check_compose: PyYAML is missing: python3 -m pip install pyyaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+NODES = ["couchdb-1", "couchdb-2", "couchdb-3"]
+INIT = "couchdb-cluster-init"
+SERVICE = "couchdb"  # the Traefik service name the labels define
+REQUIRED_VARS = ["COUCHDB_USER", "COUCHDB_PASSWORD", "COUCHDB_COOKIE", "COUCHDB_SECRET"]
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok or not detail else f": {detail}"))
+
+
+# --- the YAML node graph: which mapping a key really comes from (merge keys followed) -------------
+
+
+def node_get(mapping, key):
+    """The value node of `key` in a MappingNode, following `<<` merge keys as YAML does (own keys
+    first, then merged mappings in order). Returns the very node object, so that two lookups that
+    end in the same anchor return the same object."""
+    if not isinstance(mapping, yaml.MappingNode):
+        return None
+    merges = []
+    for k, v in mapping.value:
+        if k.tag == "tag:yaml.org,2002:merge" or k.value == "<<":
+            merges.extend(v.value if isinstance(v, yaml.SequenceNode) else [v])
+        elif k.value == key:
+            return v
+    for m in merges:
+        found = node_get(m, key)
+        if found is not None:
+            return found
+    return None
+
+
+def as_dict(labels):
+    """Compose labels as a dict, whether written as a mapping or as a list of "k=v"."""
+    if isinstance(labels, dict):
+        return {str(k): str(v) for k, v in labels.items()}
+    out = {}
+    for item in labels or []:
+        k, _, v = str(item).partition("=")
+        out[k] = v
+    return out
+
+
+def env_dict(env):
+    if isinstance(env, dict):
+        return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    out = {}
+    for item in env or []:
+        k, _, v = str(item).partition("=")
+        out[k] = v
+    return out
+
+
+def scalars(value):
+    """Every scalar (as a string) in loaded YAML, keys included; comments are not data."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from scalars(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from scalars(v)
+    elif value is not None:
+        yield str(value)
+
+
+def depends(svc):
+    d = svc.get("depends_on") or {}
+    if isinstance(d, list):
+        return {name: "service_started" for name in d}
+    return {name: (cond or {}).get("condition", "service_started") for name, cond in d.items()}
+
+
+def main():
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "compose.yaml"
+    text = path.read_text()
+    graph = yaml.compose(text)
+    data = yaml.safe_load(text)
+    services = data.get("services", {})
+    services_node = node_get(graph, "services")
+
+    # --- the three nodes -------------------------------------------------------------------------
+    check("services couchdb-1, couchdb-2, couchdb-3 exist", all(n in services for n in NODES))
+    label_nodes = [node_get(node_get(services_node, n), "labels") for n in NODES]
+    check(
+        "the three nodes' labels are one YAML anchor (the same node, not copies)",
+        label_nodes[0] is not None and all(ln is label_nodes[0] for ln in label_nodes),
+        "each node must say `labels: *anchor` (directly or through a merged anchor)",
+    )
+    labels = [as_dict(services[n].get("labels")) for n in NODES]
+    check("the three nodes' labels are identical", labels[0] and all(lb == labels[0] for lb in labels))
+
+    lb = labels[0]
+    prefix = f"traefik.http.services.{SERVICE}.loadbalancer"
+    expect = {
+        "traefik.enable": "true",
+        f"{prefix}.server.port": "5984",
+        f"{prefix}.sticky.cookie": "true",
+        f"{prefix}.sticky.cookie.name": "couchdb_sticky",
+        f"{prefix}.sticky.cookie.httpOnly": "true",
+        f"{prefix}.healthcheck.path": "/_up",
+    }
+    for k, v in expect.items():
+        check(f"label {k}={v}", lb.get(k) == v, f"found {lb.get(k)!r}")
+    check(
+        "sticky cookie has sameSite lax or strict",
+        lb.get(f"{prefix}.sticky.cookie.sameSite") in ("lax", "strict"),
+        f"found {lb.get(f'{prefix}.sticky.cookie.sameSite')!r}",
+    )
+    routers = {k.split(".")[3] for k in lb if k.startswith("traefik.http.routers.")}
+    check(
+        "every router sends to the one service",
+        routers and all(lb.get(f"traefik.http.routers.{r}.service") == SERVICE for r in routers),
+        f"routers {sorted(routers)}",
+    )
+    other_services = {k.split(".")[3] for k in lb if k.startswith("traefik.http.services.")} - {SERVICE}
+    check("the labels define exactly one Traefik service", not other_services, f"also {other_services}")
+
+    for n in NODES:
+        svc = services.get(n, {})
+        env = env_dict(svc.get("environment"))
+        check(f"{n}: image couchdb:3.4.2", svc.get("image") == "couchdb:3.4.2", svc.get("image"))
+        check(f"{n}: no host ports", not svc.get("ports"), svc.get("ports"))
+        nodename = env.get("NODENAME", "")
+        check(f"{n}: NODENAME has a dot (Erlang long names, trap 4)", "." in nodename, nodename)
+        nets = svc.get("networks") or {}
+        aliases = [a for cfg in (nets.values() if isinstance(nets, dict) else []) for a in ((cfg or {}).get("aliases") or [])]
+        fqdn = f"{svc.get('hostname', '')}.{svc.get('domainname', '')}"
+        check(
+            f"{n}: peers can resolve its NODENAME (a network alias)",
+            nodename in aliases,
+            f"NODENAME {nodename!r}, aliases {aliases}, hostname {fqdn!r}",
+        )
+        check(
+            f"{n}: COUCHDB_ERLANG_COOKIE comes from COUCHDB_COOKIE",
+            re.fullmatch(r"\$\{COUCHDB_COOKIE:\?[^}]+\}", env.get("COUCHDB_ERLANG_COOKIE", "")),
+            env.get("COUCHDB_ERLANG_COOKIE"),
+        )
+        for var in ["COUCHDB_USER", "COUCHDB_PASSWORD", "COUCHDB_SECRET"]:
+            check(
+                f"{n}: {var} is required (${{{var}:?...}})",
+                re.fullmatch(r"\$\{" + var + r":\?[^}]+\}", env.get(var, "")),
+                env.get(var),
+            )
+        targets = [str(v).split(":")[1] if ":" in str(v) else "" for v in svc.get("volumes") or []]
+        check(
+            f"{n}: named volumes on /opt/couchdb/data and /opt/couchdb/etc/local.d",
+            "/opt/couchdb/data" in targets and "/opt/couchdb/etc/local.d" in targets,
+            targets,
+        )
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        check(
+            f"{n}: healthcheck is curl on /_up",
+            "curl" in test and any(str(t).endswith("/_up") for t in test),
+            test,
+        )
+        check(f"{n}: healthcheck has no start_interval (docker-compose 1.29 lacks it)",
+              "start_interval" not in (svc.get("healthcheck") or {}))
+    names = [env_dict(services[n].get("environment")).get("NODENAME") for n in NODES]
+    check("the three NODENAMEs differ", len(set(names)) == 3, names)
+    vols = [v for n in NODES for v in services[n].get("volumes") or []]
+    check("no volume is shared between nodes", len({str(v).split(":")[0] for v in vols}) == len(vols), vols)
+
+    # --- the init container ------------------------------------------------------------------------
+    init = services.get(INIT, {})
+    check("init: built from the repository's Dockerfile", init.get("build") in (".", {"context": "."}) or
+          (isinstance(init.get("build"), dict) and init["build"].get("context") == "."), init.get("build"))
+    check('init: restart "no"', init.get("restart") == "no", init.get("restart"))
+    check("init: waits for every node to be healthy",
+          all(depends(init).get(n) == "service_healthy" for n in NODES), depends(init))
+    ienv = env_dict(init.get("environment"))
+    for var in REQUIRED_VARS:
+        if var != "COUCHDB_SECRET":
+            check(f"init: {var} is required", re.fullmatch(r"\$\{" + var + r":\?[^}]+\}", ienv.get(var, "")), ienv.get(var))
+    check("init: COUCHDB_NODES names the three nodes",
+          [h.strip() for h in ienv.get("COUCHDB_NODES", "").split(",")] == NODES, ienv.get("COUCHDB_NODES"))
+
+    # --- Traefik -----------------------------------------------------------------------------------
+    tr = services.get("traefik", {})
+    m = re.fullmatch(r"traefik:v(\d+)\.(\d+)(\.\d+)?", str(tr.get("image", "")))
+    check("traefik: image pinned to v3.6 or newer", m and (int(m[1]), int(m[2])) >= (3, 6), tr.get("image"))
+    check("traefik: starts only after the init completed successfully",
+          depends(tr).get(INIT) == "service_completed_successfully", depends(tr))
+    ports = [str(p) for p in tr.get("ports") or []]
+    check("traefik: publishes port 5984", any(p.endswith(":5984") for p in ports), ports)
+    check("traefik: no dashboard port 8080 published", not any("8080" in p for p in ports), ports)
+    mounts = [str(v) for v in tr.get("volumes") or []]
+    static = [v for v in mounts if v.startswith("./traefik/")]
+    check("traefik: static configuration mounted from ./traefik/", static, mounts)
+    check("traefik: no command-line static configuration (one source only)", not tr.get("command"), tr.get("command"))
+    cfg = yaml.safe_load((ROOT / "traefik" / "traefik.yml").read_text())
+    docker = (cfg.get("providers") or {}).get("docker") or {}
+    check("traefik.yml: Docker provider with exposedByDefault: false", docker.get("exposedByDefault") is False, docker)
+    api = cfg.get("api") or {}
+    check("traefik.yml: no insecure dashboard", not api.get("insecure") and not api.get("dashboard"), api)
+    eps = cfg.get("entryPoints") or {}
+    router_eps = {lb.get(f"traefik.http.routers.{r}.entrypoints") for r in routers}
+    check("traefik.yml: the routers' entry point listens on :5984",
+          router_eps and all(eps.get(e, {}).get("address") == ":5984" for e in router_eps), (router_eps, eps))
+
+    # --- the example dependant, the file as a whole -------------------------------------------------
+    dependants = [n for n, s in services.items() if s.get("profiles") and depends(s).get(INIT) == "service_completed_successfully"]
+    check("an example dependant behind a profile waits for the init to complete successfully", dependants)
+    check("no top-level name/include (docker-compose 1.29 lacks them)", not ({"name", "include"} & set(data)))
+    for n, s in services.items():
+        for dep, cond in (s.get("depends_on") or {}).items() if isinstance(s.get("depends_on"), dict) else []:
+            check(f"{n}: depends_on.{dep} uses only `condition` (1.29 lacks restart/required)",
+                  set(cond or {}) <= {"condition"}, cond)
+    for var in REQUIRED_VARS:
+        check(f"{var} is never given a default (${{{var}:-...}})", f"${{{var}:-" not in text and f"${{{var}-" not in text)
+    check("no value is the cookie `monster` (CouchDB 3.4.2 refuses it)",
+          not any("monster" in v.lower() for v in scalars(data)))
+
+    example_env = (ROOT / ".env.example").read_text()
+    keys = {line.split("=", 1)[0] for line in example_env.splitlines() if "=" in line and not line.startswith("#")}
+    check(".env.example lists the required variables", set(REQUIRED_VARS) <= keys, sorted(keys))
+
+    n_pass, n_fail = results.count(True), results.count(False)
+    print(f"{n_pass} passed, {n_fail} failed")
+    return 1 if n_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

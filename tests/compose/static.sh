@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Static checks of the bundle; starts no container.
+#
+#   tests/compose/static.sh
+#
+# - compose.yaml and compose/e2e.yaml against the compose-spec JSON schema (check-jsonschema);
+# - `config` accepts them, with a test .env, under every Compose found here (docker-compose 1.29,
+#   `docker compose` v2);
+# - `config` refuses to start when COUCHDB_USER, COUCHDB_PASSWORD, COUCHDB_COOKIE or COUCHDB_SECRET
+#   is missing, naming it; an .env written by scripts/gen-env is accepted;
+# - tests/compose/check_compose.py: the Traefik labels are one anchor, identical on the three nodes,
+#   name port 5984 and the sticky cookie; Traefik's static configuration; dotted node names, etc.
+# Installs PyYAML and check-jsonschema from PyPI when they are missing.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/cci-static.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+# The shell's own values would override the env files below.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(COUCHDB_|COUCHSIM_IMAGE$|RUST_LOG$)' || true)
+
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml >&2
+python3 -m check_jsonschema --version >/dev/null 2>&1 || python3 -m pip install --quiet check-jsonschema >&2
+
+# 1. The compose-spec schema (structure, before interpolation).
+for f in compose.yaml compose/e2e.yaml; do
+  if out="$(python3 -m check_jsonschema --builtin-schema vendor.compose-spec "$f" 2>&1)"; then
+    ok "$f matches the compose-spec schema"
+  else
+    bad "$f does not match the compose-spec schema: $out"
+  fi
+done
+
+# 2. `config` under each Compose available.
+composes=()
+command -v docker-compose >/dev/null 2>&1 && composes+=("docker-compose")
+docker compose version >/dev/null 2>&1 && composes+=("docker compose")
+[ "${#composes[@]}" -gt 0 ] || bad "no Compose found (docker-compose or docker compose)"
+
+cat >"$work/test.env" <<'EOF'
+COUCHDB_USER=admin
+COUCHDB_PASSWORD=static-test-password
+COUCHDB_COOKIE=static-test-cookie
+COUCHDB_SECRET=static-test-secret
+COUCHSIM_IMAGE=couchsim:static-test
+EOF
+
+for c in "${composes[@]}"; do
+  version="$($c version --short 2>/dev/null || $c version | head -n 1)"
+  # shellcheck disable=SC2086 # $c is one or two words on purpose
+  if out="$($c --env-file "$work/test.env" -f compose.yaml config -q 2>&1)"; then
+    ok "$c ($version) config accepts compose.yaml"
+  else
+    bad "$c ($version) config rejects compose.yaml: $out"
+  fi
+  if out="$($c --env-file "$work/test.env" -f compose.yaml -f compose/e2e.yaml config -q 2>&1)"; then
+    ok "$c ($version) config accepts compose.yaml + compose/e2e.yaml"
+  else
+    bad "$c ($version) config rejects compose.yaml + compose/e2e.yaml: $out"
+  fi
+  active="$($c --env-file "$work/test.env" -f compose.yaml -f compose/e2e.yaml config --services 2>/dev/null | sort | tr '\n' ' ')"
+  # 1.29 lists profiled services too; v2 lists only the active ones. Either way traefik must be
+  # behind a profile in the override: check the merged file says so.
+  if $c --env-file "$work/test.env" -f compose.yaml -f compose/e2e.yaml config 2>/dev/null \
+      | python3 -c 'import sys, yaml; s = yaml.safe_load(sys.stdin)["services"]; sys.exit(0 if s.get("traefik", {}).get("profiles") or "traefik" not in s else 1)'; then
+    ok "$c: the e2e override leaves Traefik out (profile); services: $active"
+  else
+    bad "$c: the e2e override does not leave Traefik out"
+  fi
+
+  for var in COUCHDB_USER COUCHDB_PASSWORD COUCHDB_COOKIE COUCHDB_SECRET; do
+    grep -v "^$var=" "$work/test.env" >"$work/missing.env"
+    if out="$($c --env-file "$work/missing.env" -f compose.yaml config -q 2>&1)"; then
+      bad "$c config starts without $var"
+    elif grep -q "$var is not set" <<<"$out"; then
+      ok "$c config refuses to start without $var, and says so"
+    else
+      bad "$c config refuses to start without $var but does not name it: $out"
+    fi
+  done
+
+  scripts/gen-env --output "$work/generated.env" 2>/dev/null
+  if out="$($c --env-file "$work/generated.env" -f compose.yaml config -q 2>&1)"; then
+    ok "$c config accepts an .env written by scripts/gen-env"
+  else
+    bad "$c config rejects an .env written by scripts/gen-env: $out"
+  fi
+  rm -f "$work/generated.env"
+done
+
+# 3. scripts/gen-env: strong values, private file, no overwrite.
+scripts/gen-env --output "$work/gen.env" 2>/dev/null
+mode="$(stat -c %a "$work/gen.env")"
+[ "$mode" = 600 ] && ok "gen-env writes a file only its owner can read" || bad "gen-env wrote mode $mode"
+if python3 - "$work/gen.env" <<'PY'; then ok "gen-env: password, cookie and secret are 32 random [A-Za-z0-9], all different"; else bad "gen-env values are weak"; fi
+import re, sys
+env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().splitlines() if "=" in l and not l.startswith("#"))
+vals = [env[k] for k in ("COUCHDB_PASSWORD", "COUCHDB_COOKIE", "COUCHDB_SECRET")]
+sys.exit(0 if all(re.fullmatch(r"[A-Za-z0-9]{32}", v) for v in vals) and len(set(vals)) == 3 and "monster" not in vals else 1)
+PY
+before="$(cat "$work/gen.env")"
+if scripts/gen-env --output "$work/gen.env" 2>/dev/null; then
+  bad "gen-env overwrote an existing file without --force"
+elif [ "$(cat "$work/gen.env")" = "$before" ]; then
+  ok "gen-env refuses to overwrite an existing file"
+else
+  bad "gen-env changed an existing file and failed"
+fi
+scripts/gen-env --force --output "$work/gen.env" 2>/dev/null && [ "$(cat "$work/gen.env")" != "$before" ] \
+  && ok "gen-env --force replaces it" || bad "gen-env --force did not replace it"
+
+# 4. The .dockerignore never sends .env (secrets) or target/ to the daemon.
+if grep -qx '\*' .dockerignore && ! grep -qE '^!\.?env|^!target' .dockerignore; then
+  ok ".dockerignore is an allow-list that leaves out .env and target/"
+else
+  bad ".dockerignore may send .env or target/ to the daemon"
+fi
+
+# 5. The compose file itself, read as YAML.
+if out="$(python3 tests/compose/check_compose.py)"; then
+  ok "check_compose.py: $(tail -n 1 <<<"$out")"
+else
+  printf '%s\n' "$out" | grep -v '^ok ' || true
+  bad "check_compose.py: $(tail -n 1 <<<"$out")"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
