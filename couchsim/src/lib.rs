@@ -1,1 +1,34 @@
+//! `couchsim` — a CouchDB 3.4.2 cluster stand-in for tests.
+//!
+//! One simulated node is one HTTP/1.1 server on its own port, answering what a real CouchDB
+//! 3.4.2 answers (status codes, JSON bodies, state transitions recorded in
+//! `shared/couchdb/transcripts`). Nodes find each other through a small Erlang-distribution
+//! stand-in (cookies, long names, `_nodes` replication, shard maps in `_dbs`).
+//!
+//! ```no_run
+//! let cluster = couchsim::Cluster::builder()
+//!     .nodes(3)
+//!     .delays(couchsim::Delays::fast())
+//!     .start();
+//! let url = cluster.node(0).url(); // http://127.0.0.1:PORT
+//! # let _ = url;
+//! ```
 
+mod auth;
+mod client;
+mod cluster;
+mod dist;
+mod faults;
+mod http;
+mod node;
+mod routes;
+mod setup;
+mod spec;
+mod store;
+mod util;
+
+pub mod binary;
+
+pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use dist::{DnsEpmd, Epmd, Registry};
+pub use spec::{Delays, Fault, NodeSpec, Request};

@@ -1,0 +1,380 @@
+//! The in-process API: build a cluster of simulated nodes on ephemeral loopback ports, drive
+//! them (stop, restart, faults) and inspect them (requests, membership, shards, config).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::dist::Registry;
+use crate::faults;
+use crate::node::{lock, NodeConfig, NodeInner};
+use crate::spec::{Delays, Fault, NodeSpec, Request};
+
+/// One simulated CouchDB node. All methods take `&self` and are thread-safe.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// The Erlang node name (`node1@127.0.0.1`, `nonode@nohost`, …).
+    pub fn name(&self) -> String {
+        self.inner.name.clone()
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr())
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.inner.addr()
+    }
+
+    /// Boots the node (waits `Delays::boot`) and returns once it listens. No-op if running.
+    pub fn start(&self) {
+        self.inner.start();
+    }
+
+    /// Closes the listener and every open connection; the port then refuses connections.
+    /// On-disk state (config, `_nodes`, `_dbs`) is kept, in-memory state is lost.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+
+    pub fn restart(&self) {
+        self.inner.stop();
+        self.inner.start();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.inner.is_running()
+    }
+
+    pub fn inject(&self, f: Fault) {
+        faults::inject(&self.inner, f);
+    }
+
+    pub fn clear_faults(&self) {
+        faults::clear(&self.inner);
+    }
+
+    /// Requests this node answered, oldest first (distribution traffic excluded).
+    pub fn requests(&self) -> Vec<Request> {
+        self.inner
+            .requests_seq()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// How many requests with this method (case-insensitive) the node answered.
+    pub fn count(&self, method: &str) -> usize {
+        self.inner
+            .requests_seq()
+            .iter()
+            .filter(|(_, r)| r.method.eq_ignore_ascii_case(method))
+            .count()
+    }
+
+    pub fn reset_counters(&self) {
+        self.inner.reset_log();
+    }
+
+    /// `(all_nodes, cluster_nodes)` as `GET /_membership` would answer now.
+    pub fn membership(&self) -> (Vec<String>, Vec<String>) {
+        self.inner.membership()
+    }
+
+    /// As if someone created `name` on this node: shards on its current `_nodes` members.
+    pub fn create_db(&self, name: &str) {
+        self.inner.create_db(name, None, None);
+    }
+
+    /// As if `finish_cluster` ran on this node alone: `_users` and `_replicator` with every
+    /// shard on itself.
+    pub fn finish_alone(&self) {
+        for db in crate::setup::SYSTEM_DBS {
+            self.inner.create_db_alone(db);
+        }
+    }
+
+    /// Sets a config value (admins are hashed like CouchDB does).
+    pub fn set_config(&self, section: &str, key: &str, value: &str) {
+        self.inner.set_config(section, key, value);
+    }
+
+    pub fn config(&self, section: &str, key: &str) -> Option<String> {
+        self.inner.config(section, key)
+    }
+
+    /// Re-hashes the spec's admin password with a new salt (trap 5: drift).
+    pub fn rehash_admin(&self) {
+        self.inner.rehash_admin();
+    }
+
+    /// `GET /<db>/_shards` as a map range → nodes (descending, like CouchDB lists them).
+    pub fn shards(&self, db: &str) -> Option<BTreeMap<String, Vec<String>>> {
+        lock(&self.inner.store).shards(db)
+    }
+
+    pub fn all_dbs(&self) -> Vec<String> {
+        lock(&self.inner.store).all_dbs()
+    }
+
+    /// The Erlang cookie in effect now (`receive_cookie` may have replaced the spec's).
+    pub fn cookie(&self) -> String {
+        lock(&self.inner.vol).cookie.clone()
+    }
+
+    /// Forgets everything on disk (a container re-created without its volumes): fresh
+    /// config (new uuid, admin re-hashed), `_nodes` with only itself, no `_dbs`.
+    pub fn wipe(&self) {
+        self.inner.wipe();
+    }
+}
+
+/// Builds a [`Cluster`].
+pub struct ClusterBuilder {
+    n: usize,
+    admin: Option<(String, String)>,
+    cookie: String,
+    secret: Option<String>,
+    delays: Delays,
+    seed: u64,
+    configure: Vec<(usize, Box<dyn FnOnce(NodeSpec) -> NodeSpec>)>,
+}
+
+impl ClusterBuilder {
+    /// `node1@127.0.0.1` … `nodeN@127.0.0.1` (default 3).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.n = n;
+        self
+    }
+
+    /// Default `admin`/`password`.
+    pub fn admin(mut self, user: &str, password: &str) -> Self {
+        self.admin = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Default `"cookie"`.
+    pub fn cookie(mut self, c: &str) -> Self {
+        self.cookie = c.to_string();
+        self
+    }
+
+    /// `[chttpd_auth] secret` shared by every node (default: a random one per node).
+    pub fn secret(mut self, s: &str) -> Self {
+        self.secret = Some(s.to_string());
+        self
+    }
+
+    pub fn delays(mut self, d: Delays) -> Self {
+        self.delays = d;
+        self
+    }
+
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+
+    /// Adjusts node `i` (0-based).
+    pub fn configure(mut self, i: usize, f: impl FnOnce(NodeSpec) -> NodeSpec + 'static) -> Self {
+        self.configure.push((i, Box::new(f)));
+        self
+    }
+
+    /// Reserves a port for every node, starts the ones not marked `stopped` (in parallel)
+    /// and returns once they listen.
+    pub fn start(self) -> Cluster {
+        let ClusterBuilder {
+            n,
+            admin,
+            cookie,
+            secret,
+            delays,
+            seed,
+            configure,
+        } = self;
+        let mut specs: Vec<NodeSpec> = (0..n)
+            .map(|i| default_spec(i, &cookie, &admin, &secret))
+            .collect();
+        for (i, f) in configure {
+            if i < specs.len() {
+                let s = specs[i].clone();
+                specs[i] = f(s);
+            }
+        }
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            registry: Arc::new(Registry::default()),
+            seq: Arc::new(AtomicU64::new(0)),
+            delays,
+            seed,
+            cookie,
+            admin,
+            secret,
+        };
+        for spec in specs {
+            cluster.make_node(spec);
+        }
+        let to_start: Vec<Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| !n.inner.spec.stopped)
+            .cloned()
+            .collect();
+        std::thread::scope(|s| {
+            for n in &to_start {
+                s.spawn(move || n.start());
+            }
+        });
+        cluster
+    }
+}
+
+fn default_spec(
+    i: usize,
+    cookie: &str,
+    admin: &Option<(String, String)>,
+    secret: &Option<String>,
+) -> NodeSpec {
+    let mut s = NodeSpec::new(&format!("node{}@127.0.0.1", i + 1), cookie, admin.clone());
+    s.secret = secret.clone();
+    s
+}
+
+/// A set of simulated nodes. Dropping it stops every node and joins every thread.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    registry: Arc<Registry>,
+    seq: Arc<AtomicU64>,
+    delays: Delays,
+    seed: u64,
+    cookie: String,
+    admin: Option<(String, String)>,
+    secret: Option<String>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            n: 3,
+            admin: Some(("admin".to_string(), "password".to_string())),
+            cookie: "cookie".to_string(),
+            secret: None,
+            delays: Delays::default(),
+            seed: 0x5EED,
+            configure: Vec::new(),
+        }
+    }
+
+    fn make_node(&mut self, spec: NodeSpec) -> &Node {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("couchsim: cannot reserve a port: {e}"));
+        let addr: SocketAddr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("couchsim: no local address: {e}"));
+        let stopped = spec.stopped;
+        self.registry.register(&spec.name, addr);
+        let idx = self.nodes.len() as u64;
+        let inner = NodeInner::new(NodeConfig {
+            spec,
+            delays: self.delays.clone(),
+            epmd: self.registry.clone(),
+            seed: self
+                .seed
+                .wrapping_mul(0x100_0000_01B3)
+                .wrapping_add(idx + 1),
+            seq: self.seq.clone(),
+            // A stopped node must refuse connections: give its port back until it starts.
+            listener: if stopped { None } else { Some(listener) },
+            addr,
+            persist: None,
+        });
+        self.nodes.push(Node { inner });
+        let last = self.nodes.len() - 1;
+        &self.nodes[last]
+    }
+
+    /// Node `i` (0-based). Panics when out of range.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// Grows the cluster by one node (`node{len+1}@127.0.0.1`, same cookie/admin/secret
+    /// defaults), started unless the closure marks it `stopped`. It is not joined to anyone.
+    pub fn add_node(&mut self, spec: impl FnOnce(NodeSpec) -> NodeSpec) -> &Node {
+        let i = self.nodes.len();
+        let s = spec(default_spec(i, &self.cookie, &self.admin, &self.secret));
+        let start = !s.stopped;
+        self.make_node(s);
+        let node = self.nodes[i].clone();
+        if start {
+            node.start();
+        }
+        &self.nodes[i]
+    }
+
+    /// Every request every node answered, in the order they were answered.
+    pub fn requests(&self) -> Vec<Request> {
+        let mut all: Vec<(u64, Request)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.inner.requests_seq())
+            .collect();
+        all.sort_by_key(|(s, _)| *s);
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// PUT + POST + DELETE over all nodes (distribution traffic excluded).
+    pub fn count_writes(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.count("PUT") + n.count("POST") + n.count("DELETE"))
+            .sum()
+    }
+
+    pub fn reset_counters(&self) {
+        for n in &self.nodes {
+            n.reset_counters();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        std::thread::scope(|s| {
+            for n in &self.nodes {
+                s.spawn(move || n.stop());
+            }
+        });
+    }
+}

@@ -1,0 +1,674 @@
+//! The Erlang distribution stand-in.
+//!
+//! Nodes reach each other over the network through internal endpoints on their HTTP port
+//! (`/_couchsim/dist/…`, never logged, never faulted). A *link* is one long-lived TCP
+//! connection opened by `POST /_couchsim/dist/connect`: while it is open, both ends list each
+//! other in `all_nodes`; when either node stops, its sockets close and the other end drops it
+//! at once (like a closed Erlang distribution connection).
+//!
+//! Rules modelled: a node connects to the members of its `_nodes` db (at boot, when they are
+//! added, and on a retry timer), to the peers its peers report (full mesh), and on demand
+//! (`finish_cluster`'s ping, `/_node/<name>/…`). A connection needs both names to be long
+//! names with a dotted host (`nonode@nohost` never connects), the callee to really carry the
+//! name asked for, and both cookies to match — proven with a hash of cookie and nonce, the
+//! cookie itself never travels. After a connection each side pushes its `_nodes` and `_dbs` to
+//! the other; a node holds incoming copies for the copy delay after its first connection
+//! (`nodes_copy`, one time in five `slow_copy`), then applies them as they come.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::client::{self, ClientRequest, ClientResponse};
+use crate::http::{self, HttpRequest, Response};
+use crate::node::{lock, log_line, NodeInner};
+use crate::store::Doc;
+use crate::{routes, util};
+
+pub const PREFIX: &str = "/_couchsim/";
+pub const NONODE: &str = "nonode@nohost";
+
+static LINK_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Finds where a node named `node_name` listens for distribution traffic.
+pub trait Epmd: Send + Sync {
+    fn locate(&self, node_name: &str) -> Option<SocketAddr>;
+}
+
+/// In-process: the cluster's nodes by name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: RwLock<HashMap<String, SocketAddr>>,
+}
+
+impl Registry {
+    pub fn register(&self, name: &str, addr: SocketAddr) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), addr);
+    }
+}
+
+impl Epmd for Registry {
+    fn locate(&self, node_name: &str) -> Option<SocketAddr> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_name)
+            .copied()
+    }
+}
+
+/// Binary mode: resolve the host part of the name, fixed port.
+#[derive(Debug, Clone)]
+pub struct DnsEpmd {
+    pub port: u16,
+}
+
+impl Epmd for DnsEpmd {
+    fn locate(&self, node_name: &str) -> Option<SocketAddr> {
+        let (_, host) = node_name.split_once('@')?;
+        client::resolve(host, self.port).ok()
+    }
+}
+
+/// Whether an Erlang node with this name can take part in distribution: `name@host` with a
+/// dotted host (long names; `-name couchdb@couchdb-1` is "illegal"), and not `nonode@nohost`.
+pub fn long_name_ok(name: &str) -> bool {
+    if name == NONODE {
+        return false;
+    }
+    match name.split_once('@') {
+        Some((alive, host)) => {
+            !alive.is_empty()
+                && !host.is_empty()
+                && host.contains('.')
+                && !host.starts_with('.')
+                && !host.ends_with('.')
+        }
+        None => false,
+    }
+}
+
+fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String {
+    util::sha256_hex(&[
+        b"couchsim-dist",
+        cookie.as_bytes(),
+        kind.as_bytes(),
+        from.as_bytes(),
+        to.as_bytes(),
+        nonce.as_bytes(),
+    ])
+}
+
+/// A copy of a node's `_nodes` and `_dbs`, pushed to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncPayload {
+    pub from: String,
+    pub nodes: BTreeMap<String, Doc>,
+    pub dbs: BTreeMap<String, Doc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// outgoing
+// ---------------------------------------------------------------------------------------------
+
+fn envelope(node: &NodeInner, to: &str, kind: &str, mut payload: Value) -> Value {
+    let nonce = node.random_hex(16);
+    let cookie = lock(&node.vol).cookie.clone();
+    let p = proof(&cookie, kind, &node.name, to, &nonce);
+    if let Value::Object(o) = &mut payload {
+        o.insert("from".into(), json!(node.name));
+        o.insert("to".into(), json!(to));
+        o.insert("nonce".into(), json!(nonce));
+        o.insert("proof".into(), json!(p));
+    }
+    payload
+}
+
+fn call(node: &NodeInner, peer: &str, kind: &str, payload: Value) -> io::Result<ClientResponse> {
+    let addr = node
+        .epmd
+        .locate(peer)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cannot locate node"))?;
+    let body = envelope(node, peer, kind, payload);
+    let path = format!("{PREFIX}dist/{kind}");
+    let mut req = ClientRequest::new("POST", &path).json(&body);
+    req.host = addr.to_string();
+    req.timeout = Duration::from_secs(10);
+    client::send(addr, &req)
+}
+
+/// Connects to `peer` unless connected already. True when connected afterwards.
+pub fn connect(node: &Arc<NodeInner>, peer: &str, epoch: u64) -> bool {
+    if peer == node.name || node.is_connected(peer) {
+        return true;
+    }
+    if !long_name_ok(&node.name) || !long_name_ok(peer) || !node.alive(epoch) {
+        return false;
+    }
+    let addr = match node.epmd.locate(peer) {
+        Some(a) => a,
+        None => return false,
+    };
+    if !util::sleep_while(node.delays.connect, || node.alive(epoch)) {
+        return false;
+    }
+    let nonce = node.random_hex(16);
+    let (cookie, peers) = {
+        let v = lock(&node.vol);
+        (
+            v.cookie.clone(),
+            v.connected.keys().cloned().collect::<Vec<_>>(),
+        )
+    };
+    let body = json!({
+        "from": node.name,
+        "to": peer,
+        "nonce": nonce,
+        "proof": proof(&cookie, "connect", &node.name, peer, &nonce),
+        "peers": peers,
+    });
+    let path = format!("{PREFIX}dist/connect");
+    let mut req = ClientRequest::new("POST", &path).json(&body);
+    req.host = addr.to_string();
+    req.timeout = Duration::from_secs(5);
+    let (resp, reader) = match client::send_keep(addr, &req) {
+        Ok(r) => r,
+        Err(_) => return false,
+    };
+    if resp.status != 200 {
+        return false;
+    }
+    let v: Value = match serde_json::from_slice(&resp.body) {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    if v["proof"].as_str() != Some(&proof(&cookie, "accept", &node.name, peer, &nonce)) {
+        log_line(&format!(
+            "{}: connection to '{peer}' rejected: invalid challenge reply",
+            node.name
+        ));
+        return false;
+    }
+    let stream = reader.into_inner();
+    let _ = stream.set_read_timeout(None);
+    let conn_id = match node.register_conn(&stream, epoch) {
+        Some(id) => id,
+        None => return false,
+    };
+    let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
+    let hints: Vec<String> = v["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    on_connected(node, peer, link, &hints);
+    let me = Arc::clone(node);
+    let peer_name = peer.to_string();
+    let spawned = node.spawn(epoch, "link", move || {
+        wait_eof(stream);
+        drop_peer(&me, &peer_name, link);
+        me.unregister_conn(conn_id);
+    });
+    if !spawned {
+        drop_peer(node, peer, link);
+        node.unregister_conn(conn_id);
+    }
+    true
+}
+
+fn wait_eof(mut stream: TcpStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn on_connected(node: &NodeInner, peer: &str, link: u64, hints: &[String]) {
+    let now = Instant::now();
+    let delay = {
+        let mut rng = lock(&node.rng);
+        if rng.one_in(node.delays.slow_copy_one_in) {
+            node.delays.slow_copy
+        } else {
+            let (lo, hi) = node.delays.nodes_copy;
+            rng.between(lo, hi)
+        }
+    };
+    let mut v = lock(&node.vol);
+    if v.connected.is_empty() {
+        v.gate_until = Some(now + delay);
+    }
+    v.connected.insert(peer.to_string(), link);
+    v.ever_connected.insert(peer.to_string());
+    v.next_attempt.remove(peer);
+    v.push_due.insert(peer.to_string(), now);
+    for h in hints {
+        if *h != node.name && !v.connected.contains_key(h) {
+            v.hints.insert(h.clone());
+        }
+    }
+    drop(v);
+    log_line(&format!("{}: connected to {peer}", node.name));
+}
+
+fn drop_peer(node: &NodeInner, peer: &str, link: u64) {
+    let mut v = lock(&node.vol);
+    if v.connected.get(peer) == Some(&link) {
+        v.connected.remove(peer);
+        let retry = Instant::now() + node.delays.lost_retry;
+        v.next_attempt.insert(peer.to_string(), retry);
+        drop(v);
+        log_line(&format!("{}: {peer} is down", node.name));
+    }
+}
+
+fn push_state(node: &NodeInner, peer: &str, direct: bool) {
+    let (nodes, dbs) = {
+        let st = lock(&node.store);
+        (st.nodes.docs.clone(), st.dbs.docs.clone())
+    };
+    let payload = json!({"nodes": nodes, "dbs": dbs, "direct": direct});
+    let _ = call(node, peer, "sync", payload);
+}
+
+/// Pushes `_nodes`/`_dbs` to every connected peer now (synchronous writes like fabric's).
+pub fn push_all_now(node: &NodeInner) {
+    let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
+    for p in peers {
+        push_state(node, &p, true);
+    }
+}
+
+/// `rpc:call(Peer, config, set, …)`. Connects first if needed.
+pub fn rpc_config_set(
+    node: &Arc<NodeInner>,
+    peer: &str,
+    section: &str,
+    key: &str,
+    value: &str,
+) -> bool {
+    if !node.is_connected(peer) && !connect(node, peer, node.epoch()) {
+        return false;
+    }
+    matches!(
+        call(node, peer, "config", json!({"section": section, "key": key, "value": value})),
+        Ok(r) if r.status == 200
+    )
+}
+
+/// `/_node/<name>/…` for another node: proxied when connected (or connectable), 412 when a
+/// member is down, 404 when the name is unknown.
+pub fn remote_node_request(
+    node: &Arc<NodeInner>,
+    req: &HttpRequest,
+    name: &str,
+    rest: &[&str],
+    epoch: u64,
+) -> Response {
+    let member = lock(&node.store).nodes.get(name).is_ok();
+    let up = node.is_connected(name) || (member && connect(node, name, epoch));
+    if !up {
+        return if member {
+            Response::error(412, "nodedown", &format!("{name} is down"))
+        } else {
+            Response::error(404, "not_found", &format!("no such node: {name}"))
+        };
+    }
+    let sub: Vec<String> = rest.iter().map(|s| util::pct_encode(s)).collect();
+    let payload = json!({
+        "method": req.method,
+        "path": sub,
+        "query": req.query,
+        "content_type": req.header("content-type"),
+        "body": String::from_utf8_lossy(&req.body),
+    });
+    match call(node, name, "proxy", payload) {
+        Ok(r) if r.status == 200 => {
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let status = v["status"].as_u64().unwrap_or(500) as u16;
+            let body = v["body"].as_str().unwrap_or("").as_bytes().to_vec();
+            Response::new(status, body)
+        }
+        _ => Response::error(412, "nodedown", &format!("{name} is down")),
+    }
+}
+
+/// Trap 8 would move the listener; the simulator keeps listening where it is (logged).
+pub fn note_listener_change(node: &NodeInner) {
+    log_line(&format!(
+        "{}: chttpd bind_address/port changed to {:?}:{:?} (the simulator keeps listening on {})",
+        node.name,
+        node.config("chttpd", "bind_address"),
+        node.config("chttpd", "port"),
+        node.addr()
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// the ticker
+// ---------------------------------------------------------------------------------------------
+
+pub fn ticker(node: Arc<NodeInner>, epoch: u64) {
+    while node.alive(epoch) {
+        std::thread::sleep(node.delays.tick);
+        if !node.alive(epoch) {
+            break;
+        }
+        tick(&node, epoch);
+    }
+}
+
+fn retry_delay(node: &NodeInner, lost: bool) -> Duration {
+    if lost {
+        return node.delays.lost_retry;
+    }
+    let base = node.delays.retry_timer;
+    // ±25 %
+    let lo = base.mul_f64(0.75);
+    let hi = base.mul_f64(1.25);
+    lock(&node.rng).between(lo, hi)
+}
+
+fn tick(node: &Arc<NodeInner>, epoch: u64) {
+    let now = Instant::now();
+    if long_name_ok(&node.name) {
+        let members = lock(&node.store).cluster_nodes();
+        let (due, hints) = {
+            let mut v = lock(&node.vol);
+            let due: Vec<String> = members
+                .into_iter()
+                .filter(|m| *m != node.name && !v.connected.contains_key(m))
+                .filter(|m| v.next_attempt.get(m).map(|t| now >= *t).unwrap_or(true))
+                .collect();
+            let hints: Vec<String> = std::mem::take(&mut v.hints).into_iter().collect();
+            (due, hints)
+        };
+        for m in due {
+            if !node.alive(epoch) {
+                return;
+            }
+            if !connect(node, &m, epoch) {
+                let lost = lock(&node.vol).ever_connected.contains(&m);
+                let at = Instant::now() + retry_delay(node, lost);
+                lock(&node.vol).next_attempt.insert(m, at);
+            }
+        }
+        for h in hints {
+            if !node.alive(epoch) {
+                return;
+            }
+            connect(node, &h, epoch);
+        }
+    }
+    // incoming copies held by the copy delay
+    let ready: Vec<SyncPayload> = {
+        let mut v = lock(&node.vol);
+        match v.gate_until {
+            Some(t) if Instant::now() < t => Vec::new(),
+            _ => std::mem::take(&mut v.pending_sync),
+        }
+    };
+    for p in ready {
+        apply_sync(node, p);
+    }
+    // outgoing copies
+    let pushes: Vec<String> = {
+        let mut v = lock(&node.vol);
+        let now = Instant::now();
+        let due: Vec<String> = v
+            .push_due
+            .iter()
+            .filter(|(_, t)| now >= **t)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            v.push_due.remove(p);
+        }
+        due.into_iter()
+            .filter(|p| v.connected.contains_key(p))
+            .collect()
+    };
+    for p in pushes {
+        if !node.alive(epoch) {
+            return;
+        }
+        push_state(node, &p, false);
+    }
+}
+
+fn apply_sync(node: &NodeInner, p: SyncPayload) {
+    let changed = {
+        let mut st = lock(&node.store);
+        let a = st.nodes.merge(&p.nodes);
+        let b = st.dbs.merge(&p.dbs);
+        !a.is_empty() || !b.is_empty()
+    };
+    if changed {
+        node.save();
+        let now = Instant::now();
+        let mut v = lock(&node.vol);
+        let peers: Vec<String> = v
+            .connected
+            .keys()
+            .filter(|k| **k != p.from)
+            .cloned()
+            .collect();
+        for peer in peers {
+            v.push_due.insert(peer, now);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// incoming
+// ---------------------------------------------------------------------------------------------
+
+fn reply(w: &mut TcpStream, node: &NodeInner, status: u16, v: &Value) {
+    let mut r = Response::json(status, v);
+    r.close = status != 200;
+    let _ = http::write_response(w, &r, &node.random_hex(5));
+}
+
+/// Handles one `/_couchsim/…` request. For `connect` the connection then stays open as the
+/// link until either side goes away.
+pub fn handle_internal(
+    node: &Arc<NodeInner>,
+    req: HttpRequest,
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    epoch: u64,
+) {
+    let kind = req
+        .path
+        .strip_prefix(PREFIX)
+        .and_then(|p| p.strip_prefix("dist/"))
+        .unwrap_or("")
+        .to_string();
+    let v: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(_) => return reply(writer, node, 400, &json!({"error": "bad_request"})),
+    };
+    let from = v["from"].as_str().unwrap_or("").to_string();
+    let to = v["to"].as_str().unwrap_or("");
+    let nonce = v["nonce"].as_str().unwrap_or("");
+    let cookie = lock(&node.vol).cookie.clone();
+    if !long_name_ok(&node.name) || !long_name_ok(&from) {
+        return reply(writer, node, 403, &json!({"error": "not_distributed"}));
+    }
+    if to != node.name {
+        log_line(&format!(
+            "{}: connection attempt for '{to}' refused: this node is '{}'",
+            node.name, node.name
+        ));
+        return reply(writer, node, 403, &json!({"error": "wrong_name"}));
+    }
+    if v["proof"].as_str() != Some(&proof(&cookie, &kind, &from, to, nonce)) {
+        if kind == "connect" {
+            log_line(&format!(
+                "{}: Connection attempt from node '{from}' rejected. Invalid challenge reply.",
+                node.name
+            ));
+        }
+        return reply(writer, node, 403, &json!({"error": "rejected"}));
+    }
+    if kind != "connect" && !node.is_connected(&from) {
+        return reply(writer, node, 409, &json!({"error": "not_connected"}));
+    }
+    match kind.as_str() {
+        "connect" => {
+            let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
+            let answer = json!({
+                "proof": proof(&cookie, "accept", &from, to, nonce),
+                "peers": peers,
+            });
+            let mut r = Response::json(200, &answer);
+            r.bare = true;
+            if http::write_response(writer, &r, "").is_err() {
+                return;
+            }
+            let hints: Vec<String> = v["peers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
+            if !node.alive(epoch) {
+                return;
+            }
+            on_connected(node, &from, link, &hints);
+            // The link lives until either side closes it.
+            let mut buf = [0u8; 256];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            drop_peer(node, &from, link);
+        }
+        "sync" => {
+            let p = SyncPayload {
+                from: from.clone(),
+                nodes: serde_json::from_value(v["nodes"].clone()).unwrap_or_default(),
+                dbs: serde_json::from_value(v["dbs"].clone()).unwrap_or_default(),
+            };
+            let direct = v["direct"].as_bool().unwrap_or(false);
+            let held = !direct && {
+                let mut vol = lock(&node.vol);
+                match vol.gate_until {
+                    Some(t) if Instant::now() < t => {
+                        vol.pending_sync.push(p.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !held {
+                apply_sync(node, p);
+            }
+            reply(writer, node, 200, &json!({"ok": true}));
+        }
+        "config" => {
+            let (s, k, val) = (
+                v["section"].as_str().unwrap_or(""),
+                v["key"].as_str().unwrap_or(""),
+                v["value"].as_str().unwrap_or(""),
+            );
+            if s.is_empty() || k.is_empty() {
+                return reply(writer, node, 400, &json!({"error": "bad_request"}));
+            }
+            node.set_config(s, k, val);
+            reply(writer, node, 200, &json!({"ok": true}));
+        }
+        "proxy" => {
+            let segs: Vec<String> = v["path"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let query = v["query"].as_str().unwrap_or("").to_string();
+            let mut path = String::from("/_node/_local");
+            for s in &segs {
+                path.push('/');
+                path.push_str(s);
+            }
+            let target = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            };
+            let mut headers = vec![("Host".to_string(), node.addr().to_string())];
+            if let Some(ct) = v["content_type"].as_str() {
+                headers.push(("Content-Type".to_string(), ct.to_string()));
+            }
+            let inner = HttpRequest {
+                method: v["method"].as_str().unwrap_or("GET").to_string(),
+                target,
+                path,
+                query,
+                http10: false,
+                headers,
+                body: v["body"].as_str().unwrap_or("").as_bytes().to_vec(),
+                peer: req.peer,
+            };
+            let decoded: Vec<String> = segs.iter().map(|s| util::pct_decode(s)).collect();
+            let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
+            let resp = routes::node_local(node, &inner, &rest);
+            let body = String::from_utf8_lossy(&resp.body).into_owned();
+            reply(
+                writer,
+                node,
+                200,
+                &json!({"status": resp.status, "body": body}),
+            );
+        }
+        _ => reply(writer, node, 404, &json!({"error": "not_found"})),
+    }
+    let _ = writer.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dotted_long_names_take_part() {
+        assert!(long_name_ok("node1@127.0.0.1"));
+        assert!(long_name_ok("couchdb@couchdb-1.cluster"));
+        assert!(!long_name_ok("couchdb@couchdb-1"));
+        assert!(!long_name_ok(NONODE));
+        assert!(!long_name_ok("couchdb"));
+        assert!(!long_name_ok("@a.b"));
+        assert!(!long_name_ok("a@.b"));
+    }
+
+    #[test]
+    fn proofs_depend_on_cookie_and_nonce() {
+        let a = proof("cookie", "connect", "a@x.y", "b@x.y", "n1");
+        assert_eq!(a, proof("cookie", "connect", "a@x.y", "b@x.y", "n1"));
+        assert_ne!(a, proof("other", "connect", "a@x.y", "b@x.y", "n1"));
+        assert_ne!(a, proof("cookie", "connect", "a@x.y", "b@x.y", "n2"));
+        assert!(!a.contains("cookie"));
+    }
+}

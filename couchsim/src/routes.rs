@@ -1,0 +1,503 @@
+//! The public HTTP API of one node (everything but `/_cluster_setup`, which is `setup.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use crate::auth::{self, Check};
+use crate::http::{HttpRequest, Response};
+use crate::node::{lock, NodeInner};
+use crate::store::{self, LocalDb, WriteError};
+use crate::{dist, faults, setup, util};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Who {
+    Anonymous,
+    Admin(String),
+}
+
+impl Who {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Who::Admin(_))
+    }
+}
+
+pub fn method_not_allowed(allowed: &str) -> Response {
+    Response::error(
+        405,
+        "method_not_allowed",
+        &format!("Only {allowed} allowed"),
+    )
+    .with_header("Allow", allowed)
+}
+
+/// CouchDB closes the connection when it answers an error before reading the body.
+fn unread_body(mut resp: Response, req: &HttpRequest) -> Response {
+    if !req.body.is_empty() {
+        resp.close = true;
+    }
+    resp
+}
+
+pub fn db_not_found() -> Response {
+    Response::error(404, "not_found", "Database does not exist.")
+}
+
+/// Checks basic credentials or an `AuthSession` cookie. `Err` is the 401/403 to send.
+pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Result<Who, Response> {
+    match auth::basic_credentials(req) {
+        Some(Ok((user, password))) => {
+            let admins = node.admins();
+            let check = lock(&node.vol).auth.check(
+                &admins,
+                &user,
+                &password,
+                req.peer.ip(),
+                Instant::now(),
+                node.delays.lockout,
+                node.delays.lockout_threshold,
+            );
+            match check {
+                Check::Admin { costly } => {
+                    if costly {
+                        util::sleep_while(node.delays.first_auth, || node.alive(epoch));
+                    }
+                    Ok(Who::Admin(user))
+                }
+                Check::Rejected(403, _) => Err(unread_body(auth::locked(), req)),
+                Check::Rejected(_, _) => Err(unread_body(auth::bad_credentials(), req)),
+            }
+        }
+        Some(Err(())) => Err(unread_body(auth::bad_credentials(), req)),
+        None => {
+            if let Some(cookie) = auth::auth_session(req) {
+                let secret = node.config("chttpd_auth", "secret").unwrap_or_default();
+                let timeout = node
+                    .config("chttpd_auth", "timeout")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(600);
+                if let Some(user) = auth::verify_session_cookie(
+                    &cookie,
+                    &node.admins(),
+                    &secret,
+                    util::unix_now().as_secs(),
+                    timeout,
+                ) {
+                    return Ok(Who::Admin(user));
+                }
+            }
+            Ok(Who::Anonymous)
+        }
+    }
+}
+
+pub fn handle(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
+    let who = match authenticate(node, req, epoch) {
+        Ok(w) => w,
+        Err(resp) => return resp,
+    };
+    route(node, req, &who, epoch)
+}
+
+fn require_admin(who: &Who, req: &HttpRequest) -> Result<(), Response> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(unread_body(auth::not_admin(), req))
+    }
+}
+
+macro_rules! admin {
+    ($who:expr, $req:expr) => {
+        if let Err(r) = require_admin($who, $req) {
+            return r;
+        }
+    };
+}
+
+pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) -> Response {
+    let seg = req.segments();
+    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
+    let m = req.method.as_str();
+    match s.as_slice() {
+        [] => match m {
+            "GET" | "HEAD" => welcome(node),
+            _ => unread_body(method_not_allowed("GET,HEAD"), req),
+        },
+        ["_up"] => match m {
+            "GET" | "HEAD" => up(node),
+            _ => unread_body(method_not_allowed("GET,HEAD"), req),
+        },
+        ["_session"] => session(node, req, who),
+        ["_uuids"] => match m {
+            "GET" => uuids(node, req),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        ["_membership"] => {
+            admin!(who, req);
+            match m {
+                "GET" => {
+                    let (all, cluster) = node.membership();
+                    Response::json(200, &json!({"all_nodes": all, "cluster_nodes": cluster}))
+                }
+                _ => unread_body(method_not_allowed("GET"), req),
+            }
+        }
+        ["_cluster_setup"] => {
+            if !matches!(m, "GET" | "POST") {
+                return unread_body(method_not_allowed("GET,POST"), req);
+            }
+            admin!(who, req);
+            setup::handle(node, req, epoch)
+        }
+        ["_all_dbs"] => {
+            admin!(who, req);
+            match m {
+                "GET" => Response::json(200, &json!(lock(&node.store).all_dbs())),
+                _ => unread_body(method_not_allowed("GET,HEAD"), req),
+            }
+        }
+        ["_node", name, rest @ ..] => {
+            admin!(who, req);
+            if *name == "_local" || *name == node.name {
+                node_local(node, req, rest)
+            } else {
+                dist::remote_node_request(node, req, name, rest, epoch)
+            }
+        }
+        [db, rest @ ..] if db.starts_with('_') && !store::valid_db_name(db) => {
+            let _ = rest;
+            illegal_db_name(db)
+        }
+        [db] => database(node, req, who, db),
+        [db, "_shards"] => {
+            if !lock(&node.store).db_exists(db) {
+                return db_not_found();
+            }
+            match m {
+                "GET" => {
+                    let shards = lock(&node.store).shards(db).unwrap_or_default();
+                    Response::json(200, &json!({"shards": shards}))
+                }
+                _ => unread_body(method_not_allowed("GET"), req),
+            }
+        }
+        [db, "_all_docs"] => {
+            if !lock(&node.store).db_exists(db) {
+                return db_not_found();
+            }
+            Response::raw(200, LocalDb::default().all_docs(false))
+        }
+        [db, ..] => {
+            if !lock(&node.store).db_exists(db) {
+                return db_not_found();
+            }
+            Response::error(404, "not_found", "missing")
+        }
+    }
+}
+
+fn illegal_db_name(db: &str) -> Response {
+    Response::error(
+        400,
+        "illegal_database_name",
+        &format!(
+            "Name: '{db}'. Only lowercase characters (a-z), digits (0-9), and any of the \
+             characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
+        ),
+    )
+}
+
+fn welcome(node: &NodeInner) -> Response {
+    let uuid = node.config("couchdb", "uuid").unwrap_or_default();
+    Response::json(
+        200,
+        &json!({
+            "couchdb": "Welcome",
+            "version": "3.4.2",
+            "git_sha": "6e5ad2a5c",
+            "uuid": uuid,
+            "features": ["access-ready", "partitioned", "pluggable-storage-engines", "reshard", "scheduler"],
+            "vendor": {"name": "The Apache Software Foundation"},
+        }),
+    )
+}
+
+fn up(node: &NodeInner) -> Response {
+    match faults::maintenance(node) {
+        Some(mode) => Response::json(404, &json!({"status": mode})),
+        None => Response::raw(200, r#"{"status":"ok","seeds":{}}"#),
+    }
+}
+
+fn uuids(node: &NodeInner, req: &HttpRequest) -> Response {
+    let count = req
+        .query_param("count")
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(1);
+    if count > 1000 {
+        return Response::error(400, "bad_request", "count parameter too large");
+    }
+    let list: Vec<String> = (0..count).map(|_| node.random_hex(16)).collect();
+    Response::json(200, &json!({"uuids": list}))
+}
+
+fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
+    match req.method.as_str() {
+        "GET" => match who {
+            Who::Admin(u) => Response::json(
+                200,
+                &json!({"ok": true, "userCtx": {"name": u, "roles": ["_admin"]},
+                        "info": {"authentication_handlers": ["cookie", "default"], "authenticated": if auth::basic_credentials(req).is_some() {"default"} else {"cookie"}}}),
+            ),
+            Who::Anonymous => Response::json(
+                200,
+                &json!({"ok": true, "userCtx": {"name": null, "roles": []},
+                        "info": {"authentication_handlers": ["cookie", "default"]}}),
+            ),
+        },
+        "POST" => {
+            let (user, password) = match session_form(req) {
+                Some(c) => c,
+                None => {
+                    return Response::error(401, "unauthorized", auth::BAD_CREDENTIALS);
+                }
+            };
+            let admins = node.admins();
+            let check = lock(&node.vol).auth.check(
+                &admins,
+                &user,
+                &password,
+                req.peer.ip(),
+                Instant::now(),
+                node.delays.lockout,
+                node.delays.lockout_threshold,
+            );
+            match check {
+                Check::Admin { .. } => {
+                    let secret = node.config("chttpd_auth", "secret").unwrap_or_default();
+                    let stored = admins.get(&user).cloned().unwrap_or_default();
+                    let cookie =
+                        auth::session_cookie(&user, &stored, &secret, util::unix_now().as_secs());
+                    Response::json(200, &json!({"ok": true, "name": user, "roles": ["_admin"]}))
+                        .with_header(
+                            "Set-Cookie",
+                            format!("AuthSession={cookie}; Version=1; Path=/; HttpOnly"),
+                        )
+                }
+                Check::Rejected(403, _) => auth::locked(),
+                Check::Rejected(_, _) => auth::bad_credentials(),
+            }
+        }
+        "DELETE" => {
+            Response::ok(200).with_header("Set-Cookie", "AuthSession=; Version=1; Path=/; HttpOnly")
+        }
+        _ => unread_body(method_not_allowed("GET,HEAD,POST,DELETE"), req),
+    }
+}
+
+/// `name`/`password` from a JSON or form body.
+fn session_form(req: &HttpRequest) -> Option<(String, String)> {
+    if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&req.body) {
+        let n = o.get("name")?.as_str()?.to_string();
+        let p = o.get("password")?.as_str()?.to_string();
+        return Some((n, p));
+    }
+    let text = String::from_utf8_lossy(&req.body).into_owned();
+    let kv = util::parse_query(&text);
+    let n = kv.iter().find(|(k, _)| k == "name")?.1.clone();
+    let p = kv.iter().find(|(k, _)| k == "password")?.1.clone();
+    Some((n, p))
+}
+
+fn database(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
+    match req.method.as_str() {
+        "GET" | "HEAD" => match node.db_info(db) {
+            Some(info) => Response::json(200, &info),
+            None => db_not_found(),
+        },
+        "PUT" => {
+            admin!(who, req);
+            if !store::valid_db_name(db) {
+                return illegal_db_name(db);
+            }
+            let n = req.query_param("n").and_then(|v| v.parse().ok());
+            let q = req.query_param("q").and_then(|v| v.parse().ok());
+            if node.create_db(db, n, q) {
+                let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+                Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
+            } else {
+                Response::error(
+                    412,
+                    "file_exists",
+                    "The database could not be created, the file already exists.",
+                )
+            }
+        }
+        "DELETE" => {
+            admin!(who, req);
+            if node.delete_db(db) {
+                Response::ok(200)
+            } else {
+                db_not_found()
+            }
+        }
+        _ => unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
+    }
+}
+
+/// `/_node/_local/…` on this node.
+pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Response {
+    let m = req.method.as_str();
+    match rest {
+        [] => match m {
+            "GET" => Response::json(200, &json!({"name": node.name})),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        ["_config"] => match m {
+            "GET" => Response::json(200, &json!(lock(&node.store).config)),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        ["_config", section] => match m {
+            "GET" => {
+                let st = lock(&node.store);
+                let sec = st.config.get(*section).cloned().unwrap_or_default();
+                Response::json(200, &json!(sec))
+            }
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        ["_config", section, key] => config_key(node, req, section, key),
+        ["_nodes"] => local_db_info(node, req, "_nodes"),
+        ["_dbs"] => local_db_info(node, req, "_dbs"),
+        ["_nodes", "_all_docs"] | ["_dbs", "_all_docs"] => {
+            let include = req.query_param("include_docs").as_deref() == Some("true");
+            let st = lock(&node.store);
+            let db = if rest[0] == "_nodes" {
+                &st.nodes
+            } else {
+                &st.dbs
+            };
+            Response::raw(200, db.all_docs(include))
+        }
+        ["_nodes", id] | ["_dbs", id] => local_doc(node, req, rest[0], id),
+        ["_stats", ..] | ["_system"] => Response::json(200, &json!({})),
+        _ => Response::error(404, "not_found", "missing"),
+    }
+}
+
+fn config_key(node: &Arc<NodeInner>, req: &HttpRequest, section: &str, key: &str) -> Response {
+    match req.method.as_str() {
+        "GET" => match node.config(section, key) {
+            Some(v) => Response::json(200, &json!(v)),
+            None => Response::error(404, "not_found", "unknown_config_value"),
+        },
+        "PUT" => {
+            let v = match serde_json::from_slice::<Value>(&req.body) {
+                Ok(Value::String(s)) => s,
+                Ok(_) | Err(_) => {
+                    return Response::error(400, "bad_request", "invalid UTF-8 JSON");
+                }
+            };
+            let old = node.set_config(section, key, &v).unwrap_or_default();
+            if section == "chttpd" && (key == "port" || key == "bind_address") {
+                dist::note_listener_change(node);
+            }
+            Response::json(200, &json!(old))
+        }
+        "DELETE" => match node.delete_config(section, key) {
+            Some(old) => Response::json(200, &json!(old)),
+            None => Response::error(404, "not_found", "unknown_config_value"),
+        },
+        _ => unread_body(method_not_allowed("DELETE,GET,PUT"), req),
+    }
+}
+
+fn local_db_info(node: &NodeInner, req: &HttpRequest, which: &str) -> Response {
+    if req.method != "GET" {
+        return unread_body(method_not_allowed("GET"), req);
+    }
+    let start = lock(&node.vol).start_time_us;
+    let st = lock(&node.store);
+    let db = if which == "_nodes" {
+        &st.nodes
+    } else {
+        &st.dbs
+    };
+    Response::json(200, &db.info(which, start))
+}
+
+fn write_error(e: WriteError) -> Response {
+    match e {
+        WriteError::Conflict => Response::error(409, "conflict", "Document update conflict."),
+        WriteError::NotFound(why) => Response::error(404, "not_found", why),
+    }
+}
+
+fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) -> Response {
+    let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+    let result = match req.method.as_str() {
+        "GET" => {
+            let st = lock(&node.store);
+            let db = if which == "_nodes" {
+                &st.nodes
+            } else {
+                &st.dbs
+            };
+            return match db.get(id) {
+                Ok(d) => Response::json(200, &d.to_json(id))
+                    .with_header("ETag", format!("\"{}\"", d.rev)),
+                Err(e) => write_error(e),
+            };
+        }
+        "PUT" => {
+            let body = match serde_json::from_slice::<Value>(&req.body) {
+                Ok(Value::Object(o)) => o,
+                _ => return Response::error(400, "bad_request", "Document must be a JSON object"),
+            };
+            let mut fields = Map::new();
+            let mut rev = req.query_param("rev");
+            for (k, v) in body {
+                if k == "_rev" {
+                    rev = v.as_str().map(str::to_string);
+                } else if !k.starts_with('_') {
+                    fields.insert(k, v);
+                }
+            }
+            let mut st = lock(&node.store);
+            let db = if which == "_nodes" {
+                &mut st.nodes
+            } else {
+                &mut st.dbs
+            };
+            db.put(id, rev.as_deref(), fields).map(|r| (201, r))
+        }
+        "DELETE" => {
+            let rev = req.query_param("rev");
+            let mut st = lock(&node.store);
+            let db = if which == "_nodes" {
+                &mut st.nodes
+            } else {
+                &mut st.dbs
+            };
+            db.delete(id, rev.as_deref()).map(|r| (200, r))
+        }
+        _ => return unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
+    };
+    match result {
+        Ok((status, rev)) => {
+            node.local_change();
+            let mut resp = Response::json(status, &json!({"ok": true, "id": id, "rev": rev}))
+                .with_header("ETag", format!("\"{rev}\""));
+            if status == 201 {
+                resp = resp.with_header(
+                    "Location",
+                    format!("http://{host}/{which}/{}", util::pct_encode(id)),
+                );
+            }
+            resp
+        }
+        Err(e) => write_error(e),
+    }
+}

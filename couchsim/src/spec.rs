@@ -1,0 +1,195 @@
+//! The public knobs: timings (`Delays`), injected faults (`Fault`), one node's start-up
+//! description (`NodeSpec`) and the request log entry (`Request`).
+
+use std::time::Duration;
+
+/// How long things take. `Default` is what the transcripts of a real CouchDB 3.4.2 show;
+/// [`Delays::fast`] keeps every behaviour but shrinks the waits for tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delays {
+    /// The first successful authentication per node (and per admin hash) costs this much
+    /// (PBKDF2, 600 000 iterations); later ones are cached.
+    pub first_auth: Duration,
+    /// Setting up one Erlang distribution connection.
+    pub connect: Duration,
+    /// After a node gets its first connection, the `_nodes`/`_dbs` copy pushed to it lands
+    /// after a delay in this range...
+    pub nodes_copy: (Duration, Duration),
+    /// ...except one time in `slow_copy_one_in`, when it takes `slow_copy`.
+    pub slow_copy: Duration,
+    pub slow_copy_one_in: u32,
+    /// `finish_cluster` creating `_users` and `_replicator` (range).
+    pub finish_create: (Duration, Duration),
+    /// `finish_cluster` waits this long for every `_nodes` member to answer a ping.
+    pub finish_wait: Duration,
+    /// How often `finish_cluster` re-pings while it waits.
+    pub finish_poll: Duration,
+    /// How long an account stays locked after `lockout_threshold` failures.
+    pub lockout: Duration,
+    pub lockout_threshold: u32,
+    /// `_nodes` members that never connected are retried on this timer (±25 %).
+    pub retry_timer: Duration,
+    /// Members that were connected during this run and dropped are retried on this timer
+    /// (a restarted or wiped member is found again without waiting `retry_timer`).
+    pub lost_retry: Duration,
+    /// From launch to listening (binary mode and `Node::start`).
+    pub boot: Duration,
+    /// The background distribution ticker's period.
+    pub tick: Duration,
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        Delays {
+            first_auth: Duration::from_millis(175),
+            connect: Duration::from_millis(20),
+            nodes_copy: (Duration::from_millis(40), Duration::from_millis(100)),
+            slow_copy: Duration::from_millis(1000),
+            slow_copy_one_in: 5,
+            finish_create: (Duration::from_millis(80), Duration::from_millis(100)),
+            finish_wait: Duration::from_secs(5),
+            finish_poll: Duration::from_millis(100),
+            lockout: Duration::from_secs(300),
+            lockout_threshold: 5,
+            retry_timer: Duration::from_secs(37),
+            lost_retry: Duration::from_secs(2),
+            boot: Duration::from_millis(1100),
+            tick: Duration::from_millis(5),
+        }
+    }
+}
+
+impl Delays {
+    /// A few milliseconds everywhere. Behaviours stay (the slow copy still happens one time
+    /// in five, only shorter; the lockout still lasts 5 minutes). `finish_wait` is 500 ms:
+    /// set the field to taste.
+    pub fn fast() -> Delays {
+        Delays {
+            first_auth: Duration::from_millis(2),
+            connect: Duration::from_millis(1),
+            nodes_copy: (Duration::from_millis(2), Duration::from_millis(6)),
+            slow_copy: Duration::from_millis(40),
+            slow_copy_one_in: 5,
+            finish_create: (Duration::from_millis(2), Duration::from_millis(4)),
+            finish_wait: Duration::from_millis(500),
+            finish_poll: Duration::from_millis(10),
+            lockout: Duration::from_secs(300),
+            lockout_threshold: 5,
+            retry_timer: Duration::from_millis(60),
+            lost_retry: Duration::from_millis(20),
+            boot: Duration::from_millis(2),
+            tick: Duration::from_millis(2),
+        }
+    }
+}
+
+/// A misbehaviour injected into one node (see `Node::inject`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// `GET /_up` answers 404 `{"status":"<mode>"}` ("maintenance_mode" or "nolb").
+    Maintenance(String),
+    /// Every response is delayed by this much.
+    Slow(Duration),
+    /// The `nth` (1-based) request matching `method` and `path` gets `status` with a
+    /// CouchDB-style error body. `path` matches with or without the query string.
+    FailNth {
+        method: String,
+        path: String,
+        nth: usize,
+        status: u16,
+    },
+    /// 200 with a body that is not JSON.
+    MalformedJson { path: String },
+    /// 200 with a giant JSON-ish body of about `bytes` bytes.
+    HugeBody { path: String, bytes: usize },
+}
+
+/// One request a node answered (internal distribution traffic excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// Path including the query string, as sent.
+    pub path: String,
+    /// The basic-auth user sent, if any.
+    pub user: Option<String>,
+    pub status: u16,
+}
+
+/// How one node starts. Built by `ClusterBuilder`/`Cluster::add_node`, adjusted by closures.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub(crate) name: String,
+    pub(crate) cookie: String,
+    pub(crate) admin: Option<(String, String)>,
+    pub(crate) stopped: bool,
+    pub(crate) bind_address: String,
+    pub(crate) secret: Option<String>,
+    pub(crate) uuid: Option<String>,
+}
+
+impl NodeSpec {
+    pub(crate) fn new(name: &str, cookie: &str, admin: Option<(String, String)>) -> NodeSpec {
+        NodeSpec {
+            name: name.to_string(),
+            cookie: cookie.to_string(),
+            admin,
+            stopped: false,
+            bind_address: "any".to_string(),
+            secret: None,
+            uuid: None,
+        }
+    }
+
+    /// The node's Erlang name (`NODENAME`), e.g. `couchdb@couchdb-1.cluster`.
+    pub fn name(mut self, n: &str) -> Self {
+        self.name = n.to_string();
+        self
+    }
+
+    /// Started without `NODENAME`: the node is `nonode@nohost` and never connects.
+    pub fn nonode(mut self) -> Self {
+        self.name = crate::dist::NONODE.to_string();
+        self
+    }
+
+    pub fn cookie(mut self, c: &str) -> Self {
+        self.cookie = c.to_string();
+        self
+    }
+
+    pub fn admin(mut self, user: &str, password: &str) -> Self {
+        self.admin = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// No admin at all (`/_cluster_setup` then says `cluster_disabled`).
+    pub fn no_admin(mut self) -> Self {
+        self.admin = None;
+        self
+    }
+
+    /// Not started by `Cluster::start`; its port refuses connections until `Node::start`.
+    pub fn stopped(mut self) -> Self {
+        self.stopped = true;
+        self
+    }
+
+    /// `[chttpd] bind_address`: "any" (default, like the Docker image) or "127.0.0.1" (like
+    /// the transcripts). Only the config value: the simulated node listens on loopback.
+    pub fn bind_address(mut self, a: &str) -> Self {
+        self.bind_address = a.to_string();
+        self
+    }
+
+    /// `[chttpd_auth] secret` (`COUCHDB_SECRET`).
+    pub fn secret(mut self, s: &str) -> Self {
+        self.secret = Some(s.to_string());
+        self
+    }
+
+    /// `[couchdb] uuid` (random by default, one per node).
+    pub fn uuid(mut self, u: &str) -> Self {
+        self.uuid = Some(u.to_string());
+        self
+    }
+}

@@ -1,0 +1,441 @@
+//! Integration tests of the in-process cluster: formation through `_nodes`, cookie mismatch,
+//! stop/restart, and the wire quirks the product must survive.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use couchsim::{Cluster, Delays, Fault};
+use serde_json::{json, Value};
+
+const AUTH: &str = "YWRtaW46cGFzc3dvcmQ="; // admin:password
+
+struct Resp {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn read_resp(rd: &mut BufReader<TcpStream>) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    rd.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        rd.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    rd.read_exact(&mut body)?;
+    Ok(Resp { status, body })
+}
+
+fn req_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(a) = auth {
+        head.push_str(&format!("Authorization: Basic {a}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    if let Some(b) = body {
+        head.push_str(b);
+    }
+    s.write_all(head.as_bytes())?;
+    read_resp(&mut BufReader::new(s))
+}
+
+fn req(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
+    req_raw(addr, method, path, Some(AUTH), body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn names(n: &[usize]) -> Vec<String> {
+    n.iter().map(|i| format!("node{i}@127.0.0.1")).collect()
+}
+
+fn fast() -> Delays {
+    let mut d = Delays::fast();
+    d.finish_wait = Duration::from_millis(300);
+    d
+}
+
+#[test]
+fn three_nodes_form_through_nodes_docs_and_finish() {
+    let c = Cluster::builder().nodes(3).delays(fast()).start();
+    let a = c.node(0).addr();
+    assert_eq!(req(a, "GET", "/_up", None).status, 200);
+    assert_eq!(
+        req(a, "GET", "/_cluster_setup", None).json(),
+        json!({"state": "cluster_enabled"})
+    );
+    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
+        let r = req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
+        assert_eq!(r.status, 201);
+        assert_eq!(
+            r.json(),
+            json!({"ok": true, "id": n, "rev": "1-967a00dff5e02add41819138abb3284d"})
+        );
+    }
+    assert_eq!(
+        req(a, "PUT", "/_node/_local/_nodes/node2@127.0.0.1", Some("{}")).json(),
+        json!({"error": "conflict", "reason": "Document update conflict."})
+    );
+    wait_for("full membership everywhere", Duration::from_secs(5), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+    });
+    for i in 0..3 {
+        let m = req(c.node(i).addr(), "GET", "/_membership", None).json();
+        assert_eq!(
+            m,
+            json!({"all_nodes": names(&[1, 2, 3]), "cluster_nodes": names(&[1, 2, 3])})
+        );
+    }
+    let r = req(
+        a,
+        "POST",
+        "/_cluster_setup",
+        Some(r#"{"action":"finish_cluster"}"#),
+    );
+    assert_eq!((r.status, r.json()), (201, json!({"ok": true})));
+    let expect = json!({"shards": {
+        "00000000-7fffffff": ["node3@127.0.0.1", "node2@127.0.0.1", "node1@127.0.0.1"],
+        "80000000-ffffffff": ["node3@127.0.0.1", "node2@127.0.0.1", "node1@127.0.0.1"]}});
+    assert_eq!(req(a, "GET", "/_users/_shards", None).json(), expect);
+    wait_for("_dbs replicated", Duration::from_secs(5), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.all_dbs() == vec!["_replicator", "_users"])
+    });
+    for i in 0..3 {
+        let addr = c.node(i).addr();
+        assert_eq!(req(addr, "GET", "/_users/_shards", None).json(), expect);
+        assert_eq!(
+            req(addr, "GET", "/_cluster_setup", None).json(),
+            json!({"state": "cluster_finished"})
+        );
+    }
+    // the coordinator's admin hash, uuid and secret were copied
+    let h = c.node(0).config("admins", "admin");
+    let u = c.node(0).config("couchdb", "uuid");
+    for i in 1..3 {
+        assert_eq!(c.node(i).config("admins", "admin"), h);
+        assert_eq!(c.node(i).config("couchdb", "uuid"), u);
+    }
+    let r = req(
+        c.node(1).addr(),
+        "POST",
+        "/_cluster_setup",
+        Some(r#"{"action":"finish_cluster"}"#),
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "Cluster is already finished"})
+        )
+    );
+    // remote node config through the mesh
+    let r = req(
+        c.node(1).addr(),
+        "GET",
+        "/_node/node3@127.0.0.1/_config/couchdb/uuid",
+        None,
+    );
+    assert_eq!((r.status, r.json()), (200, json!(u)));
+    assert!(c.count_writes() >= 4);
+}
+
+#[test]
+fn cookie_mismatch_never_connects_and_finish_times_out() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .delays(fast())
+        .configure(1, |s| s.cookie("a-different-cookie"))
+        .start();
+    let a = c.node(0).addr();
+    assert_eq!(
+        req(a, "PUT", "/_node/_local/_nodes/node2@127.0.0.1", Some("{}")).status,
+        201
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.node(0).membership(), (names(&[1]), names(&[1, 2])));
+    assert_eq!(c.node(1).membership(), (names(&[2]), names(&[2])));
+    let r = req(
+        a,
+        "GET",
+        "/_node/node2@127.0.0.1/_config/couchdb/uuid",
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            412,
+            json!({"error": "nodedown", "reason": "node2@127.0.0.1 is down"})
+        )
+    );
+    let t = Instant::now();
+    let r = req(
+        a,
+        "POST",
+        "/_cluster_setup",
+        Some(r#"{"action":"finish_cluster"}"#),
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            500,
+            json!({"error": "setup_error", "reason": "Cluster setup timed out waiting for nodes to connect"})
+        )
+    );
+    assert!(c.node(0).all_dbs().is_empty());
+    // add_node pushes the cookie (in memory): then the retry timer connects them
+    let body = format!(
+        r#"{{"action":"add_node","host":"127.0.0.1","port":{},"username":"admin","password":"password","name":"node2"}}"#,
+        c.node(1).addr().port()
+    );
+    let r = req(a, "POST", "/_cluster_setup", Some(&body));
+    assert_eq!(r.status, 409);
+    wait_for(
+        "connection after receive_cookie",
+        Duration::from_secs(5),
+        || c.node(1).membership() == (names(&[1, 2]), names(&[1, 2])),
+    );
+    // lost again on restart
+    c.node(1).restart();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(c.node(0).membership().0, names(&[1]));
+}
+
+#[test]
+fn stop_and_restart_a_member() {
+    let c = Cluster::builder().nodes(3).delays(fast()).start();
+    let a = c.node(0).addr();
+    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
+        req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
+    }
+    wait_for("formation", Duration::from_secs(5), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+    });
+    assert_eq!(
+        req(
+            a,
+            "POST",
+            "/_cluster_setup",
+            Some(r#"{"action":"finish_cluster"}"#)
+        )
+        .status,
+        201
+    );
+    c.node(2).stop();
+    assert!(!c.node(2).is_running());
+    assert!(req_raw(c.node(2).addr(), "GET", "/_up", None, None).is_err());
+    wait_for("node3 gone from all_nodes", Duration::from_secs(2), || {
+        c.node(0).membership() == (names(&[1, 2]), names(&[1, 2, 3]))
+            && c.node(1).membership() == (names(&[1, 2]), names(&[1, 2, 3]))
+    });
+    let r = req(
+        a,
+        "GET",
+        "/_node/node3@127.0.0.1/_config/couchdb/uuid",
+        None,
+    );
+    assert_eq!(r.status, 412);
+    assert_eq!(req(a, "GET", "/_users", None).status, 200);
+    assert_eq!(
+        req(
+            a,
+            "POST",
+            "/_cluster_setup",
+            Some(r#"{"action":"finish_cluster"}"#)
+        )
+        .status,
+        500
+    );
+    c.node(2).start();
+    wait_for("node3 back", Duration::from_secs(2), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+    });
+    assert_eq!(
+        req(c.node(2).addr(), "GET", "/_cluster_setup", None).json(),
+        json!({"state": "cluster_finished"})
+    );
+}
+
+#[test]
+fn auth_bodies_and_lockout() {
+    let c = Cluster::builder().nodes(1).delays(fast()).start();
+    let a = c.node(0).addr();
+    let r = req_raw(a, "GET", "/_membership", None, None).unwrap();
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            401,
+            json!({"error": "unauthorized", "reason": "You are not a server admin."})
+        )
+    );
+    assert_eq!(req_raw(a, "GET", "/_up", None, None).unwrap().status, 200);
+    let wrong = "YWRtaW46d3JvbmdwYXNzd29yZA=="; // admin:wrongpassword
+    for p in ["/", "/_up", "/_membership", "/_cluster_setup", "/_all_dbs"] {
+        let r = req_raw(a, "GET", p, Some(wrong), None).unwrap();
+        assert_eq!(
+            (r.status, r.json()),
+            (
+                401,
+                json!({"error": "unauthorized", "reason": "Name or password is incorrect."})
+            )
+        );
+    }
+    let r = req_raw(a, "GET", "/_membership", Some(AUTH), None).unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["reason"],
+        "Account is temporarily locked due to multiple authentication failures"
+    );
+    let log = c.node(0).requests();
+    assert_eq!(log.last().unwrap().user.as_deref(), Some("admin"));
+    assert_eq!(log.last().unwrap().status, 403);
+}
+
+#[test]
+fn malformed_setup_body_gets_a_second_unsolicited_500() {
+    let c = Cluster::builder().nodes(1).delays(fast()).start();
+    let a = c.node(0).addr();
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = r#"{"action": "enable_cluster","#;
+    write!(
+        s,
+        "POST /_cluster_setup HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {AUTH}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut rd = BufReader::new(s);
+    let first = read_resp(&mut rd).unwrap();
+    assert_eq!(first.status, 400);
+    assert_eq!(first.json()["reason"], "Missing JSON body'");
+    let second = read_resp(&mut rd).unwrap();
+    assert_eq!(second.status, 500);
+    assert_eq!(second.json()["reason"], "function_clause");
+}
+
+#[test]
+fn faults_and_nonode() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .delays(fast())
+        .configure(1, |s| s.nonode())
+        .start();
+    let a = c.node(0).addr();
+    c.node(0).inject(Fault::Maintenance("nolb".into()));
+    let r = req(a, "GET", "/_up", None);
+    assert_eq!((r.status, r.json()), (404, json!({"status": "nolb"})));
+    c.node(0).clear_faults();
+    c.node(0).inject(Fault::FailNth {
+        method: "GET".into(),
+        path: "/_membership".into(),
+        nth: 2,
+        status: 500,
+    });
+    assert_eq!(req(a, "GET", "/_membership", None).status, 200);
+    assert_eq!(req(a, "GET", "/_membership", None).status, 500);
+    assert_eq!(req(a, "GET", "/_membership", None).status, 200);
+    c.node(0).inject(Fault::MalformedJson {
+        path: "/_node/_local".into(),
+    });
+    assert!(serde_json::from_slice::<Value>(&req(a, "GET", "/_node/_local", None).body).is_err());
+    c.node(0).clear_faults();
+    // nonode@nohost answers but never connects
+    let b = c.node(1).addr();
+    assert_eq!(
+        req(b, "GET", "/_node/_local", None).json(),
+        json!({"name": "nonode@nohost"})
+    );
+    req(a, "PUT", "/_node/_local/_nodes/nonode@nohost", Some("{}"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.node(0).membership().0, names(&[1]));
+}
+
+#[test]
+fn dotless_names_never_connect() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .delays(fast())
+        .configure(0, |s| s.name("couchdb@couchdb-1"))
+        .configure(1, |s| s.name("couchdb@couchdb-2"))
+        .start();
+    let a = c.node(0).addr();
+    assert_eq!(
+        req(
+            a,
+            "PUT",
+            "/_node/_local/_nodes/couchdb@couchdb-2",
+            Some("{}")
+        )
+        .status,
+        201
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        c.node(0).membership(),
+        (
+            vec!["couchdb@couchdb-1".to_string()],
+            vec![
+                "couchdb@couchdb-1".to_string(),
+                "couchdb@couchdb-2".to_string()
+            ]
+        )
+    );
+    // a new db still places shards on the phantom
+    assert_eq!(req(a, "PUT", "/griddb", None).status, 201);
+    let s = c.node(0).shards("griddb").unwrap();
+    assert!(s.values().all(|v| v.len() == 2));
+}
