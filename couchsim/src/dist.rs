@@ -456,6 +456,13 @@ fn apply_sync(node: &NodeInner, p: SyncPayload) {
         let mut st = lock(&node.store);
         let a = st.nodes.merge(&p.nodes);
         let b = st.dbs.merge(&p.dbs);
+        if !b.is_empty() {
+            let now = Instant::now();
+            let mut v = lock(&node.vol);
+            for db in &b {
+                v.db_seen.entry(db.clone()).or_insert(now);
+            }
+        }
         !a.is_empty() || !b.is_empty()
     };
     if changed {

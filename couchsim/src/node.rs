@@ -45,6 +45,8 @@ pub struct Volatile {
     pub pending_sync: Vec<SyncPayload>,
     /// Peers to push our `_nodes`/`_dbs` to, and from when.
     pub push_due: BTreeMap<String, Instant>,
+    /// When this run first saw each clustered db (for `_users`' `_design/_auth`).
+    pub db_seen: HashMap<String, Instant>,
     pub started_at: Instant,
     pub start_time_us: u128,
 }
@@ -61,6 +63,7 @@ impl Volatile {
             gate_until: None,
             pending_sync: Vec::new(),
             push_due: BTreeMap::new(),
+            db_seen: HashMap::new(),
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
         }
@@ -543,6 +546,9 @@ impl NodeInner {
             },
         );
         st.dbs.update_seq += 1;
+        lock(&self.vol)
+            .db_seen
+            .insert(name.to_string(), Instant::now());
     }
 
     pub fn delete_db(&self, name: &str) -> bool {
@@ -589,17 +595,27 @@ impl NodeInner {
             })
             .map(|s| s.trim_start_matches('.').to_string())
             .unwrap_or_default();
+        // CouchDB adds `_design/_auth` to `_users` shortly after creating it.
+        let docs = if db == "_users" {
+            let seen = lock(&self.vol).db_seen.get(db).copied();
+            match seen {
+                Some(t) if t.elapsed() < self.delays.auth_ddoc => 0,
+                _ => 1,
+            }
+        } else {
+            0
+        };
         let seq_tag = util::base64_encode(&util::sha256(format!("{db}{}", self.name).as_bytes()))
             .replace(['+', '/', '='], "");
         Some(json!({
             "instance_start_time": created,
             "db_name": db,
             "purge_seq": format!("0-g1AAAABTeJzLYWBgYMpgTmHgz8tPSTV{}", &seq_tag[..20]),
-            "update_seq": format!("0-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}", &seq_tag[20..40]),
+            "update_seq": format!("{docs}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}", &seq_tag[20..40]),
             "sizes": {"file": 8518 * q / 2, "external": 0, "active": 0},
             "props": {},
             "doc_del_count": 0,
-            "doc_count": 0,
+            "doc_count": docs,
             "disk_format_version": 8,
             "compact_running": false,
             "cluster": {"q": q, "n": n, "w": w, "r": w},

@@ -20,6 +20,8 @@ pub struct Delays {
     pub slow_copy_one_in: u32,
     /// `finish_cluster` creating `_users` and `_replicator` (range).
     pub finish_create: (Duration, Duration),
+    /// `_users` gets its `_design/_auth` doc (doc_count 0 → 1) this long after creation.
+    pub auth_ddoc: Duration,
     /// `finish_cluster` waits this long for every `_nodes` member to answer a ping.
     pub finish_wait: Duration,
     /// How often `finish_cluster` re-pings while it waits.
@@ -47,6 +49,7 @@ impl Default for Delays {
             slow_copy: Duration::from_millis(1000),
             slow_copy_one_in: 5,
             finish_create: (Duration::from_millis(80), Duration::from_millis(100)),
+            auth_ddoc: Duration::from_millis(300),
             finish_wait: Duration::from_secs(5),
             finish_poll: Duration::from_millis(100),
             lockout: Duration::from_secs(300),
@@ -71,6 +74,7 @@ impl Delays {
             slow_copy: Duration::from_millis(40),
             slow_copy_one_in: 5,
             finish_create: (Duration::from_millis(2), Duration::from_millis(4)),
+            auth_ddoc: Duration::from_millis(30),
             finish_wait: Duration::from_millis(500),
             finish_poll: Duration::from_millis(10),
             lockout: Duration::from_secs(300),
