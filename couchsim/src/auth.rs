@@ -112,6 +112,13 @@ struct Failures {
     last: Instant,
 }
 
+/// `[chttpd_auth_lockout]`: after `threshold` failures, locked for `duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    pub duration: Duration,
+    pub threshold: u32,
+}
+
 /// The result of checking one set of basic credentials.
 #[derive(Debug, PartialEq)]
 pub enum Check {
@@ -130,9 +137,12 @@ impl AuthState {
         password: &str,
         peer: IpAddr,
         now: Instant,
-        lockout: Duration,
-        threshold: u32,
+        policy: Lockout,
     ) -> Check {
+        let Lockout {
+            duration: lockout,
+            threshold,
+        } = policy;
         let key = (user.to_string(), peer);
         if let Some(f) = self.failures.get(&key).copied() {
             if now.duration_since(f.last) >= lockout {
@@ -248,26 +258,76 @@ mod tests {
         let lock = Duration::from_secs(300);
         for _ in 0..5 {
             assert_eq!(
-                st.check(&a, "admin", "wrong", ip, t0, lock, 5),
+                st.check(
+                    &a,
+                    "admin",
+                    "wrong",
+                    ip,
+                    t0,
+                    Lockout {
+                        duration: lock,
+                        threshold: 5
+                    }
+                ),
                 Check::Rejected(401, BAD_CREDENTIALS)
             );
         }
         assert_eq!(
-            st.check(&a, "admin", "wrong", ip, t0, lock, 5),
+            st.check(
+                &a,
+                "admin",
+                "wrong",
+                ip,
+                t0,
+                Lockout {
+                    duration: lock,
+                    threshold: 5
+                }
+            ),
             Check::Rejected(403, LOCKED)
         );
         assert_eq!(
-            st.check(&a, "admin", "password", ip, t0, lock, 5),
+            st.check(
+                &a,
+                "admin",
+                "password",
+                ip,
+                t0,
+                Lockout {
+                    duration: lock,
+                    threshold: 5
+                }
+            ),
             Check::Rejected(403, LOCKED)
         );
         // per address
         assert_eq!(
-            st.check(&a, "admin", "password", other, t0, lock, 5),
+            st.check(
+                &a,
+                "admin",
+                "password",
+                other,
+                t0,
+                Lockout {
+                    duration: lock,
+                    threshold: 5
+                }
+            ),
             Check::Admin { costly: true }
         );
         // expires
         assert_eq!(
-            st.check(&a, "admin", "password", ip, t0 + lock, lock, 5),
+            st.check(
+                &a,
+                "admin",
+                "password",
+                ip,
+                t0 + lock,
+                Lockout {
+                    duration: lock,
+                    threshold: 5
+                }
+            ),
             Check::Admin { costly: false }
         );
     }
@@ -280,21 +340,61 @@ mod tests {
         let t = Instant::now();
         let l = Duration::from_secs(300);
         assert_eq!(
-            st.check(&a, "nosuchuser", "x", ip, t, l, 5),
+            st.check(
+                &a,
+                "nosuchuser",
+                "x",
+                ip,
+                t,
+                Lockout {
+                    duration: l,
+                    threshold: 5
+                }
+            ),
             Check::Rejected(401, BAD_CREDENTIALS)
         );
         assert_eq!(
-            st.check(&a, "admin", "password", ip, t, l, 5),
+            st.check(
+                &a,
+                "admin",
+                "password",
+                ip,
+                t,
+                Lockout {
+                    duration: l,
+                    threshold: 5
+                }
+            ),
             Check::Admin { costly: true }
         );
         assert_eq!(
-            st.check(&a, "admin", "password", ip, t, l, 5),
+            st.check(
+                &a,
+                "admin",
+                "password",
+                ip,
+                t,
+                Lockout {
+                    duration: l,
+                    threshold: 5
+                }
+            ),
             Check::Admin { costly: false }
         );
         // a new hash (copied by finish_cluster) costs again
         let b = admins("password", "11");
         assert_eq!(
-            st.check(&b, "admin", "password", ip, t, l, 5),
+            st.check(
+                &b,
+                "admin",
+                "password",
+                ip,
+                t,
+                Lockout {
+                    duration: l,
+                    threshold: 5
+                }
+            ),
             Check::Admin { costly: true }
         );
     }

@@ -8,19 +8,11 @@ use std::time::Duration;
 use crate::util;
 
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // headers: kept for callers that want them
 pub struct ClientResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-}
-
-impl ClientResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// One outgoing request.
@@ -52,16 +44,6 @@ impl<'a> ClientRequest<'a> {
         self.headers
             .push(("Content-Type".into(), "application/json".into()));
         self.body = Some(serde_json::to_vec(v).unwrap_or_default());
-        self
-    }
-
-    pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
         self
     }
 }

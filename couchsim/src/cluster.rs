@@ -135,6 +135,8 @@ impl Node {
     }
 }
 
+type SpecFn = Box<dyn FnOnce(NodeSpec) -> NodeSpec>;
+
 /// Builds a [`Cluster`].
 pub struct ClusterBuilder {
     n: usize,
@@ -143,7 +145,7 @@ pub struct ClusterBuilder {
     secret: Option<String>,
     delays: Delays,
     seed: u64,
-    configure: Vec<(usize, Box<dyn FnOnce(NodeSpec) -> NodeSpec>)>,
+    configure: Vec<(usize, SpecFn)>,
 }
 
 impl ClusterBuilder {
@@ -268,7 +270,10 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// A builder with 3 nodes, `admin`/`password`, cookie `cookie`, `Delays::default()`.
+    /// Set `COUCHSIM_LOG=1` to see what the nodes do on stderr.
     pub fn builder() -> ClusterBuilder {
+        crate::node::init_logging_from_env();
         ClusterBuilder {
             n: 3,
             admin: Some(("admin".to_string(), "password".to_string())),

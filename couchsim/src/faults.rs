@@ -38,6 +38,69 @@ pub fn error_word(status: u16) -> &'static str {
     }
 }
 
+/// The body a real CouchDB 3.4.2 would most plausibly send with `status` on this request.
+pub fn injected_error(status: u16, req: &HttpRequest) -> Response {
+    let p = req.path.as_str();
+    let (error, reason): (&str, String) = match status {
+        400 if p.starts_with("/_cluster_setup") => ("bad_request", "Invalid Action'".into()),
+        400 => ("bad_request", "Bad request".into()),
+        401 => ("unauthorized", crate::auth::BAD_CREDENTIALS.into()),
+        403 => ("forbidden", crate::auth::LOCKED.into()),
+        404 if p.starts_with("/_node/") => {
+            let name = p
+                .trim_start_matches("/_node/")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            (
+                "not_found",
+                format!("no such node: {}", crate::util::pct_decode(name)),
+            )
+        }
+        404 if p.starts_with("/_up") => {
+            return Response::json(404, &json!({"status": "maintenance_mode"}));
+        }
+        404 => ("not_found", "Database does not exist.".into()),
+        405 => ("method_not_allowed", "Only GET allowed".into()),
+        409 => ("conflict", "Document update conflict.".into()),
+        412 if p.starts_with("/_node/") => {
+            let name = p
+                .trim_start_matches("/_node/")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            (
+                "nodedown",
+                format!("{} is down", crate::util::pct_decode(name)),
+            )
+        }
+        412 => (
+            "file_exists",
+            "The database could not be created, the file already exists.".into(),
+        ),
+        415 => (
+            "bad_content_type",
+            "Content-Type must be application/json".into(),
+        ),
+        500 if p.starts_with("/_cluster_setup") => (
+            "setup_error",
+            "Cluster setup timed out waiting for nodes to connect".into(),
+        ),
+        500 => {
+            return Response::json(
+                500,
+                &json!({"error": "unknown_error", "reason": "badarg", "ref": 1_005_392_927u64}),
+            );
+        }
+        503 => ("service_unavailable", "Service unavailable".into()),
+        _ => (
+            error_word(status),
+            format!("couchsim injected status {status}"),
+        ),
+    };
+    Response::error(status, error, &reason)
+}
+
 /// (delay for every response, a response that replaces the real one).
 pub fn before(node: &Arc<NodeInner>, req: &HttpRequest) -> (Option<Duration>, Option<Response>) {
     let mut slow = None;
@@ -55,12 +118,7 @@ pub fn before(node: &Arc<NodeInner>, req: &HttpRequest) -> (Option<Duration>, Op
                 if method.eq_ignore_ascii_case(&req.method) && path_matches(path, req) {
                     slot.seen += 1;
                     if slot.seen == *nth && out.is_none() {
-                        let reason = format!("couchsim injected failure ({status})");
-                        let mut body = json!({"error": error_word(*status), "reason": reason});
-                        if *status >= 500 {
-                            body["ref"] = json!(1_005_392_927u64);
-                        }
-                        out = Some(Response::json(*status, &body));
+                        out = Some(injected_error(*status, req));
                     }
                 }
             }

@@ -80,14 +80,14 @@ impl HttpRequest {
 pub enum ReadError {
     /// The peer closed the connection before sending a request (normal end of keep-alive).
     Closed,
-    Io(io::Error),
+    Io,
     /// Not HTTP we understand: answer 400 and close.
     Malformed(String),
 }
 
 impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        ReadError::Io(e)
+    fn from(_: io::Error) -> Self {
+        ReadError::Io
     }
 }
 
@@ -326,7 +326,7 @@ pub fn render(resp: &Response, request_id: &str) -> Vec<u8> {
         hdrs.push(("X-Couch-Request-ID".into(), request_id.to_string()));
         hdrs.push(("X-CouchDB-Body-Time".into(), "0".into()));
     }
-    hdrs.sort_by(|a, b| a.0.to_ascii_lowercase().cmp(&b.0.to_ascii_lowercase()));
+    hdrs.sort_by_key(|h| h.0.to_ascii_lowercase());
     for (k, v) in hdrs {
         head.push_str(&k);
         head.push_str(": ");

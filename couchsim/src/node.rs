@@ -372,7 +372,7 @@ impl NodeInner {
         loop {
             let req = match http::read_request(&mut reader, peer) {
                 Ok(r) => r,
-                Err(ReadError::Closed) | Err(ReadError::Io(_)) => return,
+                Err(ReadError::Closed) | Err(ReadError::Io) => return,
                 Err(ReadError::Malformed(why)) => {
                     let mut resp = Response::error(400, "bad_request", &why);
                     resp.close = true;
@@ -605,8 +605,7 @@ impl NodeInner {
         } else {
             0
         };
-        let seq_tag = util::base64_encode(&util::sha256(format!("{db}{}", self.name).as_bytes()))
-            .replace(['+', '/', '='], "");
+        let seq_tag = util::hex(&util::sha256(format!("{db}{}", self.name).as_bytes()));
         Some(json!({
             "instance_start_time": created,
             "db_name": db,

@@ -56,8 +56,10 @@ pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Res
                 &password,
                 req.peer.ip(),
                 Instant::now(),
-                node.delays.lockout,
-                node.delays.lockout_threshold,
+                auth::Lockout {
+                    duration: node.delays.lockout,
+                    threshold: node.delays.lockout_threshold,
+                },
             );
             match check {
                 Check::Admin { costly } => {
@@ -272,8 +274,10 @@ fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
                 &password,
                 req.peer.ip(),
                 Instant::now(),
-                node.delays.lockout,
-                node.delays.lockout_threshold,
+                auth::Lockout {
+                    duration: node.delays.lockout,
+                    threshold: node.delays.lockout_threshold,
+                },
             );
             match check {
                 Check::Admin { .. } => {

@@ -15,6 +15,7 @@ pub const NODE_DOC_REV2_DELETED: &str = "2-eec205a9d413992850a6e32678485900";
 /// The rev the transcripts show for a fresh shard map doc in `_dbs`.
 pub const DBS_DOC_REV1: &str = "1-7d7a8928c3278644add8ee25e2b767f1";
 
+#[cfg(test)]
 pub const RANGES: [&str; 2] = ["00000000-7fffffff", "80000000-ffffffff"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
