@@ -1,0 +1,245 @@
+//! The `couchsim` binary as docker-compose runs it: environment like `couchdb:3.4.2`, names
+//! resolved through DNS (here: loopback IPs as dotted host names), state kept in a data dir,
+//! and the `curl` multi-call mode.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const AUTH: &str = "YWRtaW46cGFzc3dvcmQ="; // admin:password
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "couchsim-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn spawn(ip: &str, port: u16, data: &PathBuf, extra: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchsim"));
+    cmd.env_clear()
+        .env("NODENAME", ip)
+        .env("COUCHDB_USER", "admin")
+        .env("COUCHDB_PASSWORD", "password")
+        .env("COUCHDB_ERLANG_COOKIE", "binary-test-cookie")
+        .env("COUCHSIM_LISTEN_IP", ip)
+        .env("COUCHSIM_PORT", port.to_string())
+        .env("COUCHSIM_DIST_PORT", port.to_string())
+        .env("COUCHSIM_DATA", data.join("data"))
+        .env("COUCHSIM_ETC", data.join("etc"))
+        .env("COUCHSIM_DELAYS", "fast")
+        .stdout(Stdio::null())
+        .stderr(
+            if extra.iter().any(|(k, _)| *k == "COUCHDB_ERLANG_COOKIE") {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            },
+        );
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().expect("spawn couchsim"))
+}
+
+fn req(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Basic {AUTH}\r\n"
+    );
+    if let Some(b) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ));
+    } else {
+        head.push_str("\r\n");
+    }
+    s.write_all(head.as_bytes())?;
+    let mut rd = BufReader::new(s);
+    let mut line = String::new();
+    rd.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let mut rest = Vec::new();
+    rd.read_to_end(&mut rest)?;
+    let text = String::from_utf8_lossy(&rest);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+fn wait_up(addr: SocketAddr) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok((200, _)) = req(addr, "GET", "/_up", None) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{addr} never came up");
+}
+
+fn loopback_alias_works(ip: &str) -> bool {
+    TcpListener::bind((ip, 0)).is_ok()
+}
+
+#[test]
+fn two_binaries_join_over_dns_names_and_keep_state() {
+    if !loopback_alias_works("127.0.0.2") || !loopback_alias_works("127.0.0.3") {
+        eprintln!("skipped: 127.0.0.2/127.0.0.3 not usable here");
+        return;
+    }
+    let port = free_port();
+    let (d1, d2) = (tmpdir("n1"), tmpdir("n2"));
+    let a: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let b: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    let p1 = spawn("127.0.0.2", port, &d1, &[]);
+    let p2 = spawn("127.0.0.3", port, &d2, &[]);
+    wait_up(a);
+    wait_up(b);
+    assert_eq!(
+        req(a, "GET", "/_node/_local", None).unwrap().1,
+        json!({"name": "couchdb@127.0.0.2"})
+    );
+    assert_eq!(
+        req(a, "GET", "/_cluster_setup", None).unwrap().1,
+        json!({"state": "cluster_enabled"})
+    );
+    let (s, _) = req(
+        a,
+        "PUT",
+        "/_node/_local/_nodes/couchdb@127.0.0.3",
+        Some("{}"),
+    )
+    .unwrap();
+    assert_eq!(s, 201);
+    let both = json!(["couchdb@127.0.0.2", "couchdb@127.0.0.3"]);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = req(b, "GET", "/_membership", None).unwrap().1;
+        if m["all_nodes"] == both && m["cluster_nodes"] == both {
+            break;
+        }
+        assert!(Instant::now() < end, "no convergence: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (s, _) = req(
+        a,
+        "POST",
+        "/_cluster_setup",
+        Some(r#"{"action":"finish_cluster"}"#),
+    )
+    .unwrap();
+    assert_eq!(s, 201);
+    // node 2 restarts with its data: it keeps _nodes/_dbs/config and reconnects
+    let hash = req(b, "GET", "/_node/_local/_config/admins/admin", None)
+        .unwrap()
+        .1;
+    drop(p2);
+    let _p2 = spawn("127.0.0.3", port, &d2, &[]);
+    wait_up(b);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = req(b, "GET", "/_membership", None).unwrap().1;
+        if m["all_nodes"] == both && m["cluster_nodes"] == both {
+            break;
+        }
+        assert!(Instant::now() < end, "no reconnection: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        req(b, "GET", "/_node/_local/_config/admins/admin", None)
+            .unwrap()
+            .1,
+        hash
+    );
+    assert_eq!(
+        req(b, "GET", "/_all_dbs", None).unwrap().1,
+        json!(["_replicator", "_users"])
+    );
+    drop(p1);
+    let _ = std::fs::remove_dir_all(d1);
+    let _ = std::fs::remove_dir_all(d2);
+}
+
+#[test]
+fn dotless_nodename_never_connects_and_monster_refuses_to_boot() {
+    let port = free_port();
+    let d = tmpdir("mon");
+    let mut p = spawn(
+        "127.0.0.1",
+        port,
+        &d,
+        &[("COUCHDB_ERLANG_COOKIE", "monster")],
+    );
+    let status = p.0.wait().unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(!err.contains("password"));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn curl_multicall_for_healthchecks() {
+    let port = free_port();
+    let d = tmpdir("curl");
+    let _p = spawn("127.0.0.1", port, &d, &[("NODENAME", "couchdb-1")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_up(addr);
+    let bin = env!("CARGO_BIN_EXE_couchsim");
+    let run = |args: &[&str]| {
+        Command::new(bin)
+            .arg("curl")
+            .args(args)
+            .output()
+            .expect("run curl mode")
+    };
+    let ok = run(&["-fsS", &format!("http://localhost:{port}/_up")]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "{\"status\":\"ok\",\"seeds\":{}}\n"
+    );
+    let e = run(&["-fsS", &format!("http://localhost:{port}/_membership")]);
+    assert_eq!(e.status.code(), Some(22));
+    let dead = free_port();
+    let e = run(&["-fsS", &format!("http://127.0.0.1:{dead}/_up")]);
+    assert_eq!(e.status.code(), Some(7));
+    let _ = std::fs::remove_dir_all(d);
+}
