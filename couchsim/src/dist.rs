@@ -283,7 +283,17 @@ fn push_state(node: &NodeInner, peer: &str, direct: bool) {
         (st.nodes.docs.clone(), st.dbs.docs.clone())
     };
     let payload = json!({"nodes": nodes, "dbs": dbs, "direct": direct});
-    let _ = call(node, peer, "sync", payload);
+    let delivered = matches!(call(node, peer, "sync", payload), Ok(r) if r.status == 200);
+    if !delivered {
+        // The peer may not have registered the link yet (it answers 409 `not_connected`
+        // until its side of `on_connected` ran): push again on a later tick while the link
+        // lives, instead of losing the copy for good.
+        let mut v = lock(&node.vol);
+        if v.connected.contains_key(peer) {
+            let at = Instant::now() + node.delays.tick;
+            v.push_due.entry(peer.to_string()).or_insert(at);
+        }
+    }
 }
 
 /// Pushes `_nodes`/`_dbs` to every connected peer now (synchronous writes like fabric's).
