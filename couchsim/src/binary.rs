@@ -22,6 +22,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_default();
+    if prog == "sh" {
+        return sh(&args[1..]);
+    }
     if prog == "curl" || args.get(1).map(String::as_str) == Some("curl") {
         let rest: Vec<String> = if prog == "curl" {
             args.into_iter().skip(1).collect()
@@ -222,6 +225,79 @@ fn install_signal_handlers() {}
 // curl
 // ---------------------------------------------------------------------------------------------
 
+/// Splits a shell word list (single and double quotes, backslash escapes).
+pub fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut have = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'') | (None, '"') => {
+                quote = Some(c);
+                have = true;
+            }
+            (None, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    have = true;
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if have || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if have || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A very small `sh -c` for compose healthchecks written in shell form in a `FROM scratch`
+/// image: `curl … [|| exit N]`, `… && …`, `exit N`. Anything else is refused (127).
+pub fn sh(args: &[String]) -> i32 {
+    let script = match args {
+        [flag, script, ..] if flag == "-c" => script.clone(),
+        _ => {
+            eprintln!("sh: only `sh -c '<command>'` is supported by couchsim");
+            return 2;
+        }
+    };
+    let mut status = 0;
+    for (i, alt) in script.split("||").enumerate() {
+        if i > 0 && status == 0 {
+            break;
+        }
+        status = 0;
+        for cmd in alt.split("&&") {
+            let words = shell_words(cmd);
+            status = match words.first().map(|w| w.rsplit('/').next().unwrap_or(w)) {
+                None => 0,
+                Some("curl") => curl(&words[1..]),
+                Some("exit") => words.get(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+                Some("true") => 0,
+                Some("false") => 1,
+                Some(other) => {
+                    eprintln!("sh: {other}: not found (couchsim's sh runs curl only)");
+                    127
+                }
+            };
+            if status != 0 {
+                break;
+            }
+        }
+    }
+    status
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct CurlArgs {
     pub fail: bool,
@@ -305,7 +381,7 @@ pub fn curl(args: &[String]) -> i32 {
         Some(u) => u,
         None => return say(3, "URL using bad/illegal format or missing URL"),
     };
-    let addr = match client::resolve(&url.host, url.port) {
+    let addrs = match client::resolve_all(&url.host, url.port) {
         Ok(a) => a,
         Err(_) => return say(6, &format!("Could not resolve host: {}", url.host)),
     };
@@ -326,7 +402,16 @@ pub fn curl(args: &[String]) -> i32 {
         })
         .or(url.user.clone());
     req.timeout = Duration::from_secs_f64(a.max_time.unwrap_or(300.0).max(0.001));
-    let resp = match client::send(addr, &req) {
+    // Like curl: try every address (localhost may be ::1 first; the node listens on IPv4).
+    let mut result = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
+    for addr in addrs {
+        result = client::send(addr, &req);
+        match &result {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+            _ => break,
+        }
+    }
+    let resp = match result {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
             return say(28, "Operation timed out")
@@ -402,6 +487,18 @@ mod tests {
         assert!(a.fail && a.silent && a.show_error);
         assert_eq!(a.url.as_deref(), Some("http://localhost:5984/_up"));
         assert!(parse_curl_args(&["-Z".to_string()]).is_err());
+    }
+
+    #[test]
+    fn shell_form_healthchecks() {
+        assert_eq!(
+            shell_words(r#"curl -fsS "http://x:1/_up" || exit 1"#),
+            vec!["curl", "-fsS", "http://x:1/_up", "||", "exit", "1"]
+        );
+        assert_eq!(sh(&["-c".into(), "exit 3".into()]), 3);
+        assert_eq!(sh(&["-c".into(), "false || exit 1".into()]), 1);
+        assert_eq!(sh(&["-c".into(), "true && exit 4".into()]), 4);
+        assert_eq!(sh(&["-c".into(), "wget x".into()]), 127);
     }
 
     #[test]

@@ -171,13 +171,20 @@ pub fn send_keep(
     Ok((resp, rd))
 }
 
-/// Resolves `host:port` (first address).
-pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+/// Resolves `host:port` (every address, IPv4 first).
+pub fn resolve_all(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    (h, port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+    let mut v: Vec<SocketAddr> = (h, port).to_socket_addrs()?.collect();
+    v.sort_by_key(|a| a.is_ipv6());
+    if v.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
+    }
+    Ok(v)
+}
+
+/// Resolves `host:port` (first address, IPv4 preferred).
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    resolve_all(host, port).map(|v| v[0])
 }
 
 /// A parsed `http://user:pass@host:port/path` URL.

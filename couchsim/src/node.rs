@@ -577,7 +577,7 @@ impl NodeInner {
         }
     }
 
-    pub fn db_info(&self, db: &str) -> Option<Value> {
+    pub fn db_info(&self, db: &str) -> Option<String> {
         let st = lock(&self.store);
         let d = st.dbs.get(db).ok()?;
         let shards = store::shards_from_doc(&d.body)?;
@@ -606,19 +606,46 @@ impl NodeInner {
             0
         };
         let seq_tag = util::hex(&util::sha256(format!("{db}{}", self.name).as_bytes()));
-        Some(json!({
-            "instance_start_time": created,
-            "db_name": db,
-            "purge_seq": format!("0-g1AAAABTeJzLYWBgYMpgTmHgz8tPSTV{}", &seq_tag[..20]),
-            "update_seq": format!("{docs}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}", &seq_tag[20..40]),
-            "sizes": {"file": 8518 * q / 2, "external": 0, "active": 0},
-            "props": {},
-            "doc_del_count": 0,
-            "doc_count": docs,
-            "disk_format_version": 8,
-            "compact_running": false,
-            "cluster": {"q": q, "n": n, "w": w, "r": w},
-        }))
+        Some(util::obj(&[
+            ("instance_start_time", util::js(&created)),
+            ("db_name", util::js(db)),
+            (
+                "purge_seq",
+                util::js(&format!(
+                    "0-g1AAAABTeJzLYWBgYMpgTmHgz8tPSTV{}",
+                    &seq_tag[..20]
+                )),
+            ),
+            (
+                "update_seq",
+                util::js(&format!(
+                    "{docs}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}",
+                    &seq_tag[20..40]
+                )),
+            ),
+            (
+                "sizes",
+                util::obj(&[
+                    ("file", (8518 * q / 2).to_string()),
+                    ("external", "0".into()),
+                    ("active", "0".into()),
+                ]),
+            ),
+            ("props", "{}".into()),
+            ("doc_del_count", "0".into()),
+            ("doc_count", docs.to_string()),
+            ("disk_format_version", "8".into()),
+            ("compact_running", "false".into()),
+            (
+                "cluster",
+                util::obj(&[
+                    ("q", q.to_string()),
+                    ("n", n.to_string()),
+                    ("w", w.to_string()),
+                    ("r", w.to_string()),
+                ]),
+            ),
+        ]))
     }
 
     /// Same password, new salt (trap 5: admin hash drift).

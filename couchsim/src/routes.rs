@@ -214,16 +214,28 @@ fn illegal_db_name(db: &str) -> Response {
 
 fn welcome(node: &NodeInner) -> Response {
     let uuid = node.config("couchdb", "uuid").unwrap_or_default();
-    Response::json(
+    Response::raw(
         200,
-        &json!({
-            "couchdb": "Welcome",
-            "version": "3.4.2",
-            "git_sha": "6e5ad2a5c",
-            "uuid": uuid,
-            "features": ["access-ready", "partitioned", "pluggable-storage-engines", "reshard", "scheduler"],
-            "vendor": {"name": "The Apache Software Foundation"},
-        }),
+        util::obj(&[
+            ("couchdb", util::js("Welcome")),
+            ("version", util::js("3.4.2")),
+            ("git_sha", util::js("6e5ad2a5c")),
+            ("uuid", util::js(&uuid)),
+            (
+                "features",
+                util::js(&[
+                    "access-ready",
+                    "partitioned",
+                    "pluggable-storage-engines",
+                    "reshard",
+                    "scheduler",
+                ]),
+            ),
+            (
+                "vendor",
+                r#"{"name":"The Apache Software Foundation"}"#.to_string(),
+            ),
+        ]),
     )
 }
 
@@ -249,15 +261,32 @@ fn uuids(node: &NodeInner, req: &HttpRequest) -> Response {
 fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
     match req.method.as_str() {
         "GET" => match who {
-            Who::Admin(u) => Response::json(
+            Who::Admin(u) => {
+                let how = if auth::basic_credentials(req).is_some() {
+                    "default"
+                } else {
+                    "cookie"
+                };
+                Response::raw(
+                    200,
+                    util::obj(&[
+                        ("ok", "true".into()),
+                        (
+                            "userCtx",
+                            util::js(&json!({"name": u, "roles": ["_admin"]})),
+                        ),
+                        (
+                            "info",
+                            util::js(
+                                &json!({"authentication_handlers": ["cookie", "default"], "authenticated": how}),
+                            ),
+                        ),
+                    ]),
+                )
+            }
+            Who::Anonymous => Response::raw(
                 200,
-                &json!({"ok": true, "userCtx": {"name": u, "roles": ["_admin"]},
-                        "info": {"authentication_handlers": ["cookie", "default"], "authenticated": if auth::basic_credentials(req).is_some() {"default"} else {"cookie"}}}),
-            ),
-            Who::Anonymous => Response::json(
-                200,
-                &json!({"ok": true, "userCtx": {"name": null, "roles": []},
-                        "info": {"authentication_handlers": ["cookie", "default"]}}),
+                r#"{"ok":true,"userCtx":{"name":null,"roles":[]},"info":{"authentication_handlers":["cookie","default"]}}"#,
             ),
         },
         "POST" => {
@@ -285,11 +314,18 @@ fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
                     let stored = admins.get(&user).cloned().unwrap_or_default();
                     let cookie =
                         auth::session_cookie(&user, &stored, &secret, util::unix_now().as_secs());
-                    Response::json(200, &json!({"ok": true, "name": user, "roles": ["_admin"]}))
-                        .with_header(
-                            "Set-Cookie",
-                            format!("AuthSession={cookie}; Version=1; Path=/; HttpOnly"),
-                        )
+                    Response::raw(
+                        200,
+                        util::obj(&[
+                            ("ok", "true".into()),
+                            ("name", util::js(&user)),
+                            ("roles", r#"["_admin"]"#.into()),
+                        ]),
+                    )
+                    .with_header(
+                        "Set-Cookie",
+                        format!("AuthSession={cookie}; Version=1; Path=/; HttpOnly"),
+                    )
                 }
                 Check::Rejected(403, _) => auth::locked(),
                 Check::Rejected(_, _) => auth::bad_credentials(),
@@ -319,7 +355,7 @@ fn session_form(req: &HttpRequest) -> Option<(String, String)> {
 fn database(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
     match req.method.as_str() {
         "GET" | "HEAD" => match node.db_info(db) {
-            Some(info) => Response::json(200, &info),
+            Some(info) => Response::raw(200, info),
             None => db_not_found(),
         },
         "PUT" => {
@@ -429,7 +465,7 @@ fn local_db_info(node: &NodeInner, req: &HttpRequest, which: &str) -> Response {
     } else {
         &st.dbs
     };
-    Response::json(200, &db.info(which, start))
+    Response::raw(200, db.info(which, start))
 }
 
 fn write_error(e: WriteError) -> Response {
@@ -450,7 +486,7 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
                 &st.dbs
             };
             return match db.get(id) {
-                Ok(d) => Response::json(200, &d.to_json(id))
+                Ok(d) => Response::raw(200, d.to_json_text(id))
                     .with_header("ETag", format!("\"{}\"", d.rev)),
                 Err(e) => write_error(e),
             };
@@ -492,8 +528,12 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
     match result {
         Ok((status, rev)) => {
             node.local_change();
-            let mut resp = Response::json(status, &json!({"ok": true, "id": id, "rev": rev}))
-                .with_header("ETag", format!("\"{rev}\""));
+            let text = util::obj(&[
+                ("ok", "true".into()),
+                ("id", util::js(id)),
+                ("rev", util::js(&rev)),
+            ]);
+            let mut resp = Response::raw(status, text).with_header("ETag", format!("\"{rev}\""));
             if status == 201 {
                 resp = resp.with_header(
                     "Location",

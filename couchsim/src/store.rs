@@ -32,6 +32,18 @@ impl Doc {
         rev_pos(&self.rev)
     }
 
+    /// `{"_id":…,"_rev":…, …body}` as text, in CouchDB's key order.
+    pub fn to_json_text(&self, id: &str) -> String {
+        let mut f = vec![("_id", util::js(id)), ("_rev", util::js(&self.rev))];
+        if self.deleted {
+            f.push(("_deleted", "true".to_string()));
+        }
+        for (k, v) in &self.body {
+            f.push((k.as_str(), util::js(v)));
+        }
+        util::obj(&f)
+    }
+
     /// `{"_id":…,"_rev":…, …body}`
     pub fn to_json(&self, id: &str) -> Value {
         let mut m = Map::new();
@@ -183,11 +195,15 @@ impl LocalDb {
         let rows: Vec<String> = self
             .live()
             .map(|(id, d)| {
-                let mut row = json!({"id": id, "key": id, "value": {"rev": d.rev}});
+                let mut f = vec![
+                    ("id", util::js(id)),
+                    ("key", util::js(id)),
+                    ("value", util::obj(&[("rev", util::js(&d.rev))])),
+                ];
                 if include_docs {
-                    row["doc"] = d.to_json(id);
+                    f.push(("doc", d.to_json_text(id)));
                 }
-                row.to_string()
+                util::obj(&f)
             })
             .collect();
         format!(
@@ -197,26 +213,34 @@ impl LocalDb {
         )
     }
 
-    /// The node-local db info (`GET /_node/_local/_nodes`).
-    pub fn info(&self, name: &str, start_time_us: u128) -> Value {
+    /// The node-local db info (`GET /_node/_local/_nodes`), in CouchDB's key order.
+    pub fn info(&self, name: &str, start_time_us: u128) -> String {
         let live = self.live().count();
         let del = self.docs.len() - live;
-        json!({
-            "db_name": name,
-            "engine": "couch_bt_engine",
-            "doc_count": live,
-            "doc_del_count": del,
-            "update_seq": self.update_seq,
-            "purge_seq": 0,
-            "compact_running": false,
-            "sizes": {"active": 254 * self.docs.len().max(1), "external": 2 * self.docs.len(), "file": 8387 + 4096 * self.update_seq},
-            "instance_start_time": start_time_us.to_string(),
-            "disk_format_version": 8,
-            "committed_update_seq": self.update_seq,
-            "compacted_seq": 0,
-            "props": {},
-            "uuid": self.uuid,
-        })
+        let n = self.docs.len() as u64;
+        util::obj(&[
+            ("db_name", util::js(name)),
+            ("engine", util::js("couch_bt_engine")),
+            ("doc_count", live.to_string()),
+            ("doc_del_count", del.to_string()),
+            ("update_seq", self.update_seq.to_string()),
+            ("purge_seq", "0".into()),
+            ("compact_running", "false".into()),
+            (
+                "sizes",
+                util::obj(&[
+                    ("active", (254 * n.max(1)).to_string()),
+                    ("external", (2 * n).to_string()),
+                    ("file", (8387 + 4096 * self.update_seq).to_string()),
+                ]),
+            ),
+            ("instance_start_time", util::js(&start_time_us.to_string())),
+            ("disk_format_version", "8".into()),
+            ("committed_update_seq", self.update_seq.to_string()),
+            ("compacted_seq", "0".into()),
+            ("props", "{}".into()),
+            ("uuid", util::js(&self.uuid)),
+        ])
     }
 }
 

@@ -261,6 +261,30 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// JSON in CouchDB's key order (serde_json's Map sorts keys)
+// ---------------------------------------------------------------------------------------------
+
+/// Compact JSON text of any value.
+pub fn js<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+/// A JSON object with keys in the given order; values are JSON text (see [`js`]).
+pub fn obj(fields: &[(&str, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&js(*k));
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Time
 // ---------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-fn spawn(ip: &str, port: u16, data: &PathBuf, extra: &[(&str, &str)]) -> Proc {
+fn spawn(ip: &str, port: u16, data: &Path, extra: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchsim"));
     cmd.env_clear()
         .env("NODENAME", ip)
