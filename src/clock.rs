@@ -62,6 +62,11 @@ pub fn poll<T, E>(
             return Ok(None);
         }
         clock.sleep(backoff.next_delay().min(remaining));
+        // No attempt at the deadline itself: it could not send a request, and its "deadline
+        // reached" would hide what the last real attempt saw.
+        if clock.now() >= deadline {
+            return Ok(None);
+        }
     }
 }
 
@@ -102,6 +107,7 @@ pub mod fake {
 mod tests {
     use super::fake::FakeClock;
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn backoff_starts_quick_and_is_capped() {
@@ -124,6 +130,17 @@ mod tests {
         assert_eq!(r, Ok(None));
         assert_eq!(clock.now(), deadline, "slept exactly up to the deadline");
         assert!(calls > 5, "polled {calls} times");
+        let attempts_at_deadline = Mutex::new(0);
+        let _: Result<Option<()>, ()> =
+            poll(&clock, clock.now() + Duration::from_millis(30), || {
+                *attempts_at_deadline.lock().unwrap() += 1;
+                Ok(None)
+            });
+        assert_eq!(
+            *attempts_at_deadline.lock().unwrap(),
+            2,
+            "at 0 ms and 20 ms, not at 30 ms"
+        );
     }
 
     #[test]
