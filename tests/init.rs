@@ -387,3 +387,37 @@ fn writes(c: &Cluster) -> Vec<String> {
         .map(|q| format!("{} {}", q.method, q.path))
         .collect()
 }
+
+#[test]
+fn forms_under_the_recorded_couchdb_timings() {
+    // Slow first logins (PBKDF2), 40–100 ms `_nodes` copies and, one time in five, a copy that
+    // takes a second: an added node shows every node connected but only itself as member.
+    for seed in [1, 2, 3] {
+        let c = common::cluster(3, |b| b.delays(couchsim::Delays::default()).seed(seed));
+        run(&c).assert_code(0);
+        assert_formed(&c);
+    }
+}
+
+#[test]
+fn a_dotless_erlang_name_is_refused_before_anything_is_written() {
+    let c = cluster(3, |b| b.configure(1, |n| n.name("couchdb@couchdb-2")));
+    let r = run(&c);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("couchdb@couchdb-2") && r.stderr.contains("dot"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn a_stopped_member_fails_the_rerun_naming_it() {
+    let c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.node(1).stop();
+    let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "1s")]);
+    r.assert_code(3);
+    assert!(r.stderr.contains(&common::label(&c, 1)), "{}", r.stderr);
+}
