@@ -548,16 +548,6 @@ pub fn handle_internal(
     }
     match kind.as_str() {
         "connect" => {
-            let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
-            let answer = json!({
-                "proof": proof(&cookie, "accept", &from, to, nonce),
-                "peers": peers,
-            });
-            let mut r = Response::json(200, &answer);
-            r.bare = true;
-            if http::write_response(writer, &r, "").is_err() {
-                return;
-            }
             let hints: Vec<String> = v["peers"]
                 .as_array()
                 .map(|a| {
@@ -566,11 +556,23 @@ pub fn handle_internal(
                         .collect()
                 })
                 .unwrap_or_default();
+            let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
             let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
             if !node.alive(epoch) {
                 return;
             }
+            // Connected before answering: the caller's first push may follow at once.
             on_connected(node, &from, link, &hints);
+            let answer = json!({
+                "proof": proof(&cookie, "accept", &from, to, nonce),
+                "peers": peers,
+            });
+            let mut r = Response::json(200, &answer);
+            r.bare = true;
+            if http::write_response(writer, &r, "").is_err() {
+                drop_peer(node, &from, link);
+                return;
+            }
             // The link lives until either side closes it.
             let mut buf = [0u8; 256];
             loop {
