@@ -163,6 +163,16 @@ pub fn read_request(
         body: Vec::new(),
         peer,
     };
+    if req
+        .header("expect")
+        .map(|v| v.eq_ignore_ascii_case("100-continue"))
+        .unwrap_or(false)
+    {
+        // curl waits for this before sending a large body.
+        let w = r.get_mut();
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.flush()?;
+    }
     let chunked = req
         .header("transfer-encoding")
         .map(|v| v.to_ascii_lowercase().contains("chunked"))

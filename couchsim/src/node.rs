@@ -21,6 +21,9 @@ use crate::store::{self, Store};
 use crate::util::{self, Rng};
 use crate::{faults, routes};
 
+/// Requests kept per node (the older half is dropped beyond this).
+const MAX_LOG: usize = 200_000;
+
 /// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the node).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -423,7 +426,12 @@ impl NodeInner {
 
     fn record(&self, req: &HttpRequest, status: u16) {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        lock(&self.log).push((
+        let mut log = lock(&self.log);
+        if log.len() >= MAX_LOG {
+            // A long-running binary must not grow without bound: keep the newer half.
+            log.drain(..MAX_LOG / 2);
+        }
+        log.push((
             seq,
             Request {
                 method: req.method.clone(),

@@ -439,3 +439,48 @@ fn dotless_names_never_connect() {
     let s = c.node(0).shards("griddb").unwrap();
     assert!(s.values().all(|v| v.len() == 2));
 }
+
+#[test]
+fn expect_continue_and_keep_alive() {
+    let c = Cluster::builder().nodes(1).delays(fast()).start();
+    let a = c.node(0).addr();
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = "{}";
+    write!(
+        s,
+        "PUT /_node/_local/_nodes/x@y.z HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {AUTH}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    rd.read_line(&mut line).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    assert_eq!(read_resp(&mut rd).unwrap().status, 201);
+    // same connection, next request
+    write!(s, "GET /_up HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_resp(&mut rd).unwrap().status, 200);
+    write!(
+        s,
+        "HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /_up HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut l = String::new();
+    rd.read_line(&mut l).unwrap();
+    assert!(l.starts_with("HTTP/1.1 200"));
+    loop {
+        let mut h = String::new();
+        rd.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+    }
+    // no body after HEAD: the next bytes are the next response
+    assert_eq!(
+        read_resp(&mut rd).unwrap().json(),
+        json!({"status": "ok", "seeds": {}})
+    );
+}
