@@ -200,7 +200,7 @@ pub fn verify_session_cookie(
     let mut parts = text.splitn(3, ':');
     let (user, time_hex, _mac) = (parts.next()?, parts.next()?, parts.next()?);
     let time = u64::from_str_radix(time_hex, 16).ok()?;
-    if now_secs > time + timeout_secs {
+    if now_secs > time.saturating_add(timeout_secs) {
         return None;
     }
     let stored = admins.get(user)?;

@@ -401,7 +401,13 @@ pub fn curl(args: &[String]) -> i32 {
             (n.to_string(), p.to_string())
         })
         .or(url.user.clone());
-    req.timeout = Duration::from_secs_f64(a.max_time.unwrap_or(300.0).max(0.001));
+    let secs = a.max_time.unwrap_or(300.0);
+    let secs = if secs.is_finite() {
+        secs.clamp(0.001, 86_400.0)
+    } else {
+        300.0
+    };
+    req.timeout = Duration::from_secs_f64(secs);
     // Like curl: try every address (localhost may be ::1 first; the node listens on IPv4).
     let mut result = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
     for addr in addrs {

@@ -76,6 +76,9 @@ fn encode(req: &ClientRequest, keep_open: bool) -> Vec<u8> {
     out
 }
 
+/// Largest response body accepted.
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
 /// Reads exactly one response (Content-Length, chunked, or until EOF).
 pub fn read_response(rd: &mut BufReader<TcpStream>) -> io::Result<ClientResponse> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
@@ -124,16 +127,22 @@ pub fn read_response(rd: &mut BufReader<TcpStream>) -> io::Result<ClientResponse
                 break;
             }
             let start = body.len();
+            if start.saturating_add(n) > MAX_RESPONSE {
+                return Err(bad("response too large"));
+            }
             body.resize(start + n, 0);
             rd.read_exact(&mut body[start..])?;
             let mut crlf = [0u8; 2];
             rd.read_exact(&mut crlf)?;
         }
     } else if let Some(n) = resp_hdr("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if n > MAX_RESPONSE {
+            return Err(bad("response too large"));
+        }
         body.resize(n, 0);
         rd.read_exact(&mut body)?;
     } else {
-        rd.read_to_end(&mut body)?;
+        rd.take(MAX_RESPONSE as u64).read_to_end(&mut body)?;
     }
     Ok(ClientResponse {
         status,

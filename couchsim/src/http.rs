@@ -201,7 +201,7 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
         let line = read_line_limited(r, &mut budget)?;
         let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| ReadError::Malformed("bad chunk size".into()))?;
-        if body.len() + size > MAX_BODY {
+        if body.len().checked_add(size).is_none_or(|n| n > MAX_BODY) {
             return Err(ReadError::Malformed("body too large".into()));
         }
         if size == 0 {
