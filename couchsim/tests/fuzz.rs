@@ -1,0 +1,113 @@
+//! Random requests (seeded) against every route family: the node must keep answering and
+//! never panic (a panic in release, where `panic = "abort"`, would kill the whole node).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use couchsim::{Cluster, Delays};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+        v[(self.next() % v.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn random_requests_never_kill_a_node() {
+    let c = Cluster::builder().nodes(2).delays(Delays::fast()).start();
+    let a = c.node(0).addr();
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    let methods = ["GET", "PUT", "POST", "DELETE", "HEAD", "COPY", "PATCH"];
+    let paths = [
+        "/",
+        "/_up",
+        "/_session",
+        "/_uuids?count=99999",
+        "/_uuids?count=-1",
+        "/_membership",
+        "/_cluster_setup",
+        "/_cluster_setup?ensure_dbs_exist=%5B",
+        "/_all_dbs",
+        "/_node/_local",
+        "/_node/_local/_config",
+        "/_node/_local/_config/admins",
+        "/_node/_local/_config/a/b",
+        "/_node/_local/_nodes",
+        "/_node/_local/_nodes/_all_docs?include_docs=true",
+        "/_node/_local/_nodes/x%40y.z?rev=1-x",
+        "/_node/_local/_dbs/_users",
+        "/_node/node2@127.0.0.1/_config",
+        "/_node/ghost@a.b/x",
+        "/_node/%",
+        "/db",
+        "/db/_shards",
+        "/db/_all_docs",
+        "/_users",
+        "/Bad",
+        "/_bad",
+        "/db?q=0&n=0",
+        "/db?q=9999",
+        "/_couchsim/dist/proxy",
+        "/%%%",
+        "//",
+    ];
+    let bodies = [
+        "", "{}", "[]", "null", "\"x\"", "{\"action\":\"enable_cluster\",\"node_count\":\"x\"}",
+        "{\"action\":\"enable_cluster\",\"bind_address\":1}",
+        "{\"action\":\"add_node\",\"host\":\"127.0.0.1\",\"port\":1,\"username\":\"a\",\"password\":\"b\"}",
+        "{\"action\":\"add_node\",\"host\":\"\",\"port\":\"x\",\"username\":1,\"password\":[]}",
+        "{\"action\":\"finish_cluster\",\"ensure_dbs_exist\":[1]}",
+        "{\"action\":\"receive_cookie\",\"cookie\":{}}", "{\"action\":\"enable_single_node\"}",
+        "{\"_rev\":5}", "\"plain\"", "{\"name\":\"admin\",\"password\":\"password\"}",
+        "\u{0}\u{1}", "{\"a\":",
+    ];
+    let auths = [
+        "",
+        "Authorization: Basic YWRtaW46cGFzc3dvcmQ=\r\n",
+        "Authorization: Basic ==\r\n",
+        "Authorization: Bearer x\r\n",
+    ];
+    let ctypes = [
+        "",
+        "Content-Type: application/json\r\n",
+        "Content-Type: text/plain\r\n",
+    ];
+    for _ in 0..400 {
+        let body = r.pick(&bodies);
+        let raw = format!(
+            "{} {} HTTP/1.1\r\nHost: x\r\n{}{}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            r.pick(&methods),
+            r.pick(&paths),
+            r.pick(&auths),
+            r.pick(&ctypes),
+            body.len(),
+            body
+        );
+        let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).expect("node died");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 "),
+            "no answer to {raw:?}: {text:?}"
+        );
+    }
+    assert!(c.node(0).is_running());
+    let mut s = TcpStream::connect(a).unwrap();
+    s.write_all(b"GET /_up HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 "), "{out}");
+}
