@@ -484,3 +484,37 @@ fn expect_continue_and_keep_alive() {
         json!({"status": "ok", "seeds": {}})
     );
 }
+
+#[test]
+fn a_wiped_member_is_repopulated_by_the_running_cluster() {
+    let c = Cluster::builder().nodes(3).delays(fast()).start();
+    let a = c.node(0).addr();
+    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
+        req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
+    }
+    wait_for("formation", Duration::from_secs(5), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+    });
+    assert_eq!(
+        req(
+            a,
+            "POST",
+            "/_cluster_setup",
+            Some(r#"{"action":"finish_cluster"}"#)
+        )
+        .status,
+        201
+    );
+    let old_uuid = c.node(2).config("couchdb", "uuid");
+    c.node(2).stop();
+    c.node(2).wipe();
+    assert_ne!(c.node(2).config("couchdb", "uuid"), old_uuid);
+    c.node(2).start();
+    // fresh at first (or already re-populated), then the others push their state into it
+    wait_for("re-population", Duration::from_secs(5), || {
+        c.node(2).membership() == (names(&[1, 2, 3]), names(&[1, 2, 3]))
+            && c.node(2).all_dbs() == vec!["_replicator", "_users"]
+    });
+}
