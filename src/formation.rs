@@ -303,43 +303,48 @@ impl<'a> Formation<'a> {
 
     // ---- converge ---------------------------------------------------------------------------
 
+    /// Polls only the nodes that still lag: a node that has listed every node as connected and
+    /// member has converged (it only changes again if a node stops, which verify would not miss
+    /// for long and the next run would catch).
     fn converge(&self, nodes: &[Identified]) -> Result<()> {
         let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let mut last_report = String::new();
-        let mut last_seen: Vec<NodeResult<Membership>> = Vec::new();
+        let mut last_seen: Vec<Option<NodeResult<Membership>>> =
+            nodes.iter().map(|_| None).collect();
+        let converged = |m: &Option<NodeResult<Membership>>| matches!(m, Some(Ok(m)) if membership_gap(&expected, m).is_none());
         let done = poll(self.clock, self.deadline, || {
-            let seen = each(nodes, |n| self.client.membership(&n.addr));
-            let mut lagging = Vec::new();
-            for (n, m) in nodes.iter().zip(&seen) {
+            let lagging: Vec<usize> = (0..nodes.len())
+                .filter(|&i| !converged(&last_seen[i]))
+                .collect();
+            let seen = each(&lagging, |&i| self.client.membership(&nodes[i].addr));
+            for (i, m) in lagging.into_iter().zip(seen) {
+                // Authentication and protocol errors end the phase; waiting will not fix them.
+                if let Err(e) = &m {
+                    if !matches!(e, NodeError::Unreachable { .. }) {
+                        return Err(m
+                            .err()
+                            .map(anyhow::Error::from)
+                            .unwrap_or_else(|| anyhow!("membership")));
+                    }
+                }
+                last_seen[i] = Some(m);
+            }
+            let mut waiting = Vec::new();
+            for (n, m) in nodes.iter().zip(&last_seen) {
                 match m {
-                    Ok(m) => {
+                    Some(Ok(m)) => {
                         if let Some(gap) = membership_gap(&expected, m) {
-                            lagging.push(format!("{} {gap}", n.name));
+                            waiting.push(format!("{} {gap}", n.name));
                         }
                     }
-                    Err(NodeError::Unreachable { reason, .. }) => {
-                        lagging.push(format!("{} unreachable ({reason})", n.name))
-                    }
-                    Err(_) => {}
+                    Some(Err(e)) => waiting.push(format!("{} ({e})", n.name)),
+                    None => {}
                 }
             }
-            // Authentication and protocol errors end the phase; waiting will not fix them.
-            if let Some(pos) = seen
-                .iter()
-                .position(|m| matches!(m, Err(e) if !matches!(e, NodeError::Unreachable { .. })))
-            {
-                let mut seen = seen;
-                return Err(seen
-                    .swap_remove(pos)
-                    .err()
-                    .map(anyhow::Error::from)
-                    .unwrap_or_else(|| anyhow!("membership")));
-            }
-            last_seen = seen;
-            if lagging.is_empty() {
+            if waiting.is_empty() {
                 return Ok(Some(()));
             }
-            let report = lagging.join("; ");
+            let report = waiting.join("; ");
             if report != last_report {
                 info!("converge: waiting: {report}");
                 last_report = report;
@@ -348,11 +353,25 @@ impl<'a> Formation<'a> {
         })?;
         match done {
             Some(()) => Ok(()),
-            None => Err(Failure::new(
-                Status::NotConnected,
-                diagnose(nodes, self.cfg.coordinator, &last_seen, resolves),
-            )
-            .into()),
+            None => {
+                let last: Vec<NodeResult<Membership>> = last_seen
+                    .into_iter()
+                    .zip(nodes)
+                    .map(|(m, n)| {
+                        m.unwrap_or_else(|| {
+                            Err(NodeError::Unreachable {
+                                node: n.addr.label.clone(),
+                                reason: "never asked".into(),
+                            })
+                        })
+                    })
+                    .collect();
+                Err(Failure::new(
+                    Status::NotConnected,
+                    diagnose(nodes, self.cfg.coordinator, &last, resolves),
+                )
+                .into())
+            }
         }
     }
 
