@@ -284,6 +284,38 @@ sys.exit(0 if t(sys.argv[1]) <= t(sys.argv[2]) else 1)
 PY
 pass "the example dependant started after the init completed and saw the cluster"
 
+# The read-only health check users can run by hand: `docker compose run --rm couchdb-cluster-init check`.
+set +e
+compose run --rm --no-deps -T couchdb-cluster-init check >"$work/check.log" 2>&1
+code=$?
+set -e
+[ "$code" = 0 ] || { cat "$work/check.log" >&2; fail "'couchdb-cluster-init check' exited $code on the formed cluster"; }
+writes="$(writes_in "$work/check.log")"
+[ "$writes" = 0 ] || fail "'couchdb-cluster-init check' sent $writes write requests"
+pass "'compose run --rm couchdb-cluster-init check' exits 0 on the formed cluster, read-only"
+
+# A re-created node keeps its data and its config (admin hash, uuid) on its two volumes, so the
+# cluster is still formed as it was: the init, run again, writes nothing (trap 5: without the
+# local.d volume the node would re-hash the admin password and drift).
+log "re-creating couchdb-2, running the init again"
+compose up -d --no-build --no-deps --force-recreate couchdb-2 >&2 || fail "could not re-create couchdb-2"
+for _ in $(seq 1 60); do
+  health="$(docker inspect --format '{{.State.Health.Status}}' "$(service_container couchdb-2)")"
+  [ "$health" = healthy ] && break
+  sleep 1
+done
+[ "$health" = healthy ] || fail "the re-created couchdb-2 is $health"
+set +e
+compose run --rm --no-deps -T couchdb-cluster-init >"$work/init-recreated.log" 2>&1
+code=$?
+set -e
+show_log "$work/init-recreated.log"
+[ "$code" = 0 ] || fail "after re-creating couchdb-2 the init exited $code"
+writes="$(writes_in "$work/init-recreated.log")"
+[ "$writes" = 0 ] || fail "after re-creating couchdb-2 the init sent $writes write requests (drift?)"
+check_membership
+pass "a re-created node keeps its admin hash and membership (volumes): the init writes nothing"
+
 # 6. A node goes down; the init, run again, fails and names it.
 log "stopping couchdb-3, running the init again"
 compose stop couchdb-3 >&2
