@@ -5,11 +5,14 @@
 #
 #   tests/compose/e2e.sh
 #
-# Steps: build both static binaries and their FROM scratch images -> up -d -> the init container
-# exits 0 -> every node's _membership lists the three nodes -> up -d again (with the example
-# dependant) -> the init exits 0 having written nothing, and the example app ran after it -> stop
-# one node, run the init again -> non-zero, naming that node -> down -v -> no container, network or
-# volume of the run is left.
+# Steps: build both static binaries and their FROM scratch images (and check the source build's
+# context) -> up -d -> the init container exits 0 -> every node's _membership lists the three
+# nodes -> up -d again, with the example dependant -> the init exits 0 having sent no write, and
+# the example app ran after it -> `run --rm couchdb-cluster-init check` exits 0 -> re-create a
+# node: the init writes nothing (its volumes kept the admin hash) -> stop one node, run the init
+# again -> non-zero, naming that node -> down -v -> no container, network or volume of the run is
+# left. The init runs at RUST_LOG=trace, which logs every request it sends: that is how writes are
+# counted, and no secret may appear in those logs.
 #
 # Everything it creates carries a unique compose project name and is removed on exit, pass or fail
 # (containers, networks, volumes, the two image tags, the temporary directory).
