@@ -96,10 +96,9 @@ cleanup() {
     compose --profile example down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   fi
   # Whatever compose left behind (an interrupted run, a one-off container).
-  local ids
-  ids="$(project_containers)"; [ -z "$ids" ] || docker rm -f -v $ids >/dev/null 2>&1
-  ids="$(project_networks)"; [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
-  ids="$(project_volumes)"; [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
+  project_containers | xargs -r docker rm -f -v >/dev/null 2>&1
+  project_networks | xargs -r docker network rm >/dev/null 2>&1
+  project_volumes | xargs -r docker volume rm -f >/dev/null 2>&1
   if [ "${E2E_KEEP_IMAGES:-0}" != 1 ]; then
     docker image rm -f "$init_image" "$sim_image" >/dev/null 2>&1
   fi

@@ -99,7 +99,7 @@ done
 # 3. scripts/gen-env: strong values, private file, no overwrite.
 scripts/gen-env --output "$work/gen.env" 2>/dev/null
 mode="$(stat -c %a "$work/gen.env")"
-[ "$mode" = 600 ] && ok "gen-env writes a file only its owner can read" || bad "gen-env wrote mode $mode"
+if [ "$mode" = 600 ]; then ok "gen-env writes a file only its owner can read"; else bad "gen-env wrote mode $mode"; fi
 if python3 - "$work/gen.env" <<'PY'; then ok "gen-env: password, cookie and secret are 32 random [A-Za-z0-9], all different"; else bad "gen-env values are weak"; fi
 import re, sys
 env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().splitlines() if "=" in l and not l.startswith("#"))
@@ -114,8 +114,11 @@ elif [ "$(cat "$work/gen.env")" = "$before" ]; then
 else
   bad "gen-env changed an existing file and failed"
 fi
-scripts/gen-env --force --output "$work/gen.env" 2>/dev/null && [ "$(cat "$work/gen.env")" != "$before" ] \
-  && ok "gen-env --force replaces it" || bad "gen-env --force did not replace it"
+if scripts/gen-env --force --output "$work/gen.env" 2>/dev/null && [ "$(cat "$work/gen.env")" != "$before" ]; then
+  ok "gen-env --force replaces it"
+else
+  bad "gen-env --force did not replace it"
+fi
 
 # 4. The .dockerignore never sends .env (secrets) or target/ to the daemon.
 if grep -qx '\*' .dockerignore && ! grep -qE '^!\.?env|^!target' .dockerignore; then
