@@ -94,6 +94,12 @@ pub mod fake {
         }
     }
 
+    impl Default for FakeClock {
+        fn default() -> Self {
+            FakeClock::new()
+        }
+    }
+
     impl Clock for FakeClock {
         fn now(&self) -> Instant {
             self.start + *self.elapsed.lock().unwrap()
