@@ -231,6 +231,29 @@ mod tests {
         m
     }
 
+    /// One basic-auth check under the default lockout policy (5 failures, `duration`).
+    fn check(
+        st: &mut AuthState,
+        admins: &BTreeMap<String, String>,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+        now: Instant,
+        duration: Duration,
+    ) -> Check {
+        st.check(
+            admins,
+            user,
+            password,
+            peer,
+            now,
+            Lockout {
+                duration,
+                threshold: 5,
+            },
+        )
+    }
+
     #[test]
     fn hash_shape_and_verification() {
         let h = hash_password("password", "aba3a1d01c6f628309cd190e40f26de4");
@@ -258,76 +281,26 @@ mod tests {
         let lock = Duration::from_secs(300);
         for _ in 0..5 {
             assert_eq!(
-                st.check(
-                    &a,
-                    "admin",
-                    "wrong",
-                    ip,
-                    t0,
-                    Lockout {
-                        duration: lock,
-                        threshold: 5
-                    }
-                ),
+                check(&mut st, &a, "admin", "wrong", ip, t0, lock),
                 Check::Rejected(401, BAD_CREDENTIALS)
             );
         }
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "wrong",
-                ip,
-                t0,
-                Lockout {
-                    duration: lock,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "wrong", ip, t0, lock),
             Check::Rejected(403, LOCKED)
         );
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "password",
-                ip,
-                t0,
-                Lockout {
-                    duration: lock,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "password", ip, t0, lock),
             Check::Rejected(403, LOCKED)
         );
         // per address
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "password",
-                other,
-                t0,
-                Lockout {
-                    duration: lock,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "password", other, t0, lock),
             Check::Admin { costly: true }
         );
         // expires
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "password",
-                ip,
-                t0 + lock,
-                Lockout {
-                    duration: lock,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "password", ip, t0 + lock, lock),
             Check::Admin { costly: false }
         );
     }
@@ -340,61 +313,21 @@ mod tests {
         let t = Instant::now();
         let l = Duration::from_secs(300);
         assert_eq!(
-            st.check(
-                &a,
-                "nosuchuser",
-                "x",
-                ip,
-                t,
-                Lockout {
-                    duration: l,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "nosuchuser", "x", ip, t, l),
             Check::Rejected(401, BAD_CREDENTIALS)
         );
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "password",
-                ip,
-                t,
-                Lockout {
-                    duration: l,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "password", ip, t, l),
             Check::Admin { costly: true }
         );
         assert_eq!(
-            st.check(
-                &a,
-                "admin",
-                "password",
-                ip,
-                t,
-                Lockout {
-                    duration: l,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &a, "admin", "password", ip, t, l),
             Check::Admin { costly: false }
         );
         // a new hash (copied by finish_cluster) costs again
         let b = admins("password", "11");
         assert_eq!(
-            st.check(
-                &b,
-                "admin",
-                "password",
-                ip,
-                t,
-                Lockout {
-                    duration: l,
-                    threshold: 5
-                }
-            ),
+            check(&mut st, &b, "admin", "password", ip, t, l),
             Check::Admin { costly: true }
         );
     }
