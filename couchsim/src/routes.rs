@@ -1,5 +1,6 @@
 //! The public HTTP API of one node (everything but `/_cluster_setup`, which is `setup.rs`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,22 +46,34 @@ pub fn db_not_found() -> Response {
     Response::error(404, "not_found", "Database does not exist.")
 }
 
+/// Checks a user and password against `admins` under this node's lockout policy, counting
+/// failures per user and the request's peer address.
+fn check_credentials(
+    node: &NodeInner,
+    req: &HttpRequest,
+    admins: &BTreeMap<String, String>,
+    user: &str,
+    password: &str,
+) -> Check {
+    lock(&node.vol).auth.check(
+        admins,
+        user,
+        password,
+        req.peer.ip(),
+        Instant::now(),
+        auth::Lockout {
+            duration: node.delays.lockout,
+            threshold: node.delays.lockout_threshold,
+        },
+    )
+}
+
 /// Checks basic credentials or an `AuthSession` cookie. `Err` is the 401/403 to send.
 pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Result<Who, Response> {
     match auth::basic_credentials(req) {
         Some(Ok((user, password))) => {
             let admins = node.admins();
-            let check = lock(&node.vol).auth.check(
-                &admins,
-                &user,
-                &password,
-                req.peer.ip(),
-                Instant::now(),
-                auth::Lockout {
-                    duration: node.delays.lockout,
-                    threshold: node.delays.lockout_threshold,
-                },
-            );
+            let check = check_credentials(node, req, &admins, &user, &password);
             match check {
                 Check::Admin { costly } => {
                     if costly {
@@ -297,17 +310,7 @@ fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
                 }
             };
             let admins = node.admins();
-            let check = lock(&node.vol).auth.check(
-                &admins,
-                &user,
-                &password,
-                req.peer.ip(),
-                Instant::now(),
-                auth::Lockout {
-                    duration: node.delays.lockout,
-                    threshold: node.delays.lockout_threshold,
-                },
-            );
+            let check = check_credentials(node, req, &admins, &user, &password);
             match check {
                 Check::Admin { .. } => {
                     let secret = node.config("chttpd_auth", "secret").unwrap_or_default();
