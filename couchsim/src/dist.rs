@@ -205,14 +205,7 @@ pub fn connect(node: &Arc<NodeInner>, peer: &str, epoch: u64) -> bool {
         None => return false,
     };
     let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
-    let hints: Vec<String> = v["peers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let hints = peer_hints(&v);
     on_connected(node, peer, link, &hints);
     let me = Arc::clone(node);
     let peer_name = peer.to_string();
@@ -228,7 +221,8 @@ pub fn connect(node: &Arc<NodeInner>, peer: &str, epoch: u64) -> bool {
     true
 }
 
-fn wait_eof(mut stream: TcpStream) {
+/// Reads and discards until the other side closes the link (or it breaks).
+fn wait_eof(mut stream: impl Read) {
     let mut buf = [0u8; 256];
     loop {
         match stream.read(&mut buf) {
@@ -236,6 +230,18 @@ fn wait_eof(mut stream: TcpStream) {
             Ok(_) => {}
         }
     }
+}
+
+/// The `peers` a connect handshake carries: who the other side is connected to already.
+fn peer_hints(v: &Value) -> Vec<String> {
+    v["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn on_connected(node: &NodeInner, peer: &str, link: u64, hints: &[String]) {
@@ -548,14 +554,7 @@ pub fn handle_internal(
     }
     match kind.as_str() {
         "connect" => {
-            let hints: Vec<String> = v["peers"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| p.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let hints = peer_hints(&v);
             let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
             let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
             if !node.alive(epoch) {
@@ -574,13 +573,7 @@ pub fn handle_internal(
                 return;
             }
             // The link lives until either side closes it.
-            let mut buf = [0u8; 256];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
+            wait_eof(reader);
             drop_peer(node, &from, link);
         }
         "sync" => {
