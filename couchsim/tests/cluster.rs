@@ -101,6 +101,32 @@ fn fast() -> Delays {
     d
 }
 
+/// Three nodes joined through `_nodes` docs on node1, fully connected, and `finish_cluster`
+/// answered 201.
+fn finished_three_node_cluster() -> Cluster {
+    let c = Cluster::builder().nodes(3).delays(fast()).start();
+    let a = c.node(0).addr();
+    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
+        req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
+    }
+    wait_for("formation", Duration::from_secs(5), || {
+        c.nodes()
+            .iter()
+            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+    });
+    assert_eq!(
+        req(
+            a,
+            "POST",
+            "/_cluster_setup",
+            Some(r#"{"action":"finish_cluster"}"#)
+        )
+        .status,
+        201
+    );
+    c
+}
+
 #[test]
 fn three_nodes_form_through_nodes_docs_and_finish() {
     let c = Cluster::builder().nodes(3).delays(fast()).start();
@@ -253,26 +279,8 @@ fn cookie_mismatch_never_connects_and_finish_times_out() {
 
 #[test]
 fn stop_and_restart_a_member() {
-    let c = Cluster::builder().nodes(3).delays(fast()).start();
+    let c = finished_three_node_cluster();
     let a = c.node(0).addr();
-    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
-        req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
-    }
-    wait_for("formation", Duration::from_secs(5), || {
-        c.nodes()
-            .iter()
-            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
-    });
-    assert_eq!(
-        req(
-            a,
-            "POST",
-            "/_cluster_setup",
-            Some(r#"{"action":"finish_cluster"}"#)
-        )
-        .status,
-        201
-    );
     c.node(2).stop();
     assert!(!c.node(2).is_running());
     assert!(req_raw(c.node(2).addr(), "GET", "/_up", None, None).is_err());
@@ -487,26 +495,7 @@ fn expect_continue_and_keep_alive() {
 
 #[test]
 fn a_wiped_member_is_repopulated_by_the_running_cluster() {
-    let c = Cluster::builder().nodes(3).delays(fast()).start();
-    let a = c.node(0).addr();
-    for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
-        req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
-    }
-    wait_for("formation", Duration::from_secs(5), || {
-        c.nodes()
-            .iter()
-            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
-    });
-    assert_eq!(
-        req(
-            a,
-            "POST",
-            "/_cluster_setup",
-            Some(r#"{"action":"finish_cluster"}"#)
-        )
-        .status,
-        201
-    );
+    let c = finished_three_node_cluster();
     let old_uuid = c.node(2).config("couchdb", "uuid");
     c.node(2).stop();
     c.node(2).wipe();
