@@ -38,6 +38,16 @@ pub fn error_word(status: u16) -> &'static str {
     }
 }
 
+/// The node a `/_node/<name>/…` path names, percent-decoded.
+fn node_in_path(p: &str) -> String {
+    let name = p
+        .trim_start_matches("/_node/")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    crate::util::pct_decode(name)
+}
+
 /// The body a real CouchDB 3.4.2 would most plausibly send with `status` on this request.
 pub fn injected_error(status: u16, req: &HttpRequest) -> Response {
     let p = req.path.as_str();
@@ -47,15 +57,7 @@ pub fn injected_error(status: u16, req: &HttpRequest) -> Response {
         401 => ("unauthorized", crate::auth::BAD_CREDENTIALS.into()),
         403 => ("forbidden", crate::auth::LOCKED.into()),
         404 if p.starts_with("/_node/") => {
-            let name = p
-                .trim_start_matches("/_node/")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            (
-                "not_found",
-                format!("no such node: {}", crate::util::pct_decode(name)),
-            )
+            ("not_found", format!("no such node: {}", node_in_path(p)))
         }
         404 if p.starts_with("/_up") => {
             return Response::json(404, &json!({"status": "maintenance_mode"}));
@@ -63,17 +65,7 @@ pub fn injected_error(status: u16, req: &HttpRequest) -> Response {
         404 => ("not_found", "Database does not exist.".into()),
         405 => ("method_not_allowed", "Only GET allowed".into()),
         409 => ("conflict", "Document update conflict.".into()),
-        412 if p.starts_with("/_node/") => {
-            let name = p
-                .trim_start_matches("/_node/")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            (
-                "nodedown",
-                format!("{} is down", crate::util::pct_decode(name)),
-            )
-        }
+        412 if p.starts_with("/_node/") => ("nodedown", format!("{} is down", node_in_path(p))),
         412 => (
             "file_exists",
             "The database could not be created, the file already exists.".into(),
