@@ -66,6 +66,20 @@ fn spawn(ip: &str, port: u16, data: &Path, extra: &[(&str, &str)]) -> Proc {
     Proc(cmd.spawn().expect("spawn couchsim"))
 }
 
+/// Polls `addr`'s `/_membership` for up to 5 s until `all_nodes` and `cluster_nodes` are
+/// both `want`; panics with `what` and the last answer otherwise.
+fn wait_membership(addr: SocketAddr, want: &Value, what: &str) {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = req(addr, "GET", "/_membership", None).unwrap().1;
+        if m["all_nodes"] == *want && m["cluster_nodes"] == *want {
+            break;
+        }
+        assert!(Instant::now() < end, "{what}: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn req(
     addr: SocketAddr,
     method: &str,
@@ -148,15 +162,7 @@ fn two_binaries_join_over_dns_names_and_keep_state() {
     .unwrap();
     assert_eq!(s, 201);
     let both = json!(["couchdb@127.0.0.2", "couchdb@127.0.0.3"]);
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = req(b, "GET", "/_membership", None).unwrap().1;
-        if m["all_nodes"] == both && m["cluster_nodes"] == both {
-            break;
-        }
-        assert!(Instant::now() < end, "no convergence: {m}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_membership(b, &both, "no convergence");
     let (s, _) = req(
         a,
         "POST",
@@ -172,15 +178,7 @@ fn two_binaries_join_over_dns_names_and_keep_state() {
     drop(p2);
     let _p2 = spawn("127.0.0.3", port, &d2, &[]);
     wait_up(b);
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = req(b, "GET", "/_membership", None).unwrap().1;
-        if m["all_nodes"] == both && m["cluster_nodes"] == both {
-            break;
-        }
-        assert!(Instant::now() < end, "no reconnection: {m}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_membership(b, &both, "no reconnection");
     assert_eq!(
         req(b, "GET", "/_node/_local/_config/admins/admin", None)
             .unwrap()
