@@ -80,6 +80,16 @@ fn req(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
     req_raw(addr, method, path, Some(AUTH), body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `POST /_cluster_setup {"action":"finish_cluster"}` as admin.
+fn finish_cluster(addr: SocketAddr) -> Resp {
+    req(
+        addr,
+        "POST",
+        "/_cluster_setup",
+        Some(r#"{"action":"finish_cluster"}"#),
+    )
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
@@ -114,16 +124,7 @@ fn finished_three_node_cluster() -> Cluster {
             .iter()
             .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
     });
-    assert_eq!(
-        req(
-            a,
-            "POST",
-            "/_cluster_setup",
-            Some(r#"{"action":"finish_cluster"}"#)
-        )
-        .status,
-        201
-    );
+    assert_eq!(finish_cluster(a).status, 201);
     c
 }
 
@@ -160,12 +161,7 @@ fn three_nodes_form_through_nodes_docs_and_finish() {
             json!({"all_nodes": names(&[1, 2, 3]), "cluster_nodes": names(&[1, 2, 3])})
         );
     }
-    let r = req(
-        a,
-        "POST",
-        "/_cluster_setup",
-        Some(r#"{"action":"finish_cluster"}"#),
-    );
+    let r = finish_cluster(a);
     assert_eq!((r.status, r.json()), (201, json!({"ok": true})));
     let expect = json!({"shards": {
         "00000000-7fffffff": ["node3@127.0.0.1", "node2@127.0.0.1", "node1@127.0.0.1"],
@@ -191,12 +187,7 @@ fn three_nodes_form_through_nodes_docs_and_finish() {
         assert_eq!(c.node(i).config("admins", "admin"), h);
         assert_eq!(c.node(i).config("couchdb", "uuid"), u);
     }
-    let r = req(
-        c.node(1).addr(),
-        "POST",
-        "/_cluster_setup",
-        Some(r#"{"action":"finish_cluster"}"#),
-    );
+    let r = finish_cluster(c.node(1).addr());
     assert_eq!(
         (r.status, r.json()),
         (
@@ -244,12 +235,7 @@ fn cookie_mismatch_never_connects_and_finish_times_out() {
         )
     );
     let t = Instant::now();
-    let r = req(
-        a,
-        "POST",
-        "/_cluster_setup",
-        Some(r#"{"action":"finish_cluster"}"#),
-    );
+    let r = finish_cluster(a);
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert_eq!(
         (r.status, r.json()),
@@ -296,16 +282,7 @@ fn stop_and_restart_a_member() {
     );
     assert_eq!(r.status, 412);
     assert_eq!(req(a, "GET", "/_users", None).status, 200);
-    assert_eq!(
-        req(
-            a,
-            "POST",
-            "/_cluster_setup",
-            Some(r#"{"action":"finish_cluster"}"#)
-        )
-        .status,
-        500
-    );
+    assert_eq!(finish_cluster(a).status, 500);
     c.node(2).start();
     wait_for("node3 back", Duration::from_secs(2), || {
         c.nodes()
