@@ -105,6 +105,13 @@ fn names(n: &[usize]) -> Vec<String> {
     n.iter().map(|i| format!("node{i}@127.0.0.1")).collect()
 }
 
+/// Every node of `c` has node1..3 in both `all_nodes` and `cluster_nodes`.
+fn all_three_joined(c: &Cluster) -> bool {
+    c.nodes()
+        .iter()
+        .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+}
+
 fn fast() -> Delays {
     let mut d = Delays::fast();
     d.finish_wait = Duration::from_millis(300);
@@ -119,11 +126,7 @@ fn finished_three_node_cluster() -> Cluster {
     for n in ["node2@127.0.0.1", "node3@127.0.0.1"] {
         req(a, "PUT", &format!("/_node/_local/_nodes/{n}"), Some("{}"));
     }
-    wait_for("formation", Duration::from_secs(5), || {
-        c.nodes()
-            .iter()
-            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
-    });
+    wait_for("formation", Duration::from_secs(5), || all_three_joined(&c));
     assert_eq!(finish_cluster(a).status, 201);
     c
 }
@@ -150,9 +153,7 @@ fn three_nodes_form_through_nodes_docs_and_finish() {
         json!({"error": "conflict", "reason": "Document update conflict."})
     );
     wait_for("full membership everywhere", Duration::from_secs(5), || {
-        c.nodes()
-            .iter()
-            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+        all_three_joined(&c)
     });
     for i in 0..3 {
         let m = req(c.node(i).addr(), "GET", "/_membership", None).json();
@@ -285,9 +286,7 @@ fn stop_and_restart_a_member() {
     assert_eq!(finish_cluster(a).status, 500);
     c.node(2).start();
     wait_for("node3 back", Duration::from_secs(2), || {
-        c.nodes()
-            .iter()
-            .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
+        all_three_joined(&c)
     });
     assert_eq!(
         req(c.node(2).addr(), "GET", "/_cluster_setup", None).json(),
