@@ -210,7 +210,7 @@ impl<'a> Formation<'a> {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(last)) => down.push(format!("{} ({last})", node.label)),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(anyhow::Error::from(e)),
             }
         }
         if down.is_empty() {
@@ -230,12 +230,9 @@ impl<'a> Formation<'a> {
     // ---- identify ---------------------------------------------------------------------------
 
     fn identify(&self) -> Result<Vec<Identified>> {
-        let names = each(&self.cfg.nodes, |node| {
-            self.read(|| self.client.local_name(node))
-        });
+        let names = self.read_each(&self.cfg.nodes, |node| self.client.local_name(node))?;
         let mut nodes = Vec::new();
         for (addr, name) in self.cfg.nodes.iter().zip(names) {
-            let name = name?;
             check_erlang_name(&addr.label, &name)?;
             if let Some(twin) = nodes.iter().find(|n: &&Identified| n.name == name) {
                 return Err(Failure::new(
@@ -262,10 +259,7 @@ impl<'a> Formation<'a> {
     /// Membership everywhere; databases only where they matter: on the coordinator (is it
     /// finished?) and on nodes that are not yet its members (would joining them be safe?).
     fn observe(&self, nodes: &[Identified]) -> Result<Vec<Observed>> {
-        let memberships: Vec<Membership> =
-            each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
-                .into_iter()
-                .collect::<Result<_>>()?;
+        let memberships = self.read_each(nodes, |n| self.client.membership(&n.addr))?;
         let members = &memberships[self.cfg.coordinator].cluster_nodes;
         let dbs = each(&(0..nodes.len()).collect::<Vec<_>>(), |&i| {
             if i == self.cfg.coordinator || !members.contains(&nodes[i].name) {
@@ -304,8 +298,8 @@ impl<'a> Formation<'a> {
     // ---- converge ---------------------------------------------------------------------------
 
     /// Polls only the nodes that still lag: a node that has listed every node as connected and
-    /// member has converged (it only changes again if a node stops, which verify would not miss
-    /// for long and the next run would catch).
+    /// member has converged. It changes again only if a node stops within these milliseconds,
+    /// which the next run (every `compose up`) or `check` would catch.
     fn converge(&self, nodes: &[Identified]) -> Result<()> {
         let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let mut last_report = String::new();
@@ -318,16 +312,13 @@ impl<'a> Formation<'a> {
                 .collect();
             let seen = each(&lagging, |&i| self.client.membership(&nodes[i].addr));
             for (i, m) in lagging.into_iter().zip(seen) {
-                // Authentication and protocol errors end the phase; waiting will not fix them.
-                if let Err(e) = &m {
-                    if !matches!(e, NodeError::Unreachable { .. }) {
-                        return Err(m
-                            .err()
-                            .map(anyhow::Error::from)
-                            .unwrap_or_else(|| anyhow!("membership")));
+                match m {
+                    // Authentication and protocol errors end the phase; waiting will not fix them.
+                    Err(e) if !matches!(e, NodeError::Unreachable { .. }) => {
+                        return Err(anyhow::Error::from(e))
                     }
+                    m => last_seen[i] = Some(m),
                 }
-                last_seen[i] = Some(m);
             }
             let mut waiting = Vec::new();
             for (n, m) in nodes.iter().zip(&last_seen) {
@@ -417,10 +408,7 @@ impl<'a> Formation<'a> {
     ) -> Result<Vec<String>> {
         let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         if !membership_proven {
-            let memberships: Vec<Membership> =
-                each(nodes, |n| self.read(|| self.client.membership(&n.addr)))
-                    .into_iter()
-                    .collect::<Result<_>>()?;
+            let memberships = self.read_each(nodes, |n| self.client.membership(&n.addr))?;
             for (n, m) in nodes.iter().zip(&memberships) {
                 if let Some(gap) = membership_gap(&expected, m) {
                     return Err(unverified(format!(
@@ -467,7 +455,16 @@ impl<'a> Formation<'a> {
     }
 
     fn configs(&self, nodes: &[Identified]) -> Result<Vec<NodeConfig>> {
-        each(nodes, |n| self.read(|| self.client.node_config(&n.addr)))
+        self.read_each(nodes, |n| self.client.node_config(&n.addr))
+    }
+
+    /// `read` on every item in parallel; the first failure, in configuration order, wins.
+    fn read_each<I: Sync, T: Send>(
+        &self,
+        items: &[I],
+        call: impl Fn(&I) -> NodeResult<T> + Sync,
+    ) -> Result<Vec<T>> {
+        each(items, |item| self.read(|| call(item)))
             .into_iter()
             .collect()
     }
