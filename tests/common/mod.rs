@@ -35,6 +35,17 @@ impl Run {
         );
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
     }
+
+    /// The log names every one of `parts` (a node, a cause, a phase).
+    pub fn assert_says(&self, parts: &[&str]) {
+        for part in parts {
+            assert!(
+                self.stderr.contains(part),
+                "no `{part}` in stderr:\n{}",
+                self.stderr
+            );
+        }
+    }
 }
 
 /// How the nodes appear in COUCHDB_NODES, hence in messages.
