@@ -54,22 +54,13 @@ def node_get(mapping, key):
     return None
 
 
-def as_dict(labels):
-    """Compose labels as a dict, whether written as a mapping or as a list of "k=v"."""
-    if isinstance(labels, dict):
-        return {str(k): str(v) for k, v in labels.items()}
+def as_dict(entries):
+    """Compose labels or environment as a dict, whether written as a mapping or as a list of
+    "k=v"; a key with no value (`KEY:` / `KEY`) maps to ""."""
+    if isinstance(entries, dict):
+        return {str(k): "" if v is None else str(v) for k, v in entries.items()}
     out = {}
-    for item in labels or []:
-        k, _, v = str(item).partition("=")
-        out[k] = v
-    return out
-
-
-def env_dict(env):
-    if isinstance(env, dict):
-        return {str(k): "" if v is None else str(v) for k, v in env.items()}
-    out = {}
-    for item in env or []:
+    for item in entries or []:
         k, _, v = str(item).partition("=")
         out[k] = v
     return out
@@ -142,7 +133,7 @@ def main():
 
     for n in NODES:
         svc = services.get(n, {})
-        env = env_dict(svc.get("environment"))
+        env = as_dict(svc.get("environment"))
         check(f"{n}: image couchdb:3.4.2", svc.get("image") == "couchdb:3.4.2", svc.get("image"))
         check(f"{n}: no host ports", not svc.get("ports"), svc.get("ports"))
         nodename = env.get("NODENAME", "")
@@ -180,7 +171,7 @@ def main():
         )
         check(f"{n}: healthcheck has no start_interval (docker-compose 1.29 lacks it)",
               "start_interval" not in (svc.get("healthcheck") or {}))
-    names = [env_dict(services[n].get("environment")).get("NODENAME") for n in NODES]
+    names = [as_dict(services[n].get("environment")).get("NODENAME") for n in NODES]
     check("the three NODENAMEs differ", len(set(names)) == 3, names)
     vols = [v for n in NODES for v in services[n].get("volumes") or []]
     check("no volume is shared between nodes", len({str(v).split(":")[0] for v in vols}) == len(vols), vols)
@@ -192,7 +183,7 @@ def main():
     check('init: restart "no"', init.get("restart") == "no", init.get("restart"))
     check("init: waits for every node to be healthy",
           all(depends(init).get(n) == "service_healthy" for n in NODES), depends(init))
-    ienv = env_dict(init.get("environment"))
+    ienv = as_dict(init.get("environment"))
     for var in REQUIRED_VARS:
         if var != "COUCHDB_SECRET":
             check(f"init: {var} is required", re.fullmatch(r"\$\{" + var + r":\?[^}]+\}", ienv.get(var, "")), ienv.get(var))
