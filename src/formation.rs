@@ -889,6 +889,50 @@ mod tests {
     }
 
     #[test]
+    fn nodes_the_seedlist_joined_are_finished_not_refused() {
+        let joined = || seen(&[1, 2, 3], &[1, 2, 3], &[]);
+        let plan = decide(&ident(3), &[joined(), joined(), joined()]).unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                to_join: vec![],
+                finished: false,
+                formed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_node_another_run_just_joined_and_finished_is_joined_again_not_refused() {
+        // Our read of the coordinator came before the other run's PUT; node 2's after its finish.
+        let plan = decide(
+            &ident(3),
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[1, 2], &[1, 2], &["_replicator", "_users"]),
+                seen(&[3], &[3], &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.to_join, names(&[2, 3]));
+    }
+
+    #[test]
+    fn our_own_nodes_with_a_cluster_and_databases_of_their_own_are_refused() {
+        let (s, m) = status(decide(
+            &ident(4),
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[2], &[2], &[]),
+                seen(&[3, 4], &[3, 4], &["_users"]),
+                seen(&[3, 4], &[3, 4], &["_users"]),
+            ],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(m.contains("couchdb-3") && m.contains("_users"), "{m}");
+    }
+
+    #[test]
     fn a_lone_coordinator_with_databases_is_refused() {
         let (s, m) = status(decide(
             &ident(2),
