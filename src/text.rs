@@ -50,11 +50,18 @@ fn digit_runs(s: &str) -> Vec<(usize, usize)> {
     runs
 }
 
+/// Names that share all but one number.
+struct Group<'a> {
+    /// (prefix, suffix) around the number; `None`: a name kept as it is.
+    key: Option<(&'a str, &'a str)>,
+    numbers: Vec<u64>,
+    first: &'a str,
+}
+
 /// Folds the names whose k-th digit run varies: `prefix{a..b}suffix` for each run of
 /// consecutive numbers with the same prefix and suffix.
 fn fold(items: &[String], k: usize) -> Vec<String> {
-    // (prefix, suffix) → numbers, in order of first appearance; None: kept as it is.
-    let mut groups: Vec<(Option<(&str, &str)>, Vec<u64>, &str)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for item in items {
         let split = digit_runs(item).get(k).and_then(|&(a, b)| {
             let digits = &item[a..b];
@@ -63,17 +70,30 @@ fn fold(items: &[String], k: usize) -> Vec<String> {
             Some(((&item[..a], &item[b..]), n))
         });
         match split {
-            Some((key, n)) => match groups.iter_mut().find(|(g, _, _)| *g == Some(key)) {
-                Some((_, numbers, _)) => numbers.push(n),
-                None => groups.push((Some(key), vec![n], item)),
+            Some((key, n)) => match groups.iter_mut().find(|g| g.key == Some(key)) {
+                Some(g) => g.numbers.push(n),
+                None => groups.push(Group {
+                    key: Some(key),
+                    numbers: vec![n],
+                    first: item,
+                }),
             },
-            None => groups.push((None, Vec::new(), item)),
+            None => groups.push(Group {
+                key: None,
+                numbers: Vec::new(),
+                first: item,
+            }),
         }
     }
     let mut out = Vec::new();
-    for (key, mut numbers, item) in groups {
+    for Group {
+        key,
+        mut numbers,
+        first,
+    } in groups
+    {
         let Some((prefix, suffix)) = key else {
-            out.push(item.to_string());
+            out.push(first.to_string());
             continue;
         };
         numbers.sort_unstable();
