@@ -169,6 +169,14 @@ pub fn assert_formed(c: &Cluster) {
     }
 }
 
+/// The `PUT`s the nodes answered, as `PUT path`.
+pub fn puts(c: &Cluster) -> Vec<String> {
+    writes(c)
+        .into_iter()
+        .filter(|w| w.starts_with("PUT"))
+        .collect()
+}
+
 /// The writes the nodes answered, as `METHOD path`.
 pub fn writes(c: &Cluster) -> Vec<String> {
     c.requests()
