@@ -485,8 +485,9 @@ pub fn decide(nodes: &Nodes, observed: &[Observed]) -> Result<Plan> {
         .collect();
     if !strangers.is_empty() {
         return unsafe_(format!(
-            "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES, or \
-             remove them yourself (DELETE /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
+            "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES (or \
+             bring their pods back behind COUCHDB_SERVICE), or remove them yourself (DELETE \
+             /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
             coord.addr.label,
             coord.name,
             list_compact(&strangers)
