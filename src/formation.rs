@@ -438,10 +438,10 @@ impl<'a> Formation<'a> {
         }
     }
 
-    /// Every node's config, read through the coordinator (see `Client::node_config`).
+    /// Every node's config, read through the coordinator (see `Client::node_config_of`).
     fn configs(&self, nodes: &Nodes) -> Result<Vec<NodeConfig>> {
         let via = &nodes.coordinator().addr;
-        self.read_each(&nodes.all, |n| self.client.node_config(via, &n.name))
+        self.read_each(&nodes.all, |n| self.client.node_config_of(via, &n.name))
             .map_err(|e| match e.downcast_ref::<NodeError>() {
                 // 404 "no such node", 412 "nodedown": the coordinator does not reach it.
                 Some(NodeError::Unexpected {

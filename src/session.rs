@@ -145,7 +145,7 @@ impl<'a> Session<'a> {
             NodeList::Listed { nodes, .. } => nodes.clone(),
             NodeList::Service { service, expect } => self.discover(service, *expect)?,
         };
-        self.wait_each_up(&nodes)?;
+        self.wait_up_on(&nodes)?;
         Ok(nodes)
     }
 
@@ -187,7 +187,7 @@ impl<'a> Session<'a> {
     }
 
     /// Polls `/_up` on the nodes that are not up yet, all at once, until none is left.
-    fn wait_each_up(&self, nodes: &[NodeAddr]) -> Result<()> {
+    pub fn wait_up_on(&self, nodes: &[NodeAddr]) -> Result<()> {
         let mut waiting = Waiting::new("wait", self.clock, self.deadline);
         // None once the node is up; else what it does instead.
         let mut states: Vec<Option<String>> = vec![Some("not asked yet".into()); nodes.len()];
