@@ -393,18 +393,10 @@ pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     // outgoing copies
     let pushes: Vec<(String, Parts)> = {
         let mut v = lock(&node.vol);
-        let now = Instant::now();
-        let due: Vec<(String, Parts)> = v
-            .push_due
-            .iter()
-            .filter(|(_, d)| now >= d.at)
-            .map(|(p, d)| (p.clone(), d.parts))
-            .collect();
-        for (p, _) in &due {
-            v.push_due.remove(p);
-        }
+        let due = util::take_due(&mut v.push_due, Instant::now(), |d| d.at);
         due.into_iter()
             .filter(|(p, _)| v.connected.contains_key(p))
+            .map(|(p, d)| (p, d.parts))
             .collect()
     };
     for (p, parts) in pushes {
