@@ -165,6 +165,22 @@ impl Node {
             .map(|(_, f)| f.doc_count())
     }
 
+    /// Internal-replication pushes this node has scheduled or running (0: idle).
+    pub fn pending_pushes(&self) -> usize {
+        let v = lock(&self.inner.vol);
+        v.pushes.len() + v.running_pushes
+    }
+
+    /// Nothing queued on this node: no `_nodes`/`_dbs` push due, no held incoming copy, no
+    /// internal-replication push scheduled or running.
+    pub fn settled(&self) -> bool {
+        let v = lock(&self.inner.vol);
+        v.push_due.is_empty()
+            && v.pending_sync.is_empty()
+            && v.pushes.is_empty()
+            && v.running_pushes == 0
+    }
+
     /// This node's node-local dbs and shard files (`GET /_node/<node>/_all_dbs`).
     pub fn files(&self) -> Vec<String> {
         lock(&self.inner.store).local_dbs()

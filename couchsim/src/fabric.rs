@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::copies::{self, Edit, Summary};
 use crate::docs::{Doc, DocDb, Leaf};
 use crate::ejson::{self, Ej};
-use crate::node::{lock, NodeInner};
+use crate::node::{lock, log_line, NodeInner};
 use crate::shards::{self, ShardMap};
 use crate::{dist, util};
 
@@ -48,12 +48,19 @@ pub fn map(node: &NodeInner, db: &str) -> Option<ShardMap> {
 /// Runs a copy operation on `holder`: here, over the link, or `None` when unreachable.
 fn on_holder(node: &NodeInner, holder: &str, req: Value) -> Option<Value> {
     if holder == node.name {
-        Some(copies::rpc(node, &req))
-    } else if node.is_connected(holder) {
-        dist::shard_rpc(node, holder, req)
-    } else {
-        None
+        return Some(copies::rpc(node, &req));
     }
+    let answer = node
+        .is_connected(holder)
+        .then(|| dist::shard_rpc(node, holder, req.clone()))
+        .flatten();
+    if answer.is_none() {
+        log_line(&format!(
+            "{}: the copy on {holder} did not answer ({} {})",
+            node.name, req["op"], req["file"]
+        ));
+    }
+    answer
 }
 
 /// The holders of a range in a random order (the first to answer wins, as with fabric).

@@ -29,10 +29,13 @@ pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     let n = due.len();
     let spawned = node.spawn(epoch, "push", move || {
         for (file, target) in due {
+            // Targets are the range's other holders when the push runs: one that has left
+            // the map since the push was scheduled gets nothing (its file is an orphan now).
+            let holders = me.other_holders(&file);
             let targets = if target.is_empty() {
-                me.other_holders(&file)
+                holders
             } else {
-                vec![target]
+                holders.into_iter().filter(|h| *h == target).collect()
             };
             for t in targets {
                 if me.alive(epoch) {
