@@ -399,6 +399,13 @@ pub struct CurlArgs {
     pub output: Option<String>,
     pub max_time: Option<f64>,
     pub url: Option<String>,
+    /// `--retry N`: attempts after the first, on a transient error (timeout, refused with
+    /// `--retry-connrefused`, with `-f` HTTP 408/429/500/502/503/504) or any error
+    /// (`--retry-all-errors`).
+    pub retry: u32,
+    pub retry_delay: Option<f64>,
+    pub retry_all_errors: bool,
+    pub retry_connrefused: bool,
 }
 
 /// curl's options that take no value (in a config file, a line with one of these has none).
@@ -525,6 +532,16 @@ pub fn parse_curl_args(args: &[String]) -> Result<CurlArgs, String> {
                 let v = take(&mut i, arg)?;
                 a.max_time = Some(v.parse().map_err(|_| format!("bad --max-time {v}"))?);
             }
+            "--retry" => {
+                let v = take(&mut i, arg)?;
+                a.retry = v.parse().map_err(|_| format!("bad --retry {v}"))?;
+            }
+            "--retry-delay" => {
+                let v = take(&mut i, arg)?;
+                a.retry_delay = Some(v.parse().map_err(|_| format!("bad --retry-delay {v}"))?);
+            }
+            "--retry-all-errors" => a.retry_all_errors = true,
+            "--retry-connrefused" => a.retry_connrefused = true,
             "-v" | "--verbose" | "-L" | "--location" | "-k" | "--insecure" | "-i" | "--include" => {
             }
             s if s.starts_with("--") => return Err(format!("option {s}: is unknown")),
@@ -553,7 +570,8 @@ pub fn curl(args: &[String]) -> i32 {
 
 /// A minimal curl: exit 0 on success, 22 on an HTTP error with `-f`, 7 when the connection
 /// fails, 6 when the host does not resolve, 28 on timeout, 2/3 on bad usage/URL, 26 when a
-/// config file cannot be read. `input` is read only for `-K -`.
+/// config file cannot be read; `--retry` repeats failed attempts. `input` is read only for
+/// `-K -`.
 pub fn curl_with(args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> i32 {
     let parsed = expand_config(args, input)
         .map_err(|e| (26, e))
@@ -565,6 +583,28 @@ pub fn curl_with(args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> 
             return code;
         }
     };
+    // Like curl: wait --retry-delay (default 1 s, doubling) between attempts.
+    let mut delay = a.retry_delay.unwrap_or(1.0).clamp(0.0, 600.0);
+    let mut attempt = 0;
+    loop {
+        let (code, transient) = curl_once(&a, out);
+        let retry = code != 0 && (transient || a.retry_all_errors) && attempt < a.retry;
+        if !retry {
+            return code;
+        }
+        attempt += 1;
+        if !a.silent {
+            eprintln!("Warning: Problem (curl exit {code}). Will retry in {delay} seconds.");
+        }
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        if a.retry_delay.is_none() {
+            delay = (delay * 2.0).min(600.0);
+        }
+    }
+}
+
+/// One attempt: curl's exit code, and whether `--retry` counts the failure as transient.
+fn curl_once(a: &CurlArgs, out: &mut dyn Write) -> (i32, bool) {
     let say = |code: i32, msg: &str| {
         if !a.silent || a.show_error {
             eprintln!("curl: ({code}) {msg}");
@@ -573,11 +613,16 @@ pub fn curl_with(args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> 
     };
     let url = match a.url.as_deref().and_then(client::parse_url) {
         Some(u) => u,
-        None => return say(3, "URL using bad/illegal format or missing URL"),
+        None => return (say(3, "URL using bad/illegal format or missing URL"), false),
     };
     let addrs = match client::resolve_all(&url.host, url.port) {
         Ok(a) => a,
-        Err(_) => return say(6, &format!("Could not resolve host: {}", url.host)),
+        Err(_) => {
+            return (
+                say(6, &format!("Could not resolve host: {}", url.host)),
+                false,
+            )
+        }
     };
     let method = a
         .method
@@ -614,32 +659,29 @@ pub fn curl_with(args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> 
     let resp = match result {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
-            return say(28, "Operation timed out")
+            return (say(28, "Operation timed out"), true)
         }
         Err(_) => {
-            return say(
-                7,
-                &format!(
-                    "Failed to connect to {} port {}: Connection refused",
-                    url.host, url.port
-                ),
-            )
+            let msg = format!(
+                "Failed to connect to {} port {}: Connection refused",
+                url.host, url.port
+            );
+            return (say(7, &msg), a.retry_connrefused);
         }
     };
+    let transient = matches!(resp.status, 408 | 429 | 500 | 502 | 503 | 504);
     if a.fail && resp.status >= 400 {
-        return say(
-            22,
-            &format!("The requested URL returned error: {}", resp.status),
-        );
+        let msg = format!("The requested URL returned error: {}", resp.status);
+        return (say(22, &msg), transient);
     }
     let written = match &a.output {
         Some(path) => std::fs::write(path, &resp.body),
         None => out.write_all(&resp.body).and_then(|_| out.flush()),
     };
     if written.is_err() {
-        return say(23, "Failure writing output to destination");
+        return (say(23, "Failure writing output to destination"), false);
     }
-    0
+    (0, false)
 }
 
 #[cfg(test)]
@@ -786,6 +828,41 @@ mod tests {
             ),
             26
         );
+    }
+
+    #[test]
+    fn curl_retries_until_the_server_answers() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let url = format!("http://127.0.0.1:{port}/x");
+        // Refused, no retry asked: at once.
+        let t = std::time::Instant::now();
+        assert_eq!(curl(&words(&["-fsS", "--retry", "3", &url])), 7);
+        assert!(t.elapsed() < Duration::from_millis(500));
+        // Refused, retried: a server that appears after ~0.3 s is reached.
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let mut out = Vec::new();
+        let args = words(&[
+            "-fsS",
+            "--retry",
+            "20",
+            "--retry-all-errors",
+            "--retry-delay",
+            "0.05",
+            &url,
+        ]);
+        assert_eq!(curl_with(&args, &mut io::empty(), &mut out), 0);
+        assert_eq!(out, b"ok");
+        server.join().unwrap();
     }
 
     #[test]
