@@ -18,7 +18,8 @@
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
-# fourth node (compose/couchdb-4.yaml): running but not joined, it gets no request and its
+# changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
+# the old one back, all is well -> a fourth node (compose/couchdb-4.yaml): running but not joined, it gets no request and its
 # healthcheck fails; the init run with it joins it, then it gets requests -> stop a node: the
 # init fails naming it -> down: only the named volumes are left -> down -v: nothing is left.
 # The init runs at RUST_LOG=trace, which logs every request it sends: that is how writes are
@@ -499,7 +500,41 @@ health="$(wait_health "$(service_container couchdb-1)" 60 healthy)" || fail "cou
 out="$(traefik_client reaches --name "$(node_name 1)" --deadline 20)" || fail "after maintenance: $out"
 pass "couchdb-1 back from maintenance: ${out#ok }"
 
-# 9. A fourth node (compose/couchdb-4.yaml). Running but not joined by the init, it must get no
+# 9. A changed .env (a new password): the nodes keep the admin from their first start (config
+#    volume), so the init exits 4 and says why; Traefik, still running, routes to no node (their
+#    healthcheck gets 401). The old password back: all is as before.
+log "a new COUCHDB_PASSWORD in .env, then up -d"
+cp "$env_file" "$work/e2e.env.good"
+sed -i "s/^COUCHDB_PASSWORD=.*/COUCHDB_PASSWORD=$(rand)/" "$env_file"
+since="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+set +e
+compose up -d --no-build >"$work/up-changed.log" 2>&1
+code=$?
+set -e
+sed 's/^/  compose | /' "$work/up-changed.log" >&2
+[ "$code" != 0 ] || fail "up -d with a changed password exited 0"
+init_code="$(wait_init)"
+docker logs --since "$since" "$(service_container couchdb-cluster-init)" >"$work/init-changed.log" 2>&1
+[ "$init_code" = 4 ] || { show_log "$work/init-changed.log"; fail "with a changed password the init exited $init_code, expected 4"; }
+grep -q 'keeps the admin it was first started with' "$work/init-changed.log" \
+  || { show_log "$work/init-changed.log"; fail "the exit-4 message does not explain the changed password"; }
+answers=""
+for _ in $(seq 1 10); do
+  answers+=" $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_up")"
+  sleep 0.3
+done
+[[ "$answers" != *200* ]] || fail "with the nodes' password changed, Traefik still routed to a node:$answers"
+pass "a changed password: up -d exits $code, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
+cp "$work/e2e.env.good" "$env_file"
+compose up -d --no-build >&2 || fail "up -d with the old password back failed"
+for n in 1 2 3; do
+  health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health with the old password back"
+done
+out="$(traefik_client reaches --name "$(node_name 3)" --deadline 20)" || fail "with the old password back: $out"
+out="$(traefik_client spread --count 12 --nodes 3)" || fail "with the old password back: $out"
+pass "the old password back: up -d exits 0 and ${out#ok }"
+
+# 10. A fourth node (compose/couchdb-4.yaml). Running but not joined by the init, it must get no
 #    request: its healthcheck fails (no _users through it), so Traefik leaves it out.
 log "starting couchdb-4 without running the init"
 compose4 up -d --no-build --no-deps couchdb-4 >&2 || fail "could not start couchdb-4"
@@ -540,7 +575,7 @@ fi
 out="$(traefik_client reaches --name "$(node_name 4)" --deadline 20)" || fail "after the init joined it: $out"
 pass "the init joined couchdb-4: healthy, and through Traefik ${out#ok }"
 
-# 10. A node goes down; the init, run again, fails and names it.
+# 11. A node goes down; the init, run again, fails and names it.
 log "stopping couchdb-3, running the init again"
 compose4 stop couchdb-3 >&2
 set +e
@@ -553,7 +588,7 @@ no_secret_in "$work/init-3.log" "the failing run"
 grep -q 'couchdb-3' "$work/init-3.log" || fail "the init's output does not name couchdb-3"
 pass "with couchdb-3 stopped the init exits $code and names couchdb-3"
 
-# 11. `down` keeps the data (the named volumes) and nothing else; `down -v` leaves nothing.
+# 12. `down` keeps the data (the named volumes) and nothing else; `down -v` leaves nothing.
 record_volumes
 log "docker compose down"
 compose4 --profile example down --remove-orphans --timeout 5 >&2 || fail "compose down failed"
