@@ -6,17 +6,17 @@
 
 use std::collections::BTreeSet;
 use std::net::ToSocketAddrs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, Result};
-use log::{debug, info, warn};
+use anyhow::Result;
+use log::{info, warn};
 
-use crate::client::{
-    Added, Client, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap, Up,
-};
+use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
 use crate::clock::{poll, Clock};
-use crate::config::{Config, NodeAddr};
+use crate::config::Config;
 use crate::exit::{Failure, Status};
+use crate::session::{each, Identified, Session};
+use crate::text::list_some;
 
 /// The databases `finish_cluster` creates; the cluster is not usable without them.
 const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
@@ -24,13 +24,6 @@ const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 const COUCHDB_DEFAULT_N: usize = 3;
 /// `check` is for healthchecks and people: it should answer quickly.
 pub const CHECK_WAIT: Duration = Duration::from_secs(10);
-
-/// A node and the Erlang name it reported.
-#[derive(Debug, Clone)]
-pub struct Identified {
-    pub addr: NodeAddr,
-    pub name: String,
-}
 
 /// What the preflight read, per node (same order as the configuration).
 #[derive(Debug, Clone)]
@@ -78,29 +71,22 @@ impl Summary {
 }
 
 pub struct Formation<'a> {
-    cfg: &'a Config,
-    client: Client,
-    clock: &'a dyn Clock,
-    started: Instant,
-    deadline: Instant,
+    session: Session<'a>,
+}
+
+/// A formation is a session with the formation's phases on top: `self.client`, `self.read`, …
+impl<'a> std::ops::Deref for Formation<'a> {
+    type Target = Session<'a>;
+    fn deref(&self) -> &Session<'a> {
+        &self.session
+    }
 }
 
 impl<'a> Formation<'a> {
     pub fn new(cfg: &'a Config, clock: &'a dyn Clock, timeout: Duration) -> Formation<'a> {
-        let started = clock.now();
-        let deadline = started + timeout;
-        let client = Client::new(&cfg.user, &cfg.password, cfg.request_timeout, deadline);
         Formation {
-            cfg,
-            client,
-            clock,
-            started,
-            deadline,
+            session: Session::new(cfg, clock, timeout),
         }
-    }
-
-    fn coordinator(&self) -> &NodeAddr {
-        &self.cfg.nodes[self.cfg.coordinator]
     }
 
     /// Form (or confirm) the cluster and verify it.
@@ -164,94 +150,8 @@ impl<'a> Formation<'a> {
             names,
             coordinator: self.coordinator().label.clone(),
             actions,
-            elapsed: self.clock.now().duration_since(self.started),
+            elapsed: self.elapsed(),
         }
-    }
-
-    fn phase<T>(&self, name: &str, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        info!("{name}: {what}");
-        let t = self.clock.now();
-        let result = f();
-        let took = self.clock.now().duration_since(t);
-        match &result {
-            Ok(_) => info!("{name}: done in {took:.2?}"),
-            Err(_) => warn!("{name}: failed after {took:.2?}"),
-        }
-        result
-    }
-
-    // ---- wait -------------------------------------------------------------------------------
-
-    fn wait_up(&self) -> Result<()> {
-        let results = each(&self.cfg.nodes, |node| {
-            let mut last = String::new();
-            let up = poll(self.clock, self.deadline, || {
-                let state = match self.client.up(node) {
-                    Ok(Up::Ready) => return Ok(Some(())),
-                    Ok(Up::NotReady(state)) => format!("answers /_up with `{state}`"),
-                    Err(NodeError::Unreachable { reason, .. }) => {
-                        format!("not answering yet ({reason})")
-                    }
-                    Err(e) => return Err(e),
-                };
-                if state != last {
-                    info!("wait: {} {state}; waiting", node.label);
-                    last = state;
-                }
-                Ok(None)
-            })?;
-            if up.is_some() {
-                debug!("wait: {} is up", node.label);
-            }
-            Ok::<_, NodeError>(up.ok_or(last))
-        });
-        let mut down = Vec::new();
-        for (node, result) in self.cfg.nodes.iter().zip(results) {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(last)) => down.push(format!("{} ({last})", node.label)),
-                Err(e) => return Err(anyhow::Error::from(e)),
-            }
-        }
-        if down.is_empty() {
-            return Ok(());
-        }
-        Err(Failure::new(
-            Status::Unreachable,
-            format!(
-                "not up after {:.0?}: {} — check that the node runs and that its address in COUCHDB_NODES is right",
-                self.deadline.duration_since(self.started),
-                down.join("; ")
-            ),
-        )
-        .into())
-    }
-
-    // ---- identify ---------------------------------------------------------------------------
-
-    fn identify(&self) -> Result<Vec<Identified>> {
-        let names = self.read_each(&self.cfg.nodes, |node| self.client.local_name(node))?;
-        let mut nodes = Vec::new();
-        for (addr, name) in self.cfg.nodes.iter().zip(names) {
-            check_erlang_name(&addr.label, &name)?;
-            if let Some(twin) = nodes.iter().find(|n: &&Identified| n.name == name) {
-                return Err(Failure::new(
-                    Status::Config,
-                    format!(
-                        "nodes {} and {} both report the Erlang name {name}: each node needs its own NODENAME \
-                         (or COUCHDB_NODES lists one node under two addresses)",
-                        twin.addr.label, addr.label
-                    ),
-                )
-                .into());
-            }
-            info!("identify: {} is {name}", addr.label);
-            nodes.push(Identified {
-                addr: addr.clone(),
-                name,
-            });
-        }
-        Ok(nodes)
     }
 
     // ---- preflight --------------------------------------------------------------------------
@@ -457,87 +357,10 @@ impl<'a> Formation<'a> {
     fn configs(&self, nodes: &[Identified]) -> Result<Vec<NodeConfig>> {
         self.read_each(nodes, |n| self.client.node_config(&n.addr))
     }
-
-    /// `read` on every item in parallel; the first failure, in configuration order, wins.
-    fn read_each<I: Sync, T: Send>(
-        &self,
-        items: &[I],
-        call: impl Fn(&I) -> NodeResult<T> + Sync,
-    ) -> Result<Vec<T>> {
-        each(items, |item| self.read(|| call(item)))
-            .into_iter()
-            .collect()
-    }
-
-    /// A read (or idempotent write) that may meet a node restarting: retried while the node is
-    /// unreachable, within the deadline. Any HTTP answer, 401 above all, is final.
-    fn read<T>(&self, call: impl Fn() -> NodeResult<T>) -> Result<T> {
-        let mut last = None;
-        let result = poll(self.clock, self.deadline, || match call() {
-            Ok(v) => Ok(Some(v)),
-            Err(e @ NodeError::Unreachable { .. }) => {
-                debug!("{e}; retrying");
-                last = Some(e);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        })?;
-        match (result, last) {
-            (Some(v), _) => Ok(v),
-            (None, Some(e)) => Err(e.into()),
-            (None, None) => Err(anyhow!("deadline reached")),
-        }
-    }
 }
 
 fn unverified(message: String) -> anyhow::Error {
     Failure::new(Status::Unverified, message).into()
-}
-
-/// Runs `f` for every item in parallel, results in the same order.
-fn each<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = items.iter().map(|item| s.spawn(move || f(item))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
-/// Refuses names CouchDB cannot cluster with, before anything is written.
-pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
-    let fail =
-        |why: String| Err(Failure::new(Status::Config, format!("node {label}: {why}")).into());
-    if name == "nonode@nohost" {
-        return fail(
-            "its Erlang name is nonode@nohost: it was started without NODENAME. Set NODENAME to a dotted \
-             name every node resolves (e.g. couchdb-1.cluster.local); the node will be couchdb@<NODENAME>"
-                .into(),
-        );
-    }
-    let Some((_, host)) = name.split_once('@') else {
-        return fail(format!(
-            "reports the Erlang name `{name}`, which has no @host part"
-        ));
-    };
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
-    {
-        return fail(format!(
-            "reports the Erlang name `{name}`, which has characters CouchDB node names cannot hold"
-        ));
-    }
-    if !host.contains('.') {
-        return fail(format!(
-            "its Erlang name {name} has a host part without a dot. CouchDB runs Erlang with long names, \
-             which never connect to a dotless host: give NODENAME a dotted name (e.g. {host}.cluster.local) \
-             that the other nodes resolve"
-        ));
-    }
-    Ok(())
 }
 
 /// Decide from what every node says: already formed, formable (what to join), or unsafe.
@@ -625,19 +448,6 @@ pub fn decide(nodes: &[Identified], coordinator: usize, observed: &[Observed]) -
         finished,
         formed,
     })
-}
-
-fn list_some(items: &[String]) -> String {
-    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
-    if items.len() > shown.len() {
-        format!(
-            "{} and {} more",
-            shown.join(", "),
-            items.len() - shown.len()
-        )
-    } else {
-        shown.join(", ")
-    }
 }
 
 /// How a node's view differs from the expected set, if it does.
@@ -815,7 +625,7 @@ pub fn check_shards(
 mod tests {
     use super::*;
     use crate::client::NodeConfig;
-    use crate::config::Secret;
+    use crate::config::{NodeAddr, Secret};
 
     fn ident(n: usize) -> Vec<Identified> {
         (1..=n)
@@ -963,22 +773,6 @@ mod tests {
             m.contains("couchdb-9") && m.contains("never removes"),
             "{m}"
         );
-    }
-
-    #[test]
-    fn names_couchdb_cannot_cluster_with_are_configuration_errors() {
-        for (name, expect) in [
-            ("nonode@nohost", "NODENAME"),
-            ("couchdb@couchdb-1", "without a dot"),
-            ("couchdb", "no @host"),
-            ("couch db@a.b", "characters"),
-        ] {
-            let e = check_erlang_name("couchdb-1", name).expect_err(name);
-            assert_eq!(crate::exit::status_of(&e), Status::Config);
-            assert!(format!("{e}").contains(expect), "{name}: {e}");
-        }
-        check_erlang_name("a", "couchdb@10.0.0.1").unwrap();
-        check_erlang_name("a", "couchdb@couchdb-1.cluster.local").unwrap();
     }
 
     #[test]

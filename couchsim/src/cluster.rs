@@ -82,6 +82,12 @@ impl Node {
         self.inner.reset_log();
     }
 
+    /// How many password hashes (first authentications against an admin hash, each costing
+    /// `Delays::first_auth`) this node has computed since it was created.
+    pub fn password_hashes(&self) -> u64 {
+        self.inner.password_hashes()
+    }
+
     /// `(all_nodes, cluster_nodes)` as `GET /_membership` would answer now.
     pub fn membership(&self) -> (Vec<String>, Vec<String>) {
         self.inner.membership()

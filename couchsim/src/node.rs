@@ -17,7 +17,7 @@ use crate::auth::{self, AuthState};
 use crate::dist::{self, Epmd, SyncPayload};
 use crate::http::{self, HttpRequest, ReadError, Response};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::store::{self, Store};
+use crate::store::{self, LocalDb, Store};
 use crate::util::{self, Rng};
 use crate::{faults, routes};
 
@@ -50,6 +50,8 @@ pub struct Volatile {
     pub push_due: BTreeMap<String, Instant>,
     /// When this run first saw each clustered db (for `_users`' `_design/_auth`).
     pub db_seen: HashMap<String, Instant>,
+    /// The first write to a fresh `_nodes` is under way (trap 22).
+    pub nodes_creating: bool,
     pub started_at: Instant,
     pub start_time_us: u128,
 }
@@ -67,6 +69,7 @@ impl Volatile {
             pending_sync: Vec::new(),
             push_due: BTreeMap::new(),
             db_seen: HashMap::new(),
+            nodes_creating: false,
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
         }
@@ -91,6 +94,10 @@ pub struct Persist {
     /// The config (like `/opt/couchdb/etc/local.d`).
     pub config_file: PathBuf,
 }
+
+/// Trap 22's lost race: `{error,{badmatch,file_exists}}` (answered 500, nothing written).
+#[derive(Debug, PartialEq)]
+pub struct FileExists;
 
 pub(crate) struct FaultSlot {
     pub fault: Fault,
@@ -117,6 +124,8 @@ pub struct NodeInner {
     persist: Option<Persist>,
     /// Serializes start/stop.
     lifecycle: Mutex<()>,
+    /// Password hashes computed (first authentications), for tests and benchmarks.
+    hashes: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -166,6 +175,7 @@ impl NodeInner {
             reserved: Mutex::new(cfg.listener),
             persist: cfg.persist,
             lifecycle: Mutex::new(()),
+            hashes: AtomicU64::new(0),
         })
     }
 
@@ -184,6 +194,23 @@ impl NodeInner {
 
     pub fn addr(&self) -> SocketAddr {
         *lock(&self.addr)
+    }
+
+    /// A first authentication against a hash: PBKDF2's cost, as a sleep or as real CPU work
+    /// on the answering thread (`Delays::first_auth_cpu`).
+    pub fn pay_password_hash(&self) {
+        self.hashes.fetch_add(1, Ordering::SeqCst);
+        if self.delays.first_auth_cpu {
+            util::burn_cpu(self.delays.first_auth);
+        } else {
+            let epoch = self.epoch();
+            util::sleep_while(self.delays.first_auth, || self.alive(epoch));
+        }
+    }
+
+    /// How many password hashes this node computed (first authentications).
+    pub fn password_hashes(&self) -> u64 {
+        self.hashes.load(Ordering::SeqCst)
     }
 
     pub fn random_hex(&self, n: usize) -> String {
@@ -496,6 +523,29 @@ impl NodeInner {
             .get("admins")
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A write to this node's `_nodes` through the API (a PUT, a DELETE, `add_node`).
+    /// Trap 22: while `_nodes` holds nothing but the node's own doc, the first write takes
+    /// `nodes_create`, and any other write meanwhile fails with `FileExists` and is not made.
+    pub fn write_nodes<T>(&self, write: impl FnOnce(&mut LocalDb) -> T) -> Result<T, FileExists> {
+        let first = {
+            let st = lock(&self.store);
+            let mut v = lock(&self.vol);
+            if v.nodes_creating {
+                return Err(FileExists);
+            }
+            v.nodes_creating = st.nodes.update_seq <= 1;
+            v.nodes_creating
+        };
+        if first {
+            std::thread::sleep(self.delays.nodes_create);
+        }
+        let out = write(&mut lock(&self.store).nodes);
+        if first {
+            lock(&self.vol).nodes_creating = false;
+        }
+        Ok(out)
     }
 
     /// Creates a clustered db with shards over the current `_nodes` members (phantoms

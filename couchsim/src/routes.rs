@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Check};
 use crate::http::{HttpRequest, Response};
-use crate::node::{lock, NodeInner};
+use crate::node::{lock, FileExists, NodeInner};
 use crate::store::{self, LocalDb, WriteError};
 use crate::{dist, faults, setup, util};
 
@@ -47,7 +47,9 @@ pub fn db_not_found() -> Response {
 }
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
-/// failures per user and the request's peer address.
+/// failures per user and the request's peer address. The first successful check of a hash
+/// since start pays `first_auth` (PBKDF2) before answering, for basic auth and
+/// `POST /_session` alike.
 fn check_credentials(
     node: &NodeInner,
     req: &HttpRequest,
@@ -55,7 +57,7 @@ fn check_credentials(
     user: &str,
     password: &str,
 ) -> Check {
-    lock(&node.vol).auth.check(
+    let check = lock(&node.vol).auth.check(
         admins,
         user,
         password,
@@ -65,22 +67,21 @@ fn check_credentials(
             duration: node.delays.lockout,
             threshold: node.delays.lockout_threshold,
         },
-    )
+    );
+    if check == (Check::Admin { costly: true }) {
+        node.pay_password_hash();
+    }
+    check
 }
 
 /// Checks basic credentials or an `AuthSession` cookie. `Err` is the 401/403 to send.
-pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Result<Who, Response> {
+pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest) -> Result<Who, Response> {
     match auth::basic_credentials(req) {
         Some(Ok((user, password))) => {
             let admins = node.admins();
             let check = check_credentials(node, req, &admins, &user, &password);
             match check {
-                Check::Admin { costly } => {
-                    if costly {
-                        util::sleep_while(node.delays.first_auth, || node.alive(epoch));
-                    }
-                    Ok(Who::Admin(user))
-                }
+                Check::Admin { .. } => Ok(Who::Admin(user)),
                 Check::Rejected(403, _) => Err(unread_body(auth::locked(), req)),
                 Check::Rejected(_, _) => Err(unread_body(auth::bad_credentials(), req)),
             }
@@ -109,7 +110,7 @@ pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Res
 }
 
 pub fn handle(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
-    let who = match authenticate(node, req, epoch) {
+    let who = match authenticate(node, req) {
         Ok(w) => w,
         Err(resp) => return resp,
     };
@@ -471,6 +472,11 @@ fn local_db_info(node: &NodeInner, req: &HttpRequest, which: &str) -> Response {
     Response::raw(200, db.info(which, start))
 }
 
+/// Trap 22: the losing one of two first writes to a fresh `_nodes` (not written).
+pub fn file_exists_race() -> Response {
+    Response::json(500, &json!({"error": "badmatch", "reason": "file_exists"}))
+}
+
 fn write_error(e: WriteError) -> Response {
     match e {
         WriteError::Conflict => Response::error(409, "conflict", "Document update conflict."),
@@ -508,23 +514,31 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
                     fields.insert(k, v);
                 }
             }
-            let mut st = lock(&node.store);
-            let db = if which == "_nodes" {
-                &mut st.nodes
+            if which == "_nodes" {
+                match node.write_nodes(|db| db.put(id, rev.as_deref(), fields)) {
+                    Ok(r) => r.map(|r| (201, r)),
+                    Err(FileExists) => return file_exists_race(),
+                }
             } else {
-                &mut st.dbs
-            };
-            db.put(id, rev.as_deref(), fields).map(|r| (201, r))
+                lock(&node.store)
+                    .dbs
+                    .put(id, rev.as_deref(), fields)
+                    .map(|r| (201, r))
+            }
         }
         "DELETE" => {
             let rev = req.query_param("rev");
-            let mut st = lock(&node.store);
-            let db = if which == "_nodes" {
-                &mut st.nodes
+            if which == "_nodes" {
+                match node.write_nodes(|db| db.delete(id, rev.as_deref())) {
+                    Ok(r) => r.map(|r| (200, r)),
+                    Err(FileExists) => return file_exists_race(),
+                }
             } else {
-                &mut st.dbs
-            };
-            db.delete(id, rev.as_deref()).map(|r| (200, r))
+                lock(&node.store)
+                    .dbs
+                    .delete(id, rev.as_deref())
+                    .map(|r| (200, r))
+            }
         }
         _ => return unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
     };

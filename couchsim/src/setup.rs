@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{self, ClientRequest};
 use crate::http::{self, HttpRequest, Response};
-use crate::node::{lock, log_line, NodeInner};
+use crate::node::{lock, log_line, FileExists, NodeInner};
 use crate::{dist, routes, store};
 
 /// The dbs `finish_cluster` creates (3.x no longer creates `_global_changes`).
@@ -471,16 +471,16 @@ fn add_node(node: &Arc<NodeInner>, body: &Map<String, Value>) -> Response {
         }
         Ok(r) if r.status == 201 => {
             let id = format!("{name}@{host}");
-            let res = lock(&node.store).nodes.put(&id, None, Map::new());
-            match res {
-                Ok(_) => {
+            match node.write_nodes(|db| db.put(&id, None, Map::new())) {
+                Ok(Ok(_)) => {
                     node.local_change();
                     Response::ok(201)
                 }
-                Err(store::WriteError::Conflict) => {
+                Ok(Err(store::WriteError::Conflict)) => {
                     Response::error(409, "conflict", "Document update conflict.")
                 }
-                Err(store::WriteError::NotFound(_)) => routes::db_not_found(),
+                Ok(Err(store::WriteError::NotFound(_))) => routes::db_not_found(),
+                Err(FileExists) => routes::file_exists_race(),
             }
         }
         // ibrowse answered (401 and the like): setup.erl returns that as "ok" → 201.

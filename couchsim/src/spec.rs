@@ -10,6 +10,13 @@ pub struct Delays {
     /// The first successful authentication per node (and per admin hash) costs this much
     /// (PBKDF2, 600 000 iterations); later ones are cached.
     pub first_auth: Duration,
+    /// How `first_auth` is paid: `false` sleeps (cheap for tests), `true` burns that much of
+    /// the answering thread's CPU time hashing, as PBKDF2 does — so N nodes hashing at once
+    /// on fewer cores each take longer (for benchmarks).
+    pub first_auth_cpu: bool,
+    /// The first write to a node's `_nodes` since it was created (trap 22) takes this long;
+    /// any other write to that `_nodes` meanwhile answers 500 `badmatch`/`file_exists`.
+    pub nodes_create: Duration,
     /// Setting up one Erlang distribution connection.
     pub connect: Duration,
     /// After a node gets its first connection, the `_nodes`/`_dbs` copy pushed to it lands
@@ -44,6 +51,8 @@ impl Default for Delays {
     fn default() -> Self {
         Delays {
             first_auth: Duration::from_millis(175),
+            first_auth_cpu: false,
+            nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(20),
             nodes_copy: (Duration::from_millis(40), Duration::from_millis(100)),
             slow_copy: Duration::from_millis(1000),
@@ -69,6 +78,8 @@ impl Delays {
     pub fn fast() -> Delays {
         Delays {
             first_auth: Duration::from_millis(2),
+            first_auth_cpu: false,
+            nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(1),
             nodes_copy: (Duration::from_millis(2), Duration::from_millis(6)),
             slow_copy: Duration::from_millis(40),

@@ -345,9 +345,52 @@ pub fn sleep_while(d: Duration, alive: impl Fn() -> bool) -> bool {
     }
 }
 
+/// Burns about `d` of the calling thread's CPU time computing SHA-256 rounds, as PBKDF2's
+/// fixed work does: when more threads burn than there are cores, each takes longer in wall
+/// time. Measured with the thread's own CPU clock (`/proc/thread-self/schedstat`); where that
+/// is missing, with the wall clock. Never longer than 100 × `d` in wall time.
+pub fn burn_cpu(d: Duration) {
+    let wall = std::time::Instant::now();
+    let cpu0 = thread_cpu_time();
+    let mut block = [0u8; 32];
+    loop {
+        for _ in 0..64 {
+            block = sha256(&block);
+        }
+        let spent = match (cpu0, thread_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => wall.elapsed(),
+        };
+        if spent >= d || wall.elapsed() >= d.saturating_mul(100) {
+            break;
+        }
+    }
+    std::hint::black_box(block);
+}
+
+/// CPU time the calling thread has used (Linux: the first field of
+/// `/proc/thread-self/schedstat`, in nanoseconds).
+pub fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn burn_cpu_spends_the_threads_cpu_time() {
+        let (Some(a), wall) = (thread_cpu_time(), std::time::Instant::now()) else {
+            return; // no per-thread CPU clock here: the wall-clock fallback is all there is
+        };
+        burn_cpu(Duration::from_millis(60));
+        let spent = thread_cpu_time().unwrap_or(a).saturating_sub(a);
+        // The clock is updated on scheduler ticks: allow one coarse tick below the target.
+        assert!(spent >= Duration::from_millis(45), "only {spent:?} of CPU");
+        assert!(wall.elapsed() >= spent);
+    }
 
     #[test]
     fn sha256_known_vectors() {

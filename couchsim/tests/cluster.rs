@@ -483,3 +483,94 @@ fn a_wiped_member_is_repopulated_by_the_running_cluster() {
             && c.node(2).all_dbs() == vec!["_replicator", "_users"]
     });
 }
+
+/// Trap 22: two first writes at once to a fresh node's `_nodes`: one 201, one 500
+/// `badmatch`/`file_exists` whose doc is not written. Once `_nodes` has had a write,
+/// concurrent PUTs of different docs all get 201.
+#[test]
+fn first_nodes_writes_race_then_concurrent_puts_are_fine() {
+    let d = Delays {
+        // Wide enough that the two PUTs overlap even on a loaded machine.
+        nodes_create: Duration::from_millis(400),
+        ..fast()
+    };
+    let c = Cluster::builder().nodes(5).delays(d).start();
+    let a = c.node(0).addr();
+    let put_all = |names: &[&str]| -> Vec<Resp> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let path = format!("/_node/_local/_nodes/{n}");
+                    s.spawn(move || req(a, "PUT", &path, Some("{}")))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let first = put_all(&["node2@127.0.0.1", "node3@127.0.0.1"]);
+    let mut statuses: Vec<u16> = first.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 500]);
+    let lost = first.iter().position(|r| r.status == 500).unwrap();
+    assert_eq!(
+        first[lost].json(),
+        json!({"error": "badmatch", "reason": "file_exists"})
+    );
+    let won = ["node2@127.0.0.1", "node3@127.0.0.1"][1 - lost];
+    let cluster_nodes = req(a, "GET", "/_membership", None).json()["cluster_nodes"].clone();
+    assert_eq!(cluster_nodes, json!(["node1@127.0.0.1", won]));
+    // `_nodes` has been written: concurrent PUTs of different docs are all written.
+    let rest = put_all(&["node4@127.0.0.1", "node5@127.0.0.1"]);
+    assert!(rest.iter().all(|r| r.status == 201), "{:?}", {
+        rest.iter().map(|r| r.status).collect::<Vec<_>>()
+    });
+    let cluster_nodes = req(a, "GET", "/_membership", None).json()["cluster_nodes"].clone();
+    assert_eq!(cluster_nodes.as_array().map(Vec::len), Some(4));
+}
+
+/// After `finish_cluster` copies the coordinator's admin hash, each other node's next
+/// authenticated request computes the password hash again (once), like CouchDB's PBKDF2.
+#[test]
+fn a_copied_admin_hash_costs_one_more_password_hash() {
+    let c = finished_three_node_cluster();
+    let node2 = c.node(1);
+    // finish_cluster copied node1's hash: node2 has not checked the new one yet.
+    let before = node2.password_hashes();
+    assert_eq!(req(node2.addr(), "GET", "/_up", None).status, 200);
+    assert_eq!(node2.password_hashes(), before + 1);
+    assert_eq!(req(node2.addr(), "GET", "/_membership", None).status, 200);
+    assert_eq!(node2.password_hashes(), before + 1);
+    // POST /_session hashes too (a new salt makes a new hash)
+    node2.rehash_admin();
+    let r = req_raw(
+        node2.addr(),
+        "POST",
+        "/_session",
+        None,
+        Some(r#"{"name":"admin","password":"password"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(node2.password_hashes(), before + 2);
+}
+
+/// `first_auth_cpu`: the first authentication burns CPU for `first_auth` instead of
+/// sleeping, so it takes at least that long in wall time too.
+#[test]
+fn first_auth_can_cost_real_cpu() {
+    let d = Delays {
+        first_auth: Duration::from_millis(150),
+        first_auth_cpu: true,
+        ..fast()
+    };
+    let c = Cluster::builder().nodes(1).delays(d).start();
+    let t = Instant::now();
+    assert_eq!(req(c.node(0).addr(), "GET", "/_up", None).status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(140),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.node(0).password_hashes(), 1);
+}
