@@ -566,9 +566,9 @@ named="$(project_volumes | sort)"
 expected="$(for n in 1 2 3 4; do printf '%s_couchdb-%s-config\n%s_couchdb-%s-data\n' "$project" "$n" "$project" "$n"; done | sort)"
 [ "$named" = "$expected" ] || fail "after down the project's volumes are: $named"
 anonymous=""
-for v in $(sort -u "$work/volumes"); do
+while read -r v; do
   if ! grep -qxF "$v" <<<"$named" && docker volume inspect "$v" >/dev/null 2>&1; then anonymous+=" $v"; fi
-done
+done < <(sort -u "$work/volumes")
 [ -z "$anonymous" ] || fail "down left anonymous volumes:$anonymous"
 pass "down left the 8 named data/config volumes and nothing else (no container, network or anonymous volume)"
 log "docker compose down -v"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds the three images the bundle's tests run, pulling nothing. Sourced by tests/compose/e2e.sh
 # and scripts/bench-bundle, which define `root`, `log` and `fail` first.
 #

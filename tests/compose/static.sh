@@ -67,7 +67,7 @@ for c in "${composes[@]}"; do
   fi
   for files in "compose.yaml compose/couchdb-4.yaml" "compose.yaml compose/e2e.yaml" \
       "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml"; do
-    # shellcheck disable=SC2086 # $c is one or two words, $files a list, on purpose
+    # shellcheck disable=SC2086,SC2046 # $c is one or two words, $files a list, on purpose
     if out="$($c --env-file "$work/test.env" $(printf -- '-f %s ' $files) config -q 2>&1)"; then
       ok "$c ($version) config accepts ${files// / + }"
     else
