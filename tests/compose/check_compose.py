@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Static checks of compose.yaml, its overrides (compose/*.yaml) and traefik/traefik.yml: what
-Traefik and CouchDB need to be true of the files before anything starts.
+"""Static checks of compose.yaml and its overrides (compose/*.yaml), Traefik's static
+configuration (its command) included: what Traefik and CouchDB need to be true of the files
+before anything starts.
 
     python3 tests/compose/check_compose.py [compose.yaml]
 
@@ -274,21 +275,27 @@ def main():
     check("traefik: publishes port 5984", any(p.endswith(":5984") for p in ports), ports)
     check("traefik: no dashboard port 8080 published", not any("8080" in p for p in ports), ports)
     mounts = [str(v) for v in tr.get("volumes") or []]
-    static = [v for v in mounts if v.startswith("./traefik/")]
-    check("traefik: static configuration mounted from ./traefik/", static, mounts)
-    check("traefik: no command-line static configuration (one source only)", not tr.get("command"), tr.get("command"))
-    cfg = yaml.safe_load((ROOT / "traefik" / "traefik.yml").read_text())
-    docker = (cfg.get("providers") or {}).get("docker") or {}
-    check("traefik.yml: Docker provider with exposedByDefault: false", docker.get("exposedByDefault") is False, docker)
-    api = cfg.get("api") or {}
-    check("traefik.yml: no insecure dashboard", not api.get("insecure") and not api.get("dashboard"), api)
-    eps = cfg.get("entryPoints") or {}
+    check("traefik: no configuration file mounted (its static configuration is its command, one source)",
+          not any("traefik.yml" in v or "traefik.toml" in v for v in mounts), mounts)
+    flags = dict(str(f).split("=", 1) if "=" in str(f) else (str(f), "true") for f in tr.get("command") or [])
+    check("traefik: static configuration as --flags", flags and all(k.startswith("--") for k in flags), flags)
+    check("traefik: Docker provider with exposedByDefault=false",
+          flags.get("--providers.docker.exposedByDefault") == "false", flags)
+    check("traefik: no API or dashboard", not any(k.startswith("--api") for k in flags), flags)
+    bundle = lb.get("couchdb.bundle", "")
+    check("traefik: routes only to this bundle's nodes (constraint on the nodes' couchdb.bundle label)",
+          bundle and flags.get("--providers.docker.constraints") == f"Label(`couchdb.bundle`,`{bundle}`)",
+          (bundle, flags.get("--providers.docker.constraints")))
+    check("labels: the bundle's name comes from COUCHDB_BUNDLE", bundle == "${COUCHDB_BUNDLE:-couchdb}", bundle)
     router_eps = {lb.get(f"traefik.http.routers.{r}.entrypoints") for r in routers}
-    check("traefik.yml: the routers' entry point listens on :5984",
-          router_eps and all(eps.get(e, {}).get("address") == ":5984" for e in router_eps), (router_eps, eps))
-    dial = ((cfg.get("serversTransport") or {}).get("forwardingTimeouts") or {}).get("dialTimeout")
-    check("traefik.yml: a short dialTimeout (a stopped node's address swallows connects)",
+    check("traefik: the routers' entry point listens on :5984",
+          router_eps and all(flags.get(f"--entryPoints.{e}.address") == ":5984" for e in router_eps), (router_eps, flags))
+    dial = flags.get("--serversTransport.forwardingTimeouts.dialTimeout")
+    check("traefik: a short dialTimeout (a stopped node's address swallows connects)",
           dial is not None and seconds(dial) <= 2, dial)
+    hc = (tr.get("healthcheck") or {}).get("test") or []
+    check("traefik: healthcheck `traefik healthcheck --ping`, with ping on",
+          hc == ["CMD", "traefik", "healthcheck", "--ping"] and flags.get("--ping") == "true", (hc, flags.get("--ping")))
     check_failover_labels(lb)
 
     # --- the example dependant, the file as a whole -------------------------------------------------

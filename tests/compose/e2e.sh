@@ -12,7 +12,8 @@
 # completed, then / and /_up answer 200 -> every node's _membership lists the three nodes; the
 # nodes' healthcheck, run by this host's own sh, curl and grep (Debian bookworm, as in
 # couchdb:3.4.2) inside each node's network namespace, passes -> through Traefik: the sticky
-# cookie's attributes, 20/20 requests with it on one node, spread without it -> up -d again, with
+# cookie's attributes, 20/20 requests with it on one node, spread without it; another bundle's
+# node with the same labels on this Docker host gets no request -> up -d again, with
 # the example dependant: the init writes nothing, the example app ran after it, through Traefik ->
 # no container has a secret in its command line, labels or healthcheck; the example app has no
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> re-create a node: the init writes
@@ -140,6 +141,7 @@ cleanup() {
     docker image rm -f "${name}-init:test" "${name}-couchsim:test" "${name}-traefik:test" >/dev/null 2>&1
   fi
   docker image rm -f "$context_image" >/dev/null 2>&1
+  docker rm -f -v "${name}-decoy" >/dev/null 2>&1
   rm -rf "$work"
   if [ "$rc" -ne 0 ]; then
     echo "$passed passed, $((failed > 0 ? failed : 1)) failed"
@@ -203,6 +205,7 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
   echo "COUCHSIM_IMAGE=$sim_image"
   echo "TRAEFIK_IMAGE=$traefik_image"
   echo "COUCHDB_PUBLISH=127.0.0.1:$port"
+  echo "COUCHDB_BUNDLE=$project" # this Traefik routes to this run's nodes only
   echo "COUCHDB_INIT_TIMEOUT=2m"
   echo "RUST_LOG=trace"
 } >"$env_file"
@@ -365,6 +368,20 @@ out="$(traefik_client sticky --count 20)" || fail "$out"
 pass "${out#ok }"
 out="$(traefik_client spread --count 12 --nodes 3)" || fail "$out"
 pass "${out#ok }"
+
+# Another bundle's node on the same Docker host, with the same Traefik labels but another
+# COUCHDB_BUNDLE (and even on this network): this Traefik must not route to it.
+docker inspect --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' "$(service_container couchdb-1)" \
+  | grep -E '^traefik\.' >"$work/decoy.labels"
+echo "couchdb.bundle=${name}-other" >>"$work/decoy.labels"
+docker run -d --name "${name}-decoy" --label-file "$work/decoy.labels" --no-healthcheck \
+  --network "${project}_couchdb" -e NODENAME=decoy.couchdb.internal -e COUCHDB_USER=decoy \
+  -e COUCHDB_PASSWORD=not-a-secret -e COUCHDB_ERLANG_COOKIE=not-a-secret "$sim_image" >/dev/null \
+  || fail "could not start the decoy node"
+sleep 3 # Traefik's Docker provider has seen it
+out="$(traefik_client never --name couchdb@decoy.couchdb.internal --count 30)" || fail "another bundle's node: $out"
+docker rm -f -v "${name}-decoy" >/dev/null
+pass "another bundle's node with the same labels on this host is not routed: ${out#ok }"
 
 # 6. Second `up -d`, with the example dependant: the init runs again on the formed cluster and
 #    writes nothing; the example app starts only after it completed successfully.

@@ -117,11 +117,12 @@ done
 scripts/gen-env --output "$work/gen.env" 2>/dev/null
 mode="$(stat -c %a "$work/gen.env")"
 if [ "$mode" = 600 ]; then ok "gen-env writes a file only its owner can read"; else bad "gen-env wrote mode $mode"; fi
-if python3 - "$work/gen.env" <<'PY'; then ok "gen-env: password, cookie and secret are 32 random [A-Za-z0-9], all different"; else bad "gen-env values are weak"; fi
+if python3 - "$work/gen.env" <<'PY'; then ok "gen-env: password, cookie and secret are 32 random [A-Za-z0-9], all different; a random bundle name"; else bad "gen-env values are weak (or no COUCHDB_BUNDLE)"; fi
 import re, sys
 env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().splitlines() if "=" in l and not l.startswith("#"))
 vals = [env[k] for k in ("COUCHDB_PASSWORD", "COUCHDB_COOKIE", "COUCHDB_SECRET")]
-sys.exit(0 if all(re.fullmatch(r"[A-Za-z0-9]{32}", v) for v in vals) and len(set(vals)) == 3 and "monster" not in vals else 1)
+ok = all(re.fullmatch(r"[A-Za-z0-9]{32}", v) for v in vals) and len(set(vals)) == 3 and "monster" not in vals
+sys.exit(0 if ok and re.fullmatch(r"couchdb-[a-z0-9]{8}", env.get("COUCHDB_BUNDLE", "")) else 1)
 PY
 before="$(cat "$work/gen.env")"
 if scripts/gen-env --output "$work/gen.env" 2>/dev/null; then
