@@ -346,6 +346,9 @@ pass "nothing answered on Traefik's port before the init completed; then GET / a
 code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_up")"
 [ "$code" = 200 ] || fail "GET /_up through Traefik answered $code"
 pass "GET /_up through Traefik answers 200"
+# Its own healthcheck (`traefik healthcheck --ping`, what `up --wait` waits for) passes too.
+health="$(wait_health "$(service_container traefik)" 30 healthy)" || fail "Traefik's healthcheck: $health"
+pass "Traefik's own healthcheck passes"
 
 check_membership
 
