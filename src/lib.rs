@@ -8,5 +8,6 @@ pub mod config;
 pub mod exit;
 pub mod formation;
 pub mod logging;
+pub mod planner;
 pub mod session;
 pub mod text;

@@ -244,7 +244,7 @@ mod tests {
             from: n(3),
             to: n(4),
         };
-        let out: Value = serde_json::from_str(&d.edited(&map, &[m.clone()])).unwrap();
+        let out: Value = serde_json::from_str(&d.edited(&map, std::slice::from_ref(&m))).unwrap();
         assert_eq!(out["_id"], "moveme");
         assert_eq!(out["_rev"], "1-0293fe5aaf3ccc3d035c10d3a2a5654a");
         assert_eq!(out["props"], json!({"partitioned": true}));
