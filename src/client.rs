@@ -204,7 +204,15 @@ impl Client {
     }
 
     pub fn node_config(&self, node: &NodeAddr) -> NodeResult<NodeConfig> {
-        let what = "/_node/_local/_config";
+        self.node_config_at(node, "/_node/_local/_config")
+    }
+
+    /// The config of member `name`, asked through `via` (for members not in COUCHDB_NODES).
+    pub fn node_config_of(&self, via: &NodeAddr, name: &str) -> NodeResult<NodeConfig> {
+        self.node_config_at(via, &format!("/_node/{}/_config", segment(name)))
+    }
+
+    fn node_config_at(&self, node: &NodeAddr, what: &str) -> NodeResult<NodeConfig> {
         let all: BTreeMap<String, BTreeMap<String, String>> = self.get(node, what, what)?;
         let value = |section: &str, key: &str| all.get(section).and_then(|s| s.get(key)).cloned();
         Ok(NodeConfig {

@@ -19,7 +19,7 @@ use crate::session::{each, Identified, Session};
 use crate::text::list_some;
 
 /// The databases `finish_cluster` creates; the cluster is not usable without them.
-const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
+pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 /// CouchDB's own default for `[cluster] n` when the node's config does not set it.
 const COUCHDB_DEFAULT_N: usize = 3;
 /// `check` is for healthchecks and people: it should answer quickly.
@@ -130,19 +130,6 @@ impl<'a> Formation<'a> {
         )?;
         actions.extend(repaired);
         Ok(self.summary(names, actions))
-    }
-
-    /// Read-only: is this a healthy, formed cluster?
-    pub fn check(&self) -> Result<Summary> {
-        self.phase("wait", "every node's /_up", || self.wait_up())?;
-        let nodes = self.phase("identify", "each node's Erlang name", || self.identify())?;
-        let names = nodes.iter().map(|n| n.name.clone()).collect();
-        self.phase(
-            "verify",
-            "membership, system databases, shared config",
-            || self.verify(&nodes, false, false),
-        )?;
-        Ok(self.summary(names, Vec::new()))
     }
 
     fn summary(&self, names: Vec<String>, actions: Vec<String>) -> Summary {

@@ -251,6 +251,104 @@ pub fn plan_removal(
     }
 }
 
+/// A plan in words, for `--dry-run` and the log: one line per database that changes, then
+/// the copies per node before and after.
+pub fn render_plan(docs: &[ShardDoc], plans: &[DbPlan]) -> String {
+    let changing: Vec<&DbPlan> = plans.iter().filter(|p| !p.is_empty()).collect();
+    let moves: usize = changing
+        .iter()
+        .map(|p| p.unfinished.len() + p.moves.len())
+        .sum();
+    let drops: usize = changing.iter().map(|p| p.drops.len()).sum();
+    if changing.is_empty() {
+        return "plan: nothing to do: every database is already where it should be".into();
+    }
+    let mut out = vec![format!(
+        "plan: {} database(s) to change: {moves} move(s){}",
+        changing.len(),
+        if drops > 0 {
+            format!(", {drops} cop(ies) dropped with no replacement")
+        } else {
+            String::new()
+        }
+    )];
+    let words = |ms: &[Move]| -> String {
+        ms.iter()
+            .map(|m| format!("{} {} → {}", m.range, m.from, m.to))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for p in &changing {
+        let mut parts = Vec::new();
+        if !p.unfinished.is_empty() {
+            parts.push(format!("finish the interrupted {}", words(&p.unfinished)));
+        }
+        if !p.moves.is_empty() {
+            parts.push(words(&p.moves));
+        }
+        for (range, node) in &p.drops {
+            parts.push(format!("drop {range} on {node} (no member can take it)"));
+        }
+        out.push(format!("  {}: {}", p.db, parts.join("; ")));
+    }
+    let before = load(docs.iter().map(|d| &d.map));
+    let mut after = load(docs.iter().map(settled).collect::<Vec<_>>().iter());
+    for p in plans {
+        apply(&mut after, &p.moves, &p.drops);
+    }
+    let nodes: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let per_node: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{n} {} → {}", global(&before, n), global(&after, n)))
+        .collect();
+    out.push(format!("copies per node: {}", per_node.join(", ")));
+    out.join("\n")
+}
+
+/// A shard file on a node whose shard map does not list that copy (trap 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub node: String,
+    pub file: String,
+    /// The database it is an old copy of; `None` when no current database owns the file (it
+    /// belongs to a database deleted or re-created meanwhile): reported, never deleted.
+    pub db: Option<String>,
+    pub range: String,
+}
+
+/// Files (`node` → its `_all_dbs`) that hold a copy no shard map lists.
+pub fn leftovers(docs: &[ShardDoc], files: &BTreeMap<String, Vec<String>>) -> Vec<Leftover> {
+    let mut found = Vec::new();
+    for (node, list) in files {
+        for file in list {
+            let Some(rest) = file.strip_prefix("shards/") else {
+                continue;
+            };
+            let Some((range, db_suffix)) = rest.split_once('/') else {
+                continue;
+            };
+            // Database names hold no dot, so the suffix starts at the last one.
+            let Some(dot) = db_suffix.rfind('.') else {
+                continue;
+            };
+            let (db, suffix) = db_suffix.split_at(dot);
+            let owner = docs.iter().find(|d| d.db == db && d.suffix == suffix);
+            let listed = owner
+                .and_then(|d| d.map.get(range))
+                .is_some_and(|nodes| nodes.contains(node));
+            if !listed {
+                found.push(Leftover {
+                    node: node.clone(),
+                    file: file.clone(),
+                    db: owner.map(|d| d.db.clone()),
+                    range: range.to_string(),
+                });
+            }
+        }
+    }
+    found
+}
+
 /// What an edit may do; anything else is refused before the PUT (trap 12: CouchDB accepts a
 /// non-member, a misspelled range or a range left with no copy, with 201).
 #[derive(Debug, Default)]
@@ -573,6 +671,45 @@ mod tests {
         // n = 3 on two members (a third copy on a node that left): nothing sensible to move.
         let m = map(&[(A, &[1, 2, 9])]);
         assert_eq!(balance(&m, &nodes(&[1, 2]), &Load::new()), []);
+    }
+
+    #[test]
+    fn leftovers_are_files_no_map_lists() {
+        let d = doc("a/b", map(&[(A, &[1, 2, 4]), (B, &[1, 2, 3])]), vec![]);
+        let files: BTreeMap<String, Vec<String>> = [
+            (
+                n(3),
+                vec![
+                    "_dbs".into(),
+                    format!("shards/{A}/a/b.1"),
+                    format!("shards/{B}/a/b.1"),
+                ],
+            ),
+            (
+                n(4),
+                vec![format!("shards/{A}/a/b.1"), format!("shards/{A}/gone.7")],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let found = leftovers(&[d], &files);
+        assert_eq!(
+            found,
+            [
+                Leftover {
+                    node: n(3),
+                    file: format!("shards/{A}/a/b.1"),
+                    db: Some("a/b".into()),
+                    range: A.into()
+                },
+                Leftover {
+                    node: n(4),
+                    file: format!("shards/{A}/gone.7"),
+                    db: None,
+                    range: A.into()
+                },
+            ]
+        );
     }
 
     fn rules(add: &[usize], remove: &[(&str, usize)], floor: &[(&str, usize)]) -> Rules {

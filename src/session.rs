@@ -66,7 +66,12 @@ impl<'a> Session<'a> {
     // ---- wait -------------------------------------------------------------------------------
 
     pub fn wait_up(&self) -> Result<()> {
-        let results = each(&self.cfg.nodes, |node| {
+        self.wait_up_on(&self.cfg.nodes)
+    }
+
+    /// `wait_up` for some of the nodes (`remove` does not wait for the node it takes out).
+    pub fn wait_up_on(&self, nodes: &[NodeAddr]) -> Result<()> {
+        let results = each(nodes, |node| {
             let mut last = String::new();
             let up = poll(self.clock, self.deadline, || {
                 let state = match self.client.up(node) {
@@ -89,7 +94,7 @@ impl<'a> Session<'a> {
             Ok::<_, NodeError>(up.ok_or(last))
         });
         let mut down = Vec::new();
-        for (node, result) in self.cfg.nodes.iter().zip(results) {
+        for (node, result) in nodes.iter().zip(results) {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(last)) => down.push(format!("{} ({last})", node.label)),
