@@ -190,11 +190,27 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
         .filter(|n| n.addr.is_some())
         .filter_map(|n| n.name.as_deref())
         .collect();
+    // Listed nodes that never answered: their names are unknown, so an unlisted member that
+    // is not connected may be one of them.
+    let silent: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| n.addr.is_some() && n.name.is_none())
+        .map(|n| n.label())
+        .collect();
     for node in &s.nodes {
         match &node.state {
             State::Down(why) if node.addr.is_some() => say(
                 Status::Unreachable,
                 format!("{} does not answer: {why}", node.label()),
+            ),
+            State::Down(_) if !silent.is_empty() => say(
+                Status::Unverified,
+                format!(
+                    "member {} is not connected (it may be {}, which does not answer)",
+                    node.label(),
+                    silent.join(", ")
+                ),
             ),
             State::Down(why) => say(
                 Status::Unverified,
@@ -207,6 +223,8 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             State::Up => {}
         }
     }
+    // A member the reference cannot reach is reported above, once; here only disagreements.
+    let reachable: BTreeSet<String> = s.members.intersection(&s.connected).cloned().collect();
     let mut seen_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for node in s.nodes.iter().filter(|n| n.addr.is_some()) {
         let (Some(name), Some(addr)) = (&node.name, &node.addr) else {
@@ -227,7 +245,7 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
         if let Some(m) = &node.membership {
             let found = gaps(&s.members, &m.cluster_nodes, "members")
                 .into_iter()
-                .chain(gaps(&s.members, &m.all_nodes, "connected"));
+                .chain(gaps(&reachable, &m.all_nodes, "connected"));
             for gap in found {
                 seen_by.entry(gap).or_default().push(node.label());
             }
@@ -237,7 +255,12 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
     for (gap, who) in seen_by {
         say(Status::Unverified, format!("{}: {gap}", list_some(&who)));
     }
-    for member in s.members.iter().filter(|m| !listed.contains(m.as_str())) {
+    let unlisted = s
+        .members
+        .iter()
+        .filter(|m| !listed.contains(m.as_str()))
+        .filter(|m| silent.is_empty() || s.connected.contains(*m));
+    for member in unlisted {
         say(
             Status::Unverified,
             format!("{member} is a member but not in COUCHDB_NODES"),

@@ -170,7 +170,7 @@ fn node_rows(s: &Survey) -> Vec<NodeRow> {
         .nodes
         .iter()
         .map(|n| {
-            let name = n.name.clone().unwrap_or_else(|| "?".into());
+            let name = n.name.clone().unwrap_or_else(|| "? (no answer)".into());
             NodeRow {
                 address: n.addr.as_ref().map_or("-".into(), |a| a.label.clone()),
                 state: match &n.state {
