@@ -75,7 +75,14 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
     })?;
 
     let mut after = session.survey(None)?;
-    session.read_files(&mut after)?;
+    // The leftovers are a report: a node that will not list its files costs that report only.
+    if let Err(e) = session.read_files(&mut after) {
+        log::warn!("rebalance: could not list the members' files, so leftovers are unknown: {e:#}");
+        return Ok(format!(
+            "rebalance: {}; leftover shard files unknown",
+            summary(moved, resolved)
+        ));
+    }
     let found = leftovers(&after.docs, &after.files);
     let files = if found.is_empty() {
         "no leftover shard files".to_string()
@@ -94,15 +101,19 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
         );
         format!("{} leftover shard file(s) kept", found.len())
     };
-    let mut summary = if moved == 0 {
+    Ok(format!("rebalance: {}; {files}", summary(moved, resolved)))
+}
+
+fn summary(moved: usize, resolved: usize) -> String {
+    let mut s = if moved == 0 {
         "balanced; nothing moved".to_string()
     } else {
         format!("{moved} cop{} moved", if moved == 1 { "y" } else { "ies" })
     };
     if resolved > 0 {
-        summary += &format!(", {resolved} shard-map conflict(s) resolved");
+        s += &format!(", {resolved} shard-map conflict(s) resolved");
     }
-    Ok(format!("rebalance: {summary}; {files}"))
+    s
 }
 
 /// The members copies may move between; refuses what `rebalance` should not touch.

@@ -104,7 +104,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
             "plan for removing {leaving} printed (--dry-run); nothing written"
         ));
     }
-    info!("remove: plan: {}", text.lines().next().unwrap_or_default());
+    info!("remove: {}", text.lines().next().unwrap_or_default());
 
     let engine = Engine::new(&session, &survey, serving.iter().cloned().collect());
     let moved = session.phase("move", &format!("every copy off {leaving}"), || {
