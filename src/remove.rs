@@ -79,6 +79,9 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         .iter()
         .any(|d| d.map.values().flatten().any(|n| *n == leaving));
     if !holds && !survey.members.contains(&leaving) {
+        // Perhaps an earlier run was stopped right after the `_nodes` DELETE: make sure every
+        // member has dropped it (reads only, when they have).
+        forget(&session, &survey, &leaving)?;
         info!("remove: {leaving} is not a member and no shard map lists it: nothing to do");
         return Ok(format!(
             "{leaving} is not a member and holds no copy; nothing written"
@@ -110,7 +113,10 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let moved = session.phase("move", &format!("every copy off {leaving}"), || {
         let mut load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
         let mut count = (0, 0);
-        for doc in &survey.docs {
+        for (doc, plan) in survey.docs.iter().zip(&plans) {
+            if plan.is_empty() && doc.conflicts.is_empty() && doc.moves.is_empty() {
+                continue;
+            }
             let done = engine.carry_out(&doc.db, &mut |current| {
                 let (moves, homeless) = evacuate(&settled(current), &leaving, &serving, &load);
                 let drops = if opts.accept_fewer {
