@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::exit::{Failure, Status};
 use crate::formation::CHECK_WAIT;
 use crate::health::{databases, status_of, verdict, DbView, Problem};
-use crate::planner::{leftovers, Leftover};
+use crate::planner::{leftovers, plan_rebalance, Leftover};
 use crate::session::Session;
 use crate::survey::{CopyKey, State, Survey};
 use crate::text::list_some;
@@ -42,6 +42,8 @@ pub struct Report {
     pub dbs: Vec<DbView>,
     pub problems: Vec<Problem>,
     pub leftovers: Vec<Leftover>,
+    /// Copies `rebalance` would move (databases not spread evenly over the members).
+    pub unbalanced: usize,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
 }
@@ -97,11 +99,22 @@ fn read(session: &Session, opts: &Options, files: bool) -> Result<Report> {
     let dbs = databases(&survey);
     let problems = verdict(&survey, &dbs);
     let leftovers = leftovers(&survey.docs, &survey.files);
+    let serving: Vec<String> = survey
+        .members
+        .iter()
+        .filter(|m| survey.serving(m))
+        .cloned()
+        .collect();
+    let unbalanced = plan_rebalance(&survey.docs, &serving)
+        .iter()
+        .map(|p| p.moves.len())
+        .sum();
     Ok(Report {
         survey,
         dbs,
         problems,
         leftovers,
+        unbalanced,
         files_unknown,
     })
 }
@@ -305,6 +318,15 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
         }
     }
     out.push(String::new());
+    out.push(if report.unbalanced == 0 {
+        "balance: every database is spread evenly over the members".to_string()
+    } else {
+        format!(
+            "balance: uneven; `rebalance` would move {} cop{} (`rebalance --dry-run` shows where)",
+            report.unbalanced,
+            if report.unbalanced == 1 { "y" } else { "ies" }
+        )
+    });
     out.push(match &report.files_unknown {
         Some(why) => format!("leftover shard files: unknown ({why})"),
         None => leftover_line(&report.leftovers),
@@ -396,6 +418,8 @@ struct JsonReport<'a> {
     nodes: Vec<JsonNode>,
     databases: Vec<JsonDb<'a>>,
     leftovers: Vec<JsonLeftover<'a>>,
+    /// Copies `rebalance` would move.
+    rebalance_moves: usize,
 }
 
 #[derive(Serialize)]
@@ -489,6 +513,7 @@ pub fn render_json(report: &Report) -> String {
                     .collect(),
             })
             .collect(),
+        rebalance_moves: report.unbalanced,
         leftovers: report
             .leftovers
             .iter()
