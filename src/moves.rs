@@ -63,6 +63,12 @@ pub struct Engine<'a> {
     watch: Vec<String>,
 }
 
+/// `remove`/`rebalance` will not start: it could not be done safely.
+pub fn refused(message: String) -> anyhow::Error {
+    Failure::new(Status::Refused, format!("{message}. Nothing was written")).into()
+}
+
+/// `remove`/`rebalance` stopped part-way; every copy is still in place.
 pub fn incomplete(message: String) -> anyhow::Error {
     Failure::new(Status::Incomplete, message).into()
 }

@@ -19,8 +19,7 @@ use log::info;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::exit::{Failure, Status};
-use crate::moves::{Engine, Step};
+use crate::moves::{refused, Engine, Step};
 use crate::planner::{balance, leftovers, load, plan_rebalance, render_plan, settled};
 use crate::session::Session;
 use crate::survey::Survey;
@@ -30,10 +29,6 @@ pub struct Options {
     pub dry_run: bool,
     /// Delete leftover shard files of current databases once no map lists them.
     pub delete_leftovers: bool,
-}
-
-fn refuse(message: String) -> anyhow::Error {
-    Failure::new(Status::Refused, format!("{message}. Nothing was written")).into()
 }
 
 pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
@@ -120,7 +115,7 @@ fn summary(moved: usize, resolved: usize) -> String {
 fn preflight(s: &Survey) -> Result<Vec<String>> {
     let not_serving: Vec<&String> = s.members.iter().filter(|m| !s.serving(m)).collect();
     if !not_serving.is_empty() {
-        return Err(refuse(format!(
+        return Err(refused(format!(
             "member(s) {} are down, not connected or in maintenance: bring them back, or `remove` them",
             not_serving.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )));
@@ -133,7 +128,7 @@ fn preflight(s: &Survey) -> Result<Vec<String>> {
         .map(|n| n.label())
         .collect();
     if !unjoined.is_empty() {
-        return Err(refuse(format!(
+        return Err(refused(format!(
             "{} in COUCHDB_NODES {} not a member: run init first, so that the new nodes join",
             unjoined.join(", "),
             if unjoined.len() == 1 { "is" } else { "are" }
@@ -149,7 +144,7 @@ fn preflight(s: &Survey) -> Result<Vec<String>> {
     strangers.sort();
     strangers.dedup();
     if !strangers.is_empty() {
-        return Err(refuse(format!(
+        return Err(refused(format!(
             "shard maps list {}, which {} not a member (removed too early? trap 14): run `remove <node>` for \
              {} first, which moves those copies onto members",
             strangers.join(", "),

@@ -23,7 +23,7 @@ use crate::client::Gone;
 use crate::clock::{poll, Clock};
 use crate::config::{parse_node, Config, NodeAddr};
 use crate::exit::{Failure, Status};
-use crate::moves::{incomplete, Engine, Step};
+use crate::moves::{incomplete, refused, Engine, Step};
 use crate::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
 use crate::session::{each_bounded, Session};
 use crate::survey::{Survey, PARALLEL};
@@ -37,10 +37,6 @@ pub struct Options {
     pub accept_fewer: bool,
     /// Delete NODE's leftover shard files once no map lists them.
     pub delete_leftovers: bool,
-}
-
-fn refuse(message: String) -> anyhow::Error {
-    Failure::new(Status::Refused, format!("{message}. Nothing was written")).into()
 }
 
 pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
@@ -90,7 +86,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let serving = preflight(&survey, &leaving)?;
     let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer).map_err(|short| {
         let ranges: Vec<String> = short.iter().map(|(db, r)| format!("{db} {r}")).collect();
-        refuse(format!(
+        refused(format!(
             "the other {} member(s) cannot hold every copy {leaving} holds: {} range(s) already have a copy on \
              each of them ({}). Add a node first, or run `remove {} --accept-fewer-copies` to keep fewer \
              copies of those ranges",
@@ -209,14 +205,14 @@ fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
         .map(|m| m.to_string())
         .collect();
     if !not_serving.is_empty() {
-        return Err(refuse(format!(
+        return Err(refused(format!(
             "member(s) {} are down, not connected or in maintenance: every other member must be up to take \
              copies and to learn the new shard maps. Bring them back (or remove them first)",
             not_serving.join(", ")
         )));
     }
     if others.is_empty() {
-        return Err(refuse(format!("{leaving} is the only member")));
+        return Err(refused(format!("{leaving} is the only member")));
     }
     // A range whose only readable copy is on a node that is down cannot be copied.
     let mut unreadable = Vec::new();
@@ -229,7 +225,7 @@ fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
         }
     }
     if !unreadable.is_empty() {
-        return Err(refuse(format!(
+        return Err(refused(format!(
             "{leaving} is not connected and no connected node holds another copy of {}: start {leaving} again \
              so that its copies can be read",
             crate::text::list_some(&unreadable)
