@@ -10,6 +10,13 @@ pub struct Delays {
     /// The first successful authentication per node (and per admin hash) costs this much
     /// (PBKDF2, 600 000 iterations); later ones are cached.
     pub first_auth: Duration,
+    /// How `first_auth` is paid: `false` sleeps (cheap for tests), `true` burns that much of
+    /// the answering thread's CPU time hashing, as PBKDF2 does — so N nodes hashing at once
+    /// on fewer cores each take longer (for benchmarks).
+    pub first_auth_cpu: bool,
+    /// The first write to a node's `_nodes` since it was created (trap 22) takes this long;
+    /// any other write to that `_nodes` meanwhile answers 500 `badmatch`/`file_exists`.
+    pub nodes_create: Duration,
     /// Setting up one Erlang distribution connection.
     pub connect: Duration,
     /// After a node gets its first connection, the `_nodes`/`_dbs` copy pushed to it lands
@@ -38,12 +45,26 @@ pub struct Delays {
     pub boot: Duration,
     /// The background distribution ticker's period.
     pub tick: Duration,
+    /// One hop of `_dbs` round the ring (each node pushes to the next connected member).
+    pub ring_hop: (Duration, Duration),
+    /// One internal-replication push (`_sync_shards` fills a new copy in tens of ms).
+    pub sync_push: (Duration, Duration),
+    /// A write into a shard copy pushes it to the other copies this long after
+    /// (`[mem3] sync_delay`).
+    pub sync_delay: Duration,
+    /// A read or write of a doc whose range has no copy in the map hangs this long, then 500.
+    pub no_copy_timeout: Duration,
+    /// The node removed by a `_nodes` DELETE hears of it one time in this many (0: never,
+    /// 1: always); otherwise it keeps its own `_nodes` (trap 15).
+    pub removed_hears_one_in: u32,
 }
 
 impl Default for Delays {
     fn default() -> Self {
         Delays {
             first_auth: Duration::from_millis(175),
+            first_auth_cpu: false,
+            nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(20),
             nodes_copy: (Duration::from_millis(40), Duration::from_millis(100)),
             slow_copy: Duration::from_millis(1000),
@@ -58,17 +79,25 @@ impl Default for Delays {
             lost_retry: Duration::from_secs(2),
             boot: Duration::from_millis(1100),
             tick: Duration::from_millis(5),
+            ring_hop: (Duration::from_millis(5), Duration::from_millis(25)),
+            sync_push: (Duration::from_millis(5), Duration::from_millis(50)),
+            sync_delay: Duration::from_secs(5),
+            no_copy_timeout: Duration::from_secs(60),
+            removed_hears_one_in: 3,
         }
     }
 }
 
 impl Delays {
     /// A few milliseconds everywhere. Behaviours stay (the slow copy still happens one time
-    /// in five, only shorter; the lockout still lasts 5 minutes). `finish_wait` is 500 ms:
-    /// set the field to taste.
+    /// in five, only shorter; the lockout still lasts 5 minutes; a removed node still hears
+    /// of its removal one time in three). `finish_wait` is 500 ms, `sync_delay` 100 ms,
+    /// `no_copy_timeout` 200 ms: set the fields to taste.
     pub fn fast() -> Delays {
         Delays {
             first_auth: Duration::from_millis(2),
+            first_auth_cpu: false,
+            nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(1),
             nodes_copy: (Duration::from_millis(2), Duration::from_millis(6)),
             slow_copy: Duration::from_millis(40),
@@ -83,6 +112,11 @@ impl Delays {
             lost_retry: Duration::from_millis(20),
             boot: Duration::from_millis(2),
             tick: Duration::from_millis(2),
+            ring_hop: (Duration::from_millis(1), Duration::from_millis(3)),
+            sync_push: (Duration::from_millis(1), Duration::from_millis(5)),
+            sync_delay: Duration::from_millis(100),
+            no_copy_timeout: Duration::from_millis(200),
+            removed_hears_one_in: 3,
         }
     }
 }

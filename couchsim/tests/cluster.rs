@@ -1,121 +1,21 @@
 //! Integration tests of the in-process cluster: formation through `_nodes`, cookie mismatch,
 //! stop/restart, and the wire quirks the product must survive.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use couchsim::{Cluster, Delays, Fault};
 use serde_json::{json, Value};
 
-const AUTH: &str = "YWRtaW46cGFzc3dvcmQ="; // admin:password
-
-struct Resp {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-fn read_resp(rd: &mut BufReader<TcpStream>) -> std::io::Result<Resp> {
-    let mut line = String::new();
-    rd.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        rd.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    rd.read_exact(&mut body)?;
-    Ok(Resp { status, body })
-}
-
-fn req_raw(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(a) = auth {
-        head.push_str(&format!("Authorization: Basic {a}\r\n"));
-    }
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    if let Some(b) = body {
-        head.push_str(b);
-    }
-    s.write_all(head.as_bytes())?;
-    read_resp(&mut BufReader::new(s))
-}
-
-fn req(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
-    req_raw(addr, method, path, Some(AUTH), body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-/// `POST /_cluster_setup {"action":"finish_cluster"}` as admin.
-fn finish_cluster(addr: SocketAddr) -> Resp {
-    req(
-        addr,
-        "POST",
-        "/_cluster_setup",
-        Some(r#"{"action":"finish_cluster"}"#),
-    )
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn names(n: &[usize]) -> Vec<String> {
-    n.iter().map(|i| format!("node{i}@127.0.0.1")).collect()
-}
+mod common;
+use common::*;
 
 /// Every node of `c` has node1..3 in both `all_nodes` and `cluster_nodes`.
 fn all_three_joined(c: &Cluster) -> bool {
     c.nodes()
         .iter()
         .all(|n| n.membership() == (names(&[1, 2, 3]), names(&[1, 2, 3])))
-}
-
-fn fast() -> Delays {
-    let mut d = Delays::fast();
-    d.finish_wait = Duration::from_millis(300);
-    d
 }
 
 /// Three nodes joined through `_nodes` docs on node1, fully connected, and `finish_cluster`
@@ -482,4 +382,95 @@ fn a_wiped_member_is_repopulated_by_the_running_cluster() {
         c.node(2).membership() == (names(&[1, 2, 3]), names(&[1, 2, 3]))
             && c.node(2).all_dbs() == vec!["_replicator", "_users"]
     });
+}
+
+/// Trap 22: two first writes at once to a fresh node's `_nodes`: one 201, one 500
+/// `badmatch`/`file_exists` whose doc is not written. Once `_nodes` has had a write,
+/// concurrent PUTs of different docs all get 201.
+#[test]
+fn first_nodes_writes_race_then_concurrent_puts_are_fine() {
+    let d = Delays {
+        // Wide enough that the two PUTs overlap even on a loaded machine.
+        nodes_create: Duration::from_millis(400),
+        ..fast()
+    };
+    let c = Cluster::builder().nodes(5).delays(d).start();
+    let a = c.node(0).addr();
+    let put_all = |names: &[&str]| -> Vec<Resp> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let path = format!("/_node/_local/_nodes/{n}");
+                    s.spawn(move || req(a, "PUT", &path, Some("{}")))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let first = put_all(&["node2@127.0.0.1", "node3@127.0.0.1"]);
+    let mut statuses: Vec<u16> = first.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 500]);
+    let lost = first.iter().position(|r| r.status == 500).unwrap();
+    assert_eq!(
+        first[lost].json(),
+        json!({"error": "badmatch", "reason": "file_exists"})
+    );
+    let won = ["node2@127.0.0.1", "node3@127.0.0.1"][1 - lost];
+    let cluster_nodes = req(a, "GET", "/_membership", None).json()["cluster_nodes"].clone();
+    assert_eq!(cluster_nodes, json!(["node1@127.0.0.1", won]));
+    // `_nodes` has been written: concurrent PUTs of different docs are all written.
+    let rest = put_all(&["node4@127.0.0.1", "node5@127.0.0.1"]);
+    assert!(rest.iter().all(|r| r.status == 201), "{:?}", {
+        rest.iter().map(|r| r.status).collect::<Vec<_>>()
+    });
+    let cluster_nodes = req(a, "GET", "/_membership", None).json()["cluster_nodes"].clone();
+    assert_eq!(cluster_nodes.as_array().map(Vec::len), Some(4));
+}
+
+/// After `finish_cluster` copies the coordinator's admin hash, each other node's next
+/// authenticated request computes the password hash again (once), like CouchDB's PBKDF2.
+#[test]
+fn a_copied_admin_hash_costs_one_more_password_hash() {
+    let c = finished_three_node_cluster();
+    let node2 = c.node(1);
+    // finish_cluster copied node1's hash: node2 has not checked the new one yet.
+    let before = node2.password_hashes();
+    assert_eq!(req(node2.addr(), "GET", "/_up", None).status, 200);
+    assert_eq!(node2.password_hashes(), before + 1);
+    assert_eq!(req(node2.addr(), "GET", "/_membership", None).status, 200);
+    assert_eq!(node2.password_hashes(), before + 1);
+    // POST /_session hashes too (a new salt makes a new hash)
+    node2.rehash_admin();
+    let r = req_raw(
+        node2.addr(),
+        "POST",
+        "/_session",
+        None,
+        Some(r#"{"name":"admin","password":"password"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(node2.password_hashes(), before + 2);
+}
+
+/// `first_auth_cpu`: the first authentication burns CPU for `first_auth` instead of
+/// sleeping, so it takes at least that long in wall time too.
+#[test]
+fn first_auth_can_cost_real_cpu() {
+    let d = Delays {
+        first_auth: Duration::from_millis(150),
+        first_auth_cpu: true,
+        ..fast()
+    };
+    let c = Cluster::builder().nodes(1).delays(d).start();
+    let t = Instant::now();
+    assert_eq!(req(c.node(0).addr(), "GET", "/_up", None).status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(140),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.node(0).password_hashes(), 1);
 }
