@@ -370,3 +370,342 @@ fn rebalance_on_a_balanced_cluster_writes_nothing() {
     r.assert_says(&["nothing moved"]);
     assert_eq!(c.count_writes(), 0);
 }
+
+// ---- remove and rebalance for real ---------------------------------------------------------------
+
+const B: &str = "80000000-ffffffff";
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:03}")).collect()
+}
+
+/// A formed cluster of `first` nodes with `app` (q=2, n=3) holding 200 documents, grown to
+/// `total` nodes (the new ones joined by init).
+fn with_docs(first: usize, total: usize) -> (Cluster, Vec<String>) {
+    let mut c = cluster(first, |b| b);
+    run(&c).assert_code(0);
+    assert!(c.node(0).create_db_q_n("app", 2, 3));
+    let docs = ids("doc", 200);
+    assert_eq!(c.node(0).write_docs("app", &docs), 200);
+    for _ in first..total {
+        c.add_node(|s| s);
+    }
+    if total > first {
+        run(&c).assert_code(0);
+    }
+    c.reset_counters();
+    c.clear_shard_map_events();
+    (c, docs)
+}
+
+/// Each range's document count before an operation (the fullest copy).
+fn counts_before(c: &Cluster, db: &str) -> Vec<(String, u64)> {
+    let map = c.node(0).shards(db).expect("db exists");
+    map.iter()
+        .map(|(range, holders)| {
+            let most = holders
+                .iter()
+                .filter_map(|h| c.nodes().iter().find(|n| n.name() == *h))
+                .filter_map(|n| n.copy_doc_count(db, range))
+                .max()
+                .unwrap_or(0);
+            (range.clone(), most)
+        })
+        .collect()
+}
+
+/// On every shard-map change any node applied, every range of `db` had at least `n` copies
+/// holding what the range held before the operation.
+fn assert_never_short(c: &Cluster, db: &str, before: &[(String, u64)], n: usize) {
+    let events: Vec<_> = c
+        .shard_map_events()
+        .into_iter()
+        .filter(|e| e.db == db)
+        .collect();
+    assert!(!events.is_empty(), "no shard-map change of {db} was seen");
+    for e in &events {
+        for (range, docs) in before {
+            assert!(
+                e.copies_with_at_least(range, *docs) >= n,
+                "{db} {range} had fewer than {n} complete copies ({docs} docs) on {} at {:?}: {e:?}",
+                e.node,
+                e.at
+            );
+        }
+    }
+}
+
+/// Every id in `ids` is listed by `_all_docs` through each node in `through`. Allows 5 s: a
+/// write made during a move reaches the new copy by the write-triggered push.
+fn assert_readable(c: &Cluster, db: &str, through: &[usize], ids: &[String]) {
+    let mut want = ids.to_vec();
+    want.sort();
+    want.dedup();
+    for &i in through {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut seen = c.node(i).doc_ids(db).unwrap_or_default();
+            seen.sort();
+            let missing: Vec<&String> = want
+                .iter()
+                .filter(|id| seen.binary_search(id).is_err())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} documents missing through {}: {:?}…",
+                missing.len(),
+                c.node(i).name(),
+                &missing[..missing.len().min(5)]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Writes documents through the nodes `through`, one at a time, while `f` runs; returns what
+/// `f` returned and every id a write was acknowledged for.
+fn writing_while<T>(
+    c: &Cluster,
+    db: &str,
+    through: &[usize],
+    f: impl FnOnce() -> T,
+) -> (T, Vec<String>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut written = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("live{i:05}");
+                if c.node(through[i % through.len()]).write_docs(db, &[&id]) == 1 {
+                    written.push(id);
+                }
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            written
+        });
+        let out = f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, writer.join().expect("writer"))
+    })
+}
+
+fn copies_per_node(c: &Cluster, dbs: &[&str]) -> Vec<usize> {
+    let mut per = vec![0; c.len()];
+    for db in dbs {
+        for holders in c.node(0).shards(db).unwrap().values() {
+            for h in holders {
+                if let Some(i) = c.nodes().iter().position(|n| n.name() == *h) {
+                    per[i] += 1;
+                }
+            }
+        }
+    }
+    per
+}
+
+#[test]
+fn rebalance_after_growth_spreads_every_database_and_loses_nothing() {
+    let (c, docs) = with_docs(3, 5);
+    let dbs = ["_users", "_replicator", "app"];
+    let before: Vec<_> = dbs.iter().map(|db| counts_before(&c, db)).collect();
+    let (r, live) = writing_while(&c, "app", &[0, 1, 2, 3, 4], || {
+        run_args(&c, &["rebalance"], &[])
+    });
+    r.assert_code(0);
+    r.assert_says(&["6 copies moved"]);
+    for (db, counts) in dbs.iter().zip(&before) {
+        assert_never_short(&c, db, counts, 3);
+    }
+    let all: Vec<String> = docs.iter().chain(&live).cloned().collect();
+    assert!(
+        !live.is_empty(),
+        "the writer wrote nothing during the rebalance"
+    );
+    assert_readable(&c, "app", &[0, 1, 2, 3, 4], &all);
+    // 18 copies over 5 nodes: 4, 4, 4, 3, 3 in some order; each database on 2,1,1,1,1.
+    let mut per = copies_per_node(&c, &["_users", "_replicator", "app"]);
+    per.sort();
+    assert_eq!(per, [3, 3, 4, 4, 4]);
+    for db in ["_users", "_replicator", "app"] {
+        let mut one = copies_per_node(&c, &[db]);
+        one.sort();
+        assert_eq!(one, [1, 1, 1, 1, 2], "{db}");
+    }
+    // Idempotent: a second run writes nothing; status is healthy and balanced.
+    c.reset_counters();
+    let again = run_args(&c, &["rebalance"], &[]);
+    again.assert_code(0);
+    assert_eq!(c.count_writes(), 0, "{}", again.stderr);
+    let s = status(&c, &[]);
+    s.assert_code(0);
+    assert!(s.stdout.contains("spread evenly"), "{}", s.stdout);
+}
+
+#[test]
+fn rebalance_deletes_leftovers_only_when_asked() {
+    let (c, _) = with_docs(3, 4);
+    run_args(&c, &["rebalance"], &[]).assert_code(0);
+    let leftovers = |c: &Cluster| -> usize {
+        let j = json(&status(c, &["--json"]));
+        j["leftovers"].as_array().unwrap().len()
+    };
+    let kept = leftovers(&c);
+    assert!(kept > 0, "the copies moved off leave their files (trap 16)");
+    let r = run_args(&c, &["rebalance", "--delete-leftovers"], &[]);
+    r.assert_code(0);
+    r.assert_says(&[&format!("{kept} of {kept} leftover shard file(s) deleted")]);
+    assert_eq!(leftovers(&c), 0);
+    status(&c, &[]).assert_code(0);
+}
+
+/// 4 members, finished on all four, so node4 holds copies of `_users`, `_replicator` and
+/// `app` (transcript 12).
+fn four_with_docs() -> (Cluster, Vec<String>) {
+    with_docs(4, 4)
+}
+
+fn holds(c: &Cluster, db: &str, node: &str) -> bool {
+    c.node(0)
+        .shards(db)
+        .unwrap()
+        .values()
+        .flatten()
+        .any(|h| h == node)
+}
+
+#[test]
+fn remove_moves_every_copy_first_then_the_node_leaves() {
+    let (c, docs) = four_with_docs();
+    let leaving = c.node(3).name();
+    assert!(["_users", "_replicator", "app"]
+        .iter()
+        .any(|db| holds(&c, db, &leaving)));
+    let before: Vec<(&str, Vec<(String, u64)>)> = ["_users", "_replicator", "app"]
+        .iter()
+        .map(|db| (*db, counts_before(&c, db)))
+        .collect();
+    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let (r, live) = writing_while(&c, "app", &[0, 1, 2], || {
+        run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)])
+    });
+    r.assert_code(0);
+    r.assert_says(&[
+        "STOP it and WIPE its data",
+        "every other member (3) has dropped",
+    ]);
+    for (db, counts) in &before {
+        assert_never_short(&c, db, counts, 3);
+        assert!(!holds(&c, db, &leaving), "{db} still lists {leaving}");
+    }
+    let all: Vec<String> = docs.iter().chain(&live).cloned().collect();
+    assert_readable(&c, "app", &[0, 1, 2], &all);
+    for i in 0..3 {
+        let (_, members) = c.node(i).membership();
+        assert!(
+            !members.contains(&leaving),
+            "{} still lists {leaving}",
+            c.node(i).name()
+        );
+    }
+    // Trap 14: the _nodes DELETE came after the last shard-map edit (all go to one node).
+    let writes: Vec<String> = c
+        .node(0)
+        .requests()
+        .into_iter()
+        .filter(|q| matches!(q.method.as_str(), "PUT" | "DELETE"))
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect();
+    let last_edit = writes
+        .iter()
+        .rposition(|w| w.starts_with("PUT /_node/_local/_dbs/"))
+        .unwrap();
+    let delete = writes
+        .iter()
+        .position(|w| w.starts_with("DELETE /_node/_local/_nodes/"))
+        .unwrap();
+    assert!(last_edit < delete, "{writes:#?}");
+    // A second run finds nothing to do and writes nothing.
+    c.reset_counters();
+    let again = run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)]);
+    again.assert_code(0);
+    again.assert_says(&["nothing to do"]);
+    assert_eq!(c.count_writes(), 0);
+    // The three left are healthy once the removed node is stopped.
+    c.node(3).stop();
+    run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
+}
+
+#[test]
+fn remove_moves_the_copies_of_a_node_that_is_already_down() {
+    let (c, docs) = four_with_docs();
+    let leaving = c.node(3).name();
+    c.node(3).stop();
+    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let r = run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)]);
+    r.assert_code(0);
+    for db in ["_users", "_replicator", "app"] {
+        assert!(!holds(&c, db, &leaving), "{db}");
+    }
+    assert_readable(&c, "app", &[0, 1, 2], &docs);
+    run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
+}
+
+#[test]
+fn remove_with_accept_fewer_copies_keeps_what_the_others_can_hold() {
+    let (c, docs) = with_docs(3, 3);
+    let leaving = c.node(2).name();
+    let nodes = [0, 1].map(|i| label(&c, i)).join(",");
+    let r = run_args(
+        &c,
+        &["remove", &leaving, "--accept-fewer-copies"],
+        &[("COUCHDB_NODES", &nodes)],
+    );
+    r.assert_code(0);
+    r.assert_says(&["with no replacement"]);
+    for db in ["_users", "_replicator", "app"] {
+        for holders in c.node(0).shards(db).unwrap().values() {
+            assert_eq!(holders.len(), 2, "{db}: {holders:?}");
+        }
+    }
+    assert_readable(&c, "app", &[0, 1], &docs);
+    c.node(2).stop();
+    run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
+}
+
+#[test]
+fn remove_also_moves_the_copies_of_a_node_whose_nodes_doc_was_deleted_too_early() {
+    // Trap 14: the operator deleted the _nodes doc first; the maps still list the node.
+    let (c, docs) = four_with_docs();
+    let leaving = c.node(3).name();
+    let url = format!("{}/_node/_local/_nodes/{leaving}", c.node(0).url());
+    let doc = ureq::get(&url)
+        .header("Authorization", common::authorization())
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let rev = serde_json::from_str::<Value>(&doc).unwrap()["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ureq::delete(&format!("{url}?rev={rev}"))
+        .header("Authorization", common::authorization())
+        .call()
+        .unwrap();
+    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let s = run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]);
+    assert_ne!(s.code, 0);
+    assert!(s.stdout.contains("not a member"), "{}", s.stdout);
+    let r = run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)]);
+    r.assert_code(0);
+    for db in ["_users", "_replicator", "app"] {
+        assert!(!holds(&c, db, &leaving), "{db}");
+    }
+    assert_readable(&c, "app", &[0, 1, 2], &docs);
+}

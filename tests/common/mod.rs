@@ -62,6 +62,20 @@ pub fn run_with(c: &Cluster, env: &[(&str, &str)]) -> Run {
 }
 
 pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let started = Instant::now();
+    let out = command(c, args, env)
+        .output()
+        .expect("run couchdb-cluster-init");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+/// The binary with the test environment (every node of `c` in COUCHDB_NODES), not started.
+pub fn command(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Command {
     let nodes: Vec<String> = (0..c.len()).map(|i| label(c, i)).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"));
     cmd.args(args)
@@ -75,14 +89,7 @@ pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let started = Instant::now();
-    let out = cmd.output().expect("run couchdb-cluster-init");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
-    }
+    cmd
 }
 
 /// `Basic …` for the test admin, for requests a test makes itself.
