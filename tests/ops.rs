@@ -2,8 +2,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{cluster, label, run, run_args};
-use couchsim::{Cluster, Fault};
+use couchsim::{Cluster, Delays, Fault};
 use serde_json::Value;
 
 /// A formed cluster of `n` nodes, with user databases `dbs`.
@@ -373,8 +375,6 @@ fn rebalance_on_a_balanced_cluster_writes_nothing() {
 
 // ---- remove and rebalance for real ---------------------------------------------------------------
 
-const B: &str = "80000000-ffffffff";
-
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:03}")).collect()
 }
@@ -708,4 +708,159 @@ fn remove_also_moves_the_copies_of_a_node_whose_nodes_doc_was_deleted_too_early(
         assert!(!holds(&c, db, &leaving), "{db}");
     }
     assert_readable(&c, "app", &[0, 1, 2], &docs);
+}
+
+#[test]
+fn a_conflict_in_a_shard_map_is_found_and_resolved() {
+    // Trap 13: two edits from one revision on two nodes both get 201; one loses silently.
+    let slow_ring = Delays {
+        ring_hop: (Duration::from_millis(150), Duration::from_millis(200)),
+        ..Delays::fast()
+    };
+    let mut c = cluster(3, |b| b.delays(slow_ring));
+    run(&c).assert_code(0);
+    assert!(c.node(0).create_db_q_n("app", 2, 3));
+    c.add_node(|s| s);
+    run(&c).assert_code(0);
+    let base = dbs_doc(&c, 0, "app");
+    let mut edits = [base.clone(), base];
+    edits[0]["props"] = serde_json::json!({"edit": "a"});
+    edits[1]["props"] = serde_json::json!({"edit": "b"});
+    std::thread::scope(|s| {
+        for (i, e) in edits.iter().enumerate() {
+            let c = &c;
+            s.spawn(move || put_dbs_doc(c, i, "app", e));
+        }
+    });
+    let conflicted = || {
+        c.node(0)
+            .dbs_doc("app")
+            .is_some_and(|d| d.get("_conflicts").is_some())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !conflicted() {
+        assert!(Instant::now() < deadline, "no conflict appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = run_args(&c, &["rebalance"], &[]);
+    r.assert_code(0);
+    r.assert_says(&[
+        "two edits of its shard map were made from one revision",
+        "1 shard-map conflict(s) resolved",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.nodes().iter().any(|n| {
+        n.dbs_doc("app")
+            .is_some_and(|d| d.get("_conflicts").is_some())
+    }) {
+        assert!(Instant::now() < deadline, "a node still has the conflict");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    status(&c, &[]).assert_code(0);
+}
+
+/// Runs `args` and SIGKILLs the binary right after the cluster has answered its `k`-th write
+/// (PUT, POST or DELETE); `false` if the run ended by itself first. Every answer of the
+/// editing node (the coordinator) is delayed by 10 ms, so that the kill lands between two
+/// writes.
+fn killed_after_write(c: &Cluster, args: &[&str], env: &[(&str, &str)], k: usize) -> bool {
+    c.node(0).inject(Fault::Slow(Duration::from_millis(10)));
+    c.reset_counters();
+    let mut child = common::command(c, args, env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let killed = loop {
+        if c.count_writes() >= k {
+            child.kill().expect("kill");
+            break true;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    child.wait().expect("reap");
+    c.node(0).clear_faults();
+    killed
+}
+
+/// For every k: kill the operation after its k-th write, run it again, and check that it
+/// converged with nothing lost and no range ever short of complete copies.
+fn killed_at_every_step(
+    args: &[&str],
+    first: usize,
+    total: usize,
+    env: impl Fn(&Cluster) -> Vec<(String, String)>,
+    check: impl Fn(&Cluster),
+) {
+    for k in 1.. {
+        let (c, docs) = with_docs(first, total);
+        let env = env(&c);
+        let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let dbs = ["_users", "_replicator", "app"];
+        let before: Vec<_> = dbs.iter().map(|db| counts_before(&c, db)).collect();
+        let killed = killed_after_write(&c, args, &env, k);
+        let r = run_args(&c, args, &env);
+        r.assert_code(0);
+        for (db, counts) in dbs.iter().zip(&before) {
+            if c.shard_map_events().iter().any(|e| e.db == *db) {
+                assert_never_short(&c, db, counts, 3);
+            }
+        }
+        assert_readable(&c, "app", &[0, 1, 2], &docs);
+        check(&c);
+        c.reset_counters();
+        run_args(&c, args, &env).assert_code(0);
+        assert_eq!(
+            c.count_writes(),
+            0,
+            "after a kill at write {k}, a third run still wrote"
+        );
+        if !killed {
+            assert!(k > 3, "the whole run made only {k} writes");
+            break;
+        }
+    }
+}
+
+#[test]
+fn rebalance_killed_at_every_step_then_run_again_converges() {
+    killed_at_every_step(
+        &["rebalance"],
+        3,
+        5,
+        |_| Vec::new(),
+        |c| {
+            let mut per = copies_per_node(c, &["_users", "_replicator", "app"]);
+            per.sort();
+            assert_eq!(per, [3, 3, 4, 4, 4]);
+            let s = status(c, &[]);
+            s.assert_code(0);
+            assert!(s.stdout.contains("spread evenly"), "{}", s.stdout);
+        },
+    );
+}
+
+#[test]
+fn remove_killed_at_every_step_then_run_again_converges() {
+    let env = |c: &Cluster| {
+        vec![(
+            "COUCHDB_NODES".to_string(),
+            [0, 1, 2].map(|i| label(c, i)).join(","),
+        )]
+    };
+    killed_at_every_step(&["remove", "node4@127.0.0.1"], 4, 4, env, |c| {
+        for db in ["_users", "_replicator", "app"] {
+            assert!(!holds(c, db, "node4@127.0.0.1"), "{db}");
+        }
+        for i in 0..3 {
+            assert!(!c
+                .node(i)
+                .membership()
+                .1
+                .contains(&"node4@127.0.0.1".to_string()));
+        }
+    });
 }

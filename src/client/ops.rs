@@ -88,9 +88,14 @@ impl Client {
                 );
             }
             let page: Page = self.get(via, &path, what)?;
-            let more = page.rows.len() > PAGE;
             let mut rows = page.rows;
-            start = if more { rows.pop().map(|r| r.id) } else { None };
+            // One row more than a page says there is another page, which starts with it. A
+            // server that ignored `limit` sent everything at once.
+            start = if rows.len() == PAGE + 1 {
+                rows.pop().map(|r| r.id)
+            } else {
+                None
+            };
             for row in rows {
                 if row.id.starts_with("_design/") {
                     continue;
