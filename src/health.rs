@@ -237,7 +237,8 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             say(
                 Status::Unverified,
                 format!(
-                    "{} is not a member of the cluster (run init to join it)",
+                    "{} is not a member of the cluster: if it is new, run init to join it; if it was \
+                     removed, stop it and take it out of COUCHDB_NODES",
                     node.label()
                 ),
             );

@@ -129,7 +129,8 @@ fn preflight(s: &Survey) -> Result<Vec<String>> {
         .collect();
     if !unjoined.is_empty() {
         return Err(refused(format!(
-            "{} in COUCHDB_NODES {} not a member: run init first, so that the new nodes join",
+            "{} in COUCHDB_NODES {} not a member: if new, run init first so that it joins; if removed, \
+             take it out of COUCHDB_NODES",
             unjoined.join(", "),
             if unjoined.len() == 1 { "is" } else { "are" }
         )));

@@ -386,16 +386,57 @@ fn with_docs(first: usize, total: usize) -> (Cluster, Vec<String>) {
     run(&c).assert_code(0);
     assert!(c.node(0).create_db_q_n("app", 2, 3));
     let docs = ids("doc", 200);
-    assert_eq!(c.node(0).write_docs("app", &docs), 200);
+    write_all(&c, "app", &docs);
     for _ in first..total {
         c.add_node(|s| s);
     }
     if total > first {
         run(&c).assert_code(0);
     }
+    settle(&c, &["_users", "_replicator", "app"]);
     c.reset_counters();
     c.clear_shard_map_events();
     (c, docs)
+}
+
+/// Writes every id (retrying those a loaded simulator did not take at once).
+fn write_all(c: &Cluster, db: &str, ids: &[String]) {
+    c.node(0).write_docs(db, ids);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in ids {
+        while c.node(0).doc(db, id).is_none() {
+            assert!(Instant::now() < deadline, "could not write {id}");
+            c.node(0).write_docs(db, &[id]);
+        }
+    }
+}
+
+/// Waits until every copy of every range of `dbs` holds what the fullest holds: the state
+/// "before" an operation is a settled one (`_users` gets `_design/_auth` after its creation,
+/// and new files appear a moment after a map names them).
+fn settle(c: &Cluster, dbs: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for db in dbs {
+        c.node(0).sync_shards(db);
+        for (range, holders) in c.node(0).shards(db).expect("db exists") {
+            loop {
+                let counts: Vec<Option<u64>> = holders
+                    .iter()
+                    .filter_map(|h| c.nodes().iter().find(|n| n.name() == *h))
+                    .map(|n| n.copy_doc_count(db, &range))
+                    .collect();
+                let most = counts.iter().flatten().max().copied();
+                if counts.iter().all(|n| n.is_some() && *n == most) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{db} {range} never settled: {counts:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// Each range's document count before an operation (the fullest copy).
