@@ -34,7 +34,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Formed, 0, "done: cluster formed and verified (init), healthy (check, status), copies moved (remove, rebalance)"),
     (Status::Failed, 1, "unexpected error, e.g. a node answered something that is not CouchDB"),
     (Status::Config, 2, "configuration error: a variable, or a node's Erlang name (nonode@nohost, no dot, duplicate)"),
-    (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT"),
+    (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT (status: a node in COUCHDB_NODES does not answer)"),
     (Status::Auth, 4, "wrong COUCHDB_USER/COUCHDB_PASSWORD, or the account is locked on a node"),
     (Status::Unsafe, 5, "unsafe to join (a node holds databases or belongs to another cluster): nothing written"),
     (Status::Unverified, 6, "not healthy: membership, copies of a range, shard-map conflicts or config drift (init, check, status)"),
