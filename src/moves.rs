@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use crate::client::{CopyState, Gone, Move, NodeError, Saved, ShardDoc, ShardMap};
 use crate::clock::poll;
 use crate::config::NodeAddr;
-use crate::exit::{Failure, Status};
+use crate::exit::{status_of, Failure, Status};
 use crate::planner::{check_edit, unfinished, Leftover, Rules};
 use crate::session::{each_bounded, Session};
 use crate::survey::{Survey, PARALLEL};
@@ -90,6 +90,23 @@ impl<'a> Engine<'a> {
 
     /// Brings `db` to what `plan` asks for, one verified edit at a time.
     pub fn carry_out(&self, db: &str, plan: &mut dyn FnMut(&ShardDoc) -> Step) -> Result<Done> {
+        self.steps(db, plan).map_err(|e| self.at_deadline(db, e))
+    }
+
+    /// A node "unreachable" because the deadline left no time for the request is the deadline
+    /// passing mid-way: say so, with the exit status of a run to finish by running it again.
+    fn at_deadline(&self, db: &str, e: anyhow::Error) -> anyhow::Error {
+        if self.session.clock.now() < self.session.deadline || status_of(&e) != Status::Unreachable
+        {
+            return e;
+        }
+        incomplete(format!(
+            "{db}: the deadline (COUCHDB_INIT_TIMEOUT) passed in the middle of a move ({e:#}); every copy is \
+             still in place: run it again (with more time) to finish"
+        ))
+    }
+
+    fn steps(&self, db: &str, plan: &mut dyn FnMut(&ShardDoc) -> Step) -> Result<Done> {
         let mut done = Done::default();
         for _ in 0..ROUNDS {
             let Some(doc) = self.read(db, &mut done)? else {

@@ -382,7 +382,11 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 /// A formed cluster of `first` nodes with `app` (q=2, n=3) holding 200 documents, grown to
 /// `total` nodes (the new ones joined by init).
 fn with_docs(first: usize, total: usize) -> (Cluster, Vec<String>) {
-    let mut c = cluster(first, |b| b);
+    with_docs_and(first, total, Delays::fast())
+}
+
+fn with_docs_and(first: usize, total: usize, delays: Delays) -> (Cluster, Vec<String>) {
+    let mut c = cluster(first, |b| b.delays(delays));
     run(&c).assert_code(0);
     assert!(c.node(0).create_db_q_n("app", 2, 3));
     let docs = ids("doc", 200);
@@ -904,4 +908,63 @@ fn remove_killed_at_every_step_then_run_again_converges() {
                 .contains(&"node4@127.0.0.1".to_string()));
         }
     });
+}
+
+#[test]
+fn a_deadline_in_the_middle_of_a_move_keeps_every_copy_and_a_rerun_finishes() {
+    // Internal replication slower than the whole deadline: no new copy can fill in time.
+    let slow_sync = Delays {
+        sync_push: (Duration::from_millis(2500), Duration::from_millis(2500)),
+        ..Delays::fast()
+    };
+    let (c, docs) = with_docs_and(3, 4, slow_sync);
+    let dbs = ["_users", "_replicator", "app"];
+    let before: Vec<_> = dbs.iter().map(|db| counts_before(&c, db)).collect();
+    let r = run_args(&c, &["rebalance"], &[("COUCHDB_INIT_TIMEOUT", "1500ms")]);
+    r.assert_code(9);
+    r.assert_says(&["did not fill before the deadline", "run it again"]);
+    let s = status(&c, &[]);
+    s.assert_code(6);
+    assert!(s.stdout.contains("a move was interrupted"), "{}", s.stdout);
+    let r = run_args(&c, &["rebalance"], &[]);
+    r.assert_code(0);
+    for (db, counts) in dbs.iter().zip(&before) {
+        assert_never_short(&c, db, counts, 3);
+    }
+    assert_readable(&c, "app", &[0, 1, 2, 3], &docs);
+    status(&c, &[]).assert_code(0);
+}
+
+#[test]
+fn a_target_node_restarting_during_a_rebalance_loses_nothing() {
+    let (c, docs) = with_docs(3, 5);
+    let dbs = ["_users", "_replicator", "app"];
+    let before: Vec<_> = dbs.iter().map(|db| counts_before(&c, db)).collect();
+    let first = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once the first copies are added (the first write), node5 restarts, twice.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.count_writes() == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for _ in 0..2 {
+                c.node(4).restart();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        run_args(&c, &["rebalance"], &[])
+    });
+    // It finishes, or stops without removing anything (exit 9); never anything else.
+    assert!(
+        matches!(first.code, 0 | 9),
+        "exit {}: {}",
+        first.code,
+        first.stderr
+    );
+    run_args(&c, &["rebalance"], &[]).assert_code(0);
+    for (db, counts) in dbs.iter().zip(&before) {
+        assert_never_short(&c, db, counts, 3);
+    }
+    assert_readable(&c, "app", &[0, 1, 2, 3, 4], &docs);
+    status(&c, &[]).assert_code(0);
 }
