@@ -40,7 +40,7 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "remove",
         "NODE [--dry-run] [--accept-fewer-copies] [--delete-leftovers]  move every copy off NODE \
-         (Erlang name, or its address in COUCHDB_NODES), then remove it from the members",
+         (its Erlang name or COUCHDB_NODES address), then take it out of the members",
     ),
     (
         "rebalance",
@@ -119,7 +119,8 @@ pub fn usage() -> String {
     let names: Vec<&str> = SUBCOMMANDS.iter().map(|(name, _)| *name).collect();
     let mut s = format!(
         "couchdb-cluster-init {VERSION}\n\
-         Forms a CouchDB 3.4.2 cluster from freshly started nodes, verifies it, and exits.\n\n\
+         Forms a CouchDB 3.4.2 cluster from freshly started nodes and verifies it; then shows it,\n\
+         takes nodes out of it and spreads its databases, without losing a copy.\n\n\
          Usage: couchdb-cluster-init [{}|--help|--version] [ARGS]\n",
         names.join("|")
     );

@@ -483,7 +483,7 @@ fn rev_pos(rev: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn describe(moves: &[Move]) -> String {
+fn describe(moves: &[Move]) -> String {
     moves
         .iter()
         .map(|m| format!("{} {} → {}", m.range, m.from, m.to))
