@@ -73,11 +73,9 @@ fn status_of_a_healthy_cluster_exits_0_and_writes_nothing() {
     let r = status(&c, &[]);
     r.assert_code(0);
     for i in 0..3 {
-        assert!(r.stdout.contains(&c.node(i).name()), "{}", r.stdout);
-        assert!(r.stdout.contains(&label(&c, i)), "{}", r.stdout);
+        r.assert_shows(&[&c.node(i).name(), &label(&c, i)]);
     }
-    assert!(r.stdout.contains("verdict: healthy"), "{}", r.stdout);
-    assert!(r.stdout.contains("3 databases"), "{}", r.stdout);
+    r.assert_shows(&["verdict: healthy", "3 databases"]);
     let j = json(&status(&c, &["--json"]));
     assert_eq!(j["healthy"], true);
     assert_eq!(j["nodes"].as_array().unwrap().len(), 3);
@@ -93,8 +91,7 @@ fn status_names_a_stopped_member_exit_3() {
     c.node(2).stop();
     let r = status(&c, &[]);
     r.assert_code(3);
-    assert!(r.stdout.contains(&label(&c, 2)), "{}", r.stdout);
-    assert!(r.stdout.contains("under-replicated"), "{}", r.stdout);
+    r.assert_shows(&[&label(&c, 2), "under-replicated"]);
     assert!(
         r.stdout
             .contains(&format!("{} not connected", c.node(2).name())),
@@ -113,9 +110,9 @@ fn status_names_a_node_in_maintenance() {
         .inject(Fault::Maintenance("maintenance_mode".into()));
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(r.stdout.contains("maintenance"), "{}", r.stdout);
+    r.assert_shows(&["maintenance"]);
     // Its copies do not count while it is out of service.
-    assert!(r.stdout.contains("in maintenance"), "{}", r.stdout);
+    r.assert_shows(&["in maintenance"]);
 }
 
 #[test]
@@ -124,7 +121,7 @@ fn status_names_config_drift() {
     c.node(2).rehash_admin();
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(r.stdout.contains("admin hash differs"), "{}", r.stdout);
+    r.assert_shows(&["admin hash differs"]);
     assert!(!r.stdout.contains("pbkdf2"), "a hash reached the output");
 }
 
@@ -133,8 +130,7 @@ fn status_of_unjoined_nodes_says_they_are_not_members() {
     let c = cluster(3, |b| b);
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(r.stdout.contains("not a member"), "{}", r.stdout);
-    assert!(r.stdout.contains("_users does not exist"), "{}", r.stdout);
+    r.assert_shows(&["not a member", "_users does not exist"]);
 }
 
 #[test]
@@ -149,17 +145,9 @@ fn status_finds_a_copy_on_a_node_that_is_not_a_member() {
     );
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(
-        r.stdout.contains("node9@127.0.0.1 not a member"),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&["node9@127.0.0.1 not a member"]);
     let r = status(&c, &["app"]);
-    assert!(
-        r.stdout.contains("node9@127.0.0.1 (not a member)"),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&["node9@127.0.0.1 (not a member)"]);
 }
 
 #[test]
@@ -178,13 +166,9 @@ fn status_finds_an_under_replicated_range() {
     put_dbs_doc(&c, 0, "app", &doc);
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(
-        r.stdout.contains(&format!(
-            "app: under-replicated, 1 range(s) short of 3 copies: {A} has 2 of 3"
-        )),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&[&format!(
+        "app: under-replicated, 1 range(s) short of 3 copies: {A} has 2 of 3"
+    )]);
 }
 
 #[test]
@@ -199,12 +183,7 @@ fn status_finds_an_interrupted_move() {
     put_dbs_doc(&c, 0, "app", &doc);
     let r = status(&c, &[]);
     r.assert_code(6);
-    assert!(r.stdout.contains("a move was interrupted"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains(&format!("{A} {from} → {to}")),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&["a move was interrupted", &format!("{A} {from} → {to}")]);
     // The database still has n = 3: the new copy is not counted as a fourth.
     let j = json(&status(&c, &["--json"]));
     let app = j["databases"]
@@ -238,7 +217,7 @@ fn status_stays_short_and_cheap_at_many_databases() {
     r.assert_code(0);
     // A summary, not 200 tables: the healthy databases are counted, not listed.
     assert!(r.stdout.lines().count() < 20, "{}", r.stdout);
-    assert!(r.stdout.contains("62 databases"), "{}", r.stdout);
+    r.assert_shows(&["62 databases"]);
     // Requests: 4 per node, one page of shard maps, one file list per member — none per database.
     let requests = c.requests().len();
     assert!(requests <= 4 * 5 + 1 + 5, "{requests} requests");
@@ -263,17 +242,9 @@ fn rebalance_dry_run_prints_the_plan_and_writes_nothing() {
     let r = run_args(&c, &["rebalance", "--dry-run"], &[]);
     r.assert_code(0);
     // q=2 × n=3 = 6 copies of each database on 5 nodes: two moves each (transcript 13).
-    assert!(
-        r.stdout.contains("3 database(s) to change: 6 move(s)"),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&["3 database(s) to change: 6 move(s)"]);
     for i in [3, 4] {
-        assert!(
-            r.stdout.contains(&format!("→ {}", c.node(i).name())),
-            "{}",
-            r.stdout
-        );
+        r.assert_shows(&[&format!("→ {}", c.node(i).name())]);
     }
     assert_eq!(c.count_writes(), 0);
 }
@@ -285,21 +256,11 @@ fn remove_dry_run_prints_the_plan_and_writes_nothing() {
     let r = run_args(&c, &["remove", "--dry-run", &label(&c, 0)], &[]);
     r.assert_code(0);
     // node1 holds both ranges of _users, _replicator and app; only node4 lacks them.
-    assert!(
-        r.stdout.contains("3 database(s) to change: 6 move(s)"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains(&format!("{leaving} 6 → 0")),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains(&format!("{} 0 → 6", c.node(3).name())),
-        "{}",
-        r.stdout
-    );
+    r.assert_shows(&[
+        "3 database(s) to change: 6 move(s)",
+        &format!("{leaving} 6 → 0"),
+        &format!("{} 0 → 6", c.node(3).name()),
+    ]);
     assert_eq!(c.count_writes(), 0);
 }
 
@@ -323,7 +284,7 @@ fn remove_is_refused_while_another_member_is_down() {
     let r = run_args(
         &c,
         &["remove", &c.node(3).name()],
-        &[("COUCHDB_NODES", &[0, 2, 3].map(|i| label(&c, i)).join(","))],
+        &[("COUCHDB_NODES", &listing(&c, &[0, 2, 3]))],
     );
     r.assert_code(8);
     r.assert_says(&[&c.node(1).name(), "down", "Nothing was written"]);
@@ -588,7 +549,7 @@ fn rebalance_after_growth_spreads_every_database_and_loses_nothing() {
     assert_eq!(c.count_writes(), 0, "{}", again.stderr);
     let s = status(&c, &[]);
     s.assert_code(0);
-    assert!(s.stdout.contains("spread evenly"), "{}", s.stdout);
+    s.assert_shows(&["spread evenly"]);
 }
 
 #[test]
@@ -614,6 +575,22 @@ fn four_with_docs() -> (Cluster, Vec<String>) {
     with_docs(4, 4)
 }
 
+/// COUCHDB_NODES for some of the nodes.
+fn listing(c: &Cluster, nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|&i| label(c, i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// No shard map of the test's databases lists `node`.
+fn assert_no_copy_on(c: &Cluster, node: &str) {
+    for db in ["_users", "_replicator", "app"] {
+        assert!(!holds(c, db, node), "{db} still lists {node}");
+    }
+}
+
 fn holds(c: &Cluster, db: &str, node: &str) -> bool {
     c.node(0)
         .shards(db)
@@ -634,7 +611,7 @@ fn remove_moves_every_copy_first_then_the_node_leaves() {
         .iter()
         .map(|db| (*db, counts_before(&c, db)))
         .collect();
-    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let nodes = listing(&c, &[0, 1, 2]);
     let (r, live) = writing_while(&c, "app", &[0, 1, 2], || {
         run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)])
     });
@@ -690,12 +667,10 @@ fn remove_moves_the_copies_of_a_node_that_is_already_down() {
     let (c, docs) = four_with_docs();
     let leaving = c.node(3).name();
     c.node(3).stop();
-    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let nodes = listing(&c, &[0, 1, 2]);
     let r = run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)]);
     r.assert_code(0);
-    for db in ["_users", "_replicator", "app"] {
-        assert!(!holds(&c, db, &leaving), "{db}");
-    }
+    assert_no_copy_on(&c, &leaving);
     assert_readable(&c, "app", &[0, 1, 2], &docs);
     run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
 }
@@ -704,7 +679,7 @@ fn remove_moves_the_copies_of_a_node_that_is_already_down() {
 fn remove_with_accept_fewer_copies_keeps_what_the_others_can_hold() {
     let (c, docs) = with_docs(3, 3);
     let leaving = c.node(2).name();
-    let nodes = [0, 1].map(|i| label(&c, i)).join(",");
+    let nodes = listing(&c, &[0, 1]);
     let r = run_args(
         &c,
         &["remove", &leaving, "--accept-fewer-copies"],
@@ -743,15 +718,13 @@ fn remove_also_moves_the_copies_of_a_node_whose_nodes_doc_was_deleted_too_early(
         .header("Authorization", common::authorization())
         .call()
         .unwrap();
-    let nodes = [0, 1, 2].map(|i| label(&c, i)).join(",");
+    let nodes = listing(&c, &[0, 1, 2]);
     let s = run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]);
     assert_ne!(s.code, 0);
-    assert!(s.stdout.contains("not a member"), "{}", s.stdout);
+    s.assert_shows(&["not a member"]);
     let r = run_args(&c, &["remove", &leaving], &[("COUCHDB_NODES", &nodes)]);
     r.assert_code(0);
-    for db in ["_users", "_replicator", "app"] {
-        assert!(!holds(&c, db, &leaving), "{db}");
-    }
+    assert_no_copy_on(&c, &leaving);
     assert_readable(&c, "app", &[0, 1, 2], &docs);
 }
 
@@ -883,23 +856,16 @@ fn rebalance_killed_at_every_step_then_run_again_converges() {
             assert_eq!(per, [3, 3, 4, 4, 4]);
             let s = status(c, &[]);
             s.assert_code(0);
-            assert!(s.stdout.contains("spread evenly"), "{}", s.stdout);
+            s.assert_shows(&["spread evenly"]);
         },
     );
 }
 
 #[test]
 fn remove_killed_at_every_step_then_run_again_converges() {
-    let env = |c: &Cluster| {
-        vec![(
-            "COUCHDB_NODES".to_string(),
-            [0, 1, 2].map(|i| label(c, i)).join(","),
-        )]
-    };
+    let env = |c: &Cluster| vec![("COUCHDB_NODES".to_string(), listing(c, &[0, 1, 2]))];
     killed_at_every_step(&["remove", "node4@127.0.0.1"], 4, 4, env, |c| {
-        for db in ["_users", "_replicator", "app"] {
-            assert!(!holds(c, db, "node4@127.0.0.1"), "{db}");
-        }
+        assert_no_copy_on(c, "node4@127.0.0.1");
         for i in 0..3 {
             assert!(!c
                 .node(i)
@@ -925,7 +891,7 @@ fn a_deadline_in_the_middle_of_a_move_keeps_every_copy_and_a_rerun_finishes() {
     r.assert_says(&["did not fill before the deadline", "run it again"]);
     let s = status(&c, &[]);
     s.assert_code(6);
-    assert!(s.stdout.contains("a move was interrupted"), "{}", s.stdout);
+    s.assert_shows(&["a move was interrupted"]);
     let r = run_args(&c, &["rebalance"], &[]);
     r.assert_code(0);
     for (db, counts) in dbs.iter().zip(&before) {
