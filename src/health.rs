@@ -19,7 +19,7 @@ use crate::client::{CopyState, Move};
 use crate::exit::Status;
 use crate::formation::{config_drift, SYSTEM_DBS};
 use crate::planner::unfinished;
-use crate::session::{check_erlang_name, Identified};
+use crate::session::{check_erlang_name, Identified, Nodes};
 use crate::survey::{State, Survey};
 use crate::text::list_some;
 
@@ -283,12 +283,16 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
         .filter(|n| n.addr.is_some() && n.name.is_some())
         .filter_map(|n| n.config.clone())
         .collect();
-    if configs.len() == answered.len() {
-        let reference = answered
+    if configs.len() == answered.len() && !answered.is_empty() {
+        let coordinator = answered
             .iter()
             .position(|n| Some(&n.name) == s.nodes[s.reference].name.as_ref())
             .unwrap_or(0);
-        if let Some(drift) = config_drift(&answered, reference, &configs) {
+        let nodes = Nodes {
+            all: answered,
+            coordinator,
+        };
+        if let Some(drift) = config_drift(&nodes, &configs) {
             say(Status::Unverified, drift);
         }
     }

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 
     let clock = SystemClock;
     let result = Config::from_env().and_then(|cfg| match command {
-        Command::Check => status::check(&cfg, &clock).map(|()| None),
+        Command::Check { wait } => status::check(&cfg, &clock, wait).map(|s| Some(s.line())),
         Command::Status(opts) => status::status(&cfg, &clock, &opts).map(|()| None),
         Command::Remove(opts) => remove::remove(&cfg, &clock, &opts).map(Some),
         Command::Rebalance(opts) => rebalance::rebalance(&cfg, &clock, &opts).map(Some),

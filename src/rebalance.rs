@@ -33,9 +33,9 @@ pub struct Options {
 
 pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
     let session = Session::new(cfg, clock, cfg.init_timeout);
-    session.phase("wait", "every node's /_up", || session.wait_up())?;
+    let addrs = session.phase("wait", &session.wait_what(), || session.wait_up())?;
     let survey = session.phase("survey", "every node and shard map", || {
-        session.survey(None)
+        session.survey(&addrs, None)
     })?;
     let members = preflight(&survey)?;
     let plans = plan_rebalance(&survey.docs, &members);
@@ -69,7 +69,7 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
         Ok((moved, resolved))
     })?;
 
-    let mut after = session.survey(None)?;
+    let mut after = session.survey(&addrs, None)?;
     // The leftovers are a report: a node that will not list its files costs that report only.
     if let Err(e) = session.read_files(&mut after) {
         log::warn!("rebalance: could not list the members' files, so leftovers are unknown: {e:#}");

@@ -41,9 +41,9 @@ pub struct Options {
 
 pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
     let session = Session::new(cfg, clock, cfg.init_timeout);
-    let listed = listed_as(cfg, &opts.node)?;
-    let others: Vec<NodeAddr> = cfg
-        .nodes
+    let addrs = session.addresses()?;
+    let listed = listed_as(&addrs, &opts.node)?;
+    let others: Vec<NodeAddr> = addrs
         .iter()
         .enumerate()
         .filter(|(i, _)| Some(*i) != listed)
@@ -56,18 +56,18 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let (survey, leaving) = session.phase("survey", "every node and shard map", || {
         let leaving = match listed {
             None => opts.node.clone(),
-            Some(i) => session.read(|| session.client.local_name(&cfg.nodes[i])).map_err(|e| {
+            Some(i) => session.read(|| session.client.local_name(&addrs[i])).map_err(|e| {
                 Failure::new(
                     Status::Config,
                     format!(
                         "{} does not answer ({e:#}), so its Erlang name is unknown: give the name instead \
                          (`remove couchdb@<host>`; `status` lists the members)",
-                        cfg.nodes[i].label
+                        addrs[i].label
                     ),
                 )
             })?,
         };
-        Ok((session.survey(Some(&leaving))?, leaving))
+        Ok((session.survey(&addrs, Some(&leaving))?, leaving))
     })?;
 
     let holds = survey
@@ -170,29 +170,25 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     ))
 }
 
-/// The index in COUCHDB_NODES when NODE is given as an address; `None` for an Erlang name.
-fn listed_as(cfg: &Config, node: &str) -> Result<Option<usize>> {
+/// The index among the nodes when NODE is given as an address; `None` for an Erlang name.
+fn listed_as(addrs: &[NodeAddr], node: &str) -> Result<Option<usize>> {
     if node.contains('@') {
         return Ok(None);
     }
-    let addr = parse_node(node)?;
-    let i = cfg
-        .nodes
-        .iter()
-        .position(|n| n.url == addr.url)
-        .ok_or_else(|| {
-            Failure::new(
-                Status::Config,
-                format!(
-                    "`{node}` is not an Erlang name (name@host) nor one of COUCHDB_NODES ({})",
-                    cfg.nodes
-                        .iter()
-                        .map(|n| n.label.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
+    let addr = parse_node("remove NODE", node)?;
+    let i = addrs.iter().position(|n| n.url == addr.url).ok_or_else(|| {
+        Failure::new(
+            Status::Config,
+            format!(
+                "`{node}` is not an Erlang name (name@host) nor the address of one of the nodes ({})",
+                addrs
+                    .iter()
+                    .map(|n| n.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
     Ok(Some(i))
 }
 
@@ -323,22 +319,12 @@ fn forget(session: &Session, survey: &Survey, leaving: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn cfg() -> Config {
-        Config::from_vars(
-            [
-                ("COUCHDB_USER", "admin"),
-                ("COUCHDB_PASSWORD", "pw"),
-                ("COUCHDB_COOKIE", "c"),
-                ("COUCHDB_NODES", "couchdb-1,couchdb-2:6984"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-        .unwrap()
-    }
-
     #[test]
     fn node_is_a_name_or_a_listed_address() {
-        let c = cfg();
+        let c: Vec<NodeAddr> = ["couchdb-1", "couchdb-2:6984"]
+            .iter()
+            .map(|n| parse_node("COUCHDB_NODES", n).unwrap())
+            .collect();
         assert_eq!(listed_as(&c, "couchdb@couchdb-9.cluster").unwrap(), None);
         assert_eq!(listed_as(&c, "couchdb-2:6984").unwrap(), Some(1));
         assert_eq!(listed_as(&c, "http://couchdb-1:5984").unwrap(), Some(0));

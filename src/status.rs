@@ -8,7 +8,6 @@
 //! copy's own count matters: databases with a move under way, `--details`, `status <db>`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::Result;
 use log::info;
@@ -16,11 +15,13 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::NodeAddr;
+use crate::exit::status_of as status_of_error;
 use crate::exit::{Failure, Status};
-use crate::formation::CHECK_WAIT;
+use crate::formation::{Summary, CHECK_AGAIN, CHECK_WAIT};
 use crate::health::{databases, status_of, verdict, DbView, Problem};
 use crate::planner::{leftovers, plan_rebalance, Leftover};
-use crate::session::Session;
+use crate::session::{Session, Waiting};
 use crate::survey::{CopyKey, State, Survey};
 use crate::text::list_some;
 
@@ -52,7 +53,8 @@ pub struct Report {
 pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
     let session = Session::new(cfg, clock, cfg.init_timeout.min(CHECK_WAIT));
     let report = session.phase("status", "reading every node and shard map", || {
-        read(&session, opts, true)
+        let addrs = session.addresses()?;
+        read(&session, &addrs, opts, true)
     })?;
     let text = if opts.json {
         render_json(&report)
@@ -60,22 +62,79 @@ pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
         render_text(&report, opts)
     };
     println!("{text}");
-    judge(&report, session.elapsed())
+    judge(&report)?;
+    info!(
+        "healthy: {} members, {} databases, every range on its copies; config agrees; {:.2?}",
+        report.survey.members.len(),
+        report.dbs.len(),
+        session.elapsed()
+    );
+    Ok(())
 }
 
-/// `check`: wait for the nodes (at most 10 s), then the same verdict as `status`, in one line.
-pub fn check(cfg: &Config, clock: &dyn Clock) -> Result<()> {
-    let session = Session::new(cfg, clock, cfg.init_timeout.min(CHECK_WAIT));
-    session.phase("wait", "every node's /_up", || session.wait_up())?;
-    let report = session.phase("check", "membership, copies, shared config", || {
-        read(&session, &Options::default(), false)
-    })?;
-    judge(&report, session.elapsed())
+/// `check`: wait for the nodes (at most 10 s), then the verdict of `status`, in one line. With
+/// `wait` (an app's init container), ask again every 2 s until the cluster is healthy, within
+/// COUCHDB_INIT_TIMEOUT; only what waiting can fix is waited out (not a wrong password, not an
+/// unusable name).
+pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
+    let timeout = if wait {
+        cfg.init_timeout
+    } else {
+        cfg.init_timeout.min(CHECK_WAIT)
+    };
+    let session = Session::new(cfg, clock, timeout);
+    let addrs = session.phase("wait", &session.wait_what(), || session.wait_up())?;
+    let what = "membership, copies, shared config";
+    let report = if wait {
+        session.phase(
+            "verify",
+            &format!("{what}, until the cluster is formed"),
+            || until_healthy(&session, &addrs),
+        )?
+    } else {
+        session.phase("verify", what, || {
+            let report = read(&session, &addrs, &Options::default(), false)?;
+            judge(&report)?;
+            Ok(report)
+        })?
+    };
+    let s = &report.survey;
+    Ok(Summary {
+        names: s.members.iter().cloned().collect(),
+        coordinator: s.via.label.clone(),
+        actions: Vec::new(),
+        elapsed: session.elapsed(),
+    })
+}
+
+fn until_healthy(session: &Session, addrs: &[NodeAddr]) -> Result<Report> {
+    let mut waiting = Waiting::new("verify", session.clock, session.deadline);
+    loop {
+        let e = match read(session, addrs, &Options::default(), false).and_then(|r| {
+            judge(&r)?;
+            Ok(r)
+        }) {
+            Ok(report) => return Ok(report),
+            Err(e) => e,
+        };
+        let left = session
+            .deadline
+            .saturating_duration_since(session.clock.now());
+        if !matches!(
+            status_of_error(&e),
+            Status::Unverified | Status::Unreachable
+        ) || left <= CHECK_AGAIN
+        {
+            return Err(e);
+        }
+        waiting.report(|| format!("the cluster to be formed (now: {e})"));
+        session.clock.sleep(CHECK_AGAIN);
+    }
 }
 
 /// `files`: also list every member's files, to report leftover copies (not part of the verdict).
-fn read(session: &Session, opts: &Options, files: bool) -> Result<Report> {
-    let mut survey = session.survey(None)?;
+fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> Result<Report> {
+    let mut survey = session.survey(addrs, None)?;
     if let Some(db) = &opts.db {
         if survey.doc(db).is_none() {
             return Err(Failure::new(
@@ -138,15 +197,9 @@ fn copies_to_read(s: &Survey, opts: &Options) -> Vec<CopyKey> {
         .collect()
 }
 
-fn judge(report: &Report, took: Duration) -> Result<()> {
-    let s = &report.survey;
+/// `Err` naming the problems when there are any.
+fn judge(report: &Report) -> Result<()> {
     if report.problems.is_empty() {
-        info!(
-            "healthy: {} members, {} databases, every range on its copies; config agrees; {:.2?}",
-            s.members.len(),
-            report.dbs.len(),
-            took
-        );
         return Ok(());
     }
     let texts: Vec<String> = report.problems.iter().map(|p| p.text.clone()).collect();

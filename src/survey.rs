@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, Result};
 
 use crate::client::{CopyState, Membership, NodeConfig, NodeError, ShardDoc, Up};
-use crate::config::NodeAddr;
+use crate::config::{NodeAddr, NodeList};
+use crate::discovery;
 use crate::session::{each_bounded, Session};
+use crate::text::natural_cmp;
 
 /// Requests in flight at once: enough to read 32 nodes and 200 databases in a second or two,
 /// few enough for a small CouchDB and for the 2 cores the tool may share with it.
@@ -98,24 +100,31 @@ impl Survey {
 }
 
 impl Session<'_> {
-    /// Reads the cluster. `avoid`: a node that must not be the reference (the one `remove`
-    /// takes out).
-    pub fn survey(&self, avoid: Option<&str>) -> Result<Survey> {
-        let listed = each_bounded(&self.cfg.nodes, PARALLEL, |addr| self.look_at(addr));
+    /// Reads the cluster, starting from `addrs` (COUCHDB_NODES, or the addresses
+    /// COUCHDB_SERVICE resolves to). `avoid`: a node that must not be the reference (the one
+    /// `remove` takes out).
+    pub fn survey(&self, addrs: &[NodeAddr], avoid: Option<&str>) -> Result<Survey> {
+        let listed = each_bounded(addrs, PARALLEL, |addr| self.look_at(addr));
         let mut nodes = listed.into_iter().collect::<Result<Vec<_>>>()?;
-        let coordinator = self.cfg.coordinator;
-        let candidates = std::iter::once(coordinator).chain(0..nodes.len());
-        let reference = candidates
+        if let NodeList::Service { .. } = self.cfg.nodes {
+            name_by_host(&mut nodes);
+        }
+        let first = self.coordinator_of(&nodes);
+        let reference = std::iter::once(first)
+            .chain(0..nodes.len())
             .filter(|&i| nodes[i].membership.is_some())
             .find(|&i| avoid.is_none() || nodes[i].name.as_deref() != avoid)
             .ok_or_else(|| {
                 let down: Vec<String> = nodes.iter().map(describe).collect();
                 anyhow::Error::from(NodeError::Unreachable {
-                    node: self.coordinator().label.clone(),
-                    reason: format!("no node in COUCHDB_NODES answers: {}", down.join("; ")),
+                    node: addrs.first().map_or("?".into(), |a| a.label.clone()),
+                    reason: format!("no node answers: {}", down.join("; ")),
                 })
             })?;
-        let via = self.cfg.nodes[reference].clone();
+        let via = nodes[reference]
+            .addr
+            .clone()
+            .ok_or_else(|| anyhow!("the reference node has no address"))?;
         let seen = nodes[reference]
             .membership
             .clone()
@@ -125,7 +134,7 @@ impl Session<'_> {
 
         let listed: BTreeSet<String> = nodes.iter().filter_map(|n| n.name.clone()).collect();
         let unlisted: Vec<String> = members.difference(&listed).cloned().collect();
-        let extra = each_bounded(&unlisted, PARALLEL, |name| {
+        let extra = each_bounded(&unlisted, PARALLEL, |name: &String| {
             self.look_through(&via, name, connected.contains(name))
         });
         for view in extra {
@@ -153,6 +162,23 @@ impl Session<'_> {
         })
     }
 
+    /// The coordinator among the nodes: the configured one, or — for nodes found by DNS — the
+    /// lowest name (as `identify` picks it).
+    fn coordinator_of(&self, nodes: &[NodeView]) -> usize {
+        match &self.cfg.nodes {
+            NodeList::Listed { coordinator, .. } => *coordinator,
+            NodeList::Service { .. } => (0..nodes.len())
+                .filter(|&i| nodes[i].name.is_some())
+                .min_by(|&a, &b| {
+                    natural_cmp(
+                        nodes[a].name.as_deref().unwrap_or_default(),
+                        nodes[b].name.as_deref().unwrap_or_default(),
+                    )
+                })
+                .unwrap_or(0),
+        }
+    }
+
     /// A listed node: `/_up`, then (if it answers) its name, membership and config.
     fn look_at(&self, addr: &NodeAddr) -> Result<NodeView> {
         let mut view = NodeView {
@@ -175,11 +201,10 @@ impl Session<'_> {
             return Ok(view);
         }
         let answered = (|| -> Result<_, NodeError> {
-            Ok((
-                self.client.local_name(addr)?,
-                self.client.membership(addr)?,
-                self.client.node_config(addr)?,
-            ))
+            let name = self.client.local_name(addr)?;
+            let membership = self.client.membership(addr)?;
+            let config = self.client.node_config_of(addr, &name)?;
+            Ok((name, membership, config))
         })();
         match answered {
             Ok((name, membership, config)) => {
@@ -257,6 +282,17 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Nodes found by DNS are labelled by their names' host part (`couchdb-0`), as `identify` does.
+fn name_by_host(nodes: &mut [NodeView]) {
+    let names: Vec<String> = nodes.iter().filter_map(|n| n.name.clone()).collect();
+    let mut labels = discovery::short_labels(&names).into_iter();
+    for node in nodes.iter_mut().filter(|n| n.name.is_some()) {
+        if let (Some(addr), Some(label)) = (node.addr.as_mut(), labels.next()) {
+            addr.label = label;
+        }
     }
 }
 
