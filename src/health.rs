@@ -238,8 +238,9 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
                 Status::Unverified,
                 format!(
                     "{} is not a member of the cluster: if it is new, run init to join it; if it was \
-                     removed, stop it and take it out of COUCHDB_NODES",
-                    node.label()
+                     removed, stop it and take it out of {}",
+                    node.label(),
+                    s.source
                 ),
             );
         }
@@ -264,7 +265,7 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
     for member in unlisted {
         say(
             Status::Unverified,
-            format!("{member} is a member but not in COUCHDB_NODES"),
+            format!("{member} is a member but not in {}", s.source),
         );
     }
     let answered: Vec<Identified> = s

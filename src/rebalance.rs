@@ -129,10 +129,10 @@ fn preflight(s: &Survey) -> Result<Vec<String>> {
         .collect();
     if !unjoined.is_empty() {
         return Err(refused(format!(
-            "{} in COUCHDB_NODES {} not a member: if new, run init first so that it joins; if removed, \
-             take it out of COUCHDB_NODES",
+            "{} {} not a member: if new, run init first so that it joins; if removed, take it out of {}",
             unjoined.join(", "),
-            if unjoined.len() == 1 { "is" } else { "are" }
+            if unjoined.len() == 1 { "is" } else { "are" },
+            s.source
         )));
     }
     let mut strangers: Vec<String> = s

@@ -160,7 +160,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         "remove: {leaving} holds no copy and is no longer a member. Now STOP it and WIPE its data directory \
          before it ever runs again: a removed node restarted with its data joins the cluster again by itself \
          (trap 15){}",
-        if listed.is_some() { "; and take it out of COUCHDB_NODES" } else { "" }
+        if listed.is_some() { format!("; and take it out of {}", survey.source) } else { String::new() }
     );
     Ok(format!(
         "removed {leaving}: {} cop{} moved, {} dropped, {files}",

@@ -69,6 +69,8 @@ pub struct Survey {
     pub reference: usize,
     /// Its address: every other node is asked through it (`/_node/<name>/…`).
     pub via: NodeAddr,
+    /// Where the nodes came from, for messages: `COUCHDB_NODES`, or COUCHDB_SERVICE's addresses.
+    pub source: String,
     /// The reference's `cluster_nodes`.
     pub members: BTreeSet<String>,
     /// The reference's `all_nodes` (connected now, itself included).
@@ -149,10 +151,17 @@ impl Session<'_> {
             .and_then(|n| n.trim().parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_N);
+        let source = match &self.cfg.nodes {
+            NodeList::Listed { .. } => "COUCHDB_NODES".to_string(),
+            NodeList::Service { service, .. } => {
+                format!("the addresses of COUCHDB_SERVICE {}", service.label)
+            }
+        };
         Ok(Survey {
             nodes,
             reference,
             via,
+            source,
             members,
             connected,
             docs,
