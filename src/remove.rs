@@ -1,6 +1,6 @@
 //! `remove NODE`: scale down without losing a copy, in an operator's steps:
 //!
-//! 1. wait for every other node in COUCHDB_NODES, read the cluster (not through NODE);
+//! 1. read the cluster (not through NODE), without waiting: NODE may be down for good;
 //! 2. refuse, writing nothing, when it cannot be done safely: a member other than NODE is down
 //!    or in maintenance, a range NODE holds has no other copy anyone can read, or the other
 //!    members cannot hold n copies of every range (unless `--accept-fewer-copies`);
@@ -43,16 +43,8 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let session = Session::new(cfg, clock, cfg.init_timeout);
     let addrs = session.addresses()?;
     let listed = listed_as(&addrs, &opts.node)?;
-    let others: Vec<NodeAddr> = addrs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != listed)
-        .map(|(_, a)| a.clone())
-        .collect();
-    session.phase("wait", "every other node's /_up", || {
-        session.wait_up_on(&others)
-    })?;
-
+    // No wait for `/_up`: NODE may be down for good, and a member that is down is a reason to
+    // refuse (below), not to wait.
     let (survey, leaving) = session.phase("survey", "every node and shard map", || {
         let leaving = match listed {
             None => opts.node.clone(),
