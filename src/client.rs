@@ -17,7 +17,7 @@ mod ops;
 mod shard_doc;
 
 pub use ops::{segment, CopyInfo, CopyState, Gone, Saved};
-pub use shard_doc::{Move, ShardDoc, INTENT_FIELD};
+pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;

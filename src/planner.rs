@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::client::{Move, ShardDoc, ShardMap};
+use crate::client::{parse_file, Move, ShardDoc, ShardMap};
 
 /// Copies per node over all databases.
 pub type Load = BTreeMap<String, usize>;
@@ -321,17 +321,9 @@ pub fn leftovers(docs: &[ShardDoc], files: &BTreeMap<String, Vec<String>>) -> Ve
     let mut found = Vec::new();
     for (node, list) in files {
         for file in list {
-            let Some(rest) = file.strip_prefix("shards/") else {
+            let Some((range, db, suffix)) = parse_file(file) else {
                 continue;
             };
-            let Some((range, db_suffix)) = rest.split_once('/') else {
-                continue;
-            };
-            // Database names hold no dot, so the suffix starts at the last one.
-            let Some(dot) = db_suffix.rfind('.') else {
-                continue;
-            };
-            let (db, suffix) = db_suffix.split_at(dot);
             let owner = docs.iter().find(|d| d.db == db && d.suffix == suffix);
             let listed = owner
                 .and_then(|d| d.map.get(range))

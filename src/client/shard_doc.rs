@@ -156,6 +156,15 @@ impl ShardDoc {
     }
 }
 
+/// A shard file's name, `shards/<range>/<db><suffix>`, as `(range, db, suffix)`; `None` for a
+/// node's other files (`_dbs`, `_nodes`, its own `_users`).
+pub fn parse_file(name: &str) -> Option<(&str, &str, &str)> {
+    let (range, db_suffix) = name.strip_prefix("shards/")?.split_once('/')?;
+    // Database names hold no dot, so the suffix starts at the last one.
+    let (db, suffix) = db_suffix.split_at(db_suffix.rfind('.')?);
+    Some((range, db, suffix))
+}
+
 fn suffix(body: &Map<String, Value>) -> Option<String> {
     body.get("shard_suffix")?
         .as_array()?
@@ -217,6 +226,23 @@ mod tests {
         assert!(d.conflicts.is_empty() && d.moves.is_empty());
         let r = doc(REPLICATOR);
         assert_eq!(r.map["80000000-ffffffff"], [n(2), n(3), n(4)]);
+    }
+
+    #[test]
+    fn file_names_are_built_and_read_the_same_way() {
+        let d = doc(MOVEME);
+        let file = d.file("80000000-ffffffff");
+        assert_eq!(
+            parse_file(&file),
+            Some(("80000000-ffffffff", "moveme", ".1795524961"))
+        );
+        assert_eq!(
+            parse_file("shards/00000000-7fffffff/a/b+c.17"),
+            Some(("00000000-7fffffff", "a/b+c", ".17"))
+        );
+        for other in ["_dbs", "_nodes", "_users", "shards/x", "shards/r/nodot"] {
+            assert_eq!(parse_file(other), None, "{other}");
+        }
     }
 
     #[test]
