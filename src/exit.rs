@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::client::NodeError;
+use crate::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -85,6 +86,9 @@ pub fn status_of(err: &anyhow::Error) -> Status {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.status;
+        }
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return Status::Config;
         }
         if let Some(e) = cause.downcast_ref::<NodeError>() {
             return match e {
