@@ -18,14 +18,26 @@ mod auth;
 mod client;
 mod cluster;
 mod dist;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod docproc;
 mod faults;
 mod http;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod jobs;
 mod node;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod repdoc;
 mod routes;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod scheduler;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod seq;
 mod setup;
 mod spec;
 mod store;
 mod util;
+#[allow(dead_code)] // wired into the node by the replicator (next commits)
+mod worker;
 
 pub mod binary;
 
