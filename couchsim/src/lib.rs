@@ -14,14 +14,21 @@
 //! # let _ = url;
 //! ```
 
+mod answers;
 mod auth;
 mod client;
 mod cluster;
+mod clustered;
+mod copies;
 mod dist;
 #[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod docproc;
+mod docs;
+mod ejson;
+mod fabric;
 mod faults;
 mod http;
+mod isync;
 #[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod jobs;
 mod node;
@@ -33,8 +40,11 @@ mod scheduler;
 #[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod seq;
 mod setup;
+mod shards;
+mod shared;
 mod spec;
 mod store;
+mod ticker;
 mod util;
 #[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod worker;
@@ -43,4 +53,5 @@ pub mod binary;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use dist::{DnsEpmd, Epmd, Registry};
+pub use shared::ShardMapEvent;
 pub use spec::{Delays, Fault, NodeSpec, Request};
