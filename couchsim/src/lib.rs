@@ -21,7 +21,6 @@ mod cluster;
 mod clustered;
 mod copies;
 mod dist;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod docproc;
 mod docs;
 mod ejson;
@@ -29,15 +28,13 @@ mod fabric;
 mod faults;
 mod http;
 mod isync;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod jobs;
 mod node;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod repdoc;
+mod repl_http;
+mod replicator;
 mod routes;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod scheduler;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod seq;
 mod setup;
 mod shards;
@@ -46,7 +43,6 @@ mod spec;
 mod store;
 mod ticker;
 mod util;
-#[allow(dead_code)] // wired into the node by the replicator (next commits)
 mod worker;
 
 pub mod binary;

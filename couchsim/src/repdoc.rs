@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::client;
+use crate::ejson::Ej;
 use crate::util;
 
 /// One end of a replication.
@@ -115,12 +116,29 @@ fn validate_endpoint(v: Option<&Value>, field: &str) -> Result<(), String> {
     }
 }
 
-/// CouchDB's `before_doc_update`: a doc written by an admin without an owner gets
-/// `"owner":"<user>"` (appended last, as `GET /_replicator/<id>` shows it).
-pub fn add_owner(body: &mut Map<String, Value>, user: &str) {
-    if !matches!(body.get("owner"), Some(Value::String(_))) {
-        body.remove("owner");
-        body.insert("owner".into(), Value::String(user.into()));
+/// CouchDB's `before_doc_update`: a doc written by an admin without an owner (or with a null
+/// one) gets `"owner":"<user>"`, appended last as `GET /_replicator/<id>` shows it.
+pub fn add_owner(body: &mut Ej, user: &str) {
+    if matches!(body.get("owner"), None | Some(Ej::Null)) {
+        body.set("owner", Ej::from(user));
+    }
+}
+
+/// How `/_scheduler/docs` shows a doc's `source`/`target` when no job holds it
+/// (`strip_url_creds`): the URL with a trailing slash and a masked password, or the value
+/// itself when it is no URL.
+pub fn shown_field(v: Option<&Value>) -> String {
+    match endpoint(v) {
+        Ok(e) => e.shown_from_doc(),
+        Err(_) => match v {
+            Some(Value::String(s)) => mask(s),
+            Some(Value::Object(o)) => o
+                .get("url")
+                .and_then(Value::as_str)
+                .map(mask)
+                .unwrap_or_default(),
+            _ => String::new(),
+        },
     }
 }
 
@@ -318,12 +336,18 @@ mod tests {
 
     #[test]
     fn owner_is_appended_once() {
-        let mut d = recorded_doc();
+        let mut d = Ej::from_value(&Value::Object(recorded_doc()));
         add_owner(&mut d, "admin");
-        assert_eq!(d["owner"], "admin");
-        d.insert("owner".into(), json!("someone"));
+        let keys: Vec<&str> = d
+            .fields()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys.last(), Some(&"owner"));
+        d.set("owner", Ej::from("someone"));
         add_owner(&mut d, "admin");
-        assert_eq!(d["owner"], "someone");
+        assert_eq!(d.get("owner"), Some(&Ej::from("someone")));
     }
 
     #[test]

@@ -54,14 +54,6 @@ pub fn decode(since: &str) -> Vec<Pos> {
         .collect()
 }
 
-/// The number in front (`"100-g1…"` → 100); 0 when there is none.
-pub fn number(seq: &str) -> u64 {
-    seq.split('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +76,6 @@ mod tests {
         assert!(s.starts_with("100-g1AAAA"), "{s}");
         assert!(!s.contains(['+', '/', '=']), "{s}");
         assert_eq!(decode(&s), p);
-        assert_eq!(number(&s), 100);
     }
 
     #[test]
@@ -92,7 +83,5 @@ mod tests {
         for s in ["0", "", "now", "12-g1AAAA!!", "3-xyz", "-", "7-g1AAAAW10"] {
             assert!(decode(s).is_empty(), "{s}");
         }
-        assert_eq!(number("0"), 0);
-        assert_eq!(number("x-1"), 0);
     }
 }
