@@ -228,6 +228,12 @@ fn advance_docs(st: &mut ReplState, clock: Clock, fx: &mut Vec<Effect>) {
 
 fn start(job: &mut Job, next_pid: &mut u64, clock: Clock) -> Effect {
     let run = RunHandle::default();
+    // a restarted job shows its counters at once (`changes_pending` 0 until its first batch)
+    run.progress.lock().unwrap_or_else(|e| e.into_inner()).stats =
+        job.stats.clone().map(|s| Stats {
+            changes_pending: Some(0),
+            ..s
+        });
     *next_pid += 1;
     job.pid = Some((1100 + 17 * *next_pid, run.clone()));
     job.history.push(clock.wall, Event::Started);
