@@ -100,12 +100,12 @@ impl Node {
 
     /// As if someone created `name` on this node: shards on its current `_nodes` members.
     pub fn create_db(&self, name: &str) {
-        fabric::create_db(&self.inner, name, None, None);
+        fabric::create_db(&self.inner, name, None, None, fabric::Origin::Http);
     }
 
     /// `PUT /<name>?q=&n=` through this node. False when it exists already.
     pub fn create_db_q_n(&self, name: &str, q: u64, n: u64) -> bool {
-        fabric::create_db(&self.inner, name, Some(q), Some(n))
+        fabric::create_db(&self.inner, name, Some(q), Some(n), fabric::Origin::Http)
     }
 
     /// A clustered `_bulk_docs` through this node: each id gets the body `{"n":<its index>}`
@@ -454,14 +454,20 @@ impl Cluster {
         self.shared.clear_events();
     }
 
-    /// The next creation of `db` (on any node) uses this placement and file suffix instead of
-    /// mem3's random choice and the clock (`".1795524961"`). For replaying recordings.
-    pub fn pin_placement(&self, db: &str, by_range: BTreeMap<String, Vec<String>>, suffix: &str) {
+    /// The next creation of `db` (on any node) uses this placement and/or file suffix
+    /// (`".1795524961"`) instead of mem3's random choice and the clock. For replaying
+    /// recordings.
+    pub fn pin_placement(
+        &self,
+        db: &str,
+        by_range: Option<BTreeMap<String, Vec<String>>>,
+        suffix: Option<&str>,
+    ) {
         self.shared.pin(
             db,
             Pin {
-                suffix: Some(suffix.to_string()),
-                by_range: Some(by_range),
+                suffix: suffix.map(str::to_string),
+                by_range,
             },
         );
     }

@@ -18,9 +18,35 @@
 //! from the same poll loop, since a transient state cannot be forced). Lines that cannot be
 //! replayed as recorded are listed in [`SKIPPED`] / [`ADAPTED`] / [`RELAXED`] with the reason.
 //!
+//! The operations scenarios (`operations/11`–`13`) replay the same way, plus:
+//! - Recorded time passes, scaled by `SYNC_DELAY / 5 s` (CouchDB's `sync_delay` is 5 s):
+//!   "waited 7 s", "12 s with no trigger", "6 s after a write" keep their meaning. Requests
+//!   CouchDB held 60 s (a range without a copy) must take the simulator's `NO_COPY_TIMEOUT`,
+//!   and no other request may.
+//! - mem3 places a new db's copies at random and names its files by the clock: each creation is
+//!   pinned to the recorded placement and suffix, so shard maps, file names and `_dbs` revisions
+//!   are the recorded ones — and revisions are compared exactly (the simulator computes
+//!   CouchDB's revs), request bodies are sent as recorded.
+//! - Poll lines are sampled: a poll whose answer from that node and path the same poll loop
+//!   shows both before and after it (the middle of a steady state the recorder watched for
+//!   seconds — ~630 of transcript 12's `_membership` polls) is not sent; its time still passes.
+//!   The first and last poll of every state are replayed.
+//! - Two lines the recorder sent "at the same moment" (the concurrent `_dbs` edits) are sent
+//!   together.
+//! - Timed observations are checked in shape: `_dbs` reached the nodes in the recorded ring
+//!   order (`doc_ms`, watched right after the edit with `ring_hop` 12–16 ms); a copy filled
+//!   "after `_sync_shards`" sooner than `sync_delay`, one filled "after a write into the range"
+//!   not before it; reads through a node with empty new copies answer the truth or the truth
+//!   less whole ranges, and where the recording saw short reads, 80 reads here see both; the
+//!   membership each node settles in after a `_nodes` DELETE or a restart (earlier, transient
+//!   states of the same group are informational).
+//!
+//! `scripts/conformance-selfcheck` alters recorded lines in a copy of the transcripts and
+//! checks that the replay names each one.
+//!
 //! Transcripts are read from `$COUCHSIM_TRANSCRIPTS` or `<repo>/../shared/couchdb/transcripts`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -46,6 +72,7 @@ const ADAPTED: &[(&str, usize, &str)] = &[(
 )];
 
 /// Lines whose answer is checked by shape instead of by value: (file, line number, reason).
+/// [`check_relaxed`] holds each one's check.
 const RELAXED: &[(&str, usize, &str)] = &[
     (
         "08_grow_finished_cluster.jsonl",
@@ -53,6 +80,33 @@ const RELAXED: &[(&str, usize, &str)] = &[
         "q=2 n=3 over 4 nodes: mem3 rotates the node list at random (rotate_rand) before placing \
          shards, so which 3 of the 4 nodes hold each range differs run to run; checked: both \
          ranges, 3 distinct member nodes each, listed in descending order, all 4 nodes used",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        46,
+        "`_system` is Erlang VM statistics (memory, reductions, message queues by process name): \
+         checked: `internal_replication_jobs` equal, the other figures only present",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        91,
+        "`_system` after `_sync_shards`: as line 46",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        230,
+        "node4's files after two concurrent edits: the losing edit (node4 added to \
+         80000000-ffffffff) reaches node4 before the winner in some runs and node4 then makes \
+         that file (PROTOCOL.md: in a dry run the losing edit had made node3 create one); \
+         checked: the recorded list, or it plus `shards/80000000-ffffffff/moveme.1795524961`",
+    ),
+    (
+        "operations/12_decommission.jsonl",
+        123,
+        "node4 right after deleting its own `_nodes` doc: mem3_nodes applies the deletion \
+         asynchronously and still listed node4 in `cluster_nodes` 1.4 ms later; the simulator \
+         drops it at once (as PROTOCOL.md's dry run saw later); checked: `all_nodes` equal, \
+         `cluster_nodes` the three others",
     ),
     (
         "operations/14_backup_replication.jsonl",
@@ -63,11 +117,16 @@ const RELAXED: &[(&str, usize, &str)] = &[
     ),
 ];
 
+/// Lines recorded in a transcript that the simulator does not replay yet, by file: (file,
+/// reason). Everything else in `transcripts/` and `transcripts/operations/` is replayed.
+const NOT_YET: &[(&str, &str)] = &[];
+
 // ---------------------------------------------------------------------------------------------
 // Simulator adapter: every call into couchsim lives here.
 // ---------------------------------------------------------------------------------------------
 
 mod sim {
+    use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::thread::JoinHandle;
     use std::time::Duration;
@@ -91,9 +150,17 @@ mod sim {
         pub other_cookie: Option<usize>,
         /// Launch-to-listening time, for scenarios that probe a node while it boots.
         pub boot: Option<Duration>,
+        /// An operations scenario (11-13): the timings below, recorded time scaled.
+        pub ops: bool,
         /// Replication timings: CouchDB's (`Delays::default()`) times this factor.
         pub scale: Option<f64>,
     }
+
+    /// `[mem3] sync_delay` in the replay of the operations scenarios (5 s on CouchDB): the
+    /// recording's waits are replayed scaled by `SYNC_DELAY / 5 s`.
+    pub const SYNC_DELAY: Duration = Duration::from_millis(150);
+    /// The 60 s a doc of a range with no copy hangs, in the replay.
+    pub const NO_COPY_TIMEOUT: Duration = Duration::from_millis(400);
 
     pub fn delays(setup: &Setup) -> Delays {
         let mut d = Delays::fast();
@@ -104,6 +171,19 @@ mod sim {
         if let Some(k) = setup.scale {
             scale_replication(&mut d, k);
         }
+        if setup.ops {
+            // A hop long enough that the arrival order round the ring can be watched.
+            d.ring_hop = (Duration::from_millis(12), Duration::from_millis(16));
+            d.sync_push = (Duration::from_millis(2), Duration::from_millis(8));
+            d.sync_delay = SYNC_DELAY;
+            d.no_copy_timeout = NO_COPY_TIMEOUT;
+            // The recording's removed node4 never heard of its removal (2 of 3 runs).
+            d.removed_hears_one_in = 0;
+        }
+        // No recording shows `_design/_auth` in `_users` (`_all_docs` empty 35 ms after the
+        // finish in 02, node4's `_users` copy still empty a second after it in 12; the
+        // clustered doc_count is compared leniently), so it comes late here.
+        d.auth_ddoc = Duration::from_secs(60);
         d
     }
 
@@ -159,6 +239,26 @@ mod sim {
 
     pub fn stop(c: &Cluster, i: usize) {
         c.node(i).stop();
+    }
+
+    /// Forgets node `i`'s data (a stopped node started `--fresh`).
+    pub fn wipe(c: &Cluster, i: usize) {
+        c.node(i).wipe();
+    }
+
+    /// The next creation of `db` uses the recorded placement and file suffix.
+    pub fn pin(
+        c: &Cluster,
+        db: &str,
+        by_range: Option<BTreeMap<String, Vec<String>>>,
+        suffix: &str,
+    ) {
+        c.pin_placement(db, by_range, Some(suffix));
+    }
+
+    /// Node `i`'s own copy of `range` of `db`: its doc count.
+    pub fn copy_count(c: &Cluster, i: usize, db: &str, range: &str) -> Option<u64> {
+        c.node(i).copy_doc_count(db, range)
     }
 
     /// Starts node `i` in the background: it refuses connections until it has booted.
@@ -439,6 +539,11 @@ struct Ctx {
     back: HashMap<String, String>,
     /// doc id -> latest simulated rev seen for it
     revs: HashMap<String, String>,
+    /// every rev the simulator answered (a recorded `?rev=` it knows is sent as recorded)
+    seen: HashSet<String>,
+    /// Revisions must be equal, not only of the same generation (the operations scenarios:
+    /// the simulator computes CouchDB's revs, and their creations are pinned).
+    exact_revs: bool,
 }
 
 impl Ctx {
@@ -509,9 +614,13 @@ fn pbkdf2_shape(s: &str) -> Option<(String, String)> {
     Some((prf, iterations))
 }
 
-/// A clustered sequence or purge sequence string ("0-g1AAAA...").
+/// A clustered sequence or purge sequence string ("0-g1AAAA…", "0-g2wAAA…"): an opaque
+/// encoding of every copy's sequence.
 fn is_clustered_seq(v: &Value) -> bool {
-    v.as_str().map(|s| s.contains("-g1")).unwrap_or(false)
+    v.as_str()
+        .and_then(|s| s.split_once("-g"))
+        .map(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or(false)
 }
 
 /// "105-g1AAAA…" -> 105
@@ -618,6 +727,11 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                 .and_then(Value::as_str);
             if let (Some(id), Some(rev)) = (id, rev) {
                 ctx.revs.insert(id.to_string(), rev.to_string());
+                ctx.seen.insert(rev.to_string());
+            }
+            if let Some(c) = a.get("_conflicts").and_then(Value::as_array) {
+                ctx.seen
+                    .extend(c.iter().filter_map(|r| r.as_str().map(str::to_string)));
             }
             if let (Some(id), Some(rev)) = (
                 a.get("id").and_then(Value::as_str),
@@ -626,6 +740,7 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                     .and_then(Value::as_str),
             ) {
                 ctx.revs.insert(id.to_string(), rev.to_string());
+                ctx.seen.insert(rev.to_string());
             }
         }
         (Value::Array(e), Value::Array(a)) => {
@@ -639,7 +754,9 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
         }
         (Value::String(e), Value::String(a)) => {
             if let Some(g) = rev_gen(e) {
-                if rev_gen(a) != Some(g) {
+                if ctx.exact_revs && e != a {
+                    errs.push(format!("{at}: rev {a:?}, recorded {e:?}"));
+                } else if rev_gen(a) != Some(g) {
                     errs.push(format!("{at}: rev {a:?}, recorded generation {g} ({e:?})"));
                 }
             } else if let Some(shape) = pbkdf2_shape(e) {
@@ -695,6 +812,66 @@ fn matches(exp: &Value, act: &Value, ctx: &mut Ctx) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(errs)
+    }
+}
+
+/// The shape check of one [`RELAXED`] line.
+fn check_relaxed(file: &str, no: usize, exp: &Value, act: &Value) -> Result<(), Vec<String>> {
+    match (file, no) {
+        ("08_grow_finished_cluster.jsonl", 41) => check_spread_shards(exp, act),
+        ("operations/11_shard_move.jsonl", 46 | 91) => {
+            let mut errs = Vec::new();
+            if act["internal_replication_jobs"] != exp["internal_replication_jobs"] {
+                errs.push(format!(
+                    "internal_replication_jobs {}, recorded {}",
+                    act["internal_replication_jobs"], exp["internal_replication_jobs"]
+                ));
+            }
+            for k in [
+                "uptime",
+                "memory",
+                "run_queue",
+                "process_count",
+                "distribution",
+            ] {
+                if act.get(k).is_none() {
+                    errs.push(format!("no `{k}`"));
+                }
+            }
+            if errs.is_empty() {
+                Ok(())
+            } else {
+                Err(errs)
+            }
+        }
+        ("operations/11_shard_move.jsonl", 230) => {
+            let mut with_loser: Vec<Value> = exp.as_array().cloned().unwrap_or_default();
+            with_loser.push(Value::from("shards/80000000-ffffffff/moveme.1795524961"));
+            with_loser.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            if act == exp || *act == Value::from(with_loser) {
+                Ok(())
+            } else {
+                Err(vec![format!("files {act}, recorded {exp}")])
+            }
+        }
+        ("operations/12_decommission.jsonl", 123) => {
+            let others: Vec<Value> = exp["cluster_nodes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n.as_str() != Some("node4@127.0.0.1"))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if act["all_nodes"] == exp["all_nodes"] && act["cluster_nodes"] == Value::from(others) {
+                Ok(())
+            } else {
+                Err(vec![format!("membership {act}, recorded {exp}")])
+            }
+        }
+        ("operations/14_backup_replication.jsonl", 454) => matches(exp, act, &mut Ctx::default()),
+        _ => Err(vec![format!("{file}:{no} has no relaxed check")]),
     }
 }
 
@@ -767,6 +944,10 @@ enum Act {
     /// Let the simulator's (fast) connection machinery run, so a later "never connects"
     /// check means something (the recording waited 20 s).
     Settle,
+    /// Forget a (stopped) node's data.
+    Wipe(usize),
+    /// Every node stopped, wiped and started again (a scenario's second part on fresh nodes).
+    Fresh,
 }
 
 const POLL_DEADLINE: Duration = Duration::from_secs(5);
@@ -784,6 +965,8 @@ struct Stats {
     obs_checked: usize,
     obs_info: usize,
     actions: usize,
+    sampled: usize,
+    concurrent: usize,
 }
 
 struct Run {
@@ -797,6 +980,17 @@ struct Run {
     booting: Vec<std::thread::JoinHandle<()>>,
     /// (port, path) -> the state (`state_key`) it last showed in this replay.
     shown: HashMap<(u16, String), String>,
+    /// An operations scenario: recorded time is replayed scaled, creations pinned.
+    ops: bool,
+    /// Where the recording's clock was at the end of the previous line (ms).
+    rec_clock: Option<f64>,
+    /// Every doc count the replay read from one shard copy, by path: (when, count).
+    copy_seen: HashMap<String, Vec<(Instant, u64)>>,
+    /// When the replay last sent `_sync_shards`, and a document write.
+    last_sync_at: Option<Instant>,
+    last_write_at: Option<Instant>,
+    /// When each node (by number) showed the last watched `_dbs` edit.
+    arrivals: Option<BTreeMap<usize, Duration>>,
 }
 
 /// A transcript line's request, mapped onto the simulated cluster.
@@ -806,6 +1000,24 @@ struct Prepared {
     auth: Option<String>,
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+}
+
+/// Sends a prepared request once: Ok(status, json) or Err(io error text).
+fn send_prepared(method: &str, p: Prepared) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
+    let r = send(
+        p.addr,
+        &Req {
+            method,
+            path: &p.path,
+            auth: p.auth.as_deref(),
+            headers: p.headers,
+            body: p.body,
+            keep_alive: false,
+        },
+    )
+    .map_err(|e| (e.kind(), e.to_string()))?;
+    let j = r.json().unwrap_or_else(|e| Value::String(format!("<{e}>")));
+    Ok((r.status, j))
 }
 
 fn dead_port() -> u16 {
@@ -833,12 +1045,19 @@ impl Run {
             addrs,
             ctx: Ctx {
                 ports,
+                exact_revs: setup.ops,
                 ..Ctx::default()
             },
             stats: Stats::default(),
             failures: Vec::new(),
             booting: Vec::new(),
             shown: HashMap::new(),
+            ops: setup.ops,
+            rec_clock: None,
+            copy_seen: HashMap::new(),
+            last_sync_at: None,
+            last_write_at: None,
+            arrivals: None,
         }
     }
 
@@ -856,6 +1075,20 @@ impl Run {
             Act::Stop(i) => sim::stop(&self.cluster, i),
             Act::Launch(i) => self.booting.push(sim::launch(&self.cluster, i)),
             Act::Settle => std::thread::sleep(SETTLE),
+            Act::Wipe(i) => sim::wipe(&self.cluster, i),
+            Act::Fresh => {
+                for b in self.booting.drain(..) {
+                    b.join().expect("node start");
+                }
+                let n = self.cluster.len();
+                for i in 0..n {
+                    sim::stop(&self.cluster, i);
+                    sim::wipe(&self.cluster, i);
+                }
+                for i in 0..n {
+                    self.booting.push(sim::launch(&self.cluster, i));
+                }
+            }
         }
     }
 
@@ -868,7 +1101,9 @@ impl Run {
             let q: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some(("rev", _)) if self.ctx.revs.contains_key(&id) => {
+                    Some(("rev", r))
+                        if self.ctx.revs.contains_key(&id) && !self.ctx.seen.contains(r) =>
+                    {
                         format!("rev={}", self.ctx.revs[&id])
                     }
                     _ => kv.to_string(),
@@ -912,22 +1147,33 @@ impl Run {
     }
 
     /// Sends a line's request once: Ok(status, json) or Err(io error text).
-    fn send_line(&self, l: &Line) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
+    fn send_line(&mut self, l: &Line) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
         let p = self.request_of(l);
-        let r = send(
-            p.addr,
-            &Req {
-                method: l.method(),
-                path: &p.path,
-                auth: p.auth.as_deref(),
-                headers: p.headers,
-                body: p.body,
-                keep_alive: false,
-            },
-        )
-        .map_err(|e| (e.kind(), e.to_string()))?;
-        let j = r.json().unwrap_or_else(|e| Value::String(format!("<{e}>")));
-        Ok((r.status, j))
+        let (status, j) = send_prepared(l.method(), p)?;
+        self.note_sent(l, status, &j);
+        Ok((status, j))
+    }
+
+    /// Remembers what the timing checks need: when writes and `_sync_shards` went out, and
+    /// every doc count read from one shard copy.
+    fn note_sent(&mut self, l: &Line, status: u16, j: &Value) {
+        let path = l.path();
+        let now = Instant::now();
+        if path.contains("shards%2F") && l.method() == "GET" && status == 200 {
+            if let Some(n) = j["doc_count"].as_u64() {
+                self.copy_seen
+                    .entry(path.to_string())
+                    .or_default()
+                    .push((now, n));
+            }
+        } else if path.ends_with("/_sync_shards") {
+            self.last_sync_at = Some(now);
+        } else if matches!(l.method(), "PUT" | "POST" | "DELETE")
+            && !path.starts_with("/_")
+            && path[1..].contains('/')
+        {
+            self.last_write_at = Some(now);
+        }
     }
 
     fn replay(&mut self, lines: &[Line], i: usize) {
@@ -945,14 +1191,7 @@ impl Run {
         if relaxed {
             self.stats.relaxed += 1;
         }
-        let what = format!(
-            "{} {} (node :{}, {:?})",
-            l.method(),
-            l.path(),
-            l.port(),
-            l.note()
-        );
-
+        let what = Self::describe(l);
         if l.refused() {
             match self.send_line(l) {
                 Err((std::io::ErrorKind::ConnectionRefused, _)) => self.stats.replayed += 1,
@@ -968,13 +1207,12 @@ impl Run {
             return;
         }
 
-        let exp_status = l.status().expect("status");
-        let exp = l.expected_json();
         // A poll line of the recorder's own poll loop accepts a later state of the same loop.
-        let mut accepted = vec![exp.clone()];
+        let mut accepted = vec![l.expected_json()];
         if l.note() == "poll" {
-            for later in &lines[i + 1..] {
-                if !later.is_request() || later.note() != "poll" {
+            // The loop runs on through the recorder's observation lines between its polls.
+            for later in lines[i + 1..].iter().filter(|x| x.is_request()) {
+                if later.note() != "poll" {
                     break;
                 }
                 if later.port() == l.port() && later.path() == l.path() {
@@ -987,64 +1225,19 @@ impl Run {
         // Never a request with bad credentials: those count towards the lockout.
         let auth = l.s("auth");
         let retry = l.method() == "GET" && matches!(auth, None | Some("admin:password"));
-        // finish_cluster's 500 after waiting 5 s for `_nodes` members: the wait is part of
-        // the behaviour (scaled down to the simulator's finish_wait).
-        let waited = l.v["elapsed_ms"].as_f64().unwrap_or(0.0) > 4000.0;
         let started = Instant::now();
         let deadline = started + POLL_DEADLINE;
         let mut tries = 0;
         loop {
             tries += 1;
             let sent = Instant::now();
-            let outcome: Result<(), String> = match self.send_line(l) {
+            let outcome = match self.send_line(l) {
                 Err((_, e)) => Err(format!("{what}: {e}")),
-                Ok((status, got)) => {
-                    // RELAXED 14:454: a recorded 202 (fewer than w copies) may be 200
-                    let also = relaxed && (exp_status, status) == (202, 200);
-                    if status != exp_status && !also {
-                        Err(format!(
-                            "{what}: status {status} {got}, recorded {exp_status} {exp}"
-                        ))
-                    } else if waited && sent.elapsed() < sim::FINISH_WAIT.mul_f64(0.9) {
-                        Err(format!(
-                            "{what}: answered after {:?}; CouchDB waited its full 5 s (the \
-                             simulator's finish_wait is {:?})",
-                            sent.elapsed(),
-                            sim::FINISH_WAIT
-                        ))
-                    } else if relaxed && l.path().ends_with("/_shards") {
-                        check_spread_shards(&exp, &got)
-                            .map_err(|e| format!("{what}: {}", e.join("; ")))
-                    } else {
-                        let mut last = Vec::new();
-                        let mut ok = false;
-                        for cand in &accepted {
-                            match matches(cand, &got, &mut self.ctx) {
-                                Ok(()) => {
-                                    ok = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    if last.is_empty() {
-                                        last = e;
-                                    }
-                                }
-                            }
-                        }
-                        if ok {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "{what}: got {got}\n      recorded {exp}\n      {}",
-                                last.join("\n      ")
-                            ))
-                        }
-                    }
-                }
+                Ok((status, got)) => self.judge(l, &accepted, status, &got, sent),
             };
             match outcome {
                 Ok(()) => {
-                    let key = state_key(l.path(), exp_status, &exp);
+                    let key = state_key(l.path(), l.status().unwrap_or(0), &l.expected_json());
                     self.shown.insert((l.port(), l.path().to_string()), key);
                     self.stats.replayed += 1;
                     if tries > 1 {
@@ -1056,6 +1249,7 @@ impl Run {
                             started.elapsed()
                         );
                     }
+                    self.after_replayed(lines, i, sent);
                     return;
                 }
                 Err(e) => {
@@ -1065,6 +1259,155 @@ impl Run {
                     }
                     std::thread::sleep(POLL_EVERY);
                 }
+            }
+        }
+    }
+
+    fn describe(l: &Line) -> String {
+        format!(
+            "{} {} (node :{}, {:?})",
+            l.method(),
+            l.path(),
+            l.port(),
+            l.note()
+        )
+    }
+
+    /// One answer against the recording (`accepted`: the recorded body and, for a poll, the
+    /// later ones of its loop).
+    fn judge(
+        &mut self,
+        l: &Line,
+        accepted: &[Value],
+        status: u16,
+        got: &Value,
+        sent: Instant,
+    ) -> Result<(), String> {
+        let what = Self::describe(l);
+        let exp_status = l.status().expect("status");
+        let exp = l.expected_json();
+        let relaxed = listed(RELAXED, self.file, l.no).is_some();
+        // A 500 after CouchDB waited (5 s in finish_cluster, 60 s for a range without a
+        // copy): the wait is part of the behaviour, scaled down to the simulator's.
+        let recorded_wait = l.v["elapsed_ms"].as_f64().unwrap_or(0.0);
+        let wait = if recorded_wait > 50_000.0 {
+            Some(sim::NO_COPY_TIMEOUT)
+        } else if recorded_wait > 4000.0 {
+            Some(sim::FINISH_WAIT)
+        } else {
+            None
+        };
+        // RELAXED 14:454: a recorded 202 (fewer than w copies took it) may be 200
+        let also = relaxed && (exp_status, status) == (202, 200);
+        if status != exp_status && !also {
+            return Err(format!(
+                "{what}: status {status} {got}, recorded {exp_status} {exp}"
+            ));
+        }
+        if let Some(w) = wait {
+            if sent.elapsed() < w.mul_f64(0.9) {
+                return Err(format!(
+                    "{what}: answered after {:?}; CouchDB waited {recorded_wait} ms (the \
+                     simulator's wait is {w:?})",
+                    sent.elapsed(),
+                ));
+            }
+        } else if self.ops
+            && recorded_wait < 1000.0
+            && sent.elapsed() >= sim::NO_COPY_TIMEOUT.mul_f64(0.9)
+        {
+            return Err(format!(
+                "{what}: answered after {:?}, as for a range without a copy; CouchDB answered \
+                 in {recorded_wait} ms",
+                sent.elapsed(),
+            ));
+        }
+        if relaxed {
+            return check_relaxed(self.file, l.no, &exp, got)
+                .map_err(|e| format!("{what}: {}", e.join("; ")));
+        }
+        let mut last = Vec::new();
+        for cand in accepted {
+            match matches(cand, got, &mut self.ctx) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if last.is_empty() {
+                        last = e;
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "{what}: got {got}\n      recorded {exp}\n      {}",
+            last.join("\n      ")
+        ))
+    }
+
+    /// After a `_dbs` edit whose propagation the recording timed (`doc_ms`): watch every
+    /// node until it has the new revision, noting when.
+    fn after_replayed(&mut self, lines: &[Line], i: usize, sent: Instant) {
+        let l = &lines[i];
+        if !(self.ops && l.method() == "PUT" && l.path().starts_with("/_node/_local/_dbs/")) {
+            return;
+        }
+        let timed = lines[i + 1..]
+            .iter()
+            .find(|x| !(x.is_request() && x.note() == "poll"))
+            .map(|x| x.v.get("doc_ms").is_some())
+            .unwrap_or(false);
+        if !timed {
+            return;
+        }
+        let rev = l.expected_json()["rev"].as_str().unwrap_or("").to_string();
+        let path = l.path().to_string();
+        let mut arrivals = BTreeMap::new();
+        let deadline = Instant::now() + POLL_DEADLINE;
+        let nodes: Vec<usize> = (1..=self.cluster.len()).collect();
+        while arrivals.len() < nodes.len() && Instant::now() < deadline {
+            for n in &nodes {
+                if arrivals.contains_key(n) {
+                    continue;
+                }
+                if let Ok(d) = get_admin(self.node_addr(*n), &path) {
+                    if d["_rev"] == rev.as_str() {
+                        arrivals.insert(*n, sent.elapsed());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.arrivals = Some(arrivals);
+    }
+
+    /// Two request lines the recorder sent at the same moment: sent together here too.
+    fn replay_pair(&mut self, lines: &[Line], i: usize) {
+        let (a, b) = (&lines[i], &lines[i + 1]);
+        assert!(
+            b.is_request(),
+            "{}:{} pairs with a request",
+            self.file,
+            a.no
+        );
+        self.stats.requests += 2;
+        self.stats.concurrent += 2;
+        let (pa, pb) = (self.request_of(a), self.request_of(b));
+        let sent = Instant::now();
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| send_prepared(a.method(), pa));
+            let hb = s.spawn(|| send_prepared(b.method(), pb));
+            (ha.join().expect("send"), hb.join().expect("send"))
+        });
+        for (l, r) in [(a, ra), (b, rb)] {
+            let outcome = match r {
+                Err((_, e)) => Err(format!("{}: {e}", Self::describe(l))),
+                Ok((status, got)) => {
+                    self.note_sent(l, status, &got);
+                    self.judge(l, &[l.expected_json()], status, &got, sent)
+                }
+            };
+            match outcome {
+                Ok(()) => self.stats.replayed += 1,
+                Err(e) => self.fail(l.no, e),
             }
         }
     }
@@ -1091,7 +1434,11 @@ impl Run {
         }
     }
 
-    fn observe(&mut self, l: &Line) {
+    fn observe(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        if self.ops && self.observe_ops(lines, i) {
+            return;
+        }
         let text = l.s("observation").unwrap_or("").to_string();
         let sorted = |v: &Value| -> Vec<String> {
             let mut x: Vec<String> = v
@@ -1234,8 +1581,8 @@ impl Run {
     fn finish(self) {
         let s = &self.stats;
         println!(
-            "{}: {} request lines: {} replayed ({} after retries while converging, {} adapted, {} relaxed), {} skipped; observations: {} checked, {} informational; {} actions via the API",
-            self.file, s.requests, s.replayed, s.retried, s.adapted, s.relaxed, s.skipped, s.obs_checked, s.obs_info, s.actions
+            "{}: {} request lines: {} replayed ({} after retries while converging, {} adapted, {} relaxed, {} sent in concurrent pairs), {} skipped, {} poll lines sampled out; observations: {} checked, {} informational; {} actions via the API",
+            self.file, s.requests, s.replayed, s.retried, s.adapted, s.relaxed, s.concurrent, s.skipped, s.sampled, s.obs_checked, s.obs_info, s.actions
         );
         let failures = self.failures;
         for b in self.booting {
@@ -1252,6 +1599,355 @@ impl Run {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Operations scenarios (11-13): recorded time, pinned creations, sampling, timing checks
+// ---------------------------------------------------------------------------------------------
+
+/// A poll line is sampled out when the same poll loop shows the same answer from the same
+/// node and path both before and after it: the middle of a steady state the recorder polled
+/// for seconds (transcript 12 has ~800 such `_membership` polls). Its time still passes
+/// (scaled), and the first and last line of every state are replayed.
+fn sampled_out(lines: &[Line], i: usize) -> bool {
+    let l = &lines[i];
+    if l.note() != "poll" {
+        return false;
+    }
+    let same = |x: &Line| {
+        x.is_request()
+            && x.note() == "poll"
+            && x.port() == l.port()
+            && x.path() == l.path()
+            && x.s("response_body") == l.s("response_body")
+    };
+    // A loop ends at the first request line that is not a poll.
+    let in_loop = |x: &&Line| !x.is_request() || x.note() == "poll";
+    let before = lines[..i].iter().rev().take_while(in_loop).any(&same);
+    let after = lines[i + 1..].iter().take_while(in_loop).any(same);
+    before && after
+}
+
+/// The recorder sent this line and the next at the same moment (two concurrent edits).
+fn paired_with_next(lines: &[Line], i: usize) -> bool {
+    lines[i].note().contains("at the same moment") && lines.get(i + 1).is_some_and(Line::is_request)
+}
+
+/// The db a request creates (`PUT /<db>?…` answered 201; `finish_cluster` answered 201).
+fn created_dbs(l: &Line) -> Vec<String> {
+    let path = l.path().split('?').next().unwrap_or("");
+    if l.status() != Some(201) {
+        return Vec::new();
+    }
+    if l.method() == "PUT" && path.len() > 1 && !path[1..].contains('/') {
+        return vec![path[1..].to_string()];
+    }
+    if path == "/_cluster_setup" && l.s("request_body").unwrap_or("").contains("finish_cluster") {
+        return vec!["_users".into(), "_replicator".into()];
+    }
+    Vec::new()
+}
+
+impl Run {
+    /// Recorded time passes here too, scaled by `SYNC_DELAY / 5 s` (gaps under 200 ms are the
+    /// recorder's own pace and are not waited for): "waited 7 s", "12 s with no trigger",
+    /// "6 s after a write" mean the same against the simulator's sync_delay.
+    fn follow_recorded_clock(&mut self, l: &Line) {
+        let Some(t) = l.v["t_ms"].as_f64() else {
+            return;
+        };
+        if let Some(prev) = self.rec_clock {
+            let gap = t - prev;
+            if gap > 200.0 {
+                let scale = sim::SYNC_DELAY.as_secs_f64() / 5.0;
+                std::thread::sleep(Duration::from_secs_f64((gap / 1000.0 * scale).min(2.0)));
+            }
+        }
+        let elapsed = if l.is_request() {
+            l.v["elapsed_ms"].as_f64().unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        self.rec_clock = Some(t + elapsed);
+    }
+
+    /// mem3 places a new db's copies at random and names its files by the clock: the
+    /// recording's placement (its next `_dbs` doc or `_shards` answer for that db) and suffix
+    /// (`.<creation second>`) are pinned, so the replay's shard maps, file names and `_dbs`
+    /// revisions are the recorded ones.
+    fn pin_creations(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let second = l.v["t_ms"].as_f64().unwrap_or(0.0) as u64 / 1000;
+        for db in created_dbs(l) {
+            let mut by_range = None;
+            for x in &lines[i + 1..] {
+                if !x.is_request() || x.method() != "GET" || x.status() != Some(200) {
+                    if x.is_request() && created_dbs(x).contains(&db) {
+                        break;
+                    }
+                    continue;
+                }
+                let j = x.expected_json();
+                let map = if x.path() == format!("/_node/_local/_dbs/{db}") {
+                    j.get("by_range").cloned()
+                } else if x.path() == format!("/{db}/_shards") {
+                    j.get("shards").cloned()
+                } else {
+                    None
+                };
+                if let Some(m) = map {
+                    by_range = serde_json::from_value(m).ok();
+                    break;
+                }
+            }
+            sim::pin(&self.cluster, &db, by_range, &format!(".{second}"));
+        }
+    }
+
+    /// Operations observations; false when `observe` should handle the line.
+    fn observe_ops(&mut self, lines: &[Line], i: usize) -> bool {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("").to_string();
+        if l.v.get("doc_ms").is_some() {
+            self.check_ring_order(l);
+        } else if l.v.get("membership").is_some() && l.v.get("node").is_some() {
+            self.check_membership_after(lines, i);
+        } else if l.v.get("progress_ms_count").is_some() {
+            self.check_fill(lines, i);
+        } else if text.starts_with("window (new copies empty") {
+            self.check_short_reads(l);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// `_dbs` travels round the ring: the nodes got the edit in the recorded order
+    /// (ring_hop apart here; a node may tie with its neighbour within 4 ms).
+    fn check_ring_order(&mut self, l: &Line) {
+        let Some(arrivals) = self.arrivals.take() else {
+            self.fail(
+                l.no,
+                "no watched `_dbs` edit before a propagation observation".into(),
+            );
+            return;
+        };
+        let recorded: BTreeMap<usize, u64> = l.v["doc_ms"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut errs = Vec::new();
+        for (a, ta) in &recorded {
+            for (b, tb) in &recorded {
+                let (Some(sa), Some(sb)) = (arrivals.get(a), arrivals.get(b)) else {
+                    continue;
+                };
+                if tb >= &(ta + 3) && *sa > *sb + Duration::from_millis(4) {
+                    errs.push(format!(
+                        "node{a} ({sa:?}) after node{b} ({sb:?}); recorded node{a} +{ta} ms, node{b} +{tb} ms"
+                    ));
+                }
+            }
+        }
+        if arrivals.len() < recorded.len() {
+            errs.push(format!("only {arrivals:?} got the edit"));
+        }
+        if errs.is_empty() {
+            self.stats.obs_checked += 1;
+        } else {
+            self.fail(l.no, format!("ring order: {}", errs.join("; ")));
+        }
+    }
+
+    /// "after DELETE on node2 (node4 running): node1 +37 ms: node4 in cluster_nodes=False…"
+    /// — the state each node settles in (its last such line of the group) must be reached;
+    /// earlier lines of the same node in the group are transient states (informational).
+    fn check_membership_after(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("");
+        let group = text.split(':').next().unwrap_or("");
+        let node = l.v["node"].as_u64().unwrap_or(0) as usize;
+        let superseded = lines[i + 1..]
+            .iter()
+            .filter(|x| !x.is_request())
+            .take_while(|x| x.s("observation").unwrap_or("").starts_with(group))
+            .any(|x| x.v["node"].as_u64() == Some(node as u64));
+        if superseded {
+            self.stats.obs_info += 1;
+            return;
+        }
+        let want = l.v["membership"].clone();
+        let sorted = |v: &Value| {
+            let mut x: Vec<String> = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            x.sort();
+            x
+        };
+        let (all, cluster) = (sorted(&want["all_nodes"]), sorted(&want["cluster_nodes"]));
+        self.poll_membership(l.no, node, text, |m| {
+            sorted(&m["all_nodes"]) == all && sorted(&m["cluster_nodes"]) == cluster
+        });
+        self.stats.obs_checked += 1;
+    }
+
+    /// "after _sync_shards: copy R on nodeN has X docs": filled by the sync itself (sooner
+    /// than sync_delay). "after a write into the range: …": filled by the push that write
+    /// scheduled (not before sync_delay).
+    fn check_fill(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("").to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let pos = |w: &str| words.iter().position(|x| *x == w);
+        let (Some(c), Some(h)) = (pos("copy"), pos("has")) else {
+            self.fail(l.no, format!("cannot read {text:?}"));
+            return;
+        };
+        let range = words[c + 1];
+        let node = words[h - 1];
+        let want: u64 = words[h + 1].parse().unwrap_or(u64::MAX);
+        let needle = format!("/_node/{node}@127.0.0.1/shards%2F{range}%2F");
+        let Some(poll) = lines[..i]
+            .iter()
+            .rev()
+            .find(|x| x.is_request() && x.path().starts_with(&needle))
+        else {
+            self.fail(l.no, format!("no replayed poll of {needle}"));
+            return;
+        };
+        let (path, port) = (poll.path().to_string(), poll.port());
+        let deadline = Instant::now() + POLL_DEADLINE;
+        while !self
+            .copy_seen
+            .get(&path)
+            .is_some_and(|v| v.iter().any(|(_, n)| *n == want))
+        {
+            if Instant::now() >= deadline {
+                self.fail(
+                    l.no,
+                    format!("{node}'s copy of {range} never had {want} docs"),
+                );
+                return;
+            }
+            if let Ok(j) = get_admin(self.addrs[&port], &path) {
+                if let Some(n) = j["doc_count"].as_u64() {
+                    self.copy_seen
+                        .entry(path.clone())
+                        .or_default()
+                        .push((Instant::now(), n));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let filled = self.copy_seen[&path]
+            .iter()
+            .find(|(_, n)| *n == want)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(Instant::now);
+        let since = |t: Option<Instant>| t.map(|t| filled.saturating_duration_since(t));
+        let verdict = if text.starts_with("after a write") || text.contains("after a write into") {
+            match since(self.last_write_at) {
+                Some(d) if d >= sim::SYNC_DELAY.mul_f64(0.8) => Ok(()),
+                d => Err(format!(
+                    "filled {d:?} after the write: sooner than sync_delay ({:?})",
+                    sim::SYNC_DELAY
+                )),
+            }
+        } else if text.contains("after _sync_shards") {
+            match since(self.last_sync_at) {
+                Some(d) if want == 0 || d < sim::SYNC_DELAY => Ok(()),
+                d => Err(format!(
+                    "filled {d:?} after _sync_shards: not by the sync (sync_delay {:?})",
+                    sim::SYNC_DELAY
+                )),
+            }
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => self.stats.obs_checked += 1,
+            Err(e) => self.fail(l.no, format!("{node}'s copy of {range}: {e}")),
+        }
+    }
+
+    /// "window (new copies empty, …), 10 reads through nodeN: doc_count […], _all_docs
+    /// total_rows […] (truth T)": clustered counts through that node are the truth or short by
+    /// whole ranges (the empty new copies answered), 200 OK every time; through a node where
+    /// the recording saw short reads, 40 reads here see both.
+    fn check_short_reads(&mut self, l: &Line) {
+        let text = l.s("observation").unwrap_or("").to_string();
+        let node: usize = text
+            .split("reads through node")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let truth: u64 = text
+            .split("(truth ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let recorded: Vec<u64> = text
+            .split(['[', ']', ','])
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        let recorded_short = recorded.iter().any(|v| *v != truth);
+        // The per-range counts, from node1's complete copies.
+        let ranges: Vec<u64> = ["00000000-7fffffff", "80000000-ffffffff"]
+            .iter()
+            .filter_map(|r| sim::copy_count(&self.cluster, 0, "old", r))
+            .collect();
+        let allowed: Vec<u64> = (0..1u32 << ranges.len())
+            .map(|mask| {
+                ranges
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| mask & (1 << k) != 0)
+                    .map(|(_, c)| c)
+                    .sum()
+            })
+            .collect();
+        let addr = self.node_addr(node);
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            for (path, key) in [
+                ("/old", "doc_count"),
+                ("/old/_all_docs?limit=0", "total_rows"),
+            ] {
+                match get_admin(addr, path) {
+                    Ok(j) => seen.push(j[key].as_u64().unwrap_or(u64::MAX)),
+                    Err(e) => {
+                        self.fail(l.no, format!("{path} through node{node}: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        let mut errs = Vec::new();
+        if let Some(bad) = seen.iter().find(|v| !allowed.contains(v)) {
+            errs.push(format!(
+                "{bad} is not the truth less whole ranges {ranges:?}"
+            ));
+        }
+        if recorded_short && !(seen.contains(&truth) && seen.iter().any(|v| *v < truth)) {
+            errs.push(format!("80 reads never both right and short: {seen:?}"));
+        }
+        if errs.is_empty() {
+            self.stats.obs_checked += 1;
+        } else {
+            self.fail(l.no, errs.join("; "));
+        }
+    }
+}
+
 fn scenario(file: &'static str, setup: sim::Setup, acts: &[(usize, Act)]) {
     let lines = load(file);
     let mut run = Run::new(file, setup);
@@ -1259,16 +1955,33 @@ fn scenario(file: &'static str, setup: sim::Setup, acts: &[(usize, Act)]) {
         m.entry(*n).or_default().push(*a);
         m
     });
+    let mut skip_next = false;
     for i in 0..lines.len() {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
         if let Some(list) = acts.remove(&lines[i].no) {
             for a in list {
                 run.act(a);
             }
         }
-        if lines[i].is_request() {
-            run.replay(&lines, i);
+        if run.ops {
+            run.follow_recorded_clock(&lines[i]);
+        }
+        if !lines[i].is_request() {
+            run.observe(&lines, i);
+        } else if run.ops && sampled_out(&lines, i) {
+            run.stats.requests += 1;
+            run.stats.sampled += 1;
+        } else if run.ops && paired_with_next(&lines, i) {
+            run.pin_creations(&lines, i);
+            run.replay_pair(&lines, i);
+            skip_next = true;
         } else {
-            run.observe(&lines[i]);
+            if run.ops {
+                run.pin_creations(&lines, i);
+            }
+            run.replay(&lines, i);
         }
     }
     assert!(acts.is_empty(), "actions after the last line: {acts:?}");
@@ -1282,6 +1995,7 @@ fn nodes(n: usize) -> sim::Setup {
         other_cookie: None,
         boot: None,
         scale: None,
+        ops: false,
     }
 }
 
@@ -1654,11 +2368,8 @@ fn s06_cookie_mismatch() {
     scenario(
         "06_cookie_mismatch.jsonl",
         sim::Setup {
-            nodes: 4,
-            stopped: &[],
             other_cookie: Some(3),
-            boot: None,
-            scale: None,
+            ..nodes(4)
         },
         &[],
     );
@@ -1670,11 +2381,9 @@ fn s07_startup_and_stop() {
     scenario(
         "07_startup_and_stop.jsonl",
         sim::Setup {
-            nodes: 1,
             stopped: &[0],
-            other_cookie: None,
             boot: Some(BOOT),
-            scale: None,
+            ..nodes(1)
         },
         &[
             (3, Act::Launch(0)),
@@ -1704,6 +2413,51 @@ fn s10_member_down_after_finish() {
         nodes(3),
         &[(19, Act::Stop(2)), (24, Act::Launch(2))],
     );
+}
+
+fn ops(n: usize) -> sim::Setup {
+    sim::Setup {
+        ops: true,
+        ..nodes(n)
+    }
+}
+
+/// Moving one copy as the docs describe (node4 joins after the finish), maintenance mode,
+/// `_sync_shards`, the orphan left behind; the bad edits of trap 12; two concurrent edits
+/// (trap 13); a range with no copy (its 60 s waits scaled to `NO_COPY_TIMEOUT`).
+#[test]
+fn s11_shard_move() {
+    scenario("operations/11_shard_move.jsonl", ops(4), &[]);
+}
+
+/// Part A: node4's `_nodes` doc deleted while it holds copies (trap 14); it keeps running as a
+/// member, is stopped (line 145), restarted with its data (154) and is back (trap 15). Part B
+/// on fresh nodes (339): every copy moved off node4, then the DELETE; node4 stopped (653),
+/// restarted never having heard of it (712), wiped and started alone (888).
+#[test]
+fn s12_decommission() {
+    scenario(
+        "operations/12_decommission.jsonl",
+        ops(4),
+        &[
+            (145, Act::Stop(3)),
+            (154, Act::Launch(3)),
+            (339, Act::Fresh),
+            (653, Act::Stop(3)),
+            (712, Act::Launch(3)),
+            (888, Act::Stop(3)),
+            (888, Act::Wipe(3)),
+            (888, Act::Launch(3)),
+        ],
+    );
+}
+
+/// Growth 3 → 5; `old` spread with two moves in one edit and no `_sync_shards`: short reads
+/// through node4 while its new copy is empty (trap 11), read repair, the write-triggered push
+/// `sync_delay` later.
+#[test]
+fn s13_rebalance_after_growth() {
+    scenario("operations/13_rebalance_after_growth.jsonl", ops(5), &[]);
 }
 
 /// Continuous replication from the 3-node cluster to node5, a node that never joined (node4
@@ -1737,24 +2491,35 @@ fn every_transcript_is_replayed_and_tables_are_honest() {
         "08_grow_finished_cluster.jsonl",
         "09_node_with_own_dbs.jsonl",
         "10_member_down_after_finish.jsonl",
+        "operations/11_shard_move.jsonl",
+        "operations/12_decommission.jsonl",
+        "operations/13_rebalance_after_growth.jsonl",
+        "operations/14_backup_replication.jsonl",
     ];
-    let mut found: Vec<String> = std::fs::read_dir(transcripts_dir())
-        .expect("transcripts folder")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
-        .collect();
+    let mut found = Vec::new();
+    for sub in ["", "operations/"] {
+        found.extend(
+            std::fs::read_dir(transcripts_dir().join(sub))
+                .expect("transcripts folder")
+                .filter_map(|e| e.ok())
+                .map(|e| format!("{sub}{}", e.file_name().to_string_lossy()))
+                .filter(|n| n.ends_with(".jsonl")),
+        );
+    }
     found.sort();
+    let mut expected: Vec<&str> = known
+        .iter()
+        .copied()
+        .chain(NOT_YET.iter().map(|(f, _)| *f))
+        .collect();
+    expected.sort();
     assert_eq!(
-        found, known,
-        "a transcript without a scenario test (or one gone)"
+        found, expected,
+        "a transcript without a scenario test or a NOT_YET reason (or one gone)"
     );
-    assert!(
-        transcripts_dir()
-            .join("operations/14_backup_replication.jsonl")
-            .exists(),
-        "operations/14 is replayed by s14_backup_replication"
-    );
+    for (_, reason) in NOT_YET {
+        assert!(!reason.is_empty());
+    }
     for (f, n, reason) in SKIPPED.iter().chain(ADAPTED).chain(RELAXED) {
         assert!(!reason.is_empty());
         let lines = load(f);

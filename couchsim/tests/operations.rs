@@ -278,7 +278,15 @@ fn reads_through_an_empty_new_copy_come_back_short_and_a_doc_read_repairs() {
     let a = c.node(0).addr();
     assert!(c.node(0).create_db_q_n("old", 2, 3));
     let ids: Vec<String> = (0..200).map(|i| format!("doc{i:03}")).collect();
-    assert_eq!(c.node(0).write_docs("old", &ids), 200);
+    let written = c.node(0).write_docs("old", &ids);
+    assert_eq!(
+        written,
+        200,
+        "map {:?}, members {:?}, ids readable {:?}",
+        c.node(0).shards("old"),
+        c.node(0).membership(),
+        c.node(0).doc_ids("old").map(|v| v.len())
+    );
     join(&c, 4);
     std::thread::sleep(d.sync_delay * 3);
     let mut doc = dbs_doc(a, "old");
