@@ -49,5 +49,6 @@ pub mod binary;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use dist::{DnsEpmd, Epmd, Registry};
+pub use jobs::Replication;
 pub use shared::ShardMapEvent;
 pub use spec::{Delays, Fault, NodeSpec, Request};

@@ -374,6 +374,8 @@ impl Peer {
         if let Some(b) = &body {
             req = req.json(b);
         }
+        req.headers
+            .push(("User-Agent".into(), client::REPLICATOR_AGENT.into()));
         if let Some(c) = cookie {
             req.headers.push(("Cookie".into(), c));
         }

@@ -370,3 +370,39 @@ fn bad_replication_docs_are_refused_with_couchdbs_reasons() {
     let s = wait_state(a, "z", "failed");
     assert_eq!(s["info"]["error"], "local_endpoints_not_supported");
 }
+
+/// What the product's tests read in-process: the replications each node holds, doc counts;
+/// deletions arrive as tombstones; the replicator's own requests are not counted as writes.
+#[test]
+fn the_in_process_view_tombstones_and_quiet_counters() {
+    let c = setup(delays());
+    let a = c.node(0).addr();
+    let doc = rep_doc(&c, "backup", "app_backup", json!({}));
+    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
+    wait_for("20 docs", LONG, || {
+        c.node(3).doc_count("app_backup") == Some(20)
+    });
+    assert!(c.node(0).delete_doc("app", "doc003").is_some());
+    let rev = c.node(0).put_doc("app", "extra", &json!({"k": 1})).unwrap();
+    assert!(rev.starts_with("1-"), "{rev}");
+    wait_for("the deletion and the new doc", LONG, || {
+        let info = req(c.node(3).addr(), "GET", "/app_backup", None).json();
+        info["doc_count"] == 20 && info["doc_del_count"] == 1
+    });
+    let reps = c.replications();
+    assert_eq!(reps.len(), 1, "{reps:?}");
+    let r = &reps[0];
+    assert_eq!((r.doc_id.as_str(), r.state.as_str()), ("backup", "running"));
+    assert_eq!(r.target, format!("{}/app_backup/", c.node(3).url()));
+    assert!(r.docs_written >= 22, "{r:?}");
+    assert_eq!(r.error, None);
+    c.reset_counters();
+    put(&c, "one-more");
+    wait_for("one-more", LONG, || arrived(&c, "app_backup", "one-more"));
+    assert_eq!(
+        c.count_writes(),
+        1,
+        "only the test's own PUT: {:?}",
+        c.requests()
+    );
+}
