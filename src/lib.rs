@@ -1,9 +1,13 @@
 //! couchdb-cluster-init: turns N freshly started CouchDB 3.4.2 nodes into one verified cluster.
 //! `main.rs` is a thin shell over this library so that every behaviour is testable.
 
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod exit;
 pub mod formation;
 pub mod logging;
+pub mod session;
+pub mod text;

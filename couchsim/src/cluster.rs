@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::dist::Registry;
+use crate::epmd::Registry;
 use serde_json::Value;
 
 use crate::copies::Edit;
@@ -15,7 +15,7 @@ use crate::jobs::Replication;
 use crate::node::{lock, NodeConfig, NodeInner};
 use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{fabric, faults, shards};
+use crate::{fabric, faults, server, shards};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Node {
 
     /// Boots the node (waits `Delays::boot`) and returns once it listens. No-op if running.
     pub fn start(&self) {
-        self.inner.start();
+        server::start(&self.inner);
     }
 
     /// Closes the listener and every open connection; the port then refuses connections.
@@ -51,7 +51,7 @@ impl Node {
 
     pub fn restart(&self) {
         self.inner.stop();
-        self.inner.start();
+        server::start(&self.inner);
     }
 
     pub fn is_running(&self) -> bool {
