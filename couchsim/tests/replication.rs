@@ -390,3 +390,26 @@ fn the_in_process_view_tombstones_and_quiet_counters() {
         c.requests()
     );
 }
+
+/// A job dies with the member running it; once the cluster is stable again another member
+/// owns the doc and replicates.
+#[test]
+fn the_job_moves_when_its_node_stops() {
+    let c = backing_up(delays());
+    let a = c.node(0).addr();
+    let owner = wait_state(a, "backup", "running")["node"].clone();
+    let i = (0..3)
+        .find(|&i| owner == c.node(i).name())
+        .expect("a member runs it");
+    c.node(i).stop();
+    let other = c.node((i + 1) % 3).addr();
+    wait_for("another member runs it", LONG, || {
+        let s = sched(other, "backup");
+        s["state"] == "running" && s["node"] != owner
+    });
+    let r = req(other, "PUT", "/app/after-move", Some(r#"{"x":1}"#));
+    assert_eq!(r.status, 201);
+    wait_for("the write after the move", LONG, || {
+        arrived(&c, "app_backup", "after-move")
+    });
+}
