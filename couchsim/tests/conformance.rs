@@ -41,6 +41,15 @@
 //!   membership each node settles in after a `_nodes` DELETE or a restart (earlier, transient
 //!   states of the same group are informational).
 //!
+//! Transcript 14 (continuous replication, `operations/14`) is a timed replay instead
+//! ([`timed_scenario`]): 861 of its 940 lines are the recorder's polls over 246 s, watching a
+//! replication go through its states. The replay keeps the recorded pace × `SCALE` (1/20, the
+//! replication `Delays` scaled alike) and **samples each poll loop by state**: the recorded
+//! answers of each polled path are reduced to their distinct states, and the simulator is
+//! polled until it went through them in order, the first answer in each state compared with
+//! the first recorded one; states too short to be seen between polls may pass unseen (reported).
+//! See "Timed replays" below for the rules, and `RELAXED` for its one relaxed line.
+//!
 //! `scripts/conformance-selfcheck` alters recorded lines in a copy of the transcripts and
 //! checks that the replay names each one.
 //!
