@@ -13,6 +13,12 @@ use serde_json::Value;
 
 use crate::config::{NodeAddr, Secret};
 
+mod ops;
+mod shard_doc;
+
+pub use ops::{segment, CopyInfo, CopyState, Gone, Saved};
+pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
+
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -48,7 +54,10 @@ impl fmt::Display for NodeError {
             NodeError::Unauthorized { node, reason } => write!(
                 f,
                 "node {node} refused COUCHDB_USER/COUCHDB_PASSWORD ({reason}); not retried, \
-                 because 5 failures lock the account on that node for 5 minutes"
+                 because 5 failures lock the account on that node for 5 minutes. Changed the \
+                 password (e.g. a new .env)? A node keeps the admin it was first started with \
+                 (in its config volume): use that password again, or change it on every node \
+                 first (PUT /_node/_local/_config/admins/<user>)"
             ),
             NodeError::Locked { node } => write!(
                 f,
@@ -302,11 +311,18 @@ impl Client {
         }
         let timeout = self.request_timeout.min(remaining);
         let url = format!("{}{}", node.url, path);
-        let result = match body {
-            None => self
+        let result = match (method, body) {
+            ("DELETE", _) => self
+                .prepare(self.agent.delete(&url), authenticated, timeout)
+                .call(),
+            // `POST /<db>/_sync_shards` takes no body (Content-Length: 0, as in transcript 11).
+            ("POST", None) => self
+                .prepare(self.agent.post(&url), authenticated, timeout)
+                .send_empty(),
+            (_, None) => self
                 .prepare(self.agent.get(&url), authenticated, timeout)
                 .call(),
-            Some(body) => {
+            (_, Some(body)) => {
                 let request = match method {
                     "PUT" => self.agent.put(&url),
                     _ => self.agent.post(&url),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::copies::Edit;
 use crate::ejson::Ej;
+use crate::jobs::Replication;
 use crate::node::{lock, NodeConfig, NodeInner};
 use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
@@ -144,6 +145,62 @@ impl Node {
     pub fn doc(&self, db: &str, id: &str) -> Option<Value> {
         let d = fabric::open_doc(&self.inner, db, id).ok()?;
         Some(d.to_json(id, true).to_value())
+    }
+
+    /// `doc_count` of a clustered db as `GET /<db>` through this node answers it (`None`: no
+    /// such db). On a backup target: how many docs arrived.
+    pub fn doc_count(&self, db: &str) -> Option<u64> {
+        let info: Value = serde_json::from_str(&fabric::db_info(&self.inner, db)?).ok()?;
+        info["doc_count"].as_u64()
+    }
+
+    /// A clustered `PUT /<db>/<id>` through this node, on top of the doc's current revision if
+    /// it has one: the new rev (`None`: no such db, or no copy took it). No `_replicator`
+    /// validation: write replication docs over HTTP.
+    pub fn put_doc(&self, db: &str, id: &str, body: &Value) -> Option<String> {
+        let rev = fabric::open_doc(&self.inner, db, id)
+            .ok()
+            .map(|d| d.rev().to_string());
+        self.edit(db, id, rev, Ej::from_value(body), false)
+    }
+
+    /// A clustered `DELETE /<db>/<id>?rev=<current>` through this node: the tombstone's rev.
+    pub fn delete_doc(&self, db: &str, id: &str) -> Option<String> {
+        let rev = fabric::open_doc(&self.inner, db, id)
+            .ok()?
+            .rev()
+            .to_string();
+        self.edit(db, id, Some(rev), Ej::empty(), true)
+    }
+
+    fn edit(
+        &self,
+        db: &str,
+        id: &str,
+        rev: Option<String>,
+        body: Ej,
+        deleted: bool,
+    ) -> Option<String> {
+        let edit = Edit {
+            id: id.to_string(),
+            rev,
+            body,
+            deleted,
+        };
+        let replies = fabric::update_docs(&self.inner, db, vec![edit]).ok()?;
+        replies.into_iter().next()?.rev
+    }
+
+    /// The replications this node's replicator holds: the `_replicator` docs it owns and
+    /// their jobs' states (empty while the node is stopped).
+    pub fn replications(&self) -> Vec<Replication> {
+        if !self.inner.is_running() {
+            return Vec::new();
+        }
+        let health = self.inner.delays.repl_health;
+        lock(&self.inner.vol)
+            .repl
+            .replications(&self.inner.name, health)
     }
 
     /// `POST /<db>/_sync_shards` through this node.
@@ -493,6 +550,15 @@ impl Cluster {
     }
 
     /// PUT + POST + DELETE over all nodes (distribution traffic excluded).
+    /// Every replication the running nodes hold (see `Node::replications`), by doc id.
+    pub fn replications(&self) -> Vec<Replication> {
+        let mut all: Vec<Replication> = self.nodes.iter().flat_map(Node::replications).collect();
+        all.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+        all
+    }
+
+    /// Writes (PUT, POST, DELETE) the nodes answered; CouchDB's own replication traffic is
+    /// not counted.
     pub fn count_writes(&self) -> usize {
         self.nodes
             .iter()

@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Cycles the product has today, which its owners are to break (couchsim owns none): the
-/// test fails if one grows, a new one appears, or one of these is gone (then drop it here).
-const KNOWN_PRODUCT_CYCLES: &[&[&str]] = &[&["client", "config", "exit"]];
-
 /// Module name → the source of that module (top-level files; `dir/mod.rs` and the other
 /// files of `dir/` count as module `dir`).
 fn modules(src: &Path) -> BTreeMap<String, String> {
@@ -191,17 +187,13 @@ fn couchsim_modules_import_one_way() {
 }
 
 #[test]
-fn product_modules_import_one_way_but_for_the_known_cycles() {
+fn product_modules_import_one_way() {
     let g = graph(&root().join("../src"));
     assert!(g.contains_key("client"), "the product's src/ not found");
-    let known: Vec<Vec<String>> = KNOWN_PRODUCT_CYCLES
-        .iter()
-        .map(|c| c.iter().map(|m| m.to_string()).collect())
-        .collect();
     assert_eq!(
         cycles(&g),
-        known,
-        "import cycles in src/ (KNOWN_PRODUCT_CYCLES lists the ones its owners are to break)"
+        Vec::<Vec<String>>::new(),
+        "import cycles in src/"
     );
 }
 
