@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::docs::WriteError;
+use crate::docs::{Page, WriteError};
 use crate::http::{HttpRequest, Response};
 
 /// Who is asking.
@@ -78,4 +78,25 @@ pub fn doc_written(status: u16, id: &str, rev: &str, location: Option<String>) -
         resp = resp.with_header("Location", l);
     }
     resp
+}
+
+/// The `_all_docs` parameters of a request: `include_docs`, `conflicts`, `startkey` /
+/// `start_key` and `endkey` / `end_key` (JSON strings; a bare word is taken as it is), `skip`,
+/// `limit`.
+pub fn page(req: &HttpRequest) -> Page {
+    let flag = |k: &str| req.query_param(k).as_deref() == Some("true");
+    let key = |a: &str, b: &str| {
+        req.query_param(a)
+            .or_else(|| req.query_param(b))
+            .map(|v| serde_json::from_str::<String>(&v).unwrap_or(v))
+    };
+    let num = |k: &str| req.query_param(k).and_then(|v| v.parse().ok());
+    Page {
+        include_docs: flag("include_docs"),
+        conflicts: flag("conflicts"),
+        start: key("startkey", "start_key"),
+        end: key("endkey", "end_key"),
+        skip: num("skip").unwrap_or(0),
+        limit: num("limit"),
+    }
 }

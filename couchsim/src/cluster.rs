@@ -10,6 +10,7 @@ use crate::epmd::Registry;
 use serde_json::Value;
 
 use crate::copies::Edit;
+use crate::docs::Page;
 use crate::ejson::Ej;
 use crate::jobs::Replication;
 use crate::node::{lock, NodeConfig, NodeInner};
@@ -132,11 +133,13 @@ impl Node {
     /// is read from an empty new copy, as CouchDB's; trap 11). `None` when the db does not
     /// exist or a range has no reachable copy.
     pub fn doc_ids(&self, db: &str) -> Option<Vec<String>> {
-        let (_, rows) = fabric::all_docs(&self.inner, db, 0, None, false).ok()?;
+        let body = fabric::all_docs(&self.inner, db, &Page::default()).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
         Some(
-            rows.iter()
-                .filter_map(|r| serde_json::from_str::<Value>(r).ok())
-                .filter_map(|v| v["id"].as_str().map(str::to_string))
+            v["rows"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
                 .collect(),
         )
     }

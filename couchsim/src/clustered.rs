@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::answers::{self, Who};
 use crate::copies::Edit;
-use crate::docs::{all_docs_body, Leaf};
+use crate::docs::Leaf;
 use crate::ejson::Ej;
 use crate::fabric::{self, DocReply, Failure};
 use crate::http::{HttpRequest, Response};
@@ -130,14 +130,8 @@ fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Resp
 }
 
 fn all_docs(node: &Arc<NodeInner>, req: &HttpRequest, db: &str) -> Response {
-    let limit = req.query_param("limit").and_then(|v| v.parse().ok());
-    let skip = req
-        .query_param("skip")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let include = req.query_param("include_docs").as_deref() == Some("true");
-    match fabric::all_docs(node, db, skip, limit, include) {
-        Ok((total, rows)) => Response::raw(200, all_docs_body(total, &rows)),
+    match fabric::all_docs(node, db, &answers::page(req)) {
+        Ok(body) => Response::raw(200, body),
         Err(f) => failure(f, true),
     }
 }

@@ -189,6 +189,8 @@ fn on_connected(node: &NodeInner, peer: &str, link: u64, hints: &[String]) {
         }
         v.connected.insert(peer.to_string(), link);
         v.ever_connected.insert(peer.to_string());
+        // A new link: the peer gets everything again.
+        v.pushed.retain(|(p, _), _| p != peer);
         v.next_attempt.remove(peer);
         for h in hints {
             if *h != node.name && !v.connected.contains_key(h) {
@@ -208,6 +210,7 @@ fn drop_peer(node: &NodeInner, peer: &str, link: u64) {
     let mut v = lock(&node.vol);
     if v.connected.get(peer) == Some(&link) {
         v.connected.remove(peer);
+        v.pushed.retain(|(p, _), _| p != peer);
         let retry = Instant::now() + node.delays.lost_retry;
         v.next_attempt.insert(peer.to_string(), retry);
         drop(v);
@@ -215,23 +218,39 @@ fn drop_peer(node: &NodeInner, peer: &str, link: u64) {
     }
 }
 
+/// Pushes `_nodes` and/or `_dbs` to `peer`: the docs changed since the last push it took
+/// over this link (everything on a new link), like the checkpointed replication mem3_sync
+/// runs.
 fn push_state(node: &NodeInner, peer: &str, direct: bool, parts: Parts) {
-    let (nodes, dbs) = {
+    let (since_nodes, since_dbs) = {
+        let v = lock(&node.vol);
+        let at = |dbs: bool| v.pushed.get(&(peer.to_string(), dbs)).copied().unwrap_or(0);
+        (at(false), at(true))
+    };
+    let (nodes, dbs, seqs) = {
         let st = lock(&node.store);
         (
-            parts.nodes.then(|| st.nodes.leaves_since(0)),
-            parts.dbs.then(|| st.dbs.leaves_since(0)),
+            parts.nodes.then(|| st.nodes.leaves_since(since_nodes)),
+            parts.dbs.then(|| st.dbs.leaves_since(since_dbs)),
+            (st.nodes.update_seq, st.dbs.update_seq),
         )
     };
     let payload = json!({"nodes": nodes, "dbs": dbs, "direct": direct});
     let delivered = matches!(call(node, peer, "sync", payload), Ok(r) if r.status == 200);
-    if !delivered {
+    let mut v = lock(&node.vol);
+    if delivered {
+        if parts.nodes {
+            v.pushed.insert((peer.to_string(), false), seqs.0);
+        }
+        if parts.dbs {
+            v.pushed.insert((peer.to_string(), true), seqs.1);
+        }
+    } else if v.connected.contains_key(peer) {
         // The peer may not have registered the link yet (it answers 409 `not_connected`
         // until its side of `on_connected` ran): push again on a later tick while the link
         // lives, instead of losing the copy for good.
-        if node.is_connected(peer) {
-            node.schedule_sync(peer, Instant::now() + node.delays.tick, parts);
-        }
+        drop(v);
+        node.schedule_sync(peer, Instant::now() + node.delays.tick, parts);
     }
 }
 

@@ -286,13 +286,9 @@ impl DocDb {
             .collect()
     }
 
-    /// `_all_docs` as CouchDB streams it (rows separated by `,\r\n`).
-    pub fn all_docs(&self, include_docs: bool) -> String {
-        let rows: Vec<String> = self
-            .live()
-            .map(|(id, d)| all_docs_row(id, d, include_docs))
-            .collect();
-        all_docs_body(rows.len() as u64, &rows)
+    /// `_all_docs` of this file, one page of it, as CouchDB streams it.
+    pub fn all_docs(&self, page: &Page) -> String {
+        page.body(self.live(), self.doc_count())
     }
 
     /// A database file's info (`GET /_node/<node>/<file>`), in CouchDB's key order.
@@ -327,25 +323,64 @@ impl DocDb {
     }
 }
 
-/// One `_all_docs` row.
-pub fn all_docs_row(id: &str, d: &Doc, include_docs: bool) -> String {
-    let mut f = vec![
-        ("id", util::js(id)),
-        ("key", util::js(id)),
-        ("value", util::obj(&[("rev", util::js(d.rev()))])),
-    ];
-    if include_docs {
-        f.push(("doc", d.to_json(id, false).text()));
-    }
-    util::obj(&f)
+/// What an `_all_docs` request asks for: `include_docs`, `conflicts` (with `include_docs`:
+/// each doc's `_conflicts`), `startkey`/`endkey` (inclusive), `skip`, `limit`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub include_docs: bool,
+    pub conflicts: bool,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub skip: usize,
+    pub limit: Option<usize>,
 }
 
-/// `{"total_rows":N,"offset":0,"rows":[\r\n…\r\n]}`
-pub fn all_docs_body(total: u64, rows: &[String]) -> String {
-    format!(
-        "{{\"total_rows\":{total},\"offset\":0,\"rows\":[\r\n{}\r\n]}}",
-        rows.join(",\r\n")
-    )
+impl Page {
+    /// The body for `docs` (live docs in id order; `total`: how many the db holds):
+    /// `{"total_rows":N,"offset":K,"rows":[\r\n…\r\n]}` with `offset` the rows before the
+    /// first one shown.
+    pub fn body<'a>(
+        &self,
+        docs: impl Iterator<Item = (&'a String, &'a Doc)>,
+        total: u64,
+    ) -> String {
+        let (mut offset, mut skipped, mut rows) = (0, 0, Vec::new());
+        for (id, d) in docs {
+            if self.start.as_ref().is_some_and(|s| id < s) {
+                offset += 1;
+                continue;
+            }
+            if self.end.as_ref().is_some_and(|e| id > e) {
+                break;
+            }
+            if skipped < self.skip {
+                skipped += 1;
+                offset += 1;
+                continue;
+            }
+            if self.limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+            rows.push(self.row(id, d));
+        }
+        format!(
+            "{{\"total_rows\":{total},\"offset\":{offset},\"rows\":[\r\n{}\r\n]}}",
+            rows.join(",\r\n")
+        )
+    }
+
+    /// One row: `{"id","key","value":{"rev"}[,"doc"]}`.
+    pub fn row(&self, id: &str, d: &Doc) -> String {
+        let mut f = vec![
+            ("id", util::js(id)),
+            ("key", util::js(id)),
+            ("value", util::obj(&[("rev", util::js(d.rev()))])),
+        ];
+        if self.include_docs {
+            f.push(("doc", d.to_json(id, self.conflicts).text()));
+        }
+        util::obj(&f)
+    }
 }
 
 #[cfg(test)]
@@ -434,7 +469,7 @@ mod tests {
             r#"{"_id":"doc000","_rev":"1-6a1adde9be9cd8e7d5ef76edc6836391","n":0}"#
         );
         assert_eq!(
-            db.all_docs(false),
+            db.all_docs(&Page::default()),
             "{\"total_rows\":1,\"offset\":0,\"rows\":[\r\n{\"id\":\"doc000\",\"key\":\"doc000\",\"value\":{\"rev\":\"1-6a1adde9be9cd8e7d5ef76edc6836391\"}}\r\n]}"
         );
         assert!(db

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::copies::{self, Edit, Summary};
-use crate::docs::{Doc, DocDb, Leaf};
+use crate::docs::{Doc, DocDb, Leaf, Page};
 use crate::ejson::{self, Ej};
 use crate::node::{lock, log_line, NodeInner};
 use crate::shards::{self, ShardMap};
@@ -253,20 +253,14 @@ pub fn db_info(node: &NodeInner, db: &str) -> Option<String> {
     ]))
 }
 
-/// `GET /<db>/_all_docs`: (total_rows, rows), each range from one copy.
-pub fn all_docs(
-    node: &NodeInner,
-    db: &str,
-    skip: usize,
-    limit: Option<usize>,
-    include_docs: bool,
-) -> Result<(u64, Vec<String>), Failure> {
+/// `GET /<db>/_all_docs`: the body, each range from one copy (the first to answer).
+pub fn all_docs(node: &NodeInner, db: &str, page: &Page) -> Result<String, Failure> {
     let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
     let mut total = 0;
     let mut docs: BTreeMap<String, Doc> = BTreeMap::new();
     for (range, holders) in &m.by_range {
         let file = m.file(db, range);
-        if limit == Some(0) {
+        if page.limit == Some(0) {
             let s = range_summary(node, &m, db, range).ok_or(Failure::Unreachable)?;
             total += s.doc_count;
             continue;
@@ -282,13 +276,7 @@ pub fn all_docs(
         total += got.len() as u64;
         docs.extend(got);
     }
-    let rows = docs
-        .iter()
-        .skip(skip)
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|(id, d)| crate::docs::all_docs_row(id, d, include_docs))
-        .collect();
-    Ok((total, rows))
+    Ok(page.body(docs.iter(), total))
 }
 
 /// `POST /<db>/_sync_shards`: every copy of every range pushes to every other copy.

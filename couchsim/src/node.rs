@@ -98,6 +98,8 @@ pub struct Volatile {
     pub pending_sync: Vec<SyncPayload>,
     /// Peers to push our `_nodes`/`_dbs` to: when, and which.
     pub push_due: BTreeMap<String, Due>,
+    /// (peer, `_dbs`?) → our update seq it has taken over the current link.
+    pub pushed: HashMap<(String, bool), u64>,
     /// Internal replication: (our file, target node) → when to push (target "": every other
     /// holder of the file's range at that time).
     pub pushes: BTreeMap<(String, String), Instant>,
@@ -127,6 +129,7 @@ impl Volatile {
             gate_until: None,
             pending_sync: Vec::new(),
             push_due: BTreeMap::new(),
+            pushed: HashMap::new(),
             pushes: BTreeMap::new(),
             checkpoints: HashMap::new(),
             running_pushes: 0,

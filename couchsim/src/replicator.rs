@@ -13,6 +13,7 @@ use crate::answers;
 use crate::copies::{self, Edit};
 use crate::dist;
 use crate::docproc::{self, Clock, Effect, OwnedDoc, Spawn};
+use crate::docs::Page;
 use crate::ejson::Ej;
 use crate::fabric;
 use crate::http::{HttpRequest, Response};
@@ -256,14 +257,19 @@ fn page(req: &HttpRequest, key: &str, rows: Vec<String>) -> Response {
 
 fn all_docs(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
     let held: Vec<Value> = views(node, epoch);
-    let Ok((_, rows)) = fabric::all_docs(node, DB, 0, None, true) else {
+    let every = Page {
+        include_docs: true,
+        ..Page::default()
+    };
+    let Some(rows) = fabric::all_docs(node, DB, &every)
+        .ok()
+        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|v| v["rows"].as_array().cloned())
+    else {
         return answers::db_not_found();
     };
     let mut out = Vec::new();
-    for row in rows {
-        let Ok(r) = serde_json::from_str::<Value>(&row) else {
-            continue;
-        };
+    for r in rows {
         let id = r["id"].as_str().unwrap_or("");
         if id.starts_with("_design/") {
             continue;

@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::answers::{
-    db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed, unread_body,
-    write_error, Who,
+    self, db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed,
+    unread_body, write_error, Who,
 };
 use crate::auth::{self, Check};
 use crate::ejson::Ej;
@@ -320,14 +320,13 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
         },
         [which @ ("_nodes" | "_dbs")] => local_db_info(node, req, which),
         [which @ ("_nodes" | "_dbs"), "_all_docs"] => {
-            let include = req.query_param("include_docs").as_deref() == Some("true");
             let st = lock(&node.store);
             let db = if *which == "_nodes" {
                 &st.nodes
             } else {
                 &st.dbs
             };
-            Response::raw(200, db.all_docs(include))
+            Response::raw(200, db.all_docs(&answers::page(req)))
         }
         [which @ ("_nodes" | "_dbs"), id] => local_doc(node, req, which, id),
         [file] if file.starts_with("shards/") => shard_file(node, req, file),
