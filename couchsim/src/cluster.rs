@@ -7,13 +7,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::epmd::Registry;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::copies::Edit;
-use crate::docs::Page;
+use crate::docs::{Page, WriteError};
 use crate::ejson::Ej;
 use crate::jobs::Replication;
-use crate::node::{lock, NodeConfig, NodeInner};
+use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
 use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
 use crate::{fabric, faults, server, shards};
@@ -251,6 +251,32 @@ impl Node {
         let st = lock(&self.inner.store);
         let d = st.dbs.get(db).ok()?;
         Some(d.to_json(db, true).to_value())
+    }
+
+    /// `PUT /_node/_local/_dbs/<db>` on this node with a whole doc (`_rev` in it): the new
+    /// rev, or the status and body CouchDB answers (403 from `mem3_bdu`, 409 on a stale or
+    /// missing `_rev`). Two of these on two nodes from the same `_rev`, one right after the
+    /// other, conflict (the first reaches the second a `ring_hop` later at the soonest).
+    pub fn put_dbs_doc(&self, db: &str, doc: &Value) -> Result<String, (u16, Value)> {
+        let mut rev = None;
+        let mut fields = Vec::new();
+        for (k, v) in doc.as_object().into_iter().flatten() {
+            if k == "_rev" {
+                rev = v.as_str().map(str::to_string);
+            } else if !k.starts_with('_') {
+                fields.push((k.clone(), Ej::from_value(v)));
+            }
+        }
+        let error =
+            |status, e: &str, reason: &str| Err((status, json!({"error": e, "reason": reason})));
+        match self.inner.edit_dbs(db, rev.as_deref(), Ej::Obj(fields)) {
+            Ok(rev) => Ok(rev),
+            Err(DbsEdit::Forbidden(reason)) => error(403, "forbidden", &reason),
+            Err(DbsEdit::Refused(WriteError::Conflict)) => {
+                error(409, "conflict", "Document update conflict.")
+            }
+            Err(DbsEdit::Refused(WriteError::NotFound(why))) => error(404, "not_found", why),
+        }
     }
 
     /// As if `finish_cluster` ran on this node alone: `_users` and `_replicator` with every
@@ -512,6 +538,14 @@ impl Cluster {
         &self.nodes[i]
     }
 
+    /// Calls `hook` for every write (PUT, POST, DELETE) any node answers, once it is applied
+    /// and before its answer goes out, with the request as logged and how many writes the
+    /// cluster has answered with it (1, 2, …): a test can kill the client at the k-th write.
+    /// CouchDB's own replication traffic is not counted.
+    pub fn on_write(&self, hook: impl Fn(&Request, usize) + Send + Sync + 'static) {
+        self.shared.on_write(Some(Arc::new(hook)));
+    }
+
     /// Every shard-map change any node applied (its own edit, a copy pushed to it, a db
     /// created or deleted), oldest first, with the `doc_count` of each holder's copy at that
     /// instant — to assert that no range ever had fewer complete copies than before.
@@ -552,7 +586,6 @@ impl Cluster {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// PUT + POST + DELETE over all nodes (distribution traffic excluded).
     /// Every replication the running nodes hold (see `Node::replications`), by doc id.
     pub fn replications(&self) -> Vec<Replication> {
         let mut all: Vec<Replication> = self.nodes.iter().flat_map(Node::replications).collect();

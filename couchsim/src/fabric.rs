@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::copies::{self, Edit, Summary};
 use crate::docs::{Doc, DocDb, Leaf, Page};
 use crate::ejson::{self, Ej};
-use crate::node::{lock, log_line, NodeInner};
+use crate::node::{lock, log_line, NodeInner, Repair};
 use crate::shards::{self, ShardMap};
 use crate::{dist, util};
 
@@ -444,15 +444,36 @@ pub fn open_doc(node: &NodeInner, db: &str, id: &str) -> Result<Doc, Failure> {
     }
     let doc = merged.docs.remove(id).ok_or(Failure::NotFound("missing"))?;
     let all: Vec<&str> = doc.leaves.iter().map(Leaf::rev).collect();
-    for (h, leaves) in &answers {
+    let lacks = |leaves: &[Leaf]| {
         let has: Vec<&str> = leaves.iter().map(Leaf::rev).collect();
-        if all.iter().any(|r| !has.contains(r)) {
-            let docs = BTreeMap::from([(id.to_string(), doc.leaves.clone())]);
-            on_holder(
-                node,
-                h,
-                json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
-            );
+        all.iter().any(|r| !has.contains(r))
+    };
+    let behind: Vec<&String> = answers
+        .iter()
+        .filter(|(_, leaves)| lacks(leaves))
+        .map(|(h, _)| h)
+        .collect();
+    let agreeing = answers.len() - behind.len();
+    let docs = BTreeMap::from([(id.to_string(), doc.leaves.clone())]);
+    let quorum = m.n() / 2 + 1;
+    if agreeing >= quorum {
+        // fabric_doc_open: a quorum agreed, so it answers now and repairs the copies that
+        // are behind in a process of its own (a write right after can still find them old).
+        let (lo, hi) = node.delays.sync_push;
+        let at = Instant::now() + lock(&node.rng).between(lo, hi);
+        let mut v = lock(&node.vol);
+        for h in behind {
+            v.repairs.push(Repair {
+                at,
+                holder: h.clone(),
+                file: file.clone(),
+                docs: docs.clone(),
+            });
+        }
+    } else {
+        // No quorum agreed: the copies are repaired before the answer.
+        for h in behind {
+            repair(node, h, &file, &docs);
         }
     }
     if doc.deleted() {
@@ -478,7 +499,29 @@ fn auth_ddoc() -> Ej {
 
 /// Writes `_users`' `_design/_auth` when it is due (every copy of its range gets the same
 /// revision, so nodes doing it twice never conflict).
+/// Writes a doc's merged leaves into a copy that lacked some (counts as a write into it).
+fn repair(node: &NodeInner, holder: &str, file: &str, docs: &BTreeMap<String, Vec<Leaf>>) {
+    on_holder(
+        node,
+        holder,
+        json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
+    );
+}
+
+/// The background work of fabric: due read repairs, and `_users`' design doc.
 pub fn tick(node: &NodeInner) {
+    let repairs: Vec<Repair> = {
+        let mut v = lock(&node.vol);
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut v.repairs)
+            .into_iter()
+            .partition(|r| r.at <= now);
+        v.repairs = later;
+        due
+    };
+    for r in repairs {
+        repair(node, &r.holder, &r.file, &r.docs);
+    }
     let due = {
         let mut v = lock(&node.vol);
         match v.auth_ddoc_due {

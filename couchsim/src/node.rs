@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{self, AuthState};
-use crate::docs::DocDb;
-use crate::docs::Leaf;
+use crate::docs::{DocDb, Leaf, WriteError};
 use crate::ejson::Ej;
 use crate::epmd::Epmd;
 use crate::http::HttpRequest;
@@ -79,6 +78,15 @@ pub struct Due {
     pub parts: Parts,
 }
 
+/// A read repair to make later: a doc's merged leaves for a copy that was behind.
+#[derive(Debug, Clone)]
+pub struct Repair {
+    pub at: Instant,
+    pub holder: String,
+    pub file: String,
+    pub docs: BTreeMap<String, Vec<Leaf>>,
+}
+
 /// State that lives only while the node runs (CouchDB's in-memory state).
 #[derive(Debug)]
 pub struct Volatile {
@@ -107,6 +115,8 @@ pub struct Volatile {
     pub checkpoints: HashMap<(String, String), (String, u64)>,
     /// Pushes running now (`internal_replication_jobs`).
     pub running_pushes: usize,
+    /// Read repairs to make later (a quorum of copies agreed; the others are behind).
+    pub repairs: Vec<Repair>,
     /// When `_users` gets its `_design/_auth` (after this node created `_users`).
     pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
@@ -133,6 +143,7 @@ impl Volatile {
             pushes: BTreeMap::new(),
             checkpoints: HashMap::new(),
             running_pushes: 0,
+            repairs: Vec::new(),
             auth_ddoc_due: None,
             nodes_creating: false,
             repl: ReplState::default(),
@@ -166,6 +177,13 @@ pub struct Persist {
     pub data_file: PathBuf,
     /// The config (like `/opt/couchdb/etc/local.d`).
     pub config_file: PathBuf,
+}
+
+/// Why a `_dbs` edit was not made: `mem3_bdu`'s 403 reason, or the doc's own 409/404.
+#[derive(Debug, PartialEq)]
+pub enum DbsEdit {
+    Forbidden(String),
+    Refused(WriteError),
 }
 
 /// Trap 22's lost race: `{error,{badmatch,file_exists}}` (answered 500, nothing written).
@@ -454,15 +472,29 @@ impl NodeInner {
             // A long-running binary must not grow without bound: keep the newer half.
             log.drain(..MAX_LOG / 2);
         }
-        log.push((
-            seq,
-            Request {
-                method: req.method.clone(),
-                path: req.target.clone(),
-                user: auth::sent_user(req),
-                status,
-            },
-        ));
+        let request = Request {
+            method: req.method.clone(),
+            path: req.target.clone(),
+            user: auth::sent_user(req),
+            status,
+        };
+        log.push((seq, request.clone()));
+        drop(log);
+        if matches!(request.method.as_str(), "PUT" | "POST" | "DELETE") {
+            self.shared.wrote(&request);
+        }
+    }
+
+    /// `PUT /_node/_local/_dbs/<db>`: `mem3_bdu`'s checks (403 reasons), the rev check (409),
+    /// then the change takes effect here and goes round the ring.
+    pub fn edit_dbs(&self, db: &str, rev: Option<&str>, fields: Ej) -> Result<String, DbsEdit> {
+        shards::validate(&fields).map_err(DbsEdit::Forbidden)?;
+        let rev = lock(&self.store)
+            .dbs
+            .put(db, rev, fields)
+            .map_err(DbsEdit::Refused)?;
+        self.dbs_changed(&[db.to_string()], true);
+        Ok(rev)
     }
 
     pub fn requests_seq(&self) -> Vec<(u64, Request)> {

@@ -13,7 +13,7 @@ use crate::answers::{
 use crate::auth::{self, Check};
 use crate::ejson::Ej;
 use crate::http::{HttpRequest, Response};
-use crate::node::{lock, FileExists, NodeInner};
+use crate::node::{lock, DbsEdit, FileExists, NodeInner};
 use crate::{clustered, copies, dist, faults, replicator, setup, shards, util};
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
@@ -476,13 +476,13 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
                     Err(FileExists) => return file_exists_race(),
                 }
             } else {
-                if let Err(reason) = shards::validate(&fields) {
-                    return Response::error(403, "forbidden", &reason);
+                match node.edit_dbs(id, rev.as_deref(), fields) {
+                    Ok(r) => Ok((201, r)),
+                    Err(DbsEdit::Forbidden(reason)) => {
+                        return Response::error(403, "forbidden", &reason)
+                    }
+                    Err(DbsEdit::Refused(e)) => Err(e),
                 }
-                lock(&node.store)
-                    .dbs
-                    .put(id, rev.as_deref(), fields)
-                    .map(|r| (201, r))
             }
         }
         "DELETE" => {
@@ -506,7 +506,7 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
             if nodes {
                 let removed = (req.method == "DELETE").then_some(id);
                 node.nodes_changed(&before, None, removed);
-            } else {
+            } else if req.method == "DELETE" {
                 node.dbs_changed(&[id.to_string()], true);
             }
             let location =

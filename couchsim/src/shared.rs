@@ -4,9 +4,10 @@
 //! files by the clock; a replay of a recording pins both).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 
+use crate::spec::Request;
 use crate::store::Store;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,7 +55,14 @@ pub struct Shared {
     /// (node, db) → the map last recorded for it.
     last: Mutex<HashMap<(String, String), Map>>,
     pins: Mutex<HashMap<String, Pin>>,
+    /// Writes (PUT, POST, DELETE) the nodes answered, and the hook told of each.
+    writes: Mutex<usize>,
+    on_write: Mutex<Option<WriteHook>>,
 }
+
+/// Told of every write a node applied, before its answer goes out: the request as logged and
+/// how many writes the cluster has answered with it.
+pub type WriteHook = Arc<dyn Fn(&Request, usize) + Send + Sync>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +121,23 @@ impl Shared {
 
     pub fn clear_events(&self) {
         lock(&self.events).clear();
+    }
+
+    pub fn on_write(&self, hook: Option<WriteHook>) {
+        *lock(&self.on_write) = hook;
+    }
+
+    /// A node applied a write: count it and tell the hook (on the answering thread).
+    pub fn wrote(&self, request: &Request) {
+        let k = {
+            let mut n = lock(&self.writes);
+            *n += 1;
+            *n
+        };
+        let hook = lock(&self.on_write).clone();
+        if let Some(h) = hook {
+            h(request, k);
+        }
     }
 
     pub fn pin(&self, db: &str, pin: Pin) {

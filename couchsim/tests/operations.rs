@@ -339,7 +339,10 @@ fn reads_through_an_empty_new_copy_come_back_short_and_a_doc_read_repairs() {
     let r = req(n4, "GET", &format!("/old/{id}"), None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["_id"], json!(id));
-    assert_eq!(copy_count(a, 4, R0, "old", &sfx), Some(1));
+    // three of four copies agreed: the empty one is repaired right after the answer
+    wait_for("the read repair", LONG, || {
+        copy_count(a, 4, R0, "old", &sfx) == Some(1)
+    });
     // a write into the range: sync_delay later the new copy has everything
     let t = Instant::now();
     let r = req(a, "PUT", "/old/trigger2", Some(r#"{"t":2}"#));
@@ -666,4 +669,64 @@ fn writes_go_to_every_reachable_copy_and_quorum_decides_201_or_202() {
     wait_for("both copies complete again", LONG, || {
         (1..3).all(|i| c.node(i).copy_doc_count("w", "00000000-ffffffff") == Some(3))
     });
+}
+
+#[test]
+fn the_write_hook_sees_each_write_applied_before_its_answer() {
+    let c = formed(3, 3, delays());
+    let a = c.node(0).addr();
+    assert!(c.node(0).create_db_q_n("w", 1, 3));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (log, n1) = (seen.clone(), c.node(0).clone());
+    c.on_write(move |r, k| {
+        let applied = r.path != "/w/x" || n1.doc("w", "x").is_some();
+        log.lock()
+            .unwrap()
+            .push((r.method.clone(), r.path.clone(), k, applied));
+    });
+    assert_eq!(req(a, "PUT", "/w/x", Some("{}")).status, 201);
+    assert_eq!(req(a, "GET", "/w/x", None).status, 200);
+    assert_eq!(req(a, "POST", "/w", Some(r#"{"_id":"y"}"#)).status, 201);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1.as_str(), seen[0].3),
+        ("PUT", "/w/x", true)
+    );
+    assert_eq!(seen[1].2, seen[0].2 + 1);
+}
+
+#[test]
+fn two_in_process_dbs_edits_from_one_rev_conflict() {
+    let c = formed(3, 3, delays());
+    assert!(c.node(0).create_db_q_n("m", 2, 3));
+    wait_for("the map everywhere", LONG, || {
+        c.nodes().iter().all(|n| n.dbs_doc("m").is_some())
+    });
+    let base = c.node(0).dbs_doc("m").unwrap();
+    let mut a = base.clone();
+    a["props"] = json!({"a": 1});
+    let mut b = base.clone();
+    b["props"] = json!({"b": 1});
+    let ra = c.node(0).put_dbs_doc("m", &a).unwrap();
+    let rb = c.node(1).put_dbs_doc("m", &b).unwrap();
+    let (win, lose) = if ra > rb { (ra, rb) } else { (rb, ra) };
+    wait_for("one winner, one conflict, everywhere", LONG, || {
+        c.nodes().iter().all(|n| {
+            n.dbs_doc("m")
+                .map(|d| (d["_rev"].clone(), d["_conflicts"].clone()))
+                == Some((json!(win), json!([lose])))
+        })
+    });
+    // the refusals come back as CouchDB's
+    let mut bad = c.node(0).dbs_doc("m").unwrap();
+    bad.as_object_mut().unwrap().remove("by_node");
+    assert_eq!(
+        c.node(0).put_dbs_doc("m", &bad),
+        Err((
+            403,
+            json!({"error": "forbidden", "reason": "by_node is mandatory"})
+        ))
+    );
+    assert_eq!(c.node(0).put_dbs_doc("m", &base).unwrap_err().0, 409);
 }
