@@ -16,6 +16,7 @@ use crate::copies::{self, Edit, Summary};
 use crate::docs::{Doc, DocDb, Leaf, Page};
 use crate::ejson::{self, Ej};
 use crate::node::{lock, log_line, NodeInner, Repair};
+use crate::seq::{self, Pos};
 use crate::shards::{self, ShardMap};
 use crate::{dist, util};
 
@@ -182,22 +183,41 @@ pub fn delete_db(node: &NodeInner, name: &str) -> bool {
 
 /// One range's counts, from the first of its copies to answer.
 fn range_summary(node: &NodeInner, m: &ShardMap, db: &str, range: &str) -> Option<Summary> {
+    range_source(node, m, db, range).map(|(_, s)| s)
+}
+
+/// One range's counts and the copy they came from (the first of its holders to answer).
+fn range_source(
+    node: &NodeInner,
+    m: &ShardMap,
+    db: &str,
+    range: &str,
+) -> Option<(String, Summary)> {
     let file = m.file(db, range);
-    shuffled(node, &m.by_range[range]).iter().find_map(|h| {
-        let r = on_holder(node, h, json!({"op": "summary", "file": file}))?;
-        serde_json::from_value(r["summary"].clone()).ok()
-    })
+    shuffled(node, &m.by_range[range])
+        .into_iter()
+        .find_map(|h| {
+            let r = on_holder(node, &h, json!({"op": "summary", "file": file}))?;
+            let s = serde_json::from_value(r["summary"].clone()).ok()?;
+            Some((h, s))
+        })
 }
 
 /// `GET /<db>`, in CouchDB's key order. `None` when the db does not exist.
 pub fn db_info(node: &NodeInner, db: &str) -> Option<String> {
     let m = map(node, db)?;
     let mut total = Summary::default();
+    let mut positions = Vec::new();
     for range in m.by_range.keys() {
-        if let Some(s) = range_summary(node, &m, db, range) {
+        if let Some((holder, s)) = range_source(node, &m, db, range) {
             total.doc_count += s.doc_count;
             total.del_count += s.del_count;
             total.update_seq += s.update_seq;
+            positions.push(Pos {
+                range: range.clone(),
+                node: holder,
+                seq: s.update_seq,
+            });
         }
     }
     let (q, n) = (m.q(), m.n());
@@ -217,14 +237,8 @@ pub fn db_info(node: &NodeInner, db: &str) -> Option<String> {
                 &seq_tag[..20]
             )),
         ),
-        (
-            "update_seq",
-            util::js(&format!(
-                "{}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}",
-                total.update_seq,
-                &seq_tag[20..40]
-            )),
-        ),
+        // Where each range was read: a `since` for `_changes` (seq.rs).
+        ("update_seq", util::js(&seq::encode(&positions))),
         (
             "sizes",
             util::obj(&[
