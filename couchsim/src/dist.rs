@@ -69,7 +69,8 @@ fn call(node: &NodeInner, peer: &str, kind: &str, payload: Value) -> io::Result<
     let path = format!("{PREFIX}dist/{kind}");
     let mut req = ClientRequest::new("POST", &path).json(&body);
     req.host = addr.to_string();
-    req.timeout = Duration::from_secs(10);
+    // Generous: on a loaded machine a peer may take seconds; a stopped one refuses at once.
+    req.timeout = Duration::from_secs(30);
     client::send(addr, &req)
 }
 
@@ -272,7 +273,19 @@ pub fn push_dbs_now(node: &NodeInner) {
 pub fn shard_rpc(node: &NodeInner, peer: &str, payload: Value) -> Option<Value> {
     match call(node, peer, "shard", payload) {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
-        _ => None,
+        Ok(r) => {
+            log_line(&format!(
+                "{}: {peer} refused a shard call: {} {}",
+                node.name,
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+            None
+        }
+        Err(e) => {
+            log_line(&format!("{}: shard call to {peer} failed: {e}", node.name));
+            None
+        }
     }
 }
 

@@ -536,7 +536,8 @@ fn read_response(rd: &mut BufReader<TcpStream>) -> std::io::Result<Option<Resp>>
 
 fn send(addr: SocketAddr, r: &Req) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    // Generous: a loaded machine may hold an answer for seconds; none here takes longer.
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     s.write_all(&encode(addr, r))?;
     let mut rd = BufReader::new(s);
     read_response(&mut rd)?
