@@ -10,8 +10,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum Command {
     /// Form (or confirm) the cluster and verify it: the default.
     Init,
-    /// Read-only: is this a formed, healthy cluster?
-    Check,
+    /// Read-only: is this a formed, healthy cluster? With `wait`, until it is (an app's init
+    /// container), within COUCHDB_INIT_TIMEOUT.
+    Check {
+        wait: bool,
+    },
     Help,
     Version,
 }
@@ -24,7 +27,11 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     ),
     (
         "check",
-        "read-only: is this a formed, healthy cluster? (for healthchecks)",
+        "read-only: is this a formed, healthy cluster? (for healthchecks; waits at most 10 s)",
+    ),
+    (
+        "check --wait",
+        "read-only, until the cluster is formed or COUCHDB_INIT_TIMEOUT (for an app's init container)",
     ),
 ];
 
@@ -33,7 +40,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         [] | ["init"] => Ok(Command::Init),
-        ["check"] => Ok(Command::Check),
+        ["check"] => Ok(Command::Check { wait: false }),
+        ["check", "--wait"] => Ok(Command::Check { wait: true }),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
@@ -41,7 +49,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 pub fn usage() -> String {
-    let names: Vec<&str> = SUBCOMMANDS.iter().map(|(name, _)| *name).collect();
+    let mut names: Vec<&str> = SUBCOMMANDS
+        .iter()
+        .filter_map(|(name, _)| name.split_whitespace().next())
+        .collect();
+    names.dedup();
     let mut s = format!(
         "couchdb-cluster-init {VERSION}\n\
          Forms a CouchDB 3.4.2 cluster from freshly started nodes, verifies it, and exits.\n\n\
@@ -49,7 +61,7 @@ pub fn usage() -> String {
         names.join("|")
     );
     for (name, meaning) in SUBCOMMANDS {
-        s += &format!("  {name:<9} {meaning}\n");
+        s += &format!("  {name:<13} {meaning}\n");
     }
     s += "\nEnvironment:\n";
     for (name, meaning) in VARIABLES {
@@ -74,7 +86,12 @@ mod tests {
     fn subcommands_parse_and_junk_is_refused() {
         assert_eq!(parse(&args(&[])), Ok(Command::Init));
         assert_eq!(parse(&args(&["init"])), Ok(Command::Init));
-        assert_eq!(parse(&args(&["check"])), Ok(Command::Check));
+        assert_eq!(parse(&args(&["check"])), Ok(Command::Check { wait: false }));
+        assert_eq!(
+            parse(&args(&["check", "--wait"])),
+            Ok(Command::Check { wait: true })
+        );
+        assert!(parse(&args(&["init", "--wait"])).is_err());
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert!(parse(&args(&["check", "extra"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());

@@ -109,6 +109,9 @@ pub type ShardMap = BTreeMap<String, Vec<String>>;
 pub enum Added {
     Added,
     AlreadyMember,
+    /// 500 `badmatch`/`file_exists`: this write raced another first write to a fresh `_nodes`
+    /// and was **not** made (PROTOCOL.md trap 22). Re-read, then ask again.
+    NotWritten,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -197,9 +200,15 @@ impl Client {
         self.get(node, "/_all_dbs", "/_all_dbs")
     }
 
-    pub fn node_config(&self, node: &NodeAddr) -> NodeResult<NodeConfig> {
-        let what = "/_node/_local/_config";
-        let all: BTreeMap<String, BTreeMap<String, String>> = self.get(node, what, what)?;
+    /// The configuration of the node named `name`, asked of `via`. CouchDB answers
+    /// `/_node/<name>/_config` with an Erlang call to that node, which does not authenticate
+    /// there: after `finish_cluster` replaced the other nodes' admin hash, asking each of them
+    /// directly would make each pay the password hash again (~110–175 ms of CPU). Only `_config`
+    /// (and `_stats`, `_system`) is read this way; other `/_node/<name>/…` paths are replayed as
+    /// HTTP on that node, credentials and their cost included.
+    pub fn node_config(&self, via: &NodeAddr, name: &str) -> NodeResult<NodeConfig> {
+        let path = format!("/_node/{name}/_config");
+        let all: BTreeMap<String, BTreeMap<String, String>> = self.get(via, &path, &path)?;
         let value = |section: &str, key: &str| all.get(section).and_then(|s| s.get(key)).cloned();
         Ok(NodeConfig {
             uuid: value("couchdb", "uuid"),
@@ -224,6 +233,7 @@ impl Client {
         match status {
             201 | 202 => Ok(Added::Added),
             409 => Ok(Added::AlreadyMember),
+            500 if error_reason(&body) == "badmatch: file_exists" => Ok(Added::NotWritten),
             _ => Err(self.unexpected(coordinator, &what, status, &body)),
         }
     }

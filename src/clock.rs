@@ -47,6 +47,42 @@ impl Default for Backoff {
     }
 }
 
+/// How often a long wait says that it is still waiting: often enough that a log never looks
+/// stuck, seldom enough that five minutes of waiting is thirty lines.
+pub const STILL_WAITING_EVERY: Duration = Duration::from_secs(10);
+
+/// Tells a waiting loop when to say "still waiting for …, N s left".
+pub struct Progress<'a> {
+    clock: &'a dyn Clock,
+    deadline: Instant,
+    next: Instant,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(clock: &'a dyn Clock, deadline: Instant) -> Progress<'a> {
+        Progress {
+            clock,
+            deadline,
+            next: clock.now() + STILL_WAITING_EVERY,
+        }
+    }
+
+    /// `Some(time left)` once every `STILL_WAITING_EVERY`, else `None`.
+    pub fn due(&mut self) -> Option<Duration> {
+        let now = self.clock.now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + STILL_WAITING_EVERY;
+        Some(self.deadline.saturating_duration_since(now))
+    }
+}
+
+/// `280 s left`: whole seconds, rounded up, so the last line before the deadline is not `0 s`.
+pub fn left(d: Duration) -> String {
+    format!("{} s left", d.as_millis().div_ceil(1000))
+}
+
 /// Calls `attempt` until it yields `Some`, sleeping with back-off but never past `deadline`.
 /// `Ok(None)` means the deadline passed first; an `Err` from `attempt` stops at once.
 pub fn poll<T, E>(
@@ -149,6 +185,21 @@ mod tests {
             2,
             "at 0 ms and 20 ms, not at 30 ms"
         );
+    }
+
+    #[test]
+    fn progress_is_due_at_a_modest_cadence_with_the_time_left() {
+        let clock = FakeClock::new();
+        let deadline = clock.now() + Duration::from_secs(25);
+        let mut p = Progress::new(&clock, deadline);
+        assert_eq!(p.due(), None, "not at once");
+        clock.sleep(Duration::from_secs(9));
+        assert_eq!(p.due(), None);
+        clock.sleep(Duration::from_secs(1));
+        assert_eq!(p.due(), Some(Duration::from_secs(15)));
+        assert_eq!(p.due(), None, "once per period");
+        clock.sleep(Duration::from_millis(10_500));
+        assert_eq!(left(p.due().unwrap()), "5 s left");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Deserialize;
 
 use crate::exit::{Failure, Status};
@@ -16,6 +16,8 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// must be allowed comfortably more than that.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_PORT: u16 = 5984;
+/// More nodes than this in COUCHDB_NODES (or COUCHDB_EXPECT) is a typo, e.g. `{0..1000}`.
+pub const MAX_NODES: usize = 256;
 
 /// The variables we read, for `--help` and the README: (name, meaning).
 pub const VARIABLES: &[(&str, &str)] = &[
@@ -26,15 +28,23 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "COUCHDB_COOKIE",
-        "the Erlang cookie the nodes run with (or COUCHDB_COOKIE_FILE)",
+        "the Erlang cookie the nodes run with (or COUCHDB_COOKIE_FILE); optional, checked for values CouchDB refuses",
     ),
     (
         "COUCHDB_NODES",
-        "comma-separated nodes: host, host:port or http://host:port (required)",
+        "comma-separated nodes: host, host:port or http://host:port; ranges like couchdb-{0..2}.couchdb",
+    ),
+    (
+        "COUCHDB_SERVICE",
+        "instead of COUCHDB_NODES: a DNS name with one address per node (a headless Service), e.g. couchdb",
+    ),
+    (
+        "COUCHDB_EXPECT",
+        "with COUCHDB_SERVICE (required there): wait until at least this many addresses resolve",
     ),
     (
         "COUCHDB_COORDINATOR",
-        "the node that joins the others (default: the first of COUCHDB_NODES)",
+        "the node that joins the others (default: the first of COUCHDB_NODES; with COUCHDB_SERVICE the lowest Erlang name)",
     ),
     (
         "COUCHDB_INIT_TIMEOUT",
@@ -78,14 +88,42 @@ pub struct NodeAddr {
     pub url: String,
 }
 
+impl NodeAddr {
+    /// The host part of `url`, as DNS is asked for it (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        let authority = self.url.trim_start_matches("http://");
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// Where the nodes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeList {
+    /// COUCHDB_NODES, ranges expanded, in the order written.
+    Listed {
+        nodes: Vec<NodeAddr>,
+        /// Index into `nodes`.
+        coordinator: usize,
+    },
+    /// COUCHDB_SERVICE: every address the name resolves to is a node; at least `expect` of them.
+    Service { service: NodeAddr, expect: usize },
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub user: String,
     pub password: Secret,
-    pub cookie: Secret,
-    pub nodes: Vec<NodeAddr>,
-    /// Index into `nodes`.
-    pub coordinator: usize,
+    /// Never sent anywhere: checked for values CouchDB refuses, and named in diagnoses.
+    pub cookie: Option<Secret>,
+    pub nodes: NodeList,
     pub init_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -99,6 +137,8 @@ struct Raw {
     cookie: Option<String>,
     cookie_file: Option<String>,
     nodes: Option<String>,
+    service: Option<String>,
+    expect: Option<String>,
     coordinator: Option<String>,
     init_timeout: Option<String>,
     request_timeout: Option<String>,
@@ -122,13 +162,14 @@ impl Config {
 
         let user = required("COUCHDB_USER", raw.user)?;
         let password = secret_from("COUCHDB_PASSWORD", raw.password, raw.password_file)?;
-        let cookie = secret_from("COUCHDB_COOKIE", raw.cookie, raw.cookie_file)?;
-        check_cookie(&cookie)?;
-        let nodes = parse_nodes(&required("COUCHDB_NODES", raw.nodes)?)?;
-        let coordinator = match raw.coordinator {
-            None => 0,
-            Some(c) => find_coordinator(&nodes, &c)?,
+        let cookie = match (raw.cookie, raw.cookie_file) {
+            (None, None) => None,
+            (value, file) => Some(secret_from("COUCHDB_COOKIE", value, file)?),
         };
+        if let Some(cookie) = &cookie {
+            check_cookie(cookie)?;
+        }
+        let nodes = node_list(raw.nodes, raw.service, raw.expect, raw.coordinator)?;
         let init_timeout = duration_var(
             "COUCHDB_INIT_TIMEOUT",
             raw.init_timeout,
@@ -142,9 +183,8 @@ impl Config {
         Ok(Config {
             user,
             password: Secret(password),
-            cookie: Secret(cookie),
+            cookie: cookie.map(Secret),
             nodes,
-            coordinator,
             init_timeout,
             request_timeout,
         })
@@ -198,14 +238,137 @@ fn check_cookie(cookie: &str) -> Result<()> {
     Ok(())
 }
 
-/// `couchdb-1` → `http://couchdb-1:5984`; `couchdb-1:6984`; `http://10.0.0.5:5984/`.
-pub fn parse_node(entry: &str) -> Result<NodeAddr> {
-    let label = entry.trim().to_string();
-    let bad = |why: &str| invalid(format!("COUCHDB_NODES: node `{label}` {why}"));
-    if label.is_empty() {
-        return Err(invalid(
-            "COUCHDB_NODES has an empty entry (two commas in a row?)".into(),
+/// COUCHDB_NODES or COUCHDB_SERVICE (with COUCHDB_EXPECT): exactly one way to find the nodes.
+fn node_list(
+    nodes: Option<String>,
+    service: Option<String>,
+    expect: Option<String>,
+    coordinator: Option<String>,
+) -> Result<NodeList> {
+    match (nodes, service) {
+        (Some(_), Some(_)) => Err(invalid(
+            "both COUCHDB_NODES and COUCHDB_SERVICE are set: keep only one".into(),
+        )),
+        (None, None) => Err(invalid(
+            "COUCHDB_NODES is not set (nor COUCHDB_SERVICE, to find the nodes by DNS)".into(),
+        )),
+        (Some(list), None) => {
+            if expect.is_some() {
+                return Err(invalid(
+                    "COUCHDB_EXPECT is only for COUCHDB_SERVICE: COUCHDB_NODES lists every node already".into(),
+                ));
+            }
+            let nodes = parse_nodes(&required("COUCHDB_NODES", Some(list))?)?;
+            let coordinator = match coordinator {
+                None => 0,
+                Some(c) => find_coordinator(&nodes, &c)?,
+            };
+            Ok(NodeList::Listed { nodes, coordinator })
+        }
+        (None, Some(service)) => {
+            let service = parse_node(
+                "COUCHDB_SERVICE",
+                &required("COUCHDB_SERVICE", Some(service))?,
+            )?;
+            if coordinator.is_some() {
+                return Err(invalid(
+                    "COUCHDB_COORDINATOR cannot be used with COUCHDB_SERVICE: the nodes are found at run time, \
+                     and the one with the lowest Erlang name coordinates (couchdb-0 in a StatefulSet)"
+                        .into(),
+                ));
+            }
+            let text = required("COUCHDB_EXPECT", expect).map_err(|_| {
+                invalid(
+                    "COUCHDB_EXPECT is not set: with COUCHDB_SERVICE, say how many nodes to wait for \
+                     (the StatefulSet's replicas)"
+                        .into(),
+                )
+            })?;
+            let expect = match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_NODES).contains(&n) => n,
+                _ => {
+                    return Err(invalid(format!(
+                        "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
+                    )))
+                }
+            };
+            Ok(NodeList::Service { service, expect })
+        }
+    }
+}
+
+/// `couchdb-{0..2}.couchdb` → `couchdb-0.couchdb`, `couchdb-1.couchdb`, `couchdb-2.couchdb`.
+/// One numeric range per entry, lowest first; `{00..15}` pads to two digits. Anything else
+/// with a brace is refused rather than guessed at.
+pub fn expand_range(entry: &str) -> std::result::Result<Vec<String>, String> {
+    let Some(open) = entry.find('{') else {
+        return if entry.contains('}') {
+            Err(format!("`{entry}` has a `}}` without a `{{`"))
+        } else {
+            Ok(vec![entry.to_string()])
+        };
+    };
+    let close = entry[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| {
+            format!(
+                "`{entry}` has a `{{` without a `}}` (lists like {{a,b}} are not supported: write a range \
+                 {{0..2}} or list the nodes)"
+            )
+        })?;
+    let (prefix, inner, suffix) = (&entry[..open], &entry[open + 1..close], &entry[close + 1..]);
+    if suffix.contains(['{', '}']) {
+        return Err(format!(
+            "`{entry}` has more than one {{…}}: one range per entry"
         ));
+    }
+    let (first, last) = inner
+        .split_once("..")
+        .filter(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
+        })
+        .ok_or_else(|| {
+            format!("`{entry}`: `{{{inner}}}` is not a range of numbers like {{0..2}}")
+        })?;
+    let (Ok(from), Ok(to)) = (first.parse::<usize>(), last.parse::<usize>()) else {
+        return Err(format!(
+            "`{entry}`: `{{{inner}}}` has a number that is far too large"
+        ));
+    };
+    if from > to {
+        return Err(format!(
+            "`{entry}`: write the range lowest first, {{{last}..{first}}}"
+        ));
+    }
+    let count = to - from + 1;
+    if count > MAX_NODES {
+        return Err(format!(
+            "`{entry}` gives {count} nodes; more than {MAX_NODES} is surely a typo"
+        ));
+    }
+    let padded = |s: &str| s.len() > 1 && s.starts_with('0');
+    let width = if padded(first) || padded(last) {
+        first.len().max(last.len())
+    } else {
+        0
+    };
+    Ok((from..=to)
+        .map(|i| format!("{prefix}{i:0width$}{suffix}"))
+        .collect())
+}
+
+/// `couchdb-1` → `http://couchdb-1:5984`; `couchdb-1:6984`; `http://10.0.0.5:5984/`.
+/// `var` is the variable it came from, for the message.
+pub fn parse_node(var: &str, entry: &str) -> Result<NodeAddr> {
+    let label = entry.trim().to_string();
+    let bad = |why: &str| invalid(format!("{var}: node `{label}` {why}"));
+    if label.is_empty() {
+        return Err(invalid(format!(
+            "{var} has an empty entry (two commas in a row?)"
+        )));
     }
     let rest = if let Some(rest) = label.strip_prefix("http://") {
         rest
@@ -222,10 +385,9 @@ pub fn parse_node(entry: &str) -> Result<NodeAddr> {
     }
     if authority.contains('@') {
         // Never echo it: the part before @ would be credentials.
-        return Err(invalid(
-            "COUCHDB_NODES: an entry holds credentials (user:password@host); use COUCHDB_USER and COUCHDB_PASSWORD instead"
-                .into(),
-        ));
+        return Err(invalid(format!(
+            "{var}: an entry holds credentials (user:password@host); use COUCHDB_USER and COUCHDB_PASSWORD instead"
+        )));
     }
     let (host, port) = split_host_port(authority).map_err(|why| bad(&why))?;
     if host.is_empty() {
@@ -267,9 +429,21 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
 }
 
 fn parse_nodes(list: &str) -> Result<Vec<NodeAddr>> {
-    let nodes = list
-        .split(',')
-        .map(parse_node)
+    let mut entries = Vec::new();
+    for entry in list.split(',') {
+        entries.extend(
+            expand_range(entry.trim()).map_err(|why| invalid(format!("COUCHDB_NODES: {why}")))?,
+        );
+    }
+    if entries.len() > MAX_NODES {
+        return Err(invalid(format!(
+            "COUCHDB_NODES lists {} nodes; more than {MAX_NODES} is surely a typo",
+            entries.len()
+        )));
+    }
+    let nodes = entries
+        .iter()
+        .map(|e| parse_node("COUCHDB_NODES", e))
         .collect::<Result<Vec<_>>>()?;
     for (i, a) in nodes.iter().enumerate() {
         if nodes[..i].iter().any(|b| b.url == a.url) {
@@ -283,7 +457,7 @@ fn parse_nodes(list: &str) -> Result<Vec<NodeAddr>> {
 }
 
 fn find_coordinator(nodes: &[NodeAddr], wanted: &str) -> Result<usize> {
-    let wanted = parse_node(wanted).context("COUCHDB_COORDINATOR")?;
+    let wanted = parse_node("COUCHDB_COORDINATOR", wanted)?;
     nodes
         .iter()
         .position(|n| n.url == wanted.url)
@@ -373,7 +547,10 @@ mod tests {
     #[test]
     fn parses_nodes_in_three_forms() {
         let c = with(&[]).unwrap();
-        let urls: Vec<_> = c.nodes.iter().map(|n| n.url.as_str()).collect();
+        let NodeList::Listed { nodes, coordinator } = c.nodes else {
+            panic!("listed")
+        };
+        let urls: Vec<_> = nodes.iter().map(|n| n.url.as_str()).collect();
         assert_eq!(
             urls,
             [
@@ -382,16 +559,23 @@ mod tests {
                 "http://10.0.0.3:5984"
             ]
         );
-        assert_eq!(c.coordinator, 0);
+        assert_eq!(coordinator, 0);
         assert_eq!(c.init_timeout, DEFAULT_INIT_TIMEOUT);
+    }
+
+    fn listed(c: Config) -> (Vec<String>, usize) {
+        match c.nodes {
+            NodeList::Listed { nodes, coordinator } => {
+                (nodes.into_iter().map(|n| n.label).collect(), coordinator)
+            }
+            other => panic!("not listed: {other:?}"),
+        }
     }
 
     #[test]
     fn coordinator_must_be_listed() {
         assert_eq!(
-            with(&[("COUCHDB_COORDINATOR", "couchdb-2:6984")])
-                .unwrap()
-                .coordinator,
+            listed(with(&[("COUCHDB_COORDINATOR", "couchdb-2:6984")]).unwrap()).1,
             1
         );
         assert!(config_error(with(&[("COUCHDB_COORDINATOR", "couchdb-9")]))
@@ -400,23 +584,145 @@ mod tests {
 
     #[test]
     fn missing_and_empty_values_name_the_variable() {
-        for name in [
-            "COUCHDB_USER",
-            "COUCHDB_PASSWORD",
-            "COUCHDB_COOKIE",
-            "COUCHDB_NODES",
-        ] {
+        for name in ["COUCHDB_USER", "COUCHDB_PASSWORD", "COUCHDB_NODES"] {
             let mut v = base();
             v.retain(|(k, _)| *k != name);
             assert!(
                 config_error(Config::from_vars(vars(&v))).contains(name),
                 "{name}"
             );
+        }
+        for name in [
+            "COUCHDB_USER",
+            "COUCHDB_PASSWORD",
+            "COUCHDB_COOKIE",
+            "COUCHDB_NODES",
+        ] {
             assert!(
                 config_error(with(&[(name, "")])).contains(name),
                 "{name} empty"
             );
         }
+    }
+
+    #[test]
+    fn the_cookie_is_optional_for_apps_that_only_check() {
+        let mut v = base();
+        v.retain(|(k, _)| *k != "COUCHDB_COOKIE");
+        assert!(Config::from_vars(vars(&v)).unwrap().cookie.is_none());
+    }
+
+    #[test]
+    fn brace_ranges_expand_in_order() {
+        let (labels, _) = listed(
+            with(&[(
+                "COUCHDB_NODES",
+                "couchdb-{0..2}.couchdb, http://db-{8..10}.x:6984,solo",
+            )])
+            .unwrap(),
+        );
+        assert_eq!(
+            labels,
+            [
+                "couchdb-0.couchdb",
+                "couchdb-1.couchdb",
+                "couchdb-2.couchdb",
+                "db-8.x:6984",
+                "db-9.x:6984",
+                "db-10.x:6984",
+                "solo"
+            ]
+        );
+        assert_eq!(
+            expand_range("n{08..10}").unwrap(),
+            ["n08", "n09", "n10"],
+            "zero-padded like the shell"
+        );
+        assert_eq!(expand_range("n{3..3}").unwrap(), ["n3"]);
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_loudly() {
+        for (list, says) in [
+            ("couchdb-{2..0}", "lowest first"),
+            ("couchdb-{0..99999}", "100000 nodes"),
+            ("couchdb-{}", "not a range"),
+            ("couchdb-{a..c}", "not a range"),
+            ("couchdb-{0..}", "not a range"),
+            ("couchdb-{0-2}", "not a range"),
+            ("couchdb-{0..2", "without a `}`"),
+            ("couchdb-{0,1}", "lists like {a,b}"),
+            ("couchdb-0}", "without a `{`"),
+            ("c-{0..1}-{0..1}", "one range per entry"),
+            ("c-{0..99999999999999999999999}", "far too large"),
+            ("a-{0..200},b-{0..200}", "402 nodes"),
+            ("couchdb-{0..1},couchdb-{1..2}", "twice"),
+        ] {
+            let e = config_error(with(&[("COUCHDB_NODES", list)]));
+            assert!(
+                e.contains("COUCHDB_NODES") && e.contains(says),
+                "{list}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_needs_an_expected_count_and_excludes_a_node_list() {
+        let service = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = base()
+                .into_iter()
+                .filter(|(k, _)| *k != "COUCHDB_NODES")
+                .collect();
+            v.extend_from_slice(extra);
+            Config::from_vars(vars(&v))
+        };
+        let c = service(&[("COUCHDB_SERVICE", "couchdb:6984"), ("COUCHDB_EXPECT", "3")]).unwrap();
+        let NodeList::Service { service: s, expect } = c.nodes else {
+            panic!("service")
+        };
+        assert_eq!((s.host(), s.port(), expect), ("couchdb", 6984, 3));
+        for (extra, says) in [
+            (
+                vec![("COUCHDB_SERVICE", "couchdb")],
+                "COUCHDB_EXPECT is not set",
+            ),
+            (
+                vec![("COUCHDB_SERVICE", "couchdb"), ("COUCHDB_EXPECT", "0")],
+                "COUCHDB_EXPECT=`0`",
+            ),
+            (
+                vec![("COUCHDB_SERVICE", "couchdb"), ("COUCHDB_EXPECT", "three")],
+                "COUCHDB_EXPECT=`three`",
+            ),
+            (
+                vec![
+                    ("COUCHDB_SERVICE", "https://couchdb"),
+                    ("COUCHDB_EXPECT", "3"),
+                ],
+                "COUCHDB_SERVICE: node",
+            ),
+            (
+                vec![
+                    ("COUCHDB_SERVICE", "couchdb"),
+                    ("COUCHDB_EXPECT", "3"),
+                    ("COUCHDB_NODES", "a"),
+                ],
+                "keep only one",
+            ),
+            (
+                vec![
+                    ("COUCHDB_SERVICE", "couchdb"),
+                    ("COUCHDB_EXPECT", "3"),
+                    ("COUCHDB_COORDINATOR", "a"),
+                ],
+                "lowest Erlang name",
+            ),
+            (vec![("COUCHDB_EXPECT", "3")], "COUCHDB_SERVICE"),
+        ] {
+            let e = config_error(service(&extra));
+            assert!(e.contains(says), "{extra:?}: {e}");
+        }
+        assert!(config_error(with(&[("COUCHDB_EXPECT", "3")])).contains("only for COUCHDB_SERVICE"));
     }
 
     #[test]

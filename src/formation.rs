@@ -2,20 +2,24 @@
 //! wait → identify → preflight → join → converge → finish → verify.
 //!
 //! Every phase works on all nodes in parallel under the one deadline; every write is preceded by
-//! reads that prove it is needed, so a run on a formed cluster writes nothing.
+//! reads that prove it is needed, so a run on a formed cluster writes nothing. Two runs at once
+//! (a Job retried, a hook and a manual run) end in one cluster: a lost `_nodes` race is asked
+//! again, and every decision is taken from what the nodes say now, whoever wrote it.
+//! After `finish_cluster` the other nodes are only read through the coordinator: their admin
+//! hash was just replaced, and a direct request would make each pay the password hash again.
 
 use std::collections::BTreeSet;
-use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use anyhow::Result;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
 use crate::clock::{poll, Clock};
 use crate::config::Config;
-use crate::exit::{Failure, Status};
-use crate::session::{each, Identified, Session};
+use crate::discovery;
+use crate::exit::{status_of, Failure, Status};
+use crate::session::{each, Nodes, Session, Waiting};
 use crate::text::list_some;
 
 /// The databases `finish_cluster` creates; the cluster is not usable without them.
@@ -24,8 +28,10 @@ const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 const COUCHDB_DEFAULT_N: usize = 3;
 /// `check` is for healthchecks and people: it should answer quickly.
 pub const CHECK_WAIT: Duration = Duration::from_secs(10);
+/// `check --wait` asks again this often: an app's init container needs no more.
+const CHECK_AGAIN: Duration = Duration::from_secs(2);
 
-/// What the preflight read, per node (same order as the configuration).
+/// What the preflight read, per node (same order as the nodes).
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub membership: Membership,
@@ -62,7 +68,7 @@ impl Summary {
         format!(
             "cluster of {} nodes verified ({}); coordinator {}; {}; total {:.2?}",
             self.names.len(),
-            self.names.join(", "),
+            list_some(&self.names),
             self.coordinator,
             done,
             self.elapsed
@@ -91,13 +97,14 @@ impl<'a> Formation<'a> {
 
     /// Form (or confirm) the cluster and verify it.
     pub fn init(&self) -> Result<Summary> {
-        self.phase("wait", "every node's /_up", || self.wait_up())?;
-        let nodes = self.phase("identify", "each node's Erlang name", || self.identify())?;
-        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        let addrs = self.phase("wait", &self.wait_what(), || self.wait_up())?;
+        let nodes = self.phase("identify", "each node's Erlang name", || {
+            self.identify(&addrs)
+        })?;
         let plan = self.phase(
             "preflight",
             "membership and databases of every node",
-            || decide(&nodes, self.cfg.coordinator, &self.observe(&nodes)?),
+            || decide(&nodes, &self.observe(&nodes)?),
         )?;
         let mut actions = Vec::new();
         if plan.formed {
@@ -105,9 +112,9 @@ impl<'a> Formation<'a> {
         } else {
             if !plan.to_join.is_empty() {
                 self.phase("join", "adding nodes to the coordinator's _nodes", || {
-                    self.join(&plan.to_join)
+                    self.join(&nodes, &plan.to_join)
                 })?;
-                actions.push(format!("joined {}", plan.to_join.join(", ")));
+                actions.push(format!("joined {}", list_some(&plan.to_join)));
             }
             self.phase(
                 "converge",
@@ -129,26 +136,33 @@ impl<'a> Formation<'a> {
             || self.verify(&nodes, true, true),
         )?;
         actions.extend(repaired);
-        Ok(self.summary(names, actions))
+        Ok(self.summary(&nodes, actions))
     }
 
-    /// Read-only: is this a healthy, formed cluster?
-    pub fn check(&self) -> Result<Summary> {
-        self.phase("wait", "every node's /_up", || self.wait_up())?;
-        let nodes = self.phase("identify", "each node's Erlang name", || self.identify())?;
-        let names = nodes.iter().map(|n| n.name.clone()).collect();
-        self.phase(
-            "verify",
-            "membership, system databases, shared config",
-            || self.verify(&nodes, false, false),
-        )?;
-        Ok(self.summary(names, Vec::new()))
+    /// Read-only: is this a healthy, formed cluster? With `wait`, keep asking until it is (for
+    /// an app's init container), within the deadline; a wrong password still ends it at once.
+    pub fn check(&self, wait: bool) -> Result<Summary> {
+        let addrs = self.phase("wait", &self.wait_what(), || self.wait_up())?;
+        let nodes = self.phase("identify", "each node's Erlang name", || {
+            self.identify(&addrs)
+        })?;
+        let what = "membership, system databases, shared config";
+        if wait {
+            self.phase(
+                "verify",
+                &format!("{what}, until the cluster is formed"),
+                || self.verify_until_formed(&nodes),
+            )?;
+        } else {
+            self.phase("verify", what, || self.verify(&nodes, false, false))?;
+        }
+        Ok(self.summary(&nodes, Vec::new()))
     }
 
-    fn summary(&self, names: Vec<String>, actions: Vec<String>) -> Summary {
+    fn summary(&self, nodes: &Nodes, actions: Vec<String>) -> Summary {
         Summary {
-            names,
-            coordinator: self.coordinator().label.clone(),
+            names: nodes.names(),
+            coordinator: nodes.coordinator().addr.label.clone(),
             actions,
             elapsed: self.elapsed(),
         }
@@ -158,12 +172,12 @@ impl<'a> Formation<'a> {
 
     /// Membership everywhere; databases only where they matter: on the coordinator (is it
     /// finished?) and on nodes that are not yet its members (would joining them be safe?).
-    fn observe(&self, nodes: &[Identified]) -> Result<Vec<Observed>> {
-        let memberships = self.read_each(nodes, |n| self.client.membership(&n.addr))?;
-        let members = &memberships[self.cfg.coordinator].cluster_nodes;
+    fn observe(&self, nodes: &Nodes) -> Result<Vec<Observed>> {
+        let memberships = self.read_each(&nodes.all, |n| self.client.membership(&n.addr))?;
+        let members = &memberships[nodes.coordinator].cluster_nodes;
         let dbs = each(&(0..nodes.len()).collect::<Vec<_>>(), |&i| {
-            if i == self.cfg.coordinator || !members.contains(&nodes[i].name) {
-                self.read(|| self.client.all_dbs(&nodes[i].addr))
+            if i == nodes.coordinator || !members.contains(&nodes.all[i].name) {
+                self.read(|| self.client.all_dbs(&nodes.all[i].addr))
             } else {
                 Ok(Vec::new())
             }
@@ -182,17 +196,70 @@ impl<'a> Formation<'a> {
 
     // ---- join -------------------------------------------------------------------------------
 
-    fn join(&self, names: &[String]) -> Result<()> {
-        let coordinator = self.coordinator();
-        for name in names {
-            match self.read(|| self.client.add_node(coordinator, name))? {
-                Added::Added => info!("join: added {name} to {}'s _nodes", coordinator.label),
-                Added::AlreadyMember => {
-                    info!("join: {name} was already in {}'s _nodes", coordinator.label)
-                }
-            }
+    /// Trap 22: the first writes to a fresh `_nodes` race, and the loser is not written. So the
+    /// first name goes alone; once one write has landed, the others go at once.
+    fn join(&self, nodes: &Nodes, names: &[String]) -> Result<()> {
+        let Some((first, rest)) = names.split_first() else {
+            return Ok(());
+        };
+        let mut outcomes = vec![self.add(nodes, first)?];
+        for outcome in each(rest, |name| self.add(nodes, name)) {
+            outcomes.push(outcome?);
+        }
+        let already: Vec<String> = names
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == Added::AlreadyMember)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let coordinator = &nodes.coordinator().addr.label;
+        info!(
+            "join: added {} of {} nodes to {coordinator}'s _nodes ({})",
+            names.len() - already.len(),
+            names.len(),
+            list_some(names)
+        );
+        if !already.is_empty() {
+            info!(
+                "join: {} were there already, added meanwhile by CouchDB or another run ({})",
+                already.len(),
+                list_some(&already)
+            );
         }
         Ok(())
+    }
+
+    /// One `_nodes` PUT on the coordinator. A lost race wrote nothing: re-read the coordinator's
+    /// members (another run may have added the node meanwhile), and if it is not there, ask again.
+    fn add(&self, nodes: &Nodes, name: &str) -> Result<Added> {
+        let coordinator = &nodes.coordinator().addr;
+        let added = poll(self.clock, self.deadline, || {
+            match self.read(|| self.client.add_node(coordinator, name))? {
+                Added::NotWritten => {
+                    debug!("join: the PUT of {name} lost a race for a fresh _nodes (trap 22); re-reading");
+                    let members = self.read(|| self.client.membership(coordinator))?;
+                    Ok::<_, anyhow::Error>(
+                        members
+                            .cluster_nodes
+                            .iter()
+                            .any(|m| m == name)
+                            .then_some(Added::AlreadyMember),
+                    )
+                }
+                done => Ok(Some(done)),
+            }
+        })?;
+        added.ok_or_else(|| {
+            Failure::new(
+                Status::Failed,
+                format!(
+                    "{name} was not added to {}'s _nodes before the deadline: every PUT lost a race with \
+                     another write (500 badmatch: file_exists)",
+                    coordinator.label
+                ),
+            )
+            .into()
+        })
     }
 
     // ---- converge ---------------------------------------------------------------------------
@@ -200,17 +267,17 @@ impl<'a> Formation<'a> {
     /// Polls only the nodes that still lag: a node that has listed every node as connected and
     /// member has converged. It changes again only if a node stops within these milliseconds,
     /// which the next run (every `compose up`) or `check` would catch.
-    fn converge(&self, nodes: &[Identified]) -> Result<()> {
-        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-        let mut last_report = String::new();
+    fn converge(&self, nodes: &Nodes) -> Result<()> {
+        let expected: BTreeSet<&str> = nodes.all.iter().map(|n| n.name.as_str()).collect();
+        let mut waiting = Waiting::new("converge", self.clock, self.deadline);
         let mut last_seen: Vec<Option<NodeResult<Membership>>> =
-            nodes.iter().map(|_| None).collect();
+            nodes.all.iter().map(|_| None).collect();
         let converged = |m: &Option<NodeResult<Membership>>| matches!(m, Some(Ok(m)) if membership_gap(&expected, m).is_none());
         let done = poll(self.clock, self.deadline, || {
             let lagging: Vec<usize> = (0..nodes.len())
                 .filter(|&i| !converged(&last_seen[i]))
                 .collect();
-            let seen = each(&lagging, |&i| self.client.membership(&nodes[i].addr));
+            let seen = each(&lagging, |&i| self.client.membership(&nodes.all[i].addr));
             for (i, m) in lagging.into_iter().zip(seen) {
                 match m {
                     // Authentication and protocol errors end the phase; waiting will not fix them.
@@ -220,26 +287,28 @@ impl<'a> Formation<'a> {
                     m => last_seen[i] = Some(m),
                 }
             }
-            let mut waiting = Vec::new();
-            for (n, m) in nodes.iter().zip(&last_seen) {
-                match m {
-                    Some(Ok(m)) => {
-                        if let Some(gap) = membership_gap(&expected, m) {
-                            waiting.push(format!("{} {gap}", n.name));
-                        }
-                    }
-                    Some(Err(e)) => waiting.push(format!("{} ({e})", n.name)),
-                    None => {}
-                }
-            }
-            if waiting.is_empty() {
+            let lagging: Vec<String> = nodes
+                .all
+                .iter()
+                .zip(&last_seen)
+                .filter_map(|(n, m)| match m {
+                    Some(Ok(m)) => lag(&expected, m).map(|l| format!("{} ({l})", n.addr.label)),
+                    Some(Err(e)) => Some(e.to_string()),
+                    None => None,
+                })
+                .collect();
+            if lagging.is_empty() {
                 return Ok(Some(()));
             }
-            let report = waiting.join("; ");
-            if report != last_report {
-                info!("converge: waiting: {report}");
-                last_report = report;
-            }
+            waiting.report(|| {
+                format!(
+                    "{} of {} nodes to list all {}: {}",
+                    lagging.len(),
+                    nodes.len(),
+                    nodes.len(),
+                    list_some(&lagging)
+                )
+            });
             Ok(None)
         })?;
         match done {
@@ -247,7 +316,7 @@ impl<'a> Formation<'a> {
             None => {
                 let last: Vec<NodeResult<Membership>> = last_seen
                     .into_iter()
-                    .zip(nodes)
+                    .zip(&nodes.all)
                     .map(|(m, n)| {
                         m.unwrap_or_else(|| {
                             Err(NodeError::Unreachable {
@@ -259,7 +328,7 @@ impl<'a> Formation<'a> {
                     .collect();
                 Err(Failure::new(
                     Status::NotConnected,
-                    diagnose(nodes, self.cfg.coordinator, &last, resolves),
+                    diagnose(nodes, &last, discovery::resolves),
                 )
                 .into())
             }
@@ -268,8 +337,8 @@ impl<'a> Formation<'a> {
 
     // ---- finish -----------------------------------------------------------------------------
 
-    fn finish(&self, nodes: &[Identified]) -> Result<String> {
-        let coordinator = self.coordinator();
+    fn finish(&self, nodes: &Nodes) -> Result<String> {
+        let coordinator = &nodes.coordinator().addr;
         loop {
             match self.read(|| self.client.finish_cluster(coordinator))? {
                 Finish::Finished => {
@@ -300,16 +369,11 @@ impl<'a> Formation<'a> {
     ///
     /// `membership_proven`: this run has just seen every node list every node (converge, or the
     /// preflight of a formed cluster), so reading it again would prove nothing new.
-    fn verify(
-        &self,
-        nodes: &[Identified],
-        membership_proven: bool,
-        repair: bool,
-    ) -> Result<Vec<String>> {
-        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    fn verify(&self, nodes: &Nodes, membership_proven: bool, repair: bool) -> Result<Vec<String>> {
+        let expected: BTreeSet<&str> = nodes.all.iter().map(|n| n.name.as_str()).collect();
         if !membership_proven {
-            let memberships = self.read_each(nodes, |n| self.client.membership(&n.addr))?;
-            for (n, m) in nodes.iter().zip(&memberships) {
+            let memberships = self.read_each(&nodes.all, |n| self.client.membership(&n.addr))?;
+            for (n, m) in nodes.all.iter().zip(&memberships) {
                 if let Some(gap) = membership_gap(&expected, m) {
                     return Err(unverified(format!(
                         "membership on {} ({}): {gap}",
@@ -320,9 +384,9 @@ impl<'a> Formation<'a> {
         }
 
         let configs = self.configs(nodes)?;
-        let n = effective_n(&configs[self.cfg.coordinator])?;
+        let n = effective_n(&configs[nodes.coordinator])?;
         let mut repaired = Vec::new();
-        if let Some(drift) = config_drift(nodes, self.cfg.coordinator, &configs) {
+        if let Some(drift) = config_drift(nodes, &configs) {
             if !repair {
                 return Err(unverified(format!(
                     "{drift}; run couchdb-cluster-init to repair it"
@@ -331,7 +395,7 @@ impl<'a> Formation<'a> {
             warn!("verify: {drift}; re-running finish_cluster, which copies them from the coordinator");
             self.finish(nodes)?;
             let configs = self.configs(nodes)?;
-            if let Some(drift) = config_drift(nodes, self.cfg.coordinator, &configs) {
+            if let Some(drift) = config_drift(nodes, &configs) {
                 return Err(unverified(format!(
                     "{drift}, even after finish_cluster copied them"
                 )));
@@ -339,7 +403,7 @@ impl<'a> Formation<'a> {
             repaired.push("repaired config drift".to_string());
         }
 
-        let coordinator = self.coordinator();
+        let coordinator = &nodes.coordinator().addr;
         for db in SYSTEM_DBS {
             let shards = self
                 .read(|| self.client.shards(coordinator, db))?
@@ -354,8 +418,40 @@ impl<'a> Formation<'a> {
         Ok(repaired)
     }
 
-    fn configs(&self, nodes: &[Identified]) -> Result<Vec<NodeConfig>> {
-        self.read_each(nodes, |n| self.client.node_config(&n.addr))
+    /// `check --wait`: verify until it passes. Only what waiting can fix is waited out: a cluster
+    /// not formed yet, a node restarting. A wrong password or a bad name ends it at once.
+    fn verify_until_formed(&self, nodes: &Nodes) -> Result<()> {
+        let mut waiting = Waiting::new("verify", self.clock, self.deadline);
+        loop {
+            let e = match self.verify(nodes, false, false) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let left = self.deadline.saturating_duration_since(self.clock.now());
+            if !matches!(status_of(&e), Status::Unverified | Status::Unreachable)
+                || left <= CHECK_AGAIN
+            {
+                return Err(e);
+            }
+            waiting.report(|| format!("the cluster to be formed (now: {e})"));
+            self.clock.sleep(CHECK_AGAIN);
+        }
+    }
+
+    /// Every node's config, read through the coordinator (see `Client::node_config`).
+    fn configs(&self, nodes: &Nodes) -> Result<Vec<NodeConfig>> {
+        let via = &nodes.coordinator().addr;
+        self.read_each(&nodes.all, |n| self.client.node_config(via, &n.name))
+            .map_err(|e| match e.downcast_ref::<NodeError>() {
+                // 404 "no such node", 412 "nodedown": the coordinator does not reach it.
+                Some(NodeError::Unexpected {
+                    status: 404 | 412, ..
+                }) => unverified(format!(
+                    "{e}: the coordinator {} does not reach that node over Erlang",
+                    via.label
+                )),
+                _ => e,
+            })
     }
 }
 
@@ -364,10 +460,15 @@ fn unverified(message: String) -> anyhow::Error {
 }
 
 /// Decide from what every node says: already formed, formable (what to join), or unsafe.
-pub fn decide(nodes: &[Identified], coordinator: usize, observed: &[Observed]) -> Result<Plan> {
-    let coord = &nodes[coordinator];
-    let coord_seen = &observed[coordinator];
-    let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+///
+/// Joining is refused where it could lose data or take a member away from someone: a stranger
+/// among the members, or databases on a node that is not part of this cluster. A node whose
+/// members are all our own nodes is not "another cluster": the chart's seedlist, or another
+/// run at this very moment, joined it — it is joined (again) and the run goes on.
+pub fn decide(nodes: &Nodes, observed: &[Observed]) -> Result<Plan> {
+    let coord = nodes.coordinator();
+    let coord_seen = &observed[nodes.coordinator];
+    let expected: BTreeSet<&str> = nodes.all.iter().map(|n| n.name.as_str()).collect();
     let members: BTreeSet<&str> = coord_seen
         .membership
         .cluster_nodes
@@ -378,37 +479,42 @@ pub fn decide(nodes: &[Identified], coordinator: usize, observed: &[Observed]) -
         Err(Failure::new(Status::Unsafe, format!("{m}. Nothing was written.")).into())
     };
 
-    let strangers: Vec<&str> = members.difference(&expected).copied().collect();
+    let strangers: Vec<String> = members
+        .difference(&expected)
+        .map(|m| m.to_string())
+        .collect();
     if !strangers.is_empty() {
         return unsafe_(format!(
-            "the coordinator {} ({}) has members that are not in COUCHDB_NODES: {}. Add them to COUCHDB_NODES, or \
+            "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES, or \
              remove them yourself (DELETE /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
             coord.addr.label,
             coord.name,
-            strangers.join(", ")
+            list_some(&strangers)
         ));
     }
-    for (i, (node, seen)) in nodes.iter().zip(observed).enumerate() {
-        if i == coordinator || members.contains(node.name.as_str()) {
+    for (i, (node, seen)) in nodes.all.iter().zip(observed).enumerate() {
+        if i == nodes.coordinator || members.contains(node.name.as_str()) {
             continue;
         }
-        let others: Vec<&str> = seen
+        let its: BTreeSet<&str> = seen
             .membership
             .cluster_nodes
             .iter()
             .map(String::as_str)
-            .filter(|m| *m != node.name)
             .collect();
-        if !others.is_empty() {
+        let strangers: Vec<String> = its.difference(&expected).map(|m| m.to_string()).collect();
+        if !strangers.is_empty() {
             return unsafe_(format!(
-                "node {} ({}) already belongs to another cluster (its members: {}); it cannot join {}'s",
+                "node {} ({}) already belongs to another cluster (members not among the nodes: {}); it cannot join {}'s",
                 node.addr.label,
                 node.name,
-                others.join(", "),
+                list_some(&strangers),
                 coord.addr.label
             ));
         }
-        if !seen.dbs.is_empty() {
+        // Databases are this cluster's only if the node was joined to the coordinator (by the
+        // seedlist or another run); a node that was not holds a shard map of its own.
+        if !seen.dbs.is_empty() && !its.contains(coord.name.as_str()) {
             return unsafe_(format!(
                 "node {} ({}) is not a member yet but already holds databases ({}): joining it would merge its shard \
                  map into the cluster's. Start it with an empty data volume, or move its data into the cluster by \
@@ -434,6 +540,7 @@ pub fn decide(nodes: &[Identified], coordinator: usize, observed: &[Observed]) -
         .iter()
         .all(|db| coord_seen.dbs.iter().any(|d| d == db));
     let to_join: Vec<String> = nodes
+        .all
         .iter()
         .map(|n| n.name.clone())
         .filter(|name| !members.contains(name.as_str()))
@@ -458,78 +565,113 @@ fn membership_gap(expected: &BTreeSet<&str>, m: &Membership) -> Option<String> {
         (&m.cluster_nodes, "cluster_nodes (members)"),
     ] {
         let seen: BTreeSet<&str> = list.iter().map(String::as_str).collect();
-        let missing: Vec<&str> = expected.difference(&seen).copied().collect();
-        let extra: Vec<&str> = seen.difference(expected).copied().collect();
+        let missing: Vec<String> = expected.difference(&seen).map(|s| s.to_string()).collect();
+        let extra: Vec<String> = seen.difference(expected).map(|s| s.to_string()).collect();
         if !missing.is_empty() {
-            gaps.push(format!("{what} lacks {}", missing.join(", ")));
+            gaps.push(format!("{what} lacks {}", list_some(&missing)));
         }
         if !extra.is_empty() {
-            gaps.push(format!("{what} has unexpected {}", extra.join(", ")));
+            gaps.push(format!("{what} has unexpected {}", list_some(&extra)));
         }
     }
     (!gaps.is_empty()).then(|| gaps.join(", "))
 }
 
-/// Does this host name resolve from here? (A seam: tests pass their own.)
-pub fn resolves(host: &str) -> bool {
-    (host, 4369)
-        .to_socket_addrs()
-        .map(|mut a| a.next().is_some())
-        .unwrap_or(false)
+/// A node's lag in counts, for progress lines at any N: `connected 13/16, members 1/16`.
+fn lag(expected: &BTreeSet<&str>, m: &Membership) -> Option<String> {
+    membership_gap(expected, m)?;
+    let count = |list: &[String]| {
+        list.iter()
+            .filter(|n| expected.contains(n.as_str()))
+            .count()
+    };
+    let extra = m
+        .all_nodes
+        .iter()
+        .chain(&m.cluster_nodes)
+        .filter(|n| !expected.contains(n.as_str()))
+        .collect::<BTreeSet<_>>()
+        .len();
+    let n = expected.len();
+    let mut said = format!(
+        "connected {}/{n}, members {}/{n}",
+        count(&m.all_nodes),
+        count(&m.cluster_nodes)
+    );
+    if extra > 0 {
+        said += &format!(", {extra} unexpected");
+    }
+    Some(said)
 }
 
-/// Why did convergence not happen? Name the nodes and the likely cause (traps 3 and 4).
+/// Why did convergence not happen? Name the nodes and the likely cause (traps 3 and 4),
+/// grouped by cause so that the message stays readable at 32 nodes.
 pub fn diagnose(
-    nodes: &[Identified],
-    coordinator: usize,
+    nodes: &Nodes,
     last: &[NodeResult<Membership>],
     resolves: impl Fn(&str) -> bool,
 ) -> String {
-    let coord = &nodes[coordinator];
-    let connected_to_coordinator: BTreeSet<&str> = match last.get(coordinator) {
+    let coord = nodes.coordinator();
+    let connected_to_coordinator: BTreeSet<&str> = match last.get(nodes.coordinator) {
         Some(Ok(m)) => m.all_nodes.iter().map(String::as_str).collect(),
         _ => BTreeSet::new(),
     };
-    let mut causes = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        if i == coordinator {
+    let (mut errors, mut unconnected, mut unresolved) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, node) in nodes.all.iter().enumerate() {
+        if i == nodes.coordinator {
             continue;
         }
         if let Some(Err(e)) = last.get(i) {
-            causes.push(format!("{e}"));
+            errors.push(e.to_string());
             continue;
         }
         if connected_to_coordinator.contains(node.name.as_str()) {
             continue;
         }
         let host = node.name.split_once('@').map_or("", |(_, h)| h);
+        let who = format!("{} ({})", node.addr.label, node.name);
         if resolves(host) {
-            causes.push(format!(
-                "{} ({}) answers HTTP and its host {host} resolves from here, but it never connected to {}: most likely \
-                 its Erlang cookie differs (the node's COUCHDB_ERLANG_COOKIE must equal COUCHDB_COOKIE), or Erlang \
-                 ports 4369/9100 are blocked between the nodes",
-                node.addr.label, node.name, coord.name
-            ));
+            unconnected.push(who);
         } else {
-            causes.push(format!(
-                "{} ({}): its host part {host} does not resolve from here, so the other nodes cannot reach it either: \
-                 a name problem — NODENAME must be a dotted name every node resolves (e.g. a network alias)",
-                node.addr.label, node.name
-            ));
+            unresolved.push(who);
         }
     }
-    if causes.is_empty() {
+    let mut causes = Vec::new();
+    if !errors.is_empty() {
+        causes.push(list_some(&errors));
+    }
+    if !unconnected.is_empty() {
+        causes.push(format!(
+            "{} answer HTTP and their hosts resolve from here, but never connected to {}: most likely \
+             their Erlang cookie differs (each node's COUCHDB_ERLANG_COOKIE must equal COUCHDB_COOKIE), or Erlang \
+             ports 4369/9100 are blocked between the nodes",
+            list_some(&unconnected),
+            coord.name
+        ));
+    }
+    if !unresolved.is_empty() {
+        causes.push(format!(
+            "the host parts of {} do not resolve from here, so the other nodes cannot reach them either: \
+             a name problem — NODENAME must be a dotted name every node resolves (e.g. a network alias)",
+            list_some(&unresolved)
+        ));
+    }
+    let missing = errors.len() + unconnected.len() + unresolved.len();
+    if missing == 0 {
         // Connected, but the member lists did not catch up: report what each node still lacks.
-        let expected: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-        for (node, m) in nodes.iter().zip(last) {
-            if let Ok(m) = m {
-                if let Some(gap) = membership_gap(&expected, m) {
-                    causes.push(format!("{} ({}): {gap}", node.addr.label, node.name));
-                }
-            }
-        }
+        let expected: BTreeSet<&str> = nodes.all.iter().map(|n| n.name.as_str()).collect();
+        let gaps: Vec<String> = nodes
+            .all
+            .iter()
+            .zip(last)
+            .filter_map(|(node, m)| {
+                let gap = membership_gap(&expected, m.as_ref().ok()?)?;
+                Some(format!("{} ({}): {gap}", node.addr.label, node.name))
+            })
+            .collect();
+        causes.push(list_some(&gaps));
     }
-    if causes.len() + 1 == nodes.len() && nodes.len() > 2 {
+    if missing + 1 == nodes.len() && nodes.len() > 2 {
         causes.push(format!(
             "every other node is missing, so the odd one out may be the coordinator {} itself",
             coord.addr.label
@@ -560,15 +702,12 @@ fn effective_n(coordinator: &NodeConfig) -> Result<usize> {
 }
 
 /// Which of admin hash, uuid and secret differ from the coordinator's, and where. Never prints them.
-pub fn config_drift(
-    nodes: &[Identified],
-    coordinator: usize,
-    configs: &[NodeConfig],
-) -> Option<String> {
-    let reference = &configs[coordinator];
-    let mut drift = Vec::new();
-    for (i, (node, c)) in nodes.iter().zip(configs).enumerate() {
-        if i == coordinator {
+pub fn config_drift(nodes: &Nodes, configs: &[NodeConfig]) -> Option<String> {
+    let reference = &configs[nodes.coordinator];
+    // "admin hash and [couchdb] uuid" → the nodes where exactly those differ.
+    let mut drift: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, (node, c)) in nodes.all.iter().zip(configs).enumerate() {
+        if i == nodes.coordinator {
             continue;
         }
         let mut what = Vec::new();
@@ -581,15 +720,20 @@ pub fn config_drift(
         if c.secret != reference.secret {
             what.push("[chttpd_auth] secret");
         }
-        if !what.is_empty() {
-            drift.push(format!(
-                "{} differs on {}",
-                what.join(" and "),
-                node.addr.label
-            ));
+        if what.is_empty() {
+            continue;
+        }
+        let what = what.join(" and ");
+        match drift.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, where_)) => where_.push(node.addr.label.clone()),
+            None => drift.push((what, vec![node.addr.label.clone()])),
         }
     }
-    (!drift.is_empty()).then(|| format!("config drift: {}", drift.join("; ")))
+    let said: Vec<String> = drift
+        .iter()
+        .map(|(what, where_)| format!("{what} differs on {}", list_some(where_)))
+        .collect();
+    (!said.is_empty()).then(|| format!("config drift: {}", said.join("; ")))
 }
 
 /// Every range of `db` must live on `want` distinct nodes, all of them members.
@@ -626,9 +770,10 @@ mod tests {
     use super::*;
     use crate::client::NodeConfig;
     use crate::config::{NodeAddr, Secret};
+    use crate::session::Identified;
 
-    fn ident(n: usize) -> Vec<Identified> {
-        (1..=n)
+    fn ident(n: usize) -> Nodes {
+        let all = (1..=n)
             .map(|i| Identified {
                 addr: NodeAddr {
                     label: format!("couchdb-{i}"),
@@ -636,7 +781,11 @@ mod tests {
                 },
                 name: format!("couchdb@couchdb-{i}.cluster"),
             })
-            .collect()
+            .collect();
+        Nodes {
+            all,
+            coordinator: 0,
+        }
     }
 
     fn names(ids: &[usize]) -> Vec<String> {
@@ -664,7 +813,6 @@ mod tests {
     fn fresh_nodes_are_formable() {
         let plan = decide(
             &ident(3),
-            0,
             &[
                 seen(&[1], &[1], &[]),
                 seen(&[2], &[2], &[]),
@@ -685,7 +833,7 @@ mod tests {
     #[test]
     fn a_formed_cluster_needs_nothing() {
         let full = || seen(&[1, 2, 3], &[1, 2, 3], &["_replicator", "_users"]);
-        let plan = decide(&ident(3), 0, &[full(), full(), full()]).unwrap();
+        let plan = decide(&ident(3), &[full(), full(), full()]).unwrap();
         assert_eq!(
             plan,
             Plan {
@@ -699,12 +847,7 @@ mod tests {
     #[test]
     fn growth_joins_only_the_new_node() {
         let full = || seen(&[1, 2, 3], &[1, 2, 3], &["_replicator", "_users"]);
-        let plan = decide(
-            &ident(4),
-            0,
-            &[full(), full(), full(), seen(&[4], &[4], &[])],
-        )
-        .unwrap();
+        let plan = decide(&ident(4), &[full(), full(), full(), seen(&[4], &[4], &[])]).unwrap();
         assert_eq!(
             plan,
             Plan {
@@ -719,7 +862,6 @@ mod tests {
     fn a_stranger_holding_databases_is_refused_by_name() {
         let (s, m) = status(decide(
             &ident(3),
-            0,
             &[
                 seen(&[1], &[1], &[]),
                 seen(&[2], &[2], &["mydb"]),
@@ -737,7 +879,6 @@ mod tests {
     fn a_member_of_another_cluster_is_refused() {
         let (s, m) = status(decide(
             &ident(2),
-            0,
             &[seen(&[1], &[1], &[]), seen(&[2], &[2, 7], &[])],
         ));
         assert_eq!(s, Status::Unsafe);
@@ -748,10 +889,53 @@ mod tests {
     }
 
     #[test]
+    fn nodes_the_seedlist_joined_are_finished_not_refused() {
+        let joined = || seen(&[1, 2, 3], &[1, 2, 3], &[]);
+        let plan = decide(&ident(3), &[joined(), joined(), joined()]).unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                to_join: vec![],
+                finished: false,
+                formed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_node_another_run_just_joined_and_finished_is_joined_again_not_refused() {
+        // Our read of the coordinator came before the other run's PUT; node 2's after its finish.
+        let plan = decide(
+            &ident(3),
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[1, 2], &[1, 2], &["_replicator", "_users"]),
+                seen(&[3], &[3], &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.to_join, names(&[2, 3]));
+    }
+
+    #[test]
+    fn our_own_nodes_with_a_cluster_and_databases_of_their_own_are_refused() {
+        let (s, m) = status(decide(
+            &ident(4),
+            &[
+                seen(&[1], &[1], &[]),
+                seen(&[2], &[2], &[]),
+                seen(&[3, 4], &[3, 4], &["_users"]),
+                seen(&[3, 4], &[3, 4], &["_users"]),
+            ],
+        ));
+        assert_eq!(s, Status::Unsafe);
+        assert!(m.contains("couchdb-3") && m.contains("_users"), "{m}");
+    }
+
+    #[test]
     fn a_lone_coordinator_with_databases_is_refused() {
         let (s, m) = status(decide(
             &ident(2),
-            0,
             &[seen(&[1], &[1], &["_users"]), seen(&[2], &[2], &[])],
         ));
         assert_eq!(s, Status::Unsafe);
@@ -762,7 +946,6 @@ mod tests {
     fn members_missing_from_the_node_list_are_refused_not_removed() {
         let (s, m) = status(decide(
             &ident(2),
-            0,
             &[
                 seen(&[1, 2], &[1, 2, 9], &[]),
                 seen(&[1, 2], &[1, 2, 9], &[]),
@@ -792,16 +975,18 @@ mod tests {
                 cluster_nodes: names(&[3]),
             }),
         ];
-        let cookie = diagnose(&nodes, 0, &last, |_| true);
+        let cookie = diagnose(&nodes, &last, |_| true);
         assert!(
             cookie.contains("couchdb-3")
                 && cookie.contains("cookie")
                 && !cookie.contains("couchdb-2 ("),
             "{cookie}"
         );
-        let name = diagnose(&nodes, 0, &last, |_| false);
+        let name = diagnose(&nodes, &last, |_| false);
         assert!(
-            name.contains("does not resolve") && name.contains("couchdb-3"),
+            name.contains("do not resolve")
+                && name.contains("name problem")
+                && name.contains("couchdb-3"),
             "{name}"
         );
     }
@@ -819,7 +1004,7 @@ mod tests {
                 cluster_nodes: names(&[2]),
             }),
         ];
-        let d = diagnose(&nodes, 0, &last, |_| true);
+        let d = diagnose(&nodes, &last, |_| true);
         assert!(
             d.contains("cluster_nodes (members) lacks couchdb@couchdb-1.cluster"),
             "{d}"
@@ -866,10 +1051,10 @@ mod tests {
             q: None,
         };
         assert_eq!(
-            config_drift(&nodes, 0, &[conf("-pbkdf2-1"), conf("-pbkdf2-1")]),
+            config_drift(&nodes, &[conf("-pbkdf2-1"), conf("-pbkdf2-1")]),
             None
         );
-        let d = config_drift(&nodes, 0, &[conf("-pbkdf2-1"), conf("-pbkdf2-2")]).unwrap();
+        let d = config_drift(&nodes, &[conf("-pbkdf2-1"), conf("-pbkdf2-2")]).unwrap();
         assert!(d.contains("admin hash differs on couchdb-2"), "{d}");
         assert!(!d.contains("pbkdf2") && !d.contains("topsecret"), "{d}");
     }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod exit;
 pub mod formation;
 pub mod logging;

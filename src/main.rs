@@ -28,9 +28,10 @@ fn main() -> ExitCode {
 
     let clock = SystemClock;
     let result = Config::from_env().and_then(|cfg| match command {
-        Command::Check => {
+        Command::Check { wait: true } => Formation::new(&cfg, &clock, cfg.init_timeout).check(true),
+        Command::Check { wait: false } => {
             let timeout = cfg.init_timeout.min(formation::CHECK_WAIT);
-            Formation::new(&cfg, &clock, timeout).check()
+            Formation::new(&cfg, &clock, timeout).check(false)
         }
         _ => Formation::new(&cfg, &clock, cfg.init_timeout).init(),
     });

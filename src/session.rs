@@ -1,16 +1,19 @@
 //! One run against the configured nodes: the client, the clock and the one deadline, and the
-//! steps every procedure starts with — wait for every node's `/_up`, then ask each its Erlang name.
-//! Formation, `check` and the operations after day one all begin here.
+//! steps every procedure starts with — find the nodes and wait for every node's `/_up`, then ask
+//! each its Erlang name. Formation, `check` and the operations after day one all begin here.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use log::{debug, info, warn};
 
 use crate::client::{Client, NodeError, NodeResult, Up};
-use crate::clock::{poll, Clock};
-use crate::config::{Config, NodeAddr};
+use crate::clock::{self, poll, Clock, Progress};
+use crate::config::{Config, NodeAddr, NodeList};
+use crate::discovery;
 use crate::exit::{Failure, Status};
+use crate::text::{list_some, natural_cmp};
 
 /// A node and the Erlang name it reported.
 #[derive(Debug, Clone)]
@@ -19,12 +22,71 @@ pub struct Identified {
     pub name: String,
 }
 
+/// Every node of this run, with its name, and the one that coordinates.
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    pub all: Vec<Identified>,
+    /// Index into `all`.
+    pub coordinator: usize,
+}
+
+impl Nodes {
+    pub fn coordinator(&self) -> &Identified {
+        &self.all[self.coordinator]
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.all.iter().map(|n| n.name.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
 pub struct Session<'a> {
     pub cfg: &'a Config,
     pub client: Client,
     pub clock: &'a dyn Clock,
     pub started: Instant,
     pub deadline: Instant,
+}
+
+/// Says what a long wait waits for: once when it starts, then "still waiting for …, N s left"
+/// at a modest cadence, so that a log never looks stuck and never floods.
+pub struct Waiting<'a> {
+    phase: &'static str,
+    progress: Progress<'a>,
+    said: bool,
+}
+
+impl<'a> Waiting<'a> {
+    pub fn new(phase: &'static str, clock: &'a dyn Clock, deadline: Instant) -> Waiting<'a> {
+        Waiting {
+            phase,
+            progress: Progress::new(clock, deadline),
+            said: false,
+        }
+    }
+
+    /// `what` is only built when a line is due.
+    pub fn report(&mut self, what: impl FnOnce() -> String) {
+        if !self.said {
+            self.said = true;
+            info!("{}: waiting for {}", self.phase, what());
+        } else if let Some(left) = self.progress.due() {
+            info!(
+                "{}: still waiting for {}, {}",
+                self.phase,
+                what(),
+                clock::left(left)
+            );
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -41,13 +103,13 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub fn coordinator(&self) -> &NodeAddr {
-        &self.cfg.nodes[self.cfg.coordinator]
-    }
-
     /// Time since the run started.
     pub fn elapsed(&self) -> Duration {
         self.clock.now().duration_since(self.started)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.deadline.duration_since(self.started)
     }
 
     /// Runs one named phase, logging what it waits for and how long it took.
@@ -63,61 +125,148 @@ impl<'a> Session<'a> {
         result
     }
 
+    /// What the wait phase waits for, for its first log line.
+    pub fn wait_what(&self) -> String {
+        match &self.cfg.nodes {
+            NodeList::Listed { nodes, .. } => format!("/_up of {} nodes", nodes.len()),
+            NodeList::Service { service, expect } => format!(
+                "at least {expect} addresses for {}, then their /_up",
+                service.label
+            ),
+        }
+    }
+
     // ---- wait -------------------------------------------------------------------------------
 
-    pub fn wait_up(&self) -> Result<()> {
-        let results = each(&self.cfg.nodes, |node| {
-            let mut last = String::new();
-            let up = poll(self.clock, self.deadline, || {
-                let state = match self.client.up(node) {
-                    Ok(Up::Ready) => return Ok(Some(())),
-                    Ok(Up::NotReady(state)) => format!("answers /_up with `{state}`"),
-                    Err(NodeError::Unreachable { reason, .. }) => {
-                        format!("not answering yet ({reason})")
-                    }
-                    Err(e) => return Err(e),
-                };
-                if state != last {
-                    info!("wait: {} {state}; waiting", node.label);
-                    last = state;
-                }
-                Ok(None)
-            })?;
-            if up.is_some() {
-                debug!("wait: {} is up", node.label);
-            }
-            Ok::<_, NodeError>(up.ok_or(last))
+    /// Finds the nodes — COUCHDB_NODES, or every address of COUCHDB_SERVICE once at least
+    /// COUCHDB_EXPECT resolve — and waits until every one answers `/_up`.
+    pub fn wait_up(&self) -> Result<Vec<NodeAddr>> {
+        let nodes = match &self.cfg.nodes {
+            NodeList::Listed { nodes, .. } => nodes.clone(),
+            NodeList::Service { service, expect } => self.discover(service, *expect)?,
+        };
+        self.wait_each_up(&nodes)?;
+        Ok(nodes)
+    }
+
+    fn discover(&self, service: &NodeAddr, expect: usize) -> Result<Vec<NodeAddr>> {
+        let mut waiting = Waiting::new("wait", self.clock, self.deadline);
+        let mut last = String::new();
+        let found = poll(self.clock, self.deadline, || {
+            last = match discovery::resolve(service.host()) {
+                Ok(ips) if ips.len() >= expect => return Ok::<_, Infallible>(Some(ips)),
+                Ok(ips) => format!("{} of COUCHDB_EXPECT={expect} addresses resolve", ips.len()),
+                Err(why) => format!("the name does not resolve (DNS: {why})"),
+            };
+            waiting.report(|| format!("COUCHDB_SERVICE {}: {last}", service.label));
+            Ok(None)
         });
-        let mut down = Vec::new();
-        for (node, result) in self.cfg.nodes.iter().zip(results) {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(last)) => down.push(format!("{} ({last})", node.label)),
-                Err(e) => return Err(anyhow::Error::from(e)),
+        match found {
+            Ok(Some(ips)) => {
+                let shown: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+                info!(
+                    "wait: {} resolves to {} addresses ({})",
+                    service.label,
+                    ips.len(),
+                    list_some(&shown)
+                );
+                Ok(discovery::nodes_at(service, &ips))
             }
+            _ => Err(Failure::new(
+                Status::Unreachable,
+                format!(
+                    "COUCHDB_SERVICE {} after {:.0?}: {last}. A DNS problem: check that the headless Service \
+                     exists in this namespace with publishNotReadyAddresses: true, and that COUCHDB_EXPECT is \
+                     not more than the StatefulSet's replicas",
+                    service.label,
+                    self.timeout()
+                ),
+            )
+            .into()),
         }
-        if down.is_empty() {
+    }
+
+    /// Polls `/_up` on the nodes that are not up yet, all at once, until none is left.
+    fn wait_each_up(&self, nodes: &[NodeAddr]) -> Result<()> {
+        let mut waiting = Waiting::new("wait", self.clock, self.deadline);
+        // None once the node is up; else what it does instead.
+        let mut states: Vec<Option<String>> = vec![Some("not asked yet".into()); nodes.len()];
+        let down = |states: &[Option<String>]| -> Vec<String> {
+            nodes
+                .iter()
+                .zip(states)
+                .filter_map(|(n, s)| s.as_ref().map(|s| format!("{} ({s})", n.label)))
+                .collect()
+        };
+        let up = poll(self.clock, self.deadline, || {
+            let lagging: Vec<usize> = (0..nodes.len()).filter(|&i| states[i].is_some()).collect();
+            let seen = each(&lagging, |&i| self.up_state(&nodes[i]));
+            for (i, state) in lagging.into_iter().zip(seen) {
+                let state = state?;
+                if state != states[i] {
+                    debug!(
+                        "wait: {} {}",
+                        nodes[i].label,
+                        state.as_deref().unwrap_or("is up")
+                    );
+                }
+                states[i] = state;
+            }
+            let down = down(&states);
+            if down.is_empty() {
+                return Ok(Some(()));
+            }
+            waiting.report(|| {
+                format!(
+                    "{} of {} nodes: {}",
+                    down.len(),
+                    nodes.len(),
+                    list_some(&down)
+                )
+            });
+            Ok::<_, NodeError>(None)
+        })?;
+        if up.is_some() {
             return Ok(());
         }
+        let down = down(&states);
         Err(Failure::new(
             Status::Unreachable,
             format!(
-                "not up after {:.0?}: {} — check that the node runs and that its address in COUCHDB_NODES is right",
-                self.deadline.duration_since(self.started),
-                down.join("; ")
+                "not up after {:.0?}: {} of {} nodes: {} — check that the node runs and that its address is right",
+                self.timeout(),
+                down.len(),
+                nodes.len(),
+                list_some(&down)
             ),
         )
         .into())
     }
 
+    /// `None` when the node is up; else what it does instead, in words. A name that does not
+    /// resolve is said to be one: in Kubernetes, a pod's name resolves once it has an address.
+    fn up_state(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
+        match self.client.up(node) {
+            Ok(Up::Ready) => Ok(None),
+            Ok(Up::NotReady(state)) => Ok(Some(format!("answers /_up with `{state}`"))),
+            Err(NodeError::Unreachable { reason, .. }) => Ok(Some(
+                discovery::dns_problem(node.host())
+                    .unwrap_or_else(|| format!("not answering yet: {reason}")),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     // ---- identify ---------------------------------------------------------------------------
 
-    pub fn identify(&self) -> Result<Vec<Identified>> {
-        let names = self.read_each(&self.cfg.nodes, |node| self.client.local_name(node))?;
-        let mut nodes = Vec::new();
-        for (addr, name) in self.cfg.nodes.iter().zip(names) {
+    /// Asks every node its Erlang name and picks the coordinator: the one configured, or — for
+    /// nodes found by DNS — the lowest name, so that every run, and two at once, pick the same.
+    pub fn identify(&self, addrs: &[NodeAddr]) -> Result<Nodes> {
+        let names = self.read_each(addrs, |node| self.client.local_name(node))?;
+        let mut all: Vec<Identified> = Vec::new();
+        for (addr, name) in addrs.iter().zip(names) {
             check_erlang_name(&addr.label, &name)?;
-            if let Some(twin) = nodes.iter().find(|n: &&Identified| n.name == name) {
+            if let Some(twin) = all.iter().find(|n| n.name == name) {
                 return Err(Failure::new(
                     Status::Config,
                     format!(
@@ -128,13 +277,29 @@ impl<'a> Session<'a> {
                 )
                 .into());
             }
-            info!("identify: {} is {name}", addr.label);
-            nodes.push(Identified {
+            all.push(Identified {
                 addr: addr.clone(),
                 name,
             });
         }
-        Ok(nodes)
+        let coordinator = match &self.cfg.nodes {
+            NodeList::Listed { coordinator, .. } => *coordinator,
+            NodeList::Service { .. } => {
+                all.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+                let names: Vec<String> = all.iter().map(|n| n.name.clone()).collect();
+                for (node, label) in all.iter_mut().zip(discovery::short_labels(&names)) {
+                    debug!("identify: {} is {label}", node.addr.label);
+                    node.addr.label = label;
+                }
+                0
+            }
+        };
+        let said: Vec<String> = all
+            .iter()
+            .map(|n| format!("{} is {}", n.addr.label, n.name))
+            .collect();
+        info!("identify: {} nodes: {}", all.len(), list_some(&said));
+        Ok(Nodes { all, coordinator })
     }
 
     /// `read` on every item in parallel; the first failure, in configuration order, wins.
@@ -187,7 +352,7 @@ pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
         |why: String| Err(Failure::new(Status::Config, format!("node {label}: {why}")).into());
     if name == "nonode@nohost" {
         return fail(
-            "its Erlang name is nonode@nohost: it was started without NODENAME. Set NODENAME to a dotted \
+            "its Erlang name is nonode@nohost: it was started without NODENAME (or ERL_FLAGS=-name couchdb). Set NODENAME to a dotted \
              name every node resolves (e.g. couchdb-1.cluster.local); the node will be couchdb@<NODENAME>"
                 .into(),
         );

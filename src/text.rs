@@ -17,9 +17,61 @@ pub fn list_some(items: &[String]) -> String {
     }
 }
 
+/// Orders names the way people count: `couchdb-2` before `couchdb-10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (Some(x), Some(y)) = (a.chars().next(), b.chars().next()) else {
+            return a.len().cmp(&b.len());
+        };
+        if x.is_ascii_digit() && y.is_ascii_digit() {
+            let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (da, db) = (digits(a), digits(b));
+            let (na, nb) = (
+                a[..da].trim_start_matches('0'),
+                b[..db].trim_start_matches('0'),
+            );
+            let order = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if order.is_ne() {
+                return order;
+            }
+            (a, b) = (&a[da..], &b[db..]);
+        } else {
+            if x != y {
+                return x.cmp(&y);
+            }
+            (a, b) = (&a[x.len_utf8()..], &b[y.len_utf8()..]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_names_sort_as_numbers() {
+        let mut names = vec![
+            "couchdb-10.x",
+            "couchdb-2.x",
+            "couchdb-1.x",
+            "b",
+            "a",
+            "couchdb-1",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "a",
+                "b",
+                "couchdb-1",
+                "couchdb-1.x",
+                "couchdb-2.x",
+                "couchdb-10.x"
+            ]
+        );
+    }
 
     #[test]
     fn long_lists_are_cut_with_a_count() {

@@ -4,39 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster, run, run_with};
-use couchsim::{Cluster, Fault};
-
-fn assert_formed(c: &Cluster) {
-    let expected: Vec<String> = (0..c.len()).map(|i| c.node(i).name()).collect();
-    let mut expected_sorted = expected.clone();
-    expected_sorted.sort();
-    for i in 0..c.len() {
-        let (mut all, mut members) = c.node(i).membership();
-        all.sort();
-        members.sort();
-        assert_eq!(all, expected_sorted, "all_nodes on {}", c.node(i).name());
-        assert_eq!(
-            members,
-            expected_sorted,
-            "cluster_nodes on {}",
-            c.node(i).name()
-        );
-    }
-    for db in ["_users", "_replicator"] {
-        let shards = c
-            .node(0)
-            .shards(db)
-            .unwrap_or_else(|| panic!("{db} missing"));
-        assert_eq!(shards.len(), 2, "{db} ranges");
-        for holders in shards.values() {
-            let mut distinct = holders.clone();
-            distinct.sort();
-            distinct.dedup();
-            assert_eq!(distinct.len(), 3.min(c.len()), "{db} copies: {holders:?}");
-        }
-    }
-}
+use common::{assert_formed, cluster, run, run_with, writes};
+use couchsim::Fault;
 
 #[test]
 fn forms_three_fresh_nodes_and_says_what_it_did() {
@@ -336,14 +305,6 @@ fn bad_configuration_exits_2_naming_the_variable() {
         0,
         "nothing sent before the configuration is valid"
     );
-}
-
-fn writes(c: &Cluster) -> Vec<String> {
-    c.requests()
-        .into_iter()
-        .filter(|q| matches!(q.method.as_str(), "PUT" | "POST" | "DELETE"))
-        .map(|q| format!("{} {}", q.method, q.path))
-        .collect()
 }
 
 #[test]

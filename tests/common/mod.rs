@@ -1,7 +1,9 @@
 //! Runs the real binary against an in-process simulated cluster.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use couchsim::{Cluster, ClusterBuilder, Delays};
@@ -62,6 +64,11 @@ pub fn run_with(c: &Cluster, env: &[(&str, &str)]) -> Run {
 }
 
 pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
+    finish(spawn(c, args, env))
+}
+
+/// Starts the binary against `c` without waiting for it: for runs that overlap.
+pub fn spawn(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (Child, Instant) {
     let nodes: Vec<String> = (0..c.len()).map(|i| label(c, i)).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"));
     cmd.args(args)
@@ -75,12 +82,98 @@ pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
-    let out = cmd.output().expect("run couchdb-cluster-init");
+    (cmd.spawn().expect("run couchdb-cluster-init"), started)
+}
+
+/// Waits for a run started by `spawn`.
+pub fn finish((child, started): (Child, Instant)) -> Run {
+    let out = child
+        .wait_with_output()
+        .expect("wait for couchdb-cluster-init");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         took: started.elapsed(),
     }
+}
+
+/// One authenticated `PUT path` (body `{}`) straight to a simulated node, as CouchDB itself or
+/// another tool would write; returns the status.
+pub fn put(node: &couchsim::Node, path: &str) -> u16 {
+    let addr = node.addr();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = basic(&format!("admin:{PASSWORD}"));
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"))
+}
+
+fn basic(text: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Every node lists every node as connected and as member, and `_users`/`_replicator` have
+/// min(3, N) distinct copies of each range.
+pub fn assert_formed(c: &Cluster) {
+    let mut expected: Vec<String> = (0..c.len()).map(|i| c.node(i).name()).collect();
+    expected.sort();
+    for i in 0..c.len() {
+        let (mut all, mut members) = c.node(i).membership();
+        all.sort();
+        members.sort();
+        assert_eq!(all, expected, "all_nodes on {}", c.node(i).name());
+        assert_eq!(members, expected, "cluster_nodes on {}", c.node(i).name());
+    }
+    for db in ["_users", "_replicator"] {
+        let shards = c
+            .node(0)
+            .shards(db)
+            .unwrap_or_else(|| panic!("{db} missing"));
+        assert_eq!(shards.len(), 2, "{db} ranges");
+        for holders in shards.values() {
+            let mut distinct = holders.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3.min(c.len()), "{db} copies: {holders:?}");
+        }
+    }
+}
+
+/// The writes the nodes answered, as `METHOD path`.
+pub fn writes(c: &Cluster) -> Vec<String> {
+    c.requests()
+        .into_iter()
+        .filter(|q| matches!(q.method.as_str(), "PUT" | "POST" | "DELETE"))
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect()
 }
