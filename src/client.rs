@@ -13,6 +13,10 @@ use serde_json::Value;
 
 use crate::config::{NodeAddr, Secret};
 
+mod replication;
+
+pub use replication::{segment, DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
+
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -302,11 +306,15 @@ impl Client {
         }
         let timeout = self.request_timeout.min(remaining);
         let url = format!("{}{}", node.url, path);
-        let result = match body {
-            None => self
+        let result = match (method, body) {
+            // `PUT /<db>` creates a database and takes no body.
+            ("PUT", None) => self
+                .prepare(self.agent.put(&url), authenticated, timeout)
+                .send_empty(),
+            (_, None) => self
                 .prepare(self.agent.get(&url), authenticated, timeout)
                 .call(),
-            Some(body) => {
+            (_, Some(body)) => {
                 let request = match method {
                     "PUT" => self.agent.put(&url),
                     _ => self.agent.post(&url),
