@@ -1,7 +1,7 @@
 //! The command line: which procedure to run, and the help text. Options are parsed here only;
 //! everything else comes from the environment (src/config.rs).
 
-use crate::config::VARIABLES;
+use crate::config::{BACKUP_VARIABLES, VARIABLES};
 use crate::exit::TABLE;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -15,6 +15,8 @@ pub enum Command {
     Check {
         wait: bool,
     },
+    /// On a formed cluster: every database continuously replicated to COUCHDB_BACKUP_URL.
+    Backup,
     Help,
     Version,
 }
@@ -23,7 +25,7 @@ pub enum Command {
 const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "init",
-        "(default) wait, identify, preflight, join, converge, finish, verify",
+        "(default) wait, identify, preflight, join, converge, finish, verify; backup if COUCHDB_BACKUP_URL is set",
     ),
     (
         "check",
@@ -32,6 +34,10 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "check --wait",
         "read-only, until the cluster is formed or COUCHDB_INIT_TIMEOUT (for an app's init container)",
+    ),
+    (
+        "backup",
+        "on a formed cluster: every database replicated to COUCHDB_BACKUP_URL, documents arriving",
     ),
 ];
 
@@ -42,6 +48,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         [] | ["init"] => Ok(Command::Init),
         ["check"] => Ok(Command::Check { wait: false }),
         ["check", "--wait"] => Ok(Command::Check { wait: true }),
+        ["backup"] => Ok(Command::Backup),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
@@ -65,7 +72,11 @@ pub fn usage() -> String {
     }
     s += "\nEnvironment:\n";
     for (name, meaning) in VARIABLES {
-        s += &format!("  {name:<25} {meaning}\n");
+        s += &format!("  {name:<26} {meaning}\n");
+    }
+    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set):\n";
+    for (name, meaning) in BACKUP_VARIABLES {
+        s += &format!("  {name:<26} {meaning}\n");
     }
     s += "\nExit codes:\n";
     for (_, code, meaning) in TABLE {
@@ -92,6 +103,7 @@ mod tests {
             Ok(Command::Check { wait: true })
         );
         assert!(parse(&args(&["init", "--wait"])).is_err());
+        assert_eq!(parse(&args(&["backup"])), Ok(Command::Backup));
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert!(parse(&args(&["check", "extra"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());

@@ -22,6 +22,8 @@ pub enum Status {
     Unverified,
     /// Nodes answer HTTP but never connected to each other (cookie, name, Erlang ports).
     NotConnected,
+    /// The cluster is fine; its backup is not in place, or documents do not arrive.
+    Backup,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in the README (a test keeps them equal).
@@ -34,6 +36,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Unsafe, 5, "unsafe to join (a node holds databases or belongs to another cluster): nothing written"),
     (Status::Unverified, 6, "formed, but verification failed (membership, shards or config drift)"),
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),
+    (Status::Backup, 11, "backup not in place: the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication failed, or documents not arriving"),
 ];
 
 impl Status {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             let timeout = cfg.init_timeout.min(formation::CHECK_WAIT);
             Formation::new(&cfg, &clock, timeout).check(false)
         }
+        Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout).backup(),
         _ => Formation::new(&cfg, &clock, cfg.init_timeout).init(),
     });
     match result {

@@ -1,6 +1,6 @@
 //! The README's tables are copies of the code's: keep them equal.
 
-use couchdb_cluster_init::config::VARIABLES;
+use couchdb_cluster_init::config::{BACKUP_VARIABLES, VARIABLES};
 use couchdb_cluster_init::exit::TABLE;
 
 fn readme() -> String {
@@ -46,6 +46,15 @@ fn environment_table_matches_the_code() {
 }
 
 #[test]
+fn backup_environment_table_matches_the_code() {
+    let expected: Vec<(String, String)> = BACKUP_VARIABLES
+        .iter()
+        .map(|(v, m)| (v.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(rows("backup-env-table"), expected);
+}
+
+#[test]
 fn help_prints_both_tables() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"))
         .arg("--help")
@@ -53,7 +62,7 @@ fn help_prints_both_tables() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for (name, _) in VARIABLES {
+    for (name, _) in VARIABLES.iter().chain(BACKUP_VARIABLES) {
         assert!(help.contains(name), "{name} missing from --help");
     }
     for (_, code, meaning) in TABLE {

@@ -1,0 +1,595 @@
+//! Continuous backup to a separate CouchDB, top to bottom as an operator would describe it:
+//!
+//! 1. **target** — the backup CouchDB answers `/_up`, accepts its credentials, and is not a
+//!    member of this cluster.
+//! 2. **survey** — the databases COUCHDB_BACKUP_DBS selects; for each, the `_replicator` doc
+//!    writing into it on the backup (ours, `backup:<db>`, or someone else's), and how many
+//!    documents each side holds.
+//! 3. **target databases** — a database of the same name on the backup wherever it is missing
+//!    (`PUT /<db>`, nothing else: no `enable_single_node`, trap 19).
+//! 4. **replications** — one continuous `_replicator` doc per database, written only where no
+//!    doc writes into that database yet: a second doc for the same pair would fail (trap 20),
+//!    and someone else's is reported, not doubled.
+//! 5. **arrival** — documents, not states (trap 17): wait, within the deadline, until the backup
+//!    holds as many documents (live and deleted) as the source held when the survey read it. A
+//!    crashed job restarts only after 30 s × 2^(crashes−1) on CouchDB's 60 s tick (trap 18): the
+//!    wait says so and when to expect it.
+//!
+//! A run that finds every database replicated and caught up only reads.
+
+use anyhow::Result;
+use log::{debug, info, warn};
+
+use crate::client::{Client, DbCreated, Endpoint, NodeError, NodeResult, Put, SchedulerDoc, Up};
+use crate::clock::poll;
+use crate::config::{self, NodeAddr, NodeList};
+use crate::exit::{Failure, Status};
+use crate::session::{Nodes, Session, Waiting};
+use crate::text::list_some;
+
+/// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
+/// 30 s × 2^(crashes−1), the exponent capped at 10, applied on the scheduler's 60 s tick.
+const RETRY_BASE_SECS: u64 = 30;
+const RETRY_MAX_EXPONENT: u64 = 10;
+const SCHEDULER_TICK_SECS: u64 = 60;
+
+/// The `_replicator` doc id of a database's backup: the same on every run, so a rerun finds it
+/// and CouchDB answers 409 to a second write of it.
+pub fn doc_id(db: &str) -> String {
+    format!("backup:{db}")
+}
+
+/// One database's backup, as read.
+#[derive(Debug, Clone)]
+pub struct DbBackup {
+    pub db: String,
+    /// The doc replicating into the backup's database: ours or another.
+    pub doc: Option<SchedulerDoc>,
+    /// Our doc, replicating somewhere else than COUCHDB_BACKUP_URL.
+    pub elsewhere: Option<SchedulerDoc>,
+    /// Documents, live and deleted, on the cluster and on the backup; `None`: no such database.
+    pub source: Option<u64>,
+    pub target: Option<u64>,
+}
+
+impl DbBackup {
+    /// Documents the backup still lacks, by count.
+    pub fn lag(&self) -> Option<u64> {
+        Some(self.source?.saturating_sub(self.target?))
+    }
+
+    fn caught_up(&self) -> bool {
+        self.lag() == Some(0)
+    }
+
+    fn state(&self) -> &str {
+        match &self.doc {
+            None => "no replication",
+            Some(d) => d
+                .state
+                .as_deref()
+                .unwrap_or("not yet seen by the scheduler"),
+        }
+    }
+
+    /// `app: 12 of 105 documents on the backup, crashing (…)`.
+    fn line(&self) -> String {
+        let counts = match (self.source, self.target) {
+            (Some(s), Some(t)) => format!("{t} of {s} documents on the backup"),
+            (Some(s), None) => format!("0 of {s} documents, no database on the backup"),
+            (None, _) => "gone from the cluster".to_string(),
+        };
+        let mut line = format!("{}: {counts}, {}", self.db, self.state());
+        if let Some(doc) = &self.doc {
+            if !doc.doc_id.eq(&doc_id(&self.db)) {
+                line += &format!(" (doc `{}`, not ours)", doc.doc_id);
+            }
+            if let Some(error) = doc.error.as_ref().filter(|_| in_trouble(doc)) {
+                line += &format!(": {error}; {}", expect_restart(doc));
+            }
+        }
+        line
+    }
+}
+
+/// Crashing and erroring jobs are retried by CouchDB; `failed` ones never are.
+fn in_trouble(doc: &SchedulerDoc) -> bool {
+    matches!(doc.state.as_deref(), Some("crashing" | "error" | "failed"))
+}
+
+fn failed(doc: &SchedulerDoc) -> bool {
+    doc.state.as_deref() == Some("failed")
+}
+
+/// What the operator can expect of a crashed job (trap 18).
+pub fn expect_restart(doc: &SchedulerDoc) -> String {
+    if failed(doc) {
+        return "failed for good: CouchDB never retries it; fix the cause, then delete the doc and run again"
+            .into();
+    }
+    let crashes = doc.error_count.max(1);
+    let backoff = RETRY_BASE_SECS << (crashes - 1).min(RETRY_MAX_EXPONENT);
+    format!(
+        "crashed {crashes} time(s), last at {}: CouchDB restarts it {backoff}–{} s after that \
+         (30 s × 2^(crashes−1), on its 60 s tick), not sooner",
+        doc.last_updated.as_deref().unwrap_or("an unknown time"),
+        backoff + SCHEDULER_TICK_SECS
+    )
+}
+
+pub struct Backup<'s, 'a> {
+    session: &'s Session<'a>,
+    nodes: &'s Nodes,
+    cfg: &'s config::Backup,
+    /// The backup CouchDB, with its own credentials.
+    target: Client,
+}
+
+impl<'s, 'a> Backup<'s, 'a> {
+    pub fn new(session: &'s Session<'a>, nodes: &'s Nodes, cfg: &'s config::Backup) -> Self {
+        let target = Client::new(
+            &cfg.user,
+            &cfg.password,
+            session.cfg.request_timeout,
+            session.deadline,
+        );
+        Backup {
+            session,
+            nodes,
+            cfg,
+            target,
+        }
+    }
+
+    /// Makes sure every selected database is replicated to the backup and its documents arrive.
+    /// Returns what it wrote, for the summary.
+    pub fn ensure(&self) -> Result<Vec<String>> {
+        self.check_target()?;
+        let mut dbs = self.survey()?;
+        let mut actions = Vec::new();
+        let created = self.create_target_dbs(&mut dbs)?;
+        if !created.is_empty() {
+            actions.push(format!(
+                "created {} database(s) on the backup",
+                created.len()
+            ));
+        }
+        let started = self.replicate(&dbs)?;
+        if !started.is_empty() {
+            actions.push(format!("started {} replication(s)", started.len()));
+        }
+        let before: Vec<Option<u64>> = dbs.iter().map(|d| d.target).collect();
+        let dbs = self.arrival(dbs, !started.is_empty())?;
+        let progressed: Vec<bool> = dbs.iter().zip(before).map(|(d, b)| d.target > b).collect();
+        self.report(&dbs, &progressed)?;
+        Ok(actions)
+    }
+
+    // ---- target -----------------------------------------------------------------------------
+
+    /// Waits for the backup's `/_up`, then asks its name with its credentials: proves they work
+    /// before any replication is given them (a job with a wrong password retries on its own and
+    /// locks the account), and that the backup is not one of our own nodes.
+    fn check_target(&self) -> Result<()> {
+        let target = &self.cfg.target;
+        let mut waiting = Waiting::new("backup", self.session.clock, self.session.deadline);
+        let mut last = String::new();
+        let up = poll(self.session.clock, self.session.deadline, || {
+            last = match self.target.up(target) {
+                Ok(Up::Ready) => return Ok(Some(())),
+                Ok(Up::NotReady(state)) => format!("answers /_up with `{state}`"),
+                Err(NodeError::Unreachable { reason, .. }) => format!("not answering: {reason}"),
+                Err(e) => return Err(self.target_error(e)),
+            };
+            waiting.report(|| format!("the backup CouchDB {} ({last})", target.label));
+            Ok(None)
+        })?;
+        if up.is_none() {
+            return Err(backup_failure(format!(
+                "the backup CouchDB {} did not answer /_up in time ({last}). Until it is back its \
+                 replications crash; CouchDB restarts each 30–90 s after its first crash, later ones \
+                 wait longer (trap 18)",
+                target.label
+            )));
+        }
+        let name = self.on_target(|t| t.local_name(target))?;
+        if self.nodes.all.iter().any(|n| n.name == name) {
+            return Err(Failure::new(
+                Status::Config,
+                format!(
+                    "COUCHDB_BACKUP_URL {} is {name}, a member of this cluster: the backup must be a \
+                     separate CouchDB",
+                    target.label
+                ),
+            )
+            .into());
+        }
+        info!(
+            "backup: {} ({name}) answers; credentials {}",
+            target.label, self.cfg.credentials
+        );
+        Ok(())
+    }
+
+    // ---- survey -----------------------------------------------------------------------------
+
+    /// The selected databases: which doc replicates each, and the documents on both sides.
+    /// Reads only; also what `status` shows.
+    pub fn survey(&self) -> Result<Vec<DbBackup>> {
+        let cluster = &self.nodes.coordinator().addr;
+        let client = &self.session.client;
+        let all = self.session.read(|| client.all_dbs(cluster))?;
+        let selected = self.cfg.dbs.select(&all);
+        if !selected.absent.is_empty() {
+            warn!(
+                "backup: COUCHDB_BACKUP_DBS names {} not on the cluster (yet): {}; covered by the first run after \
+                 they exist",
+                selected.absent.len(),
+                list_some(&selected.absent)
+            );
+        }
+        let docs = self.session.read(|| client.scheduler_docs(cluster))?;
+        let mut dbs = Vec::new();
+        for db in selected.dbs {
+            let ours = docs.iter().find(|d| d.doc_id == doc_id(&db));
+            let elsewhere = ours
+                .filter(|d| !d.writes_to(&self.cfg.target, &db) && !d.target.is_empty())
+                .cloned();
+            let doc = ours
+                .filter(|_| elsewhere.is_none())
+                .or_else(|| docs.iter().find(|d| d.writes_to(&self.cfg.target, &db)))
+                .cloned();
+            let source = self
+                .session
+                .read(|| client.db_counts(cluster, &db))?
+                .map(|c| c.total());
+            let target = self
+                .on_target(|t| t.db_counts(&self.cfg.target, &db))?
+                .map(|c| c.total());
+            dbs.push(DbBackup {
+                db,
+                doc,
+                elsewhere,
+                source,
+                target,
+            });
+        }
+        let covered = dbs.iter().filter(|d| d.doc.is_some()).count();
+        info!(
+            "backup: {} database(s) selected, {covered} with a replication to {}",
+            dbs.len(),
+            self.cfg.target.label
+        );
+        Ok(dbs)
+    }
+
+    // ---- target databases -------------------------------------------------------------------
+
+    fn create_target_dbs(&self, dbs: &mut [DbBackup]) -> Result<Vec<String>> {
+        let missing: Vec<String> = dbs
+            .iter()
+            .filter(|d| d.target.is_none() && d.source.is_some())
+            .map(|d| d.db.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        if !self.cfg.create_dbs {
+            return Err(backup_failure(format!(
+                "{} database(s) missing on the backup CouchDB {}: {}. COUCHDB_BACKUP_CREATE_DBS=false, so \
+                 create them there yourself (PUT /<db>), or set it to true",
+                missing.len(),
+                self.cfg.target.label,
+                list_some(&missing)
+            )));
+        }
+        for db in &missing {
+            match self.on_target(|t| t.create_db(&self.cfg.target, db))? {
+                DbCreated::Created => debug!("backup: created {db} on the backup"),
+                DbCreated::Existed => debug!("backup: {db} appeared on the backup meanwhile"),
+            }
+        }
+        for d in dbs.iter_mut().filter(|d| missing.contains(&d.db)) {
+            d.target = Some(0);
+        }
+        info!(
+            "backup: created {} database(s) on {}: {}",
+            missing.len(),
+            self.cfg.target.label,
+            list_some(&missing)
+        );
+        Ok(missing)
+    }
+
+    // ---- replications -----------------------------------------------------------------------
+
+    /// One `_replicator` doc per database that has none writing into its backup.
+    fn replicate(&self, dbs: &[DbBackup]) -> Result<Vec<String>> {
+        let cluster = &self.nodes.coordinator().addr;
+        let source_node = self.source_node();
+        let mut started = Vec::new();
+        for d in dbs
+            .iter()
+            .filter(|d| d.doc.is_none() && d.elsewhere.is_none())
+        {
+            if d.source.is_none() {
+                continue;
+            }
+            let source = Endpoint {
+                node: &source_node,
+                db: &d.db,
+                user: &self.session.cfg.user,
+                password: &self.session.cfg.password,
+            };
+            let target = Endpoint {
+                node: &self.cfg.target,
+                db: &d.db,
+                user: &self.cfg.user,
+                password: &self.cfg.password,
+            };
+            let id = doc_id(&d.db);
+            match self.session.read(|| {
+                self.session
+                    .client
+                    .put_replication(cluster, &id, &source, &target)
+            })? {
+                Put::Created => started.push(d.db.clone()),
+                Put::AlreadyThere => debug!("backup: {id} was written meanwhile (409)"),
+            }
+        }
+        if !started.is_empty() {
+            info!(
+                "backup: started {} continuous replication(s) from {} to {}: {}",
+                started.len(),
+                source_node.label,
+                self.cfg.target.label,
+                list_some(&started)
+            );
+        }
+        Ok(started)
+    }
+
+    /// The cluster as the nodes reach it: whichever member runs a job reads the source there.
+    fn source_node(&self) -> NodeAddr {
+        if let Some(source) = &self.cfg.source {
+            return source.clone();
+        }
+        match &self.session.cfg.nodes {
+            NodeList::Service { service, .. } => service.clone(),
+            NodeList::Listed { .. } => self.nodes.coordinator().addr.clone(),
+        }
+    }
+
+    // ---- arrival ----------------------------------------------------------------------------
+
+    /// Waits until every replicated database's backup holds the documents the survey counted on
+    /// the cluster. Stops early for a `failed` job (CouchDB never retries it). Returns what it saw
+    /// last; `rescan`: read the scheduler again at the end (new docs have no state in the survey).
+    fn arrival(&self, mut dbs: Vec<DbBackup>, rescan: bool) -> Result<Vec<DbBackup>> {
+        let waiting_for = |dbs: &[DbBackup]| -> Vec<usize> {
+            (0..dbs.len())
+                .filter(|&i| {
+                    let d = &dbs[i];
+                    d.source.is_some()
+                        && d.elsewhere.is_none()
+                        && !d.caught_up()
+                        && !d.doc.as_ref().is_some_and(failed)
+                })
+                .collect()
+        };
+        let cluster = &self.nodes.coordinator().addr;
+        let mut waiting = Waiting::new("backup", self.session.clock, self.session.deadline);
+        let mut rescanned = false;
+        poll(self.session.clock, self.session.deadline, || {
+            let lagging = waiting_for(&dbs);
+            if lagging.is_empty() {
+                return Ok(Some(()));
+            }
+            let docs = self
+                .session
+                .read(|| self.session.client.scheduler_docs(cluster))?;
+            rescanned = true;
+            for &i in &lagging {
+                let d = &mut dbs[i];
+                d.target = self
+                    .on_target(|t| t.db_counts(&self.cfg.target, &d.db))?
+                    .map(|c| c.total());
+                if let Some(doc) = docs
+                    .iter()
+                    .find(|doc| doc.writes_to(&self.cfg.target, &d.db))
+                {
+                    d.doc = Some(doc.clone());
+                }
+            }
+            let lagging = waiting_for(&dbs);
+            if lagging.is_empty() {
+                return Ok(Some(()));
+            }
+            waiting.report(|| {
+                let lines: Vec<String> = lagging.iter().map(|&i| dbs[i].line()).collect();
+                format!(
+                    "{} database(s) to catch up on the backup: {}",
+                    lines.len(),
+                    list_some(&lines)
+                )
+            });
+            Ok::<_, anyhow::Error>(None)
+        })?;
+        if rescan && !rescanned {
+            let docs = self
+                .session
+                .read(|| self.session.client.scheduler_docs(cluster))?;
+            for d in dbs.iter_mut() {
+                if let Some(doc) = docs
+                    .iter()
+                    .find(|doc| doc.writes_to(&self.cfg.target, &d.db))
+                {
+                    d.doc = Some(doc.clone());
+                }
+            }
+        }
+        Ok(dbs)
+    }
+
+    // ---- report -----------------------------------------------------------------------------
+
+    /// Says how each database stands; fails (exit 11) where the backup is not in place or no
+    /// document arrived. A backup still copying (`progressed`: documents arrived during this
+    /// run) is said to be so, and is not a failure: a first copy of a large database may take
+    /// longer than any deadline.
+    fn report(&self, dbs: &[DbBackup], progressed: &[bool]) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut fine = Vec::new();
+        for (d, progressed) in dbs.iter().zip(progressed) {
+            if let Some(ours) = &d.elsewhere {
+                problems.push(format!(
+                    "{}: our doc `{}` replicates to {}, not to COUCHDB_BACKUP_URL {}; delete it \
+                     (DELETE /_replicator/{}?rev=…) to move the backup",
+                    d.db, ours.doc_id, ours.target, self.cfg.target.label, ours.doc_id
+                ));
+                continue;
+            }
+            if d.source.is_none() {
+                warn!("backup: {} was deleted from the cluster meanwhile", d.db);
+                continue;
+            }
+            if let Some(doc) = d.doc.as_ref().filter(|doc| doc.doc_id != doc_id(&d.db)) {
+                warn!(
+                    "backup: {} is already replicated to the backup by doc `{}` (from {}); not adding a second \
+                     (trap 20)",
+                    d.db, doc.doc_id, doc.source
+                );
+            }
+            match &d.doc {
+                Some(doc) if failed(doc) => problems.push(d.line()),
+                Some(doc) if d.caught_up() && in_trouble(doc) => {
+                    warn!("backup: caught up for now, but {}", d.line())
+                }
+                _ if d.caught_up() => fine.push(d.db.clone()),
+                Some(_) if *progressed => {
+                    warn!("backup: still copying at the deadline: {}", d.line())
+                }
+                _ => problems.push(d.line()),
+            }
+        }
+        for d in dbs {
+            debug!("backup: {}", d.line());
+        }
+        if !fine.is_empty() {
+            info!(
+                "backup: {} database(s) replicated and caught up: {}",
+                fine.len(),
+                list_some(&fine)
+            );
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(backup_failure(format!(
+            "{} of {} database(s) not backed up by the deadline: {}",
+            problems.len(),
+            dbs.len(),
+            problems.join("; ")
+        )))
+    }
+
+    // ---- the backup CouchDB's errors --------------------------------------------------------
+
+    /// A read or idempotent write on the backup, retried while it is unreachable (within the
+    /// deadline); its failures are the backup's (exit 11), worded with its own variables.
+    fn on_target<T>(&self, call: impl Fn(&Client) -> NodeResult<T>) -> Result<T> {
+        self.session
+            .read(|| call(&self.target))
+            .map_err(|e| match e.downcast::<NodeError>() {
+                Ok(e) => self.target_error(e),
+                Err(e) => e,
+            })
+    }
+
+    fn target_error(&self, e: NodeError) -> anyhow::Error {
+        let label = &self.cfg.target.label;
+        backup_failure(match e {
+            NodeError::Unauthorized { reason, .. } => format!(
+                "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock the \
+                 account there for 5 minutes",
+                self.cfg.credentials
+            ),
+            NodeError::Locked { .. } => format!(
+                "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
+                 and retry in 5 minutes",
+                self.cfg.credentials
+            ),
+            NodeError::Unreachable { reason, .. } => {
+                format!("the backup CouchDB {label} is unreachable: {reason}")
+            }
+            other => format!("the backup CouchDB: {other}"),
+        })
+    }
+}
+
+fn backup_failure(message: String) -> anyhow::Error {
+    Failure::new(Status::Backup, format!("backup: {message}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(state: Option<&str>, errors: u64) -> SchedulerDoc {
+        SchedulerDoc {
+            doc_id: "backup:app".into(),
+            node: Some("node3@127.0.0.1".into()),
+            source: "http://c:5984/app/".into(),
+            target: "http://b:5984/app/".into(),
+            state: state.map(str::to_string),
+            error: (errors > 0).then(|| "db_not_found: could not open http://b:5984/app/".into()),
+            error_count: errors,
+            last_updated: Some("2026-11-24T13:05:42Z".into()),
+        }
+    }
+
+    #[test]
+    fn restarts_are_expected_after_the_backoff_and_the_tick() {
+        let one = expect_restart(&doc(Some("crashing"), 1));
+        assert!(
+            one.contains("30–90 s") && one.contains("13:05:42Z"),
+            "{one}"
+        );
+        assert!(expect_restart(&doc(Some("crashing"), 2)).contains("60–120 s"));
+        assert!(expect_restart(&doc(Some("crashing"), 40)).contains("30720–30780 s"));
+        assert!(expect_restart(&doc(Some("failed"), 1)).contains("never retries"));
+    }
+
+    #[test]
+    fn lag_and_lines_say_documents_and_state() {
+        let d = DbBackup {
+            db: "app".into(),
+            doc: Some(doc(Some("crashing"), 1)),
+            elsewhere: None,
+            source: Some(106),
+            target: Some(105),
+        };
+        assert_eq!(d.lag(), Some(1));
+        let line = d.line();
+        assert!(
+            line.starts_with("app: 105 of 106 documents on the backup, crashing: db_not_found"),
+            "{line}"
+        );
+        assert!(line.contains("30–90 s"), "{line}");
+        let none = DbBackup {
+            doc: None,
+            target: None,
+            ..d.clone()
+        };
+        assert_eq!(none.lag(), None);
+        assert_eq!(
+            none.line(),
+            "app: 0 of 106 documents, no database on the backup, no replication"
+        );
+        let ahead = DbBackup {
+            target: Some(200),
+            ..d
+        };
+        assert_eq!(ahead.lag(), Some(0));
+    }
+}
