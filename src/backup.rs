@@ -24,7 +24,7 @@ use crate::client::{Client, DbCreated, Endpoint, NodeError, NodeResult, Put, Sch
 use crate::clock::poll;
 use crate::config::{self, NodeAddr, NodeList};
 use crate::exit::{Failure, Status};
-use crate::session::{Nodes, Session, Waiting};
+use crate::session::{Session, Waiting};
 use crate::text::list_some;
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
@@ -119,14 +119,15 @@ pub fn expect_restart(doc: &SchedulerDoc) -> String {
 
 pub struct Backup<'s, 'a> {
     session: &'s Session<'a>,
-    nodes: &'s Nodes,
+    /// The member every cluster request goes to: the coordinator.
+    cluster: &'s NodeAddr,
     cfg: &'s config::Backup,
     /// The backup CouchDB, with its own credentials.
     target: Client,
 }
 
 impl<'s, 'a> Backup<'s, 'a> {
-    pub fn new(session: &'s Session<'a>, nodes: &'s Nodes, cfg: &'s config::Backup) -> Self {
+    pub fn new(session: &'s Session<'a>, cluster: &'s NodeAddr, cfg: &'s config::Backup) -> Self {
         let target = Client::new(
             &cfg.user,
             &cfg.password,
@@ -135,7 +136,7 @@ impl<'s, 'a> Backup<'s, 'a> {
         );
         Backup {
             session,
-            nodes,
+            cluster,
             cfg,
             target,
         }
@@ -167,9 +168,10 @@ impl<'s, 'a> Backup<'s, 'a> {
 
     // ---- target -----------------------------------------------------------------------------
 
-    /// Waits for the backup's `/_up`, then asks its name with its credentials: proves they work
-    /// before any replication is given them (a job with a wrong password retries on its own and
-    /// locks the account), and that the backup is not one of our own nodes.
+    /// Waits for the backup's `/_up`, then reads its server uuid with its credentials: proves
+    /// they are an admin's before any replication is given them (a job with a wrong password
+    /// retries on its own and locks the account), and that the backup is not part of this
+    /// cluster (whose members share the coordinator's uuid, copied by `finish_cluster`).
     fn check_target(&self) -> Result<()> {
         let target = &self.cfg.target;
         let mut waiting = Waiting::new("backup", self.session.clock, self.session.deadline);
@@ -192,20 +194,23 @@ impl<'s, 'a> Backup<'s, 'a> {
                 target.label
             )));
         }
-        let name = self.on_target(|t| t.local_name(target))?;
-        if self.nodes.all.iter().any(|n| n.name == name) {
+        let theirs = self.on_target(|t| t.server_uuid(target))?;
+        let ours = self
+            .session
+            .read(|| self.session.client.server_uuid(self.cluster))?;
+        if theirs.is_some() && theirs == ours {
             return Err(Failure::new(
                 Status::Config,
                 format!(
-                    "COUCHDB_BACKUP_URL {} is {name}, a member of this cluster: the backup must be a \
-                     separate CouchDB",
+                    "COUCHDB_BACKUP_URL {} has this cluster's server uuid: it is one of the cluster's own \
+                     nodes, and the backup must be a separate CouchDB",
                     target.label
                 ),
             )
             .into());
         }
         info!(
-            "backup: {} ({name}) answers; credentials {}",
+            "backup: {} answers as a separate CouchDB; credentials {}",
             target.label, self.cfg.credentials
         );
         Ok(())
@@ -216,7 +221,7 @@ impl<'s, 'a> Backup<'s, 'a> {
     /// The selected databases: which doc replicates each, and the documents on both sides.
     /// Reads only; also what `status` shows.
     pub fn survey(&self) -> Result<Vec<DbBackup>> {
-        let cluster = &self.nodes.coordinator().addr;
+        let cluster = self.cluster;
         let client = &self.session.client;
         let all = self.session.read(|| client.all_dbs(cluster))?;
         let selected = self.cfg.dbs.select(&all);
@@ -305,7 +310,7 @@ impl<'s, 'a> Backup<'s, 'a> {
 
     /// One `_replicator` doc per database that has none writing into its backup.
     fn replicate(&self, dbs: &[DbBackup]) -> Result<Vec<String>> {
-        let cluster = &self.nodes.coordinator().addr;
+        let cluster = self.cluster;
         let source_node = self.source_node();
         let mut started = Vec::new();
         for d in dbs
@@ -356,7 +361,7 @@ impl<'s, 'a> Backup<'s, 'a> {
         }
         match &self.session.cfg.nodes {
             NodeList::Service { service, .. } => service.clone(),
-            NodeList::Listed { .. } => self.nodes.coordinator().addr.clone(),
+            NodeList::Listed { .. } => self.cluster.clone(),
         }
     }
 
@@ -377,7 +382,7 @@ impl<'s, 'a> Backup<'s, 'a> {
                 })
                 .collect()
         };
-        let cluster = &self.nodes.coordinator().addr;
+        let cluster = self.cluster;
         let mut waiting = Waiting::new("backup", self.session.clock, self.session.deadline);
         let mut rescanned = false;
         poll(self.session.clock, self.session.deadline, || {

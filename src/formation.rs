@@ -170,7 +170,7 @@ impl<'a> Formation<'a> {
         self.phase(
             "backup",
             &format!("every database replicated to {}", backup.target.label),
-            || Backup::new(&self.session, nodes, backup).ensure(),
+            || Backup::new(&self.session, &nodes.coordinator().addr, backup).ensure(),
         )
     }
 

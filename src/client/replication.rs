@@ -114,6 +114,25 @@ impl Client {
         }
     }
 
+    /// The server's `[couchdb] uuid` (admin only): a cluster's members share it once
+    /// `finish_cluster` has copied it, a separate CouchDB has its own.
+    pub fn server_uuid(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
+        let what = "GET /_node/_local/_config/couchdb/uuid";
+        let (status, body) = self.call(
+            node,
+            "GET",
+            "/_node/_local/_config/couchdb/uuid",
+            None,
+            true,
+            what,
+        )?;
+        match status {
+            200 => parse(node, what, &body).map(Some),
+            404 => Ok(None),
+            _ => Err(self.unexpected(node, what, status, &body)),
+        }
+    }
+
     /// `PUT /<db>`: on a standalone node that is all a replication target needs (transcript 14;
     /// no `enable_single_node`, which re-hashes the admin password: trap 19).
     pub fn create_db(&self, node: &NodeAddr, db: &str) -> NodeResult<DbCreated> {
