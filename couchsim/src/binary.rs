@@ -153,6 +153,7 @@ pub fn server_config(env: &HashMap<String, String>) -> Result<ServerConfig, Stri
 pub fn build_node(cfg: &ServerConfig) -> Arc<NodeInner> {
     let addr = SocketAddr::new(cfg.listen_ip, cfg.port);
     let inner = NodeInner::new(NodeConfig {
+        shared: Default::default(),
         spec: cfg.spec.clone(),
         delays: cfg.delays.clone(),
         epmd: Arc::new(DnsEpmd {

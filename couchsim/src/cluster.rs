@@ -7,9 +7,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::dist::Registry;
-use crate::faults;
+use serde_json::Value;
+
+use crate::copies::Edit;
+use crate::ejson::Ej;
 use crate::node::{lock, NodeConfig, NodeInner};
+use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
+use crate::{fabric, faults, shards};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -95,14 +100,88 @@ impl Node {
 
     /// As if someone created `name` on this node: shards on its current `_nodes` members.
     pub fn create_db(&self, name: &str) {
-        self.inner.create_db(name, None, None);
+        fabric::create_db(&self.inner, name, None, None);
+    }
+
+    /// `PUT /<name>?q=&n=` through this node. False when it exists already.
+    pub fn create_db_q_n(&self, name: &str, q: u64, n: u64) -> bool {
+        fabric::create_db(&self.inner, name, Some(q), Some(n))
+    }
+
+    /// A clustered `_bulk_docs` through this node: each id gets the body `{"n":<its index>}`
+    /// (as the recordings wrote them). Returns how many docs got a revision.
+    pub fn write_docs<S: AsRef<str>>(&self, db: &str, ids: &[S]) -> usize {
+        let edits = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Edit {
+                id: id.as_ref().to_string(),
+                rev: None,
+                body: Ej::Obj(vec![("n".into(), Ej::Num(i.into()))]),
+                deleted: false,
+            })
+            .collect();
+        match fabric::update_docs(&self.inner, db, edits) {
+            Ok(replies) => replies.iter().filter(|r| r.rev.is_some()).count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// A clustered `_all_docs` through this node: the ids it answers (short while a range
+    /// is read from an empty new copy, as CouchDB's; trap 11). `None` when the db does not
+    /// exist or a range has no reachable copy.
+    pub fn doc_ids(&self, db: &str) -> Option<Vec<String>> {
+        let (_, rows) = fabric::all_docs(&self.inner, db, 0, None, false).ok()?;
+        Some(
+            rows.iter()
+                .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+                .filter_map(|v| v["id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
+    /// A clustered single-doc read through this node (every copy asked, read repair).
+    pub fn doc(&self, db: &str, id: &str) -> Option<Value> {
+        let d = fabric::open_doc(&self.inner, db, id).ok()?;
+        Some(d.to_json(id, true).to_value())
+    }
+
+    /// `POST /<db>/_sync_shards` through this node.
+    pub fn sync_shards(&self, db: &str) -> bool {
+        fabric::sync_shards(&self.inner, db)
+    }
+
+    /// `doc_count` of this node's own copy of `range` of `db` (`None`: it has no such file;
+    /// an orphan file left by a move counts).
+    pub fn copy_doc_count(&self, db: &str, range: &str) -> Option<u64> {
+        let st = lock(&self.inner.store);
+        st.files
+            .iter()
+            .find(|(name, _)| {
+                shards::parse_file_name(name)
+                    .map(|(r, d, _)| r == range && d == db)
+                    .unwrap_or(false)
+            })
+            .map(|(_, f)| f.doc_count())
+    }
+
+    /// This node's node-local dbs and shard files (`GET /_node/<node>/_all_dbs`).
+    pub fn files(&self) -> Vec<String> {
+        lock(&self.inner.store).local_dbs()
+    }
+
+    /// This node's `_dbs` doc for `db` (`GET /_node/_local/_dbs/<db>?conflicts=true`).
+    pub fn dbs_doc(&self, db: &str) -> Option<Value> {
+        let st = lock(&self.inner.store);
+        let d = st.dbs.get(db).ok()?;
+        Some(d.to_json(db, true).to_value())
     }
 
     /// As if `finish_cluster` ran on this node alone: `_users` and `_replicator` with every
     /// shard on itself.
     pub fn finish_alone(&self) {
         for db in crate::setup::SYSTEM_DBS {
-            self.inner.create_db_alone(db);
+            fabric::create_db_alone(&self.inner, db);
         }
     }
 
@@ -219,6 +298,7 @@ impl ClusterBuilder {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             registry: Arc::new(Registry::default()),
+            shared: Arc::new(Shared::default()),
             seq: Arc::new(AtomicU64::new(0)),
             delays,
             seed,
@@ -259,6 +339,7 @@ fn default_spec(
 pub struct Cluster {
     nodes: Vec<Node>,
     registry: Arc<Registry>,
+    shared: Arc<Shared>,
     seq: Arc<AtomicU64>,
     delays: Delays,
     seed: u64,
@@ -301,6 +382,7 @@ impl Cluster {
         self.registry.register(&spec.name, addr);
         let idx = self.nodes.len() as u64;
         let inner = NodeInner::new(NodeConfig {
+            shared: self.shared.clone(),
             spec,
             delays: self.delays.clone(),
             epmd: self.registry.clone(),
@@ -352,6 +434,29 @@ impl Cluster {
             node.start();
         }
         &self.nodes[i]
+    }
+
+    /// Every shard-map change any node applied (its own edit, a copy pushed to it, a db
+    /// created or deleted), oldest first, with the `doc_count` of each holder's copy at that
+    /// instant — to assert that no range ever had fewer complete copies than before.
+    pub fn shard_map_events(&self) -> Vec<ShardMapEvent> {
+        self.shared.events()
+    }
+
+    pub fn clear_shard_map_events(&self) {
+        self.shared.clear_events();
+    }
+
+    /// The next creation of `db` (on any node) uses this placement and file suffix instead of
+    /// mem3's random choice and the clock (`".1795524961"`). For replaying recordings.
+    pub fn pin_placement(&self, db: &str, by_range: BTreeMap<String, Vec<String>>, suffix: &str) {
+        self.shared.pin(
+            db,
+            Pin {
+                suffix: Some(suffix.to_string()),
+                by_range: Some(by_range),
+            },
+        );
     }
 
     /// Every request every node answered, in the order they were answered.

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientRequest, ClientResponse};
+use crate::docs::Leaf;
 use crate::http::{self, HttpRequest, Response};
+use crate::node::Parts;
 use crate::node::{lock, log_line, NodeInner};
-use crate::store::Doc;
-use crate::{routes, util};
+use crate::{copies, routes, util};
 
 pub const PREFIX: &str = "/_couchsim/";
 pub const NONODE: &str = "nonode@nohost";
@@ -108,12 +109,12 @@ fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String 
     ])
 }
 
-/// A copy of a node's `_nodes` and `_dbs`, pushed to a peer.
+/// A copy of a node's `_nodes` and/or `_dbs` (every doc with all its leaves), pushed to a peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncPayload {
     pub from: String,
-    pub nodes: BTreeMap<String, Doc>,
-    pub dbs: BTreeMap<String, Doc>,
+    pub nodes: Option<BTreeMap<String, Vec<Leaf>>>,
+    pub dbs: Option<BTreeMap<String, Vec<Leaf>>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,20 +256,25 @@ fn on_connected(node: &NodeInner, peer: &str, link: u64, hints: &[String]) {
             rng.between(lo, hi)
         }
     };
-    let mut v = lock(&node.vol);
-    if v.connected.is_empty() {
-        v.gate_until = Some(now + delay);
-    }
-    v.connected.insert(peer.to_string(), link);
-    v.ever_connected.insert(peer.to_string());
-    v.next_attempt.remove(peer);
-    v.push_due.insert(peer.to_string(), now);
-    for h in hints {
-        if *h != node.name && !v.connected.contains_key(h) {
-            v.hints.insert(h.clone());
+    {
+        let mut v = lock(&node.vol);
+        if v.connected.is_empty() {
+            v.gate_until = Some(now + delay);
+        }
+        v.connected.insert(peer.to_string(), link);
+        v.ever_connected.insert(peer.to_string());
+        v.next_attempt.remove(peer);
+        for h in hints {
+            if *h != node.name && !v.connected.contains_key(h) {
+                v.hints.insert(h.clone());
+            }
         }
     }
-    drop(v);
+    // mem3_sync on nodeup: a member gets our `_nodes`, `_dbs` and the copies we share.
+    if lock(&node.store).is_member(peer) {
+        node.schedule_sync(peer, now, Parts::ALL);
+        node.schedule_pushes_to(peer, node.delays.sync_push.0);
+    }
     log_line(&format!("{}: connected to {peer}", node.name));
 }
 
@@ -283,10 +289,13 @@ fn drop_peer(node: &NodeInner, peer: &str, link: u64) {
     }
 }
 
-fn push_state(node: &NodeInner, peer: &str, direct: bool) {
+fn push_state(node: &NodeInner, peer: &str, direct: bool, parts: Parts) {
     let (nodes, dbs) = {
         let st = lock(&node.store);
-        (st.nodes.docs.clone(), st.dbs.docs.clone())
+        (
+            parts.nodes.then(|| st.nodes.leaves_since(0)),
+            parts.dbs.then(|| st.dbs.leaves_since(0)),
+        )
     };
     let payload = json!({"nodes": nodes, "dbs": dbs, "direct": direct});
     let delivered = matches!(call(node, peer, "sync", payload), Ok(r) if r.status == 200);
@@ -294,19 +303,31 @@ fn push_state(node: &NodeInner, peer: &str, direct: bool) {
         // The peer may not have registered the link yet (it answers 409 `not_connected`
         // until its side of `on_connected` ran): push again on a later tick while the link
         // lives, instead of losing the copy for good.
-        let mut v = lock(&node.vol);
-        if v.connected.contains_key(peer) {
-            let at = Instant::now() + node.delays.tick;
-            v.push_due.entry(peer.to_string()).or_insert(at);
+        if node.is_connected(peer) {
+            node.schedule_sync(peer, Instant::now() + node.delays.tick, parts);
         }
     }
 }
 
-/// Pushes `_nodes`/`_dbs` to every connected peer now (synchronous writes like fabric's).
-pub fn push_all_now(node: &NodeInner) {
-    let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
+/// fabric writes a db's new shard map to every connected member before it answers.
+pub fn push_dbs_now(node: &NodeInner) {
+    let members = lock(&node.store).cluster_nodes();
+    let peers: Vec<String> = lock(&node.vol)
+        .connected
+        .keys()
+        .filter(|p| members.contains(p))
+        .cloned()
+        .collect();
     for p in peers {
-        push_state(node, &p, true);
+        push_state(node, &p, true, Parts::DBS);
+    }
+}
+
+/// Runs a shard-copy operation (`copies::rpc`) on a connected peer. `None`: no answer.
+pub fn shard_rpc(node: &NodeInner, peer: &str, payload: Value) -> Option<Value> {
+    match call(node, peer, "shard", payload) {
+        Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
+        _ => None,
     }
 }
 
@@ -336,10 +357,19 @@ pub fn remote_node_request(
     rest: &[&str],
     epoch: u64,
 ) -> Response {
-    let member = lock(&node.store).nodes.get(name).is_ok();
-    let up = node.is_connected(name) || (member && connect(node, name, epoch));
+    // Erlang knows a name it has seen: a `_nodes` doc (even deleted), a shard map, a link.
+    let known = {
+        let st = lock(&node.store);
+        st.nodes.docs.contains_key(name)
+            || st
+                .all_dbs()
+                .iter()
+                .filter_map(|db| st.map(db))
+                .any(|m| m.by_range.values().flatten().any(|n| n == name))
+    } || lock(&node.vol).ever_connected.contains(name);
+    let up = node.is_connected(name) || (known && connect(node, name, epoch));
     if !up {
-        return if member {
+        return if known {
             Response::error(412, "nodedown", &format!("{name} is down"))
         } else {
             Response::error(404, "not_found", &format!("no such node: {name}"))
@@ -379,16 +409,6 @@ pub fn note_listener_change(node: &NodeInner) {
 // the ticker
 // ---------------------------------------------------------------------------------------------
 
-pub fn ticker(node: Arc<NodeInner>, epoch: u64) {
-    while node.alive(epoch) {
-        std::thread::sleep(node.delays.tick);
-        if !node.alive(epoch) {
-            break;
-        }
-        tick(&node, epoch);
-    }
-}
-
 fn retry_delay(node: &NodeInner, lost: bool) -> Duration {
     if lost {
         return node.delays.lost_retry;
@@ -400,7 +420,9 @@ fn retry_delay(node: &NodeInner, lost: bool) -> Duration {
     lock(&node.rng).between(lo, hi)
 }
 
-fn tick(node: &Arc<NodeInner>, epoch: u64) {
+/// One round of the distribution: (re)connect members and hinted peers, apply held copies,
+/// send due pushes of `_nodes`/`_dbs`.
+pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     let now = Instant::now();
     if long_name_ok(&node.name) {
         let members = lock(&node.store).cluster_nodes();
@@ -443,57 +465,47 @@ fn tick(node: &Arc<NodeInner>, epoch: u64) {
         apply_sync(node, p);
     }
     // outgoing copies
-    let pushes: Vec<String> = {
+    let pushes: Vec<(String, Parts)> = {
         let mut v = lock(&node.vol);
         let now = Instant::now();
-        let due: Vec<String> = v
+        let due: Vec<(String, Parts)> = v
             .push_due
             .iter()
-            .filter(|(_, t)| now >= **t)
-            .map(|(p, _)| p.clone())
+            .filter(|(_, d)| now >= d.at)
+            .map(|(p, d)| (p.clone(), d.parts))
             .collect();
-        for p in &due {
+        for (p, _) in &due {
             v.push_due.remove(p);
         }
         due.into_iter()
-            .filter(|p| v.connected.contains_key(p))
+            .filter(|(p, _)| v.connected.contains_key(p))
             .collect()
     };
-    for p in pushes {
+    for (p, parts) in pushes {
         if !node.alive(epoch) {
             return;
         }
-        push_state(node, &p, false);
+        push_state(node, &p, false, parts);
     }
 }
 
 fn apply_sync(node: &NodeInner, p: SyncPayload) {
-    let changed = {
+    let (before, nodes_changed, dbs_changed) = {
         let mut st = lock(&node.store);
-        let a = st.nodes.merge(&p.nodes);
-        let b = st.dbs.merge(&p.dbs);
-        if !b.is_empty() {
-            let now = Instant::now();
-            let mut v = lock(&node.vol);
-            for db in &b {
-                v.db_seen.entry(db.clone()).or_insert(now);
-            }
-        }
-        !a.is_empty() || !b.is_empty()
+        let before = st.cluster_nodes();
+        let a = p
+            .nodes
+            .as_ref()
+            .map(|n| st.nodes.merge(n))
+            .unwrap_or_default();
+        let b = p.dbs.as_ref().map(|d| st.dbs.merge(d)).unwrap_or_default();
+        (before, !a.is_empty(), b)
     };
-    if changed {
-        node.save();
-        let now = Instant::now();
-        let mut v = lock(&node.vol);
-        let peers: Vec<String> = v
-            .connected
-            .keys()
-            .filter(|k| **k != p.from)
-            .cloned()
-            .collect();
-        for peer in peers {
-            v.push_due.insert(peer, now);
-        }
+    if nodes_changed {
+        node.nodes_changed(&before, Some(&p.from), None);
+    }
+    if !dbs_changed.is_empty() {
+        node.dbs_changed(&dbs_changed, true);
     }
 }
 
@@ -610,6 +622,7 @@ pub fn handle_internal(
             node.set_config(s, k, val);
             reply(writer, node, 200, &json!({"ok": true}));
         }
+        "shard" => reply(writer, node, 200, &copies::rpc(node, &v)),
         "proxy" => {
             let segs: Vec<String> = v["path"]
                 .as_array()

@@ -14,21 +14,32 @@
 //! # let _ = url;
 //! ```
 
+mod answers;
 mod auth;
 mod client;
 mod cluster;
+mod clustered;
+mod copies;
 mod dist;
+mod docs;
+mod ejson;
+mod fabric;
 mod faults;
 mod http;
+mod isync;
 mod node;
 mod routes;
 mod setup;
+mod shards;
+mod shared;
 mod spec;
 mod store;
+mod ticker;
 mod util;
 
 pub mod binary;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use dist::{DnsEpmd, Epmd, Registry};
+pub use shared::ShardMapEvent;
 pub use spec::{Delays, Fault, NodeSpec, Request};

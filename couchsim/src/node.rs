@@ -11,15 +11,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::auth::{self, AuthState};
 use crate::dist::{self, Epmd, SyncPayload};
+use crate::docs::DocDb;
+use crate::ejson::Ej;
 use crate::http::{self, HttpRequest, ReadError, Response};
+use crate::shards;
+use crate::shared::Shared;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::store::{self, LocalDb, Store};
+use crate::store::Store;
 use crate::util::{self, Rng};
-use crate::{faults, routes};
+use crate::{faults, routes, ticker};
 
 /// Requests kept per node (the older half is dropped beyond this).
 const MAX_LOG: usize = 200_000;
@@ -27,6 +31,42 @@ const MAX_LOG: usize = 200_000;
 /// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the node).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which node-local dbs a push carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub nodes: bool,
+    pub dbs: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        nodes: true,
+        dbs: true,
+    };
+    pub const NODES: Parts = Parts {
+        nodes: true,
+        dbs: false,
+    };
+    pub const DBS: Parts = Parts {
+        nodes: false,
+        dbs: true,
+    };
+
+    pub fn or(self, o: Parts) -> Parts {
+        Parts {
+            nodes: self.nodes || o.nodes,
+            dbs: self.dbs || o.dbs,
+        }
+    }
+}
+
+/// A push of `_nodes`/`_dbs` due to a peer.
+#[derive(Debug, Clone, Copy)]
+pub struct Due {
+    pub at: Instant,
+    pub parts: Parts,
 }
 
 /// State that lives only while the node runs (CouchDB's in-memory state).
@@ -46,10 +86,17 @@ pub struct Volatile {
     /// Incoming `_nodes`/`_dbs` copies are held until then (the copy delay).
     pub gate_until: Option<Instant>,
     pub pending_sync: Vec<SyncPayload>,
-    /// Peers to push our `_nodes`/`_dbs` to, and from when.
-    pub push_due: BTreeMap<String, Instant>,
-    /// When this run first saw each clustered db (for `_users`' `_design/_auth`).
-    pub db_seen: HashMap<String, Instant>,
+    /// Peers to push our `_nodes`/`_dbs` to: when, and which.
+    pub push_due: BTreeMap<String, Due>,
+    /// Internal replication: (our file, target node) → when to push (target "": every other
+    /// holder of the file's range at that time).
+    pub pushes: BTreeMap<(String, String), Instant>,
+    /// Internal replication checkpoints: (file, target) → (target file's uuid, our seq).
+    pub checkpoints: HashMap<(String, String), (String, u64)>,
+    /// Pushes running now (`internal_replication_jobs`).
+    pub running_pushes: usize,
+    /// When `_users` gets its `_design/_auth` (after this node created `_users`).
+    pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
     pub nodes_creating: bool,
     pub started_at: Instant,
@@ -68,7 +115,10 @@ impl Volatile {
             gate_until: None,
             pending_sync: Vec::new(),
             push_due: BTreeMap::new(),
-            db_seen: HashMap::new(),
+            pushes: BTreeMap::new(),
+            checkpoints: HashMap::new(),
+            running_pushes: 0,
+            auth_ddoc_due: None,
             nodes_creating: false,
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
@@ -111,7 +161,9 @@ pub struct NodeInner {
     pub epmd: Arc<dyn Epmd>,
     /// The address the node listens on (port reserved even while stopped).
     pub addr: Mutex<SocketAddr>,
-    pub store: Mutex<Store>,
+    pub store: Arc<Mutex<Store>>,
+    /// What the nodes of an in-process cluster share (observer, placement pins).
+    pub shared: Arc<Shared>,
     pub vol: Mutex<Volatile>,
     pub rng: Mutex<Rng>,
     pub(crate) faults: Mutex<Vec<FaultSlot>>,
@@ -139,6 +191,7 @@ impl std::fmt::Debug for NodeInner {
 }
 
 pub struct NodeConfig {
+    pub shared: Arc<Shared>,
     pub spec: NodeSpec,
     pub delays: Delays,
     pub epmd: Arc<dyn Epmd>,
@@ -157,6 +210,8 @@ impl NodeInner {
             None => Store::default(),
         };
         init_config(&mut store, &cfg.spec, cfg.addr.port(), &mut rng);
+        let store = Arc::new(Mutex::new(store));
+        cfg.shared.register(&cfg.spec.name, Arc::downgrade(&store));
         Arc::new(NodeInner {
             name: cfg.spec.name.clone(),
             vol: Mutex::new(Volatile::fresh(&cfg.spec.cookie)),
@@ -164,7 +219,8 @@ impl NodeInner {
             delays: cfg.delays,
             epmd: cfg.epmd,
             addr: Mutex::new(cfg.addr),
-            store: Mutex::new(store),
+            store,
+            shared: cfg.shared,
             rng: Mutex::new(rng),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -235,12 +291,16 @@ impl NodeInner {
         let local = listener.local_addr().unwrap_or_else(|_| self.addr());
         {
             let mut st = lock(&self.store);
+            // mem3_nodes' insert_if_missing: on top of a deletion too (trap 15).
             if !self.name.is_empty() && st.nodes.get(&self.name).is_err() {
-                let _ = st.nodes.put(&self.name, None, Map::new());
+                let _ = st.nodes.put(&self.name, None, Ej::empty());
             }
             if st.nodes.uuid.is_empty() {
                 st.nodes.uuid = self.random_hex(16);
                 st.dbs.uuid = self.random_hex(16);
+                let now = util::unix_now().as_micros();
+                st.nodes.created_us = now;
+                st.dbs.created_us = now;
             }
         }
         self.save();
@@ -260,7 +320,7 @@ impl NodeInner {
         run.ticker = Some(
             std::thread::Builder::new()
                 .name(format!("couchsim-tick-{}", self.name))
-                .spawn(move || dist::ticker(me, epoch))
+                .spawn(move || ticker::run(me, epoch))
                 .unwrap_or_else(|e| panic!("couchsim: cannot spawn ticker: {e}")),
         );
         log_line(&format!("{} up on {}", self.name, local));
@@ -528,7 +588,7 @@ impl NodeInner {
     /// A write to this node's `_nodes` through the API (a PUT, a DELETE, `add_node`).
     /// Trap 22: while `_nodes` holds nothing but the node's own doc, the first write takes
     /// `nodes_create`, and any other write meanwhile fails with `FileExists` and is not made.
-    pub fn write_nodes<T>(&self, write: impl FnOnce(&mut LocalDb) -> T) -> Result<T, FileExists> {
+    pub fn write_nodes<T>(&self, write: impl FnOnce(&mut DocDb) -> T) -> Result<T, FileExists> {
         let first = {
             let st = lock(&self.store);
             let mut v = lock(&self.vol);
@@ -548,162 +608,158 @@ impl NodeInner {
         Ok(out)
     }
 
-    /// Creates a clustered db with shards over the current `_nodes` members (phantoms
-    /// included), n = `[cluster] n` unless given. False if it exists.
-    pub fn create_db(&self, name: &str, n: Option<u64>, q: Option<u64>) -> bool {
-        {
-            let mut st = lock(&self.store);
-            if st.db_exists(name) {
-                return false;
-            }
-            let members = st.cluster_nodes();
-            let n = n.unwrap_or_else(|| st.cluster_n());
-            let q = q.unwrap_or_else(|| st.cluster_q());
-            let by_range = store::place_shards(name, &members, n, q);
-            self.put_shard_map(&mut st, name, &by_range);
-        }
-        self.local_change();
-        // fabric:create_db writes the shard map on the connected nodes before answering.
-        dist::push_all_now(self);
-        true
-    }
-
-    /// Creates a db with every shard on this node alone.
-    pub fn create_db_alone(&self, name: &str) -> bool {
-        {
-            let mut st = lock(&self.store);
-            if st.db_exists(name) {
-                return false;
-            }
-            let q = st.cluster_q();
-            let by_range: BTreeMap<String, Vec<String>> = store::ranges(q)
-                .into_iter()
-                .map(|r| (r, vec![self.name.clone()]))
-                .collect();
-            self.put_shard_map(&mut st, name, &by_range);
-        }
-        self.local_change();
-        true
-    }
-
-    fn put_shard_map(&self, st: &mut Store, name: &str, by_range: &BTreeMap<String, Vec<String>>) {
-        let suffix = format!(".{}", util::unix_now().as_secs());
-        let body = store::shard_doc(by_range, &suffix);
-        let prev = st.dbs.docs.get(name).map(|d| d.rev.clone());
-        let rev = if prev.is_none() {
-            store::DBS_DOC_REV1.to_string()
-        } else {
-            store::next_rev(prev.as_deref(), &body, false)
-        };
-        st.dbs.docs.insert(
-            name.to_string(),
-            store::Doc {
-                rev,
-                deleted: false,
-                body,
-            },
-        );
-        st.dbs.update_seq += 1;
-        lock(&self.vol)
-            .db_seen
-            .insert(name.to_string(), Instant::now());
-    }
-
-    pub fn delete_db(&self, name: &str) -> bool {
-        let ok = {
-            let mut st = lock(&self.store);
-            let rev = match st.dbs.get(name) {
-                Ok(d) => d.rev.clone(),
-                Err(_) => return false,
-            };
-            st.dbs.delete(name, Some(&rev)).is_ok()
-        };
-        if ok {
-            self.local_change();
-        }
-        ok
-    }
-
-    /// After a local write to `_nodes`/`_dbs`: persist and push to every connected peer.
-    pub fn local_change(&self) {
+    /// After this node's `_nodes` changed (`before`: the members before). Like mem3_sync:
+    /// the change goes to every connected member (not back to `from`, the peer that pushed
+    /// it); a member that is new to this node gets everything (`_nodes`, `_dbs` and the shard
+    /// copies it shares). `removed`: a doc this node deleted itself — the removed node hears
+    /// of it only one time in `removed_hears_one_in` (trap 15: it may never learn).
+    pub fn nodes_changed(&self, before: &[String], from: Option<&str>, removed: Option<&str>) {
         self.save();
+        let after = lock(&self.store).cluster_nodes();
+        let connected: Vec<String> = lock(&self.vol).connected.keys().cloned().collect();
         let now = Instant::now();
-        let mut v = lock(&self.vol);
-        let peers: Vec<String> = v.connected.keys().cloned().collect();
-        for p in peers {
-            v.push_due.insert(p, now);
+        for peer in &connected {
+            if !after.contains(peer) {
+                continue;
+            }
+            if !before.contains(peer) {
+                self.schedule_sync(peer, now, Parts::ALL);
+                self.schedule_pushes_to(peer, self.delays.sync_push.0);
+            } else if Some(peer.as_str()) != from {
+                self.schedule_sync(peer, now, Parts::NODES);
+            }
+        }
+        if let Some(r) = removed {
+            let hears = connected.iter().any(|c| c == r)
+                && lock(&self.rng).one_in(self.delays.removed_hears_one_in);
+            if hears {
+                self.schedule_sync(r, now, Parts::NODES);
+            }
         }
     }
 
-    pub fn db_info(&self, db: &str) -> Option<String> {
-        let st = lock(&self.store);
-        let d = st.dbs.get(db).ok()?;
-        let shards = store::shards_from_doc(&d.body)?;
-        let q = shards.len();
-        let n = shards.values().map(Vec::len).max().unwrap_or(1);
-        let w = n / 2 + 1;
-        let created = d
-            .body
-            .get("shard_suffix")
-            .and_then(|s| s.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|b| b.as_u64().map(|b| b as u8 as char))
-                    .collect::<String>()
-            })
-            .map(|s| s.trim_start_matches('.').to_string())
-            .unwrap_or_default();
-        // CouchDB adds `_design/_auth` to `_users` shortly after creating it.
-        let docs = if db == "_users" {
-            let seen = lock(&self.vol).db_seen.get(db).copied();
-            match seen {
-                Some(t) if t.elapsed() < self.delays.auth_ddoc => 0,
-                _ => 1,
+    /// After this node's `_dbs` changed for `dbs`: this node creates the (empty) files its
+    /// new maps name on it (the edit copies no data: trap 11), the observer hears of each
+    /// map, and with `ring` the change goes on to the next member of the ring.
+    pub fn dbs_changed(&self, dbs: &[String], ring: bool) {
+        let mut maps = Vec::new();
+        {
+            let mut st = lock(&self.store);
+            for db in dbs {
+                let map = st.map(db);
+                if let Some(m) = &map {
+                    for range in m.ranges_on(&self.name) {
+                        let file = m.file(db, &range);
+                        st.files
+                            .entry(file)
+                            .or_insert_with(|| DocDb::new(self.random_hex(16)));
+                    }
+                }
+                maps.push((db.clone(), map.unwrap_or_default()));
             }
-        } else {
-            0
+        }
+        self.save();
+        for (db, m) in maps {
+            self.shared.record(&self.name, &db, m.by_range, &m.suffix);
+        }
+        if ring {
+            if let Some(next) = self.ring_next() {
+                let (lo, hi) = self.delays.ring_hop;
+                let at = Instant::now() + lock(&self.rng).between(lo, hi);
+                self.schedule_sync(&next, at, Parts::DBS);
+            }
+        }
+    }
+
+    /// `mem3_sync:find_next_node`: the next connected member after this node, in name order.
+    pub fn ring_next(&self) -> Option<String> {
+        let members = lock(&self.store).cluster_nodes();
+        let v = lock(&self.vol);
+        let live: Vec<&String> = members
+            .iter()
+            .filter(|m| **m == self.name || v.connected.contains_key(*m))
+            .collect();
+        let i = live.iter().position(|m| **m == self.name)?;
+        let next = live[(i + 1) % live.len()];
+        (*next != self.name).then(|| next.clone())
+    }
+
+    /// A push of `_nodes`/`_dbs` to `peer` at `at` (joined with one already due).
+    pub fn schedule_sync(&self, peer: &str, at: Instant, parts: Parts) {
+        let mut v = lock(&self.vol);
+        let due = v
+            .push_due
+            .entry(peer.to_string())
+            .or_insert(Due { at, parts });
+        due.at = due.at.min(at);
+        due.parts = due.parts.or(parts);
+    }
+
+    /// Internal replication of this node's copy `file` to `target` at `at` (an earlier one
+    /// already scheduled stays).
+    fn schedule_push(&self, file: &str, target: &str, at: Instant) {
+        let mut v = lock(&self.vol);
+        let e = v
+            .pushes
+            .entry((file.to_string(), target.to_string()))
+            .or_insert(at);
+        *e = (*e).min(at);
+    }
+
+    /// The other holders of `file`'s range in this node's map (none for an orphan file).
+    pub fn other_holders(&self, file: &str) -> Vec<String> {
+        let Some((range, db, suffix)) = shards::parse_file_name(file) else {
+            return Vec::new();
         };
-        let seq_tag = util::hex(&util::sha256(format!("{db}{}", self.name).as_bytes()));
-        Some(util::obj(&[
-            ("instance_start_time", util::js(&created)),
-            ("db_name", util::js(db)),
-            (
-                "purge_seq",
-                util::js(&format!(
-                    "0-g1AAAABTeJzLYWBgYMpgTmHgz8tPSTV{}",
-                    &seq_tag[..20]
-                )),
-            ),
-            (
-                "update_seq",
-                util::js(&format!(
-                    "{docs}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}",
-                    &seq_tag[20..40]
-                )),
-            ),
-            (
-                "sizes",
-                util::obj(&[
-                    ("file", (8518 * q / 2).to_string()),
-                    ("external", "0".into()),
-                    ("active", "0".into()),
-                ]),
-            ),
-            ("props", "{}".into()),
-            ("doc_del_count", "0".into()),
-            ("doc_count", docs.to_string()),
-            ("disk_format_version", "8".into()),
-            ("compact_running", "false".into()),
-            (
-                "cluster",
-                util::obj(&[
-                    ("q", q.to_string()),
-                    ("n", n.to_string()),
-                    ("w", w.to_string()),
-                    ("r", w.to_string()),
-                ]),
-            ),
-        ]))
+        match lock(&self.store).map(&db) {
+            Some(m) if m.suffix == suffix => m
+                .by_range
+                .get(&range)
+                .map(|h| h.iter().filter(|n| **n != self.name).cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A write into `file`: `sync_delay` later it is pushed to the other holders its range
+    /// has then (mem3's `sync_delay`; a push already scheduled is not moved).
+    pub fn schedule_file_push(&self, file: &str) {
+        let at = Instant::now() + self.delays.sync_delay;
+        lock(&self.vol)
+            .pushes
+            .entry((file.to_string(), String::new()))
+            .or_insert(at);
+    }
+
+    /// Every copy of `db` on this node pushes to its other holders after `delay`
+    /// (`POST /<db>/_sync_shards`).
+    pub fn schedule_db_push(&self, db: &str, delay: Duration) {
+        let files: Vec<String> = match lock(&self.store).map(db) {
+            Some(m) => m
+                .ranges_on(&self.name)
+                .iter()
+                .map(|r| m.file(db, r))
+                .collect(),
+            None => Vec::new(),
+        };
+        let at = Instant::now() + delay;
+        for f in files {
+            for target in self.other_holders(&f) {
+                self.schedule_push(&f, &target, at);
+            }
+        }
+    }
+
+    /// Every copy this node shares with `peer` pushes to it after `delay` (a member
+    /// connecting or joining).
+    pub fn schedule_pushes_to(&self, peer: &str, delay: Duration) {
+        let files: Vec<String> = lock(&self.store).files.keys().cloned().collect();
+        let at = Instant::now() + delay;
+        for f in files {
+            if self.other_holders(&f).iter().any(|h| h == peer) {
+                self.schedule_push(&f, peer, at);
+            }
+        }
     }
 
     /// Same password, new salt (trap 5: admin hash drift).
@@ -724,7 +780,7 @@ impl NodeInner {
             let mut rng = lock(&self.rng);
             init_config(&mut st, &self.spec, port, &mut rng);
             if self.is_running() {
-                let _ = st.nodes.put(&self.name, None, Map::new());
+                let _ = st.nodes.put(&self.name, None, Ej::empty());
             }
         }
         self.save();
@@ -737,7 +793,7 @@ impl NodeInner {
             None => return,
         };
         let st = lock(&self.store).clone();
-        let data = json!({"nodes": st.nodes, "dbs": st.dbs});
+        let data = json!({"nodes": st.nodes, "dbs": st.dbs, "files": st.files});
         let _ = write_atomic(&p.data_file, &data);
         let _ = write_atomic(&p.config_file, &json!(st.config));
     }
@@ -761,6 +817,9 @@ fn load_store(p: &Persist) -> Store {
             }
             if let Ok(d) = serde_json::from_value(v["dbs"].clone()) {
                 st.dbs = d;
+            }
+            if let Ok(f) = serde_json::from_value(v["files"].clone()) {
+                st.files = f;
             }
         }
     }

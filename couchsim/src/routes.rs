@@ -4,47 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use crate::answers::{
+    db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed, unread_body,
+    write_error, Who,
+};
 use crate::auth::{self, Check};
+use crate::ejson::Ej;
 use crate::http::{HttpRequest, Response};
 use crate::node::{lock, FileExists, NodeInner};
-use crate::store::{self, LocalDb, WriteError};
-use crate::{dist, faults, setup, util};
-
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Who {
-    Anonymous,
-    Admin(String),
-}
-
-impl Who {
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Who::Admin(_))
-    }
-}
-
-pub fn method_not_allowed(allowed: &str) -> Response {
-    Response::error(
-        405,
-        "method_not_allowed",
-        &format!("Only {allowed} allowed"),
-    )
-    .with_header("Allow", allowed)
-}
-
-/// CouchDB closes the connection when it answers an error before reading the body.
-fn unread_body(mut resp: Response, req: &HttpRequest) -> Response {
-    if !req.body.is_empty() {
-        resp.close = true;
-    }
-    resp
-}
-
-pub fn db_not_found() -> Response {
-    Response::error(404, "not_found", "Database does not exist.")
-}
+use crate::{clustered, copies, dist, faults, setup, shards, util};
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash
@@ -183,47 +153,9 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
                 dist::remote_node_request(node, req, name, rest, epoch)
             }
         }
-        [db, rest @ ..] if db.starts_with('_') && !store::valid_db_name(db) => {
-            let _ = rest;
-            illegal_db_name(db)
-        }
-        [db] => database(node, req, who, db),
-        [db, "_shards"] => {
-            if !lock(&node.store).db_exists(db) {
-                return db_not_found();
-            }
-            match m {
-                "GET" => {
-                    let shards = lock(&node.store).shards(db).unwrap_or_default();
-                    Response::json(200, &json!({"shards": shards}))
-                }
-                _ => unread_body(method_not_allowed("GET"), req),
-            }
-        }
-        [db, "_all_docs"] => {
-            if !lock(&node.store).db_exists(db) {
-                return db_not_found();
-            }
-            Response::raw(200, LocalDb::default().all_docs(false))
-        }
-        [db, ..] => {
-            if !lock(&node.store).db_exists(db) {
-                return db_not_found();
-            }
-            Response::error(404, "not_found", "missing")
-        }
+        [db, ..] if db.starts_with('_') && !shards::valid_db_name(db) => illegal_db_name(db),
+        [db, rest @ ..] => clustered::handle(node, req, who, db, rest),
     }
-}
-
-fn illegal_db_name(db: &str) -> Response {
-    Response::error(
-        400,
-        "illegal_database_name",
-        &format!(
-            "Name: '{db}'. Only lowercase characters (a-z), digits (0-9), and any of the \
-             characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
-        ),
-    )
 }
 
 fn welcome(node: &NodeInner) -> Response {
@@ -356,42 +288,6 @@ fn session_form(req: &HttpRequest) -> Option<(String, String)> {
     Some((n, p))
 }
 
-fn database(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
-    match req.method.as_str() {
-        "GET" | "HEAD" => match node.db_info(db) {
-            Some(info) => Response::raw(200, info),
-            None => db_not_found(),
-        },
-        "PUT" => {
-            admin!(who, req);
-            if !store::valid_db_name(db) {
-                return illegal_db_name(db);
-            }
-            let n = req.query_param("n").and_then(|v| v.parse().ok());
-            let q = req.query_param("q").and_then(|v| v.parse().ok());
-            if node.create_db(db, n, q) {
-                let host = req.header("host").unwrap_or("127.0.0.1").to_string();
-                Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
-            } else {
-                Response::error(
-                    412,
-                    "file_exists",
-                    "The database could not be created, the file already exists.",
-                )
-            }
-        }
-        "DELETE" => {
-            admin!(who, req);
-            if node.delete_db(db) {
-                Response::ok(200)
-            } else {
-                db_not_found()
-            }
-        }
-        _ => unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
-    }
-}
-
 /// `/_node/_local/…` on this node.
 pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Response {
     let m = req.method.as_str();
@@ -413,22 +309,88 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
             _ => unread_body(method_not_allowed("GET"), req),
         },
         ["_config", section, key] => config_key(node, req, section, key),
-        ["_nodes"] => local_db_info(node, req, "_nodes"),
-        ["_dbs"] => local_db_info(node, req, "_dbs"),
-        ["_nodes", "_all_docs"] | ["_dbs", "_all_docs"] => {
+        ["_all_dbs"] => match m {
+            "GET" => Response::json(200, &json!(lock(&node.store).local_dbs())),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        [which @ ("_nodes" | "_dbs")] => local_db_info(node, req, which),
+        [which @ ("_nodes" | "_dbs"), "_all_docs"] => {
             let include = req.query_param("include_docs").as_deref() == Some("true");
             let st = lock(&node.store);
-            let db = if rest[0] == "_nodes" {
+            let db = if *which == "_nodes" {
                 &st.nodes
             } else {
                 &st.dbs
             };
             Response::raw(200, db.all_docs(include))
         }
-        ["_nodes", id] | ["_dbs", id] => local_doc(node, req, rest[0], id),
-        ["_stats", ..] | ["_system"] => Response::json(200, &json!({})),
+        [which @ ("_nodes" | "_dbs"), id] => local_doc(node, req, which, id),
+        [file] if file.starts_with("shards/") => shard_file(node, req, file),
+        ["_system"] => match m {
+            "GET" => Response::raw(200, system(node)),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
+        ["_stats", ..] => Response::json(200, &json!({})),
         _ => Response::error(404, "not_found", "missing"),
     }
+}
+
+/// One shard copy's own db info, or its deletion (documented step 7 of a move).
+fn shard_file(node: &NodeInner, req: &HttpRequest, file: &str) -> Response {
+    match req.method.as_str() {
+        "GET" => match lock(&node.store).files.get(file) {
+            Some(db) => Response::raw(200, db.info(file)),
+            None => db_not_found(),
+        },
+        "DELETE" => {
+            if copies::delete_file(node, file) {
+                Response::ok(200)
+            } else {
+                db_not_found()
+            }
+        }
+        _ => unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
+    }
+}
+
+/// `GET /_node/<node>/_system`: the shape CouchDB answers (a subset of its keys) with
+/// `internal_replication_jobs`: the pushes running on this node now.
+fn system(node: &NodeInner) -> String {
+    let (jobs, peers, up) = {
+        let v = lock(&node.vol);
+        let peers: Vec<String> = v.connected.keys().cloned().collect();
+        (v.running_pushes, peers, v.started_at.elapsed().as_secs())
+    };
+    let dist: Vec<(&str, String)> = peers
+        .iter()
+        .map(|p| {
+            (
+                p.as_str(),
+                r#"{"recv_oct":0,"recv_cnt":0,"recv_max":0,"recv_avg":0,"recv_dvi":0,"send_oct":0,"send_cnt":0,"send_max":0,"send_avg":0,"send_pend":0}"#.to_string(),
+            )
+        })
+        .collect();
+    util::obj(&[
+        ("uptime", up.to_string()),
+        ("memory", r#"{"other":10637009,"atom":631001,"atom_used":600425,"processes":10525432,"processes_used":10513392,"binary":163648,"code":13393214,"ets":1354032}"#.into()),
+        ("run_queue", "0".into()),
+        ("run_queue_dirty_cpu", "0".into()),
+        ("ets_table_count", "136".into()),
+        ("context_switches", "49737".into()),
+        ("reductions", "8848260".into()),
+        ("garbage_collection_count", "4232".into()),
+        ("words_reclaimed", "12325498".into()),
+        ("io_input", "38356".into()),
+        ("io_output", "42521".into()),
+        ("os_proc_count", "0".into()),
+        ("stale_proc_count", "0".into()),
+        ("process_count", "347".into()),
+        ("process_limit", "262144".into()),
+        ("message_queues", r#"{"couch_server":0,"mem3_sync":0,"rexi_server":0}"#.into()),
+        ("internal_replication_jobs", jobs.to_string()),
+        ("distribution", util::obj(&dist)),
+        ("distribution_events", "{}".into()),
+    ])
 }
 
 fn config_key(node: &Arc<NodeInner>, req: &HttpRequest, section: &str, key: &str) -> Response {
@@ -462,64 +424,57 @@ fn local_db_info(node: &NodeInner, req: &HttpRequest, which: &str) -> Response {
     if req.method != "GET" {
         return unread_body(method_not_allowed("GET"), req);
     }
-    let start = lock(&node.vol).start_time_us;
     let st = lock(&node.store);
     let db = if which == "_nodes" {
         &st.nodes
     } else {
         &st.dbs
     };
-    Response::raw(200, db.info(which, start))
+    Response::raw(200, db.info(which))
 }
 
-/// Trap 22: the losing one of two first writes to a fresh `_nodes` (not written).
-pub fn file_exists_race() -> Response {
-    Response::json(500, &json!({"error": "badmatch", "reason": "file_exists"}))
-}
-
-fn write_error(e: WriteError) -> Response {
-    match e {
-        WriteError::Conflict => Response::error(409, "conflict", "Document update conflict."),
-        WriteError::NotFound(why) => Response::error(404, "not_found", why),
-    }
-}
-
+/// A `_nodes` or `_dbs` doc: GET (`?conflicts=true`), PUT, DELETE. `_dbs` writes get
+/// `mem3_bdu`'s checks (403) and nothing more; `_nodes` writes race on a fresh node (trap 22).
 fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) -> Response {
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+    let nodes = which == "_nodes";
+    let before = lock(&node.store).cluster_nodes();
     let result = match req.method.as_str() {
         "GET" => {
+            let conflicts = req.query_param("conflicts").as_deref() == Some("true");
             let st = lock(&node.store);
-            let db = if which == "_nodes" {
-                &st.nodes
-            } else {
-                &st.dbs
-            };
+            let db = if nodes { &st.nodes } else { &st.dbs };
             return match db.get(id) {
-                Ok(d) => Response::raw(200, d.to_json_text(id))
-                    .with_header("ETag", format!("\"{}\"", d.rev)),
+                Ok(d) => Response::raw(200, d.to_json(id, conflicts).text())
+                    .with_header("ETag", format!("\"{}\"", d.rev())),
                 Err(e) => write_error(e),
             };
         }
         "PUT" => {
-            let body = match serde_json::from_slice::<Value>(&req.body) {
-                Ok(Value::Object(o)) => o,
+            let (rev, fields) = match Ej::parse(&req.body) {
+                Some(Ej::Obj(o)) => {
+                    let mut rev = req.query_param("rev");
+                    let mut fields = Vec::new();
+                    for (k, v) in o {
+                        if k == "_rev" {
+                            rev = v.as_str().map(str::to_string);
+                        } else if !k.starts_with('_') {
+                            fields.push((k, v));
+                        }
+                    }
+                    (rev, Ej::Obj(fields))
+                }
                 _ => return Response::error(400, "bad_request", "Document must be a JSON object"),
             };
-            let mut fields = Map::new();
-            let mut rev = req.query_param("rev");
-            for (k, v) in body {
-                if k == "_rev" {
-                    rev = v.as_str().map(str::to_string);
-                } else if !k.starts_with('_') {
-                    fields.insert(k, v);
-                }
-            }
-            if which == "_nodes" {
+            if nodes {
                 match node.write_nodes(|db| db.put(id, rev.as_deref(), fields)) {
                     Ok(r) => r.map(|r| (201, r)),
                     Err(FileExists) => return file_exists_race(),
                 }
             } else {
+                if let Err(reason) = shards::validate(&fields) {
+                    return Response::error(403, "forbidden", &reason);
+                }
                 lock(&node.store)
                     .dbs
                     .put(id, rev.as_deref(), fields)
@@ -528,7 +483,7 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
         }
         "DELETE" => {
             let rev = req.query_param("rev");
-            if which == "_nodes" {
+            if nodes {
                 match node.write_nodes(|db| db.delete(id, rev.as_deref())) {
                     Ok(r) => r.map(|r| (200, r)),
                     Err(FileExists) => return file_exists_race(),
@@ -544,20 +499,15 @@ fn local_doc(node: &Arc<NodeInner>, req: &HttpRequest, which: &str, id: &str) ->
     };
     match result {
         Ok((status, rev)) => {
-            node.local_change();
-            let text = util::obj(&[
-                ("ok", "true".into()),
-                ("id", util::js(id)),
-                ("rev", util::js(&rev)),
-            ]);
-            let mut resp = Response::raw(status, text).with_header("ETag", format!("\"{rev}\""));
-            if status == 201 {
-                resp = resp.with_header(
-                    "Location",
-                    format!("http://{host}/{which}/{}", util::pct_encode(id)),
-                );
+            if nodes {
+                let removed = (req.method == "DELETE").then_some(id);
+                node.nodes_changed(&before, None, removed);
+            } else {
+                node.dbs_changed(&[id.to_string()], true);
             }
-            resp
+            let location =
+                (status == 201).then(|| format!("http://{host}/{which}/{}", util::pct_encode(id)));
+            doc_written(status, id, &rev, location)
         }
         Err(e) => write_error(e),
     }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::client::{self, ClientRequest};
+use crate::ejson::Ej;
 use crate::http::{self, HttpRequest, Response};
 use crate::node::{lock, log_line, FileExists, NodeInner};
-use crate::{dist, routes, store};
+use crate::{answers, dist, fabric};
 
 /// The dbs `finish_cluster` creates (3.x no longer creates `_global_changes`).
 pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
@@ -336,7 +337,7 @@ fn enable_single_node(node: &Arc<NodeInner>, body: &Map<String, Value>) -> Respo
     };
     if !dbs.iter().all(|d| lock(&node.store).db_exists(d)) {
         for d in &dbs {
-            node.create_db(d, Some(1), None);
+            fabric::create_db(node, d, None, Some(1));
         }
     }
     Response::ok(201)
@@ -422,7 +423,7 @@ fn finish_cluster(node: &Arc<NodeInner>, body: &Map<String, Value>, epoch: u64) 
     };
     std::thread::sleep(d);
     for db in &dbs {
-        node.create_db(db, None, None);
+        fabric::create_db(node, db, None, None);
     }
     Response::ok(201)
 }
@@ -471,16 +472,14 @@ fn add_node(node: &Arc<NodeInner>, body: &Map<String, Value>) -> Response {
         }
         Ok(r) if r.status == 201 => {
             let id = format!("{name}@{host}");
-            match node.write_nodes(|db| db.put(&id, None, Map::new())) {
+            let before = lock(&node.store).cluster_nodes();
+            match node.write_nodes(|db| db.put(&id, None, Ej::empty())) {
                 Ok(Ok(_)) => {
-                    node.local_change();
+                    node.nodes_changed(&before, None, None);
                     Response::ok(201)
                 }
-                Ok(Err(store::WriteError::Conflict)) => {
-                    Response::error(409, "conflict", "Document update conflict.")
-                }
-                Ok(Err(store::WriteError::NotFound(_))) => routes::db_not_found(),
-                Err(FileExists) => routes::file_exists_race(),
+                Ok(Err(e)) => answers::write_error(e),
+                Err(FileExists) => answers::file_exists_race(),
             }
         }
         // ibrowse answered (401 and the like): setup.erl returns that as "ok" → 201.

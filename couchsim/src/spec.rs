@@ -45,6 +45,18 @@ pub struct Delays {
     pub boot: Duration,
     /// The background distribution ticker's period.
     pub tick: Duration,
+    /// One hop of `_dbs` round the ring (each node pushes to the next connected member).
+    pub ring_hop: (Duration, Duration),
+    /// One internal-replication push (`_sync_shards` fills a new copy in tens of ms).
+    pub sync_push: (Duration, Duration),
+    /// A write into a shard copy pushes it to the other copies this long after
+    /// (`[mem3] sync_delay`).
+    pub sync_delay: Duration,
+    /// A read or write of a doc whose range has no copy in the map hangs this long, then 500.
+    pub no_copy_timeout: Duration,
+    /// The node removed by a `_nodes` DELETE hears of it one time in this many (0: never,
+    /// 1: always); otherwise it keeps its own `_nodes` (trap 15).
+    pub removed_hears_one_in: u32,
 }
 
 impl Default for Delays {
@@ -67,14 +79,20 @@ impl Default for Delays {
             lost_retry: Duration::from_secs(2),
             boot: Duration::from_millis(1100),
             tick: Duration::from_millis(5),
+            ring_hop: (Duration::from_millis(5), Duration::from_millis(25)),
+            sync_push: (Duration::from_millis(5), Duration::from_millis(50)),
+            sync_delay: Duration::from_secs(5),
+            no_copy_timeout: Duration::from_secs(60),
+            removed_hears_one_in: 3,
         }
     }
 }
 
 impl Delays {
     /// A few milliseconds everywhere. Behaviours stay (the slow copy still happens one time
-    /// in five, only shorter; the lockout still lasts 5 minutes). `finish_wait` is 500 ms:
-    /// set the field to taste.
+    /// in five, only shorter; the lockout still lasts 5 minutes; a removed node still hears
+    /// of its removal one time in three). `finish_wait` is 500 ms, `sync_delay` 100 ms,
+    /// `no_copy_timeout` 200 ms: set the fields to taste.
     pub fn fast() -> Delays {
         Delays {
             first_auth: Duration::from_millis(2),
@@ -94,6 +112,11 @@ impl Delays {
             lost_retry: Duration::from_millis(20),
             boot: Duration::from_millis(2),
             tick: Duration::from_millis(2),
+            ring_hop: (Duration::from_millis(1), Duration::from_millis(3)),
+            sync_push: (Duration::from_millis(1), Duration::from_millis(5)),
+            sync_delay: Duration::from_millis(100),
+            no_copy_timeout: Duration::from_millis(200),
+            removed_hears_one_in: 3,
         }
     }
 }

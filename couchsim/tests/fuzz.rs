@@ -25,6 +25,9 @@ impl Rng {
 fn random_requests_never_kill_a_node() {
     let c = Cluster::builder().nodes(2).delays(Delays::fast()).start();
     let a = c.node(0).addr();
+    // a db with documents, so the document routes reach the clustered code
+    c.node(0).create_db("db");
+    c.node(0).write_docs("db", &["doc1", "doc2"]);
     let mut r = Rng(0x9E37_79B9_7F4A_7C15);
     let methods = ["GET", "PUT", "POST", "DELETE", "HEAD", "COPY", "PATCH"];
     let paths = [
@@ -57,6 +60,27 @@ fn random_requests_never_kill_a_node() {
         "/db?q=0&n=0",
         "/db?q=9999",
         "/_couchsim/dist/proxy",
+        "/_couchsim/dist/shard",
+        "/db/doc1",
+        "/db/doc1?rev=1-x",
+        "/db/doc1?conflicts=true",
+        "/db/_design/x",
+        "/db/_local/x",
+        "/db/_bulk_docs",
+        "/db/_sync_shards",
+        "/db/_shards/doc1",
+        "/db/_shards/",
+        "/db/_all_docs?limit=-1&skip=x",
+        "/db/_all_docs?limit=0",
+        "/_node/_local/_all_dbs",
+        "/_node/_local/_system",
+        "/_node/_local/_dbs/db",
+        "/_node/_local/_dbs/db?conflicts=true",
+        "/_node/_local/_dbs/db?rev=1-x",
+        "/_node/_local/shards%2F00000000-7fffffff%2Fdb.1",
+        "/_node/_local/shards%2Fx",
+        "/_node/node2@127.0.0.1/shards%2F00000000-7fffffff%2Fdb.1",
+        "/_node/node2@127.0.0.1/_all_dbs",
         "/%%%",
         "//",
     ];
@@ -69,6 +93,14 @@ fn random_requests_never_kill_a_node() {
         "{\"action\":\"receive_cookie\",\"cookie\":{}}", "{\"action\":\"enable_single_node\"}",
         "{\"_rev\":5}", "\"plain\"", "{\"name\":\"admin\",\"password\":\"password\"}",
         "\u{0}\u{1}", "{\"a\":",
+        "{\"docs\":[{\"_id\":1},{\"_bad\":2},7,{\"_id\":\"d\",\"_rev\":\"x\"}]}",
+        "{\"docs\":[{\"_id\":\"d\",\"_rev\":\"3-ab\",\"_revisions\":{\"start\":-1,\"ids\":[1,\"z\"]}}],\"new_edits\":false}",
+        "{\"docs\":{}}",
+        "{\"by_node\":{\"n@x.y\":[\"zz\"]},\"by_range\":{\"zz\":[\"n@x.y\"]}}",
+        "{\"by_node\":{\"n@x.y\":\"r\"},\"by_range\":{\"r\":7}}",
+        "{\"by_node\":[],\"by_range\":null,\"shard_suffix\":[99999,-1,\"a\"]}",
+        "{\"n\":18446744073709551615,\"m\":-9223372036854775808,\"f\":1e308,\"deep\":[[[[[]]]]]}",
+        "{\"_deleted\":true}",
     ];
     let auths = [
         "",
@@ -81,7 +113,7 @@ fn random_requests_never_kill_a_node() {
         "Content-Type: application/json\r\n",
         "Content-Type: text/plain\r\n",
     ];
-    for _ in 0..400 {
+    for _ in 0..800 {
         let body = r.pick(&bodies);
         let raw = format!(
             "{} {} HTTP/1.1\r\nHost: x\r\n{}{}Content-Length: {}\r\nConnection: close\r\n\r\n{}",

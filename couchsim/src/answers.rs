@@ -1,0 +1,81 @@
+//! Answers several route families give, with CouchDB's exact bodies.
+
+use serde_json::json;
+
+use crate::docs::WriteError;
+use crate::http::{HttpRequest, Response};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Who {
+    Anonymous,
+    Admin(String),
+}
+
+impl Who {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Who::Admin(_))
+    }
+}
+
+pub fn method_not_allowed(allowed: &str) -> Response {
+    Response::error(
+        405,
+        "method_not_allowed",
+        &format!("Only {allowed} allowed"),
+    )
+    .with_header("Allow", allowed)
+}
+
+/// CouchDB closes the connection when it answers an error before reading the body.
+pub fn unread_body(mut resp: Response, req: &HttpRequest) -> Response {
+    if !req.body.is_empty() {
+        resp.close = true;
+    }
+    resp
+}
+
+pub fn db_not_found() -> Response {
+    Response::error(404, "not_found", "Database does not exist.")
+}
+
+pub fn illegal_db_name(db: &str) -> Response {
+    Response::error(
+        400,
+        "illegal_database_name",
+        &format!(
+            "Name: '{db}'. Only lowercase characters (a-z), digits (0-9), and any of the \
+             characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
+        ),
+    )
+}
+
+/// Trap 22: the losing one of two first writes to a fresh `_nodes` (not written).
+pub fn file_exists_race() -> Response {
+    Response::json(500, &json!({"error": "badmatch", "reason": "file_exists"}))
+}
+
+pub fn write_error(e: WriteError) -> Response {
+    match e {
+        WriteError::Conflict => Response::error(409, "conflict", "Document update conflict."),
+        WriteError::NotFound(why) => Response::error(404, "not_found", why),
+    }
+}
+
+pub fn bad_request(reason: &str) -> Response {
+    Response::error(400, "bad_request", reason)
+}
+
+/// `{"ok":true,"id":…,"rev":…}` with its ETag (and Location for a 201/202).
+pub fn doc_written(status: u16, id: &str, rev: &str, location: Option<String>) -> Response {
+    let text = crate::util::obj(&[
+        ("ok", "true".into()),
+        ("id", crate::util::js(id)),
+        ("rev", crate::util::js(rev)),
+    ]);
+    let mut resp = Response::raw(status, text).with_header("ETag", format!("\"{rev}\""));
+    if let Some(l) = location {
+        resp = resp.with_header("Location", l);
+    }
+    resp
+}

@@ -1,0 +1,356 @@
+//! The HTTP API of clustered databases: `/<db>`, its documents, `_bulk_docs`, `_all_docs`,
+//! `_shards`, `_shards/<docid>` and `_sync_shards`. Databases are admin-only, as CouchDB
+//! 3.x makes them by default.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::answers::{self, Who};
+use crate::copies::Edit;
+use crate::docs::{all_docs_body, Leaf};
+use crate::ejson::Ej;
+use crate::fabric::{self, DocReply, Failure};
+use crate::http::{HttpRequest, Response};
+use crate::node::{lock, NodeInner};
+use crate::{shards, util};
+
+const NOT_AUTHORIZED: &str = "You are not authorized to access this db.";
+
+fn failure(f: Failure, reading: bool) -> Response {
+    match f {
+        Failure::NotFound(why) => Response::error(404, "not_found", why),
+        // recorded (trap 12): a read of a range with no copy times out, a write crashes
+        Failure::NoCopy if reading => Response::error(500, "error", "timeout"),
+        Failure::NoCopy => Response::error(500, "error", "internal_server_error"),
+        // not recorded: what fabric says when no copy of a range answers
+        Failure::Unreachable => Response::error(500, "nodedown", "progress not possible"),
+    }
+}
+
+/// `/<db>[/…]` (the name is valid or a system db).
+pub fn handle(
+    node: &Arc<NodeInner>,
+    req: &HttpRequest,
+    who: &Who,
+    db: &str,
+    rest: &[&str],
+) -> Response {
+    let m = req.method.as_str();
+    if rest.is_empty() && m == "PUT" {
+        return create(node, req, who, db);
+    }
+    if !lock(&node.store).db_exists(db) {
+        return answers::unread_body(answers::db_not_found(), req);
+    }
+    if !who.is_admin() {
+        return answers::unread_body(Response::error(401, "unauthorized", NOT_AUTHORIZED), req);
+    }
+    match rest {
+        [] => match m {
+            "GET" | "HEAD" => match fabric::db_info(node, db) {
+                Some(info) => Response::raw(200, info),
+                None => answers::db_not_found(),
+            },
+            "DELETE" => {
+                if fabric::delete_db(node, db) {
+                    Response::ok(200)
+                } else {
+                    answers::db_not_found()
+                }
+            }
+            "POST" => post_doc(node, req, db),
+            _ => answers::unread_body(answers::method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
+        },
+        ["_all_docs"] => match m {
+            "GET" | "HEAD" => all_docs(node, req, db),
+            _ => answers::unread_body(answers::method_not_allowed("GET,HEAD,POST"), req),
+        },
+        ["_shards"] => match m {
+            "GET" => {
+                let shards = lock(&node.store).shards(db).unwrap_or_default();
+                Response::json(200, &json!({ "shards": shards }))
+            }
+            _ => answers::unread_body(answers::method_not_allowed("GET"), req),
+        },
+        ["_shards", id @ ..] if !id.is_empty() => match m {
+            "GET" => match fabric::locate(node, db, &id.join("/")) {
+                Ok((range, nodes)) => Response::json(200, &json!({"range": range, "nodes": nodes})),
+                // mem3:shards/2 found no range: `{badmatch,{[]}}`
+                Err(_) => {
+                    let r = 1_000_000_000 + lock(&node.rng).below(1_147_483_647);
+                    Response::json(
+                        500,
+                        &json!({"error": "badmatch", "reason": "{[]}", "ref": r}),
+                    )
+                }
+            },
+            _ => answers::unread_body(answers::method_not_allowed("GET"), req),
+        },
+        ["_sync_shards"] => match m {
+            "POST" => {
+                fabric::sync_shards(node, db);
+                Response::raw(202, r#"{"ok":true}"#)
+            }
+            _ => answers::unread_body(answers::method_not_allowed("POST"), req),
+        },
+        ["_bulk_docs"] => match m {
+            "POST" => bulk_docs(node, req, db),
+            _ => answers::unread_body(answers::method_not_allowed("POST"), req),
+        },
+        ["_design", name] => doc(node, req, db, &format!("_design/{name}")),
+        [id] if !id.starts_with('_') => doc(node, req, db, id),
+        _ => Response::error(404, "not_found", "missing"),
+    }
+}
+
+fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
+    if !who.is_admin() {
+        return answers::unread_body(crate::auth::not_admin(), req);
+    }
+    if !shards::valid_db_name(db) {
+        return answers::illegal_db_name(db);
+    }
+    let n = req.query_param("n").and_then(|v| v.parse().ok());
+    let q = req.query_param("q").and_then(|v| v.parse().ok());
+    if fabric::create_db(node, db, q, n) {
+        let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+        Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
+    } else {
+        Response::error(
+            412,
+            "file_exists",
+            "The database could not be created, the file already exists.",
+        )
+    }
+}
+
+fn all_docs(node: &Arc<NodeInner>, req: &HttpRequest, db: &str) -> Response {
+    let limit = req.query_param("limit").and_then(|v| v.parse().ok());
+    let skip = req
+        .query_param("skip")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let include = req.query_param("include_docs").as_deref() == Some("true");
+    match fabric::all_docs(node, db, skip, limit, include) {
+        Ok((total, rows)) => Response::raw(200, all_docs_body(total, &rows)),
+        Err(f) => failure(f, true),
+    }
+}
+
+/// The body of a doc, CouchDB's special members taken out: (`_id`, `_rev`, `_deleted`,
+/// the rest). `Err` is the 400 to answer.
+type Parsed = (Option<String>, Option<String>, bool, Ej);
+
+fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
+    let Some(fields) = v.fields() else {
+        return Err(answers::bad_request("Document must be a JSON object"));
+    };
+    let (mut id, mut rev, mut deleted, mut body) = (None, None, false, Vec::new());
+    for (k, val) in fields {
+        match k.as_str() {
+            "_id" => id = val.as_str().map(str::to_string),
+            "_rev" => rev = val.as_str().map(str::to_string),
+            "_deleted" => deleted = *val == Ej::Bool(true),
+            "_revisions" | "_conflicts" | "_deleted_conflicts" | "_attachments" | "_local_seq"
+            | "_revs_info" => {}
+            k if k.starts_with('_') => {
+                return Err(Response::error(
+                    400,
+                    "doc_validation",
+                    &format!("Bad special document member: {k}"),
+                ))
+            }
+            _ => body.push((k.clone(), val.clone())),
+        }
+    }
+    Ok((id, rev, deleted, Ej::Obj(body)))
+}
+
+fn reply_one(r: &DocReply, location: String) -> Response {
+    match (&r.rev, &r.error) {
+        (Some(rev), _) => answers::doc_written(
+            if r.accepted { 202 } else { 201 },
+            &r.id,
+            rev,
+            Some(location),
+        ),
+        (None, Some((e, reason))) if e == "conflict" => Response::error(409, e, reason),
+        (None, Some((e, reason))) => Response::error(500, e, reason),
+        (None, None) => Response::error(500, "error", "internal_server_error"),
+    }
+}
+
+fn write_one(node: &NodeInner, req: &HttpRequest, db: &str, edit: Edit) -> Response {
+    let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+    let location = format!("http://{host}/{db}/{}", util::pct_encode(&edit.id));
+    match fabric::update_docs(node, db, vec![edit]) {
+        Ok(replies) => match replies.first() {
+            Some(r) => reply_one(r, location),
+            None => Response::error(500, "error", "internal_server_error"),
+        },
+        Err(f) => failure(f, false),
+    }
+}
+
+fn post_doc(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
+    let Some(v) = Ej::parse(&req.body) else {
+        return answers::bad_request("invalid UTF-8 JSON");
+    };
+    let (id, rev, deleted, body) = match parse_doc(&v) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = id.unwrap_or_else(|| node.random_hex(16));
+    write_one(
+        node,
+        req,
+        db,
+        Edit {
+            id,
+            rev,
+            body,
+            deleted,
+        },
+    )
+}
+
+fn doc(node: &NodeInner, req: &HttpRequest, db: &str, id: &str) -> Response {
+    match req.method.as_str() {
+        "GET" | "HEAD" => match fabric::open_doc(node, db, id) {
+            Ok(d) => {
+                let conflicts = req.query_param("conflicts").as_deref() == Some("true");
+                Response::raw(200, d.to_json(id, conflicts).text())
+                    .with_header("ETag", format!("\"{}\"", d.rev()))
+            }
+            Err(f) => failure(f, true),
+        },
+        "PUT" => {
+            let Some(v) = Ej::parse(&req.body) else {
+                return answers::bad_request("invalid UTF-8 JSON");
+            };
+            let (_, rev, deleted, body) = match parse_doc(&v) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            let rev = rev.or_else(|| req.query_param("rev"));
+            let edit = Edit {
+                id: id.to_string(),
+                rev,
+                body,
+                deleted,
+            };
+            write_one(node, req, db, edit)
+        }
+        "DELETE" => {
+            let edit = Edit {
+                id: id.to_string(),
+                rev: req.query_param("rev"),
+                body: Ej::empty(),
+                deleted: true,
+            };
+            match fabric::open_doc(node, db, id) {
+                Err(Failure::NotFound(why)) => Response::error(404, "not_found", why),
+                _ => {
+                    let mut r = write_one(node, req, db, edit);
+                    if r.status == 201 {
+                        r.status = 200;
+                    }
+                    r
+                }
+            }
+        }
+        _ => answers::unread_body(answers::method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
+    }
+}
+
+/// `{"_revisions":{"start":N,"ids":[…]}}` or just `_rev`: a replicated leaf's path.
+fn replicated_leaf(v: &Ej, rev: &str, deleted: bool, body: Ej) -> Leaf {
+    let revs = match v.get("_revisions") {
+        Some(r) => {
+            let start = match r.get("start") {
+                Some(Ej::Num(n)) => n.as_u64().unwrap_or(0),
+                _ => 0,
+            };
+            r.get("ids")
+                .map(Ej::strings)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| format!("{}-{h}", start.saturating_sub(i as u64)))
+                .collect()
+        }
+        None => vec![rev.to_string()],
+    };
+    Leaf {
+        revs,
+        deleted,
+        body: if deleted { Ej::empty() } else { body },
+    }
+}
+
+fn bulk_docs(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
+    let Some(v) = Ej::parse(&req.body) else {
+        return answers::bad_request("invalid UTF-8 JSON");
+    };
+    let Some(docs) = v.get("docs").and_then(Ej::as_array) else {
+        return answers::bad_request("POST body must include `docs` parameter.");
+    };
+    let new_edits = v.get("new_edits") != Some(&Ej::Bool(false));
+    let mut parsed = Vec::new();
+    for d in docs {
+        match parse_doc(d) {
+            Ok(p) => parsed.push((d, p)),
+            Err(r) => return r,
+        }
+    }
+    if !new_edits {
+        let mut leaves: BTreeMap<String, Vec<Leaf>> = BTreeMap::new();
+        for (d, (id, rev, deleted, body)) in parsed {
+            if let (Some(id), Some(rev)) = (id, rev) {
+                leaves
+                    .entry(id)
+                    .or_default()
+                    .push(replicated_leaf(d, &rev, deleted, body));
+            }
+        }
+        return match fabric::merge_docs(node, db, leaves) {
+            Ok(_) => Response::raw(201, "[]"),
+            Err(f) => failure(f, false),
+        };
+    }
+    let edits: Vec<Edit> = parsed
+        .into_iter()
+        .map(|(_, (id, rev, deleted, body))| Edit {
+            id: id.unwrap_or_else(|| node.random_hex(16)),
+            rev,
+            body,
+            deleted,
+        })
+        .collect();
+    match fabric::update_docs(node, db, edits) {
+        Ok(replies) => {
+            let short = replies.iter().any(|r| r.accepted);
+            let items: Vec<String> = replies
+                .iter()
+                .map(|r| match (&r.rev, &r.error) {
+                    (Some(rev), _) => util::obj(&[
+                        ("ok", "true".into()),
+                        ("id", util::js(&r.id)),
+                        ("rev", util::js(rev)),
+                    ]),
+                    (None, Some((e, reason))) => util::obj(&[
+                        ("id", util::js(&r.id)),
+                        ("error", util::js(e)),
+                        ("reason", util::js(reason)),
+                    ]),
+                    (None, None) => util::obj(&[("id", util::js(&r.id))]),
+                })
+                .collect();
+            let status = if short { 202 } else { 201 };
+            Response::raw(status, format!("[{}]", items.join(",")))
+        }
+        Err(f) => failure(f, false),
+    }
+}

@@ -1,0 +1,489 @@
+//! Clustered databases, as the node a request reaches coordinates them (CouchDB's `fabric`):
+//! creating and deleting dbs, writing docs to every reachable copy of their range (quorum
+//! `w`), reading a doc from every copy (and repairing the copies that lack it), and the
+//! clustered counts and `_all_docs`, which — like CouchDB — take each range from whichever
+//! copy answers first: an empty new copy makes them short (trap 11).
+//!
+//! A copy is reached here when it is on this node, over the distribution link when its node is
+//! connected, and not at all otherwise (a stopped node, a name no node carries).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::copies::{self, Edit, Summary};
+use crate::docs::{Doc, DocDb, Leaf};
+use crate::ejson::{self, Ej};
+use crate::node::{lock, NodeInner};
+use crate::shards::{self, ShardMap};
+use crate::{dist, util};
+
+/// Why a clustered operation could not be done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The doc's range has no copy in the map: CouchDB hangs `no_copy_timeout` (60 s) first.
+    NoCopy,
+    /// No copy of a range answered.
+    Unreachable,
+    NotFound(&'static str),
+}
+
+/// What the coordinator answers for one doc of a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocReply {
+    pub id: String,
+    /// The new rev, when enough copies took the write.
+    pub rev: Option<String>,
+    /// Fewer than `w` copies took it (HTTP 202).
+    pub accepted: bool,
+    /// `(error, reason)` when it was refused.
+    pub error: Option<(String, String)>,
+}
+
+pub fn map(node: &NodeInner, db: &str) -> Option<ShardMap> {
+    lock(&node.store).map(db)
+}
+
+/// Runs a copy operation on `holder`: here, over the link, or `None` when unreachable.
+fn on_holder(node: &NodeInner, holder: &str, req: Value) -> Option<Value> {
+    if holder == node.name {
+        Some(copies::rpc(node, &req))
+    } else if node.is_connected(holder) {
+        dist::shard_rpc(node, holder, req)
+    } else {
+        None
+    }
+}
+
+/// The holders of a range in a random order (the first to answer wins, as with fabric).
+fn shuffled(node: &NodeInner, holders: &[String]) -> Vec<String> {
+    let mut v = holders.to_vec();
+    let mut rng = lock(&node.rng);
+    for i in (1..v.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn wait_no_copy(node: &NodeInner) {
+    let epoch = node.epoch();
+    util::sleep_while(node.delays.no_copy_timeout, || node.alive(epoch));
+}
+
+// ---------------------------------------------------------------------------------------------
+// databases
+// ---------------------------------------------------------------------------------------------
+
+/// `PUT /<db>?q=&n=`: copies over the current `_nodes` members (phantoms included), the map
+/// written to every connected member before answering. False if it exists.
+pub fn create_db(node: &NodeInner, name: &str, q: Option<u64>, n: Option<u64>) -> bool {
+    let pin = node.shared.take_pin(name);
+    let (by_range, suffix) = {
+        let st = lock(&node.store);
+        if st.db_exists(name) {
+            return false;
+        }
+        let by_range = pin.by_range.unwrap_or_else(|| {
+            let n = n.filter(|n| *n > 0).unwrap_or_else(|| st.cluster_n());
+            let q = q.filter(|q| *q > 0).unwrap_or_else(|| st.cluster_q());
+            shards::place(name, &st.cluster_nodes(), n, q)
+        });
+        let suffix = pin
+            .suffix
+            .unwrap_or_else(|| format!(".{}", util::unix_now().as_secs()));
+        (by_range, suffix)
+    };
+    if !write_map(node, name, &by_range, &suffix) {
+        return false;
+    }
+    dist::push_dbs_now(node);
+    true
+}
+
+/// A db with every range on this node alone (a node finished or used on its own).
+pub fn create_db_alone(node: &NodeInner, name: &str) -> bool {
+    let q = lock(&node.store).cluster_q();
+    let by_range: BTreeMap<String, Vec<String>> = shards::ranges(q)
+        .into_iter()
+        .map(|r| (r, vec![node.name.clone()]))
+        .collect();
+    let suffix = format!(".{}", util::unix_now().as_secs());
+    write_map(node, name, &by_range, &suffix)
+}
+
+fn write_map(
+    node: &NodeInner,
+    name: &str,
+    by_range: &BTreeMap<String, Vec<String>>,
+    suffix: &str,
+) -> bool {
+    let written = lock(&node.store)
+        .dbs
+        .put(name, None, shards::map_doc(by_range, suffix))
+        .is_ok();
+    if written {
+        node.dbs_changed(&[name.to_string()], false);
+        if name == "_users" {
+            // CouchDB adds `_design/_auth` to `_users` shortly after creating it.
+            lock(&node.vol).auth_ddoc_due = Some(Instant::now() + node.delays.auth_ddoc);
+        }
+    }
+    written
+}
+
+/// `DELETE /<db>`: the map doc and every reachable copy's file.
+pub fn delete_db(node: &NodeInner, name: &str) -> bool {
+    let Some(m) = map(node, name) else {
+        return false;
+    };
+    let deleted = {
+        let mut st = lock(&node.store);
+        let rev = match st.dbs.get(name) {
+            Ok(d) => d.rev().to_string(),
+            Err(_) => return false,
+        };
+        st.dbs.delete(name, Some(&rev)).is_ok()
+    };
+    if !deleted {
+        return false;
+    }
+    node.dbs_changed(&[name.to_string()], false);
+    dist::push_dbs_now(node);
+    for (range, holders) in &m.by_range {
+        let file = m.file(name, range);
+        for h in holders {
+            on_holder(node, h, json!({"op": "delete", "file": file}));
+        }
+    }
+    true
+}
+
+/// One range's counts, from the first of its copies to answer.
+fn range_summary(node: &NodeInner, m: &ShardMap, db: &str, range: &str) -> Option<Summary> {
+    let file = m.file(db, range);
+    shuffled(node, &m.by_range[range]).iter().find_map(|h| {
+        let r = on_holder(node, h, json!({"op": "summary", "file": file}))?;
+        serde_json::from_value(r["summary"].clone()).ok()
+    })
+}
+
+/// `GET /<db>`, in CouchDB's key order. `None` when the db does not exist.
+pub fn db_info(node: &NodeInner, db: &str) -> Option<String> {
+    let m = map(node, db)?;
+    let mut total = Summary::default();
+    for range in m.by_range.keys() {
+        if let Some(s) = range_summary(node, &m, db, range) {
+            total.doc_count += s.doc_count;
+            total.del_count += s.del_count;
+            total.update_seq += s.update_seq;
+        }
+    }
+    let (q, n) = (m.q(), m.n());
+    let w = n / 2 + 1;
+    let seq_tag = util::hex(&util::sha256(format!("{db}{}", node.name).as_bytes()));
+    let docs = total.doc_count;
+    Some(util::obj(&[
+        (
+            "instance_start_time",
+            util::js(m.suffix.trim_start_matches('.')),
+        ),
+        ("db_name", util::js(db)),
+        (
+            "purge_seq",
+            util::js(&format!(
+                "0-g1AAAABTeJzLYWBgYMpgTmHgz8tPSTV{}",
+                &seq_tag[..20]
+            )),
+        ),
+        (
+            "update_seq",
+            util::js(&format!(
+                "{}-g1AAAACTeJzLYWBgYMpgTmHgz8tPSTV{}",
+                total.update_seq,
+                &seq_tag[20..40]
+            )),
+        ),
+        (
+            "sizes",
+            util::obj(&[
+                (
+                    "file",
+                    (8518 * q as u64 + 160 * total.update_seq).to_string(),
+                ),
+                ("external", (8 * docs).to_string()),
+                ("active", (140 * docs).to_string()),
+            ]),
+        ),
+        ("props", "{}".into()),
+        ("doc_del_count", total.del_count.to_string()),
+        ("doc_count", docs.to_string()),
+        ("disk_format_version", "8".into()),
+        ("compact_running", "false".into()),
+        (
+            "cluster",
+            util::obj(&[
+                ("q", q.to_string()),
+                ("n", n.to_string()),
+                ("w", w.to_string()),
+                ("r", w.to_string()),
+            ]),
+        ),
+    ]))
+}
+
+/// `GET /<db>/_all_docs`: (total_rows, rows), each range from one copy.
+pub fn all_docs(
+    node: &NodeInner,
+    db: &str,
+    skip: usize,
+    limit: Option<usize>,
+    include_docs: bool,
+) -> Result<(u64, Vec<String>), Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let mut total = 0;
+    let mut docs: BTreeMap<String, Doc> = BTreeMap::new();
+    for (range, holders) in &m.by_range {
+        let file = m.file(db, range);
+        if limit == Some(0) {
+            let s = range_summary(node, &m, db, range).ok_or(Failure::Unreachable)?;
+            total += s.doc_count;
+            continue;
+        }
+        let got: BTreeMap<String, Doc> = shuffled(node, holders)
+            .iter()
+            .find_map(|h| {
+                let r = on_holder(node, h, json!({"op": "docs", "file": file}))?;
+                serde_json::from_value::<Option<BTreeMap<String, Doc>>>(r["docs"].clone()).ok()
+            })
+            .ok_or(Failure::Unreachable)?
+            .unwrap_or_default();
+        total += got.len() as u64;
+        docs.extend(got);
+    }
+    let rows = docs
+        .iter()
+        .skip(skip)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(id, d)| crate::docs::all_docs_row(id, d, include_docs))
+        .collect();
+    Ok((total, rows))
+}
+
+/// `POST /<db>/_sync_shards`: every copy of every range pushes to every other copy.
+pub fn sync_shards(node: &NodeInner, db: &str) -> bool {
+    let Some(m) = map(node, db) else {
+        return false;
+    };
+    let mut holders: Vec<&String> = m.by_range.values().flatten().collect();
+    holders.sort();
+    holders.dedup();
+    for h in holders {
+        on_holder(node, h, json!({"op": "sync", "db": db}));
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// documents
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /<db>/_shards/<docid>`: the range and its nodes.
+pub fn locate(node: &NodeInner, db: &str, id: &str) -> Result<(String, Vec<String>), Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    m.locate(id)
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .ok_or(Failure::NoCopy)
+}
+
+/// Writes docs through this node: each goes to every reachable copy of its range; 201 needs
+/// `w` (a majority of `n`) copies to take it, fewer is 202.
+pub fn update_docs(node: &NodeInner, db: &str, edits: Vec<Edit>) -> Result<Vec<DocReply>, Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let mut by_range: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, e) in edits.iter().enumerate() {
+        match m.locate(&e.id) {
+            Some((r, _)) => by_range.entry(r.clone()).or_default().push(i),
+            None => {
+                wait_no_copy(node);
+                return Err(Failure::NoCopy);
+            }
+        }
+    }
+    let w = m.n() / 2 + 1;
+    let mut oks: Vec<(usize, Option<String>)> = vec![(0, None); edits.len()];
+    let mut conflicts = vec![0usize; edits.len()];
+    for (range, idx) in &by_range {
+        let batch: Vec<&Edit> = idx.iter().map(|i| &edits[*i]).collect();
+        let file = m.file(db, range);
+        for h in &m.by_range[range] {
+            let Some(r) = on_holder(
+                node,
+                h,
+                json!({"op": "update", "file": file, "edits": batch}),
+            ) else {
+                continue;
+            };
+            let results = r["results"].as_array().cloned().unwrap_or_default();
+            for (k, res) in results.iter().enumerate() {
+                let Some(&i) = idx.get(k) else { continue };
+                match res["ok"].as_str() {
+                    Some(rev) => {
+                        oks[i].0 += 1;
+                        oks[i].1 = Some(rev.to_string());
+                    }
+                    None => conflicts[i] += 1,
+                }
+            }
+        }
+    }
+    Ok(edits
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (ok, rev) = oks[i].clone();
+            let refused = ok == 0 || (ok < w && conflicts[i] >= w);
+            match (refused, conflicts[i]) {
+                (false, _) => DocReply {
+                    id: e.id.clone(),
+                    rev,
+                    accepted: ok < w,
+                    error: None,
+                },
+                (true, c) if c > 0 => DocReply {
+                    id: e.id.clone(),
+                    rev: None,
+                    accepted: false,
+                    error: Some(("conflict".into(), "Document update conflict.".into())),
+                },
+                (true, _) => DocReply {
+                    id: e.id.clone(),
+                    rev: None,
+                    accepted: false,
+                    error: Some(("error".into(), "internal_server_error".into())),
+                },
+            }
+        })
+        .collect())
+}
+
+/// Merges replicated revisions (`_bulk_docs` with `new_edits: false`) into every reachable
+/// copy. Returns how many docs had at least one copy take them.
+pub fn merge_docs(
+    node: &NodeInner,
+    db: &str,
+    docs: BTreeMap<String, Vec<Leaf>>,
+) -> Result<usize, Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let mut by_range: BTreeMap<String, BTreeMap<String, Vec<Leaf>>> = BTreeMap::new();
+    for (id, leaves) in docs {
+        match m.locate(&id) {
+            Some((r, _)) => {
+                by_range.entry(r.clone()).or_default().insert(id, leaves);
+            }
+            None => {
+                wait_no_copy(node);
+                return Err(Failure::NoCopy);
+            }
+        }
+    }
+    let mut written = 0;
+    for (range, docs) in &by_range {
+        let file = m.file(db, range);
+        let took = m.by_range[range].iter().any(|h| {
+            on_holder(
+                node,
+                h,
+                json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
+            )
+            .is_some()
+        });
+        if took {
+            written += docs.len();
+        }
+    }
+    Ok(written)
+}
+
+/// Reads a doc from every reachable copy of its range, merges what they hold, and writes the
+/// result into the copies that lacked part of it (read repair).
+pub fn open_doc(node: &NodeInner, db: &str, id: &str) -> Result<Doc, Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let Some((range, holders)) = m.locate(id) else {
+        wait_no_copy(node);
+        return Err(Failure::NoCopy);
+    };
+    let file = m.file(db, range);
+    let ids = [id.to_string()];
+    let mut answers: Vec<(String, Vec<Leaf>)> = Vec::new();
+    for h in holders {
+        if let Some(r) = on_holder(node, h, json!({"op": "read", "file": file, "ids": ids})) {
+            let mut docs: BTreeMap<String, Vec<Leaf>> =
+                serde_json::from_value(r["docs"].clone()).unwrap_or_default();
+            answers.push((h.clone(), docs.remove(id).unwrap_or_default()));
+        }
+    }
+    if answers.is_empty() {
+        return Err(Failure::Unreachable);
+    }
+    let mut merged = DocDb::default();
+    for (_, leaves) in &answers {
+        merged.merge(&BTreeMap::from([(id.to_string(), leaves.clone())]));
+    }
+    let doc = merged.docs.remove(id).ok_or(Failure::NotFound("missing"))?;
+    let all: Vec<&str> = doc.leaves.iter().map(Leaf::rev).collect();
+    for (h, leaves) in &answers {
+        let has: Vec<&str> = leaves.iter().map(Leaf::rev).collect();
+        if all.iter().any(|r| !has.contains(r)) {
+            let docs = BTreeMap::from([(id.to_string(), doc.leaves.clone())]);
+            on_holder(
+                node,
+                h,
+                json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
+            );
+        }
+    }
+    if doc.deleted() {
+        return Err(Failure::NotFound("deleted"));
+    }
+    Ok(doc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// background: `_users`' design doc
+// ---------------------------------------------------------------------------------------------
+
+/// The `_design/_auth` CouchDB keeps in `_users` (a stand-in validation function).
+fn auth_ddoc() -> Ej {
+    Ej::Obj(vec![
+        ("language".into(), Ej::from("javascript")),
+        (
+            "validate_doc_update".into(),
+            Ej::from("function(newDoc, oldDoc, userCtx, secObj) { /* couchsim */ }"),
+        ),
+    ])
+}
+
+/// Writes `_users`' `_design/_auth` when it is due (every copy of its range gets the same
+/// revision, so nodes doing it twice never conflict).
+pub fn tick(node: &NodeInner) {
+    let due = {
+        let mut v = lock(&node.vol);
+        match v.auth_ddoc_due {
+            Some(t) if Instant::now() >= t => v.auth_ddoc_due.take().is_some(),
+            _ => false,
+        }
+    };
+    if !due {
+        return;
+    }
+    let body = auth_ddoc();
+    let leaf = Leaf {
+        revs: vec![ejson::new_rev(false, None, &body)],
+        deleted: false,
+        body,
+    };
+    let docs = BTreeMap::from([("_design/_auth".to_string(), vec![leaf])]);
+    let _ = merge_docs(node, "_users", docs);
+}

@@ -1,0 +1,19 @@
+//! The background work of a running node, every `Delays::tick`: the distribution (connections,
+//! `_nodes`/`_dbs` pushes), internal replication, and `_users`' design doc.
+
+use std::sync::Arc;
+
+use crate::node::NodeInner;
+use crate::{dist, fabric, isync};
+
+pub fn run(node: Arc<NodeInner>, epoch: u64) {
+    while node.alive(epoch) {
+        std::thread::sleep(node.delays.tick);
+        if !node.alive(epoch) {
+            break;
+        }
+        dist::tick(&node, epoch);
+        isync::tick(&node, epoch);
+        fabric::tick(&node);
+    }
+}
