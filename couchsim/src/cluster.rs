@@ -146,6 +146,13 @@ impl Node {
         Some(d.to_json(id, true).to_value())
     }
 
+    /// `doc_count` of a clustered db as `GET /<db>` through this node answers it (`None`: no
+    /// such db). On a backup target: how many docs arrived.
+    pub fn doc_count(&self, db: &str) -> Option<u64> {
+        let info: Value = serde_json::from_str(&fabric::db_info(&self.inner, db)?).ok()?;
+        info["doc_count"].as_u64()
+    }
+
     /// `POST /<db>/_sync_shards` through this node.
     pub fn sync_shards(&self, db: &str) -> bool {
         fabric::sync_shards(&self.inner, db)

@@ -14,7 +14,7 @@ use crate::ejson::Ej;
 use crate::fabric::{self, DocReply, Failure};
 use crate::http::{HttpRequest, Response};
 use crate::node::{lock, NodeInner};
-use crate::{shards, util};
+use crate::{repdoc, repl_http, shards, util};
 
 const NOT_AUTHORIZED: &str = "You are not authorized to access this db.";
 
@@ -47,6 +47,9 @@ pub fn handle(
     if !who.is_admin() {
         return answers::unread_body(Response::error(401, "unauthorized", NOT_AUTHORIZED), req);
     }
+    if let Some(r) = repl_http::handle(node, req, db, rest) {
+        return r;
+    }
     match rest {
         [] => match m {
             "GET" | "HEAD" => match fabric::db_info(node, db) {
@@ -60,7 +63,7 @@ pub fn handle(
                     answers::db_not_found()
                 }
             }
-            "POST" => post_doc(node, req, db),
+            "POST" => post_doc(node, req, who, db),
             _ => answers::unread_body(answers::method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
         },
         ["_all_docs"] => match m {
@@ -96,11 +99,11 @@ pub fn handle(
             _ => answers::unread_body(answers::method_not_allowed("POST"), req),
         },
         ["_bulk_docs"] => match m {
-            "POST" => bulk_docs(node, req, db),
+            "POST" => bulk_docs(node, req, who, db),
             _ => answers::unread_body(answers::method_not_allowed("POST"), req),
         },
-        ["_design", name] => doc(node, req, db, &format!("_design/{name}")),
-        [id] if !id.starts_with('_') => doc(node, req, db, id),
+        ["_design", name] => doc(node, req, who, db, &format!("_design/{name}")),
+        [id] if !id.starts_with('_') => doc(node, req, who, db, id),
         _ => Response::error(404, "not_found", "missing"),
     }
 }
@@ -155,6 +158,12 @@ fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
             "_deleted" => deleted = *val == Ej::Bool(true),
             "_revisions" | "_conflicts" | "_deleted_conflicts" | "_attachments" | "_local_seq"
             | "_revs_info" => {}
+            // kept in the body for replication docs (couch_doc's transfer_fields)
+            "_replication_state"
+            | "_replication_state_time"
+            | "_replication_state_reason"
+            | "_replication_id"
+            | "_replication_stats" => body.push((k.clone(), val.clone())),
             k if k.starts_with('_') => {
                 return Err(Response::error(
                     400,
@@ -182,7 +191,25 @@ fn reply_one(r: &DocReply, location: String) -> Response {
     }
 }
 
-fn write_one(node: &NodeInner, req: &HttpRequest, db: &str, edit: Edit) -> Response {
+/// `_replicator` docs written by an admin: CouchDB's validation (403) and `owner`.
+fn replicator_doc(db: &str, who: &Who, edit: &mut Edit) -> Result<(), Response> {
+    if db != "_replicator" || edit.deleted || edit.id.starts_with("_design/") {
+        return Ok(());
+    }
+    let body = edit.body.to_value();
+    if let Some(fields) = body.as_object() {
+        repdoc::validate(fields).map_err(|r| Response::error(403, "forbidden", &r))?;
+    }
+    if let Who::Admin(user) = who {
+        repdoc::add_owner(&mut edit.body, user);
+    }
+    Ok(())
+}
+
+fn write_one(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, mut edit: Edit) -> Response {
+    if let Err(r) = replicator_doc(db, who, &mut edit) {
+        return r;
+    }
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
     let location = format!("http://{host}/{db}/{}", util::pct_encode(&edit.id));
     match fabric::update_docs(node, db, vec![edit]) {
@@ -194,7 +221,7 @@ fn write_one(node: &NodeInner, req: &HttpRequest, db: &str, edit: Edit) -> Respo
     }
 }
 
-fn post_doc(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
+fn post_doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str) -> Response {
     let Some(v) = Ej::parse(&req.body) else {
         return answers::bad_request("invalid UTF-8 JSON");
     };
@@ -206,6 +233,7 @@ fn post_doc(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
     write_one(
         node,
         req,
+        who,
         db,
         Edit {
             id,
@@ -216,7 +244,7 @@ fn post_doc(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
     )
 }
 
-fn doc(node: &NodeInner, req: &HttpRequest, db: &str, id: &str) -> Response {
+fn doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, id: &str) -> Response {
     match req.method.as_str() {
         "GET" | "HEAD" => match fabric::open_doc(node, db, id) {
             Ok(d) => {
@@ -241,7 +269,7 @@ fn doc(node: &NodeInner, req: &HttpRequest, db: &str, id: &str) -> Response {
                 body,
                 deleted,
             };
-            write_one(node, req, db, edit)
+            write_one(node, req, who, db, edit)
         }
         "DELETE" => {
             let edit = Edit {
@@ -253,7 +281,7 @@ fn doc(node: &NodeInner, req: &HttpRequest, db: &str, id: &str) -> Response {
             match fabric::open_doc(node, db, id) {
                 Err(Failure::NotFound(why)) => Response::error(404, "not_found", why),
                 _ => {
-                    let mut r = write_one(node, req, db, edit);
+                    let mut r = write_one(node, req, who, db, edit);
                     if r.status == 201 {
                         r.status = 200;
                     }
@@ -290,7 +318,7 @@ fn replicated_leaf(v: &Ej, rev: &str, deleted: bool, body: Ej) -> Leaf {
     }
 }
 
-fn bulk_docs(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
+fn bulk_docs(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str) -> Response {
     let Some(v) = Ej::parse(&req.body) else {
         return answers::bad_request("invalid UTF-8 JSON");
     };
@@ -320,7 +348,7 @@ fn bulk_docs(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
             Err(f) => failure(f, false),
         };
     }
-    let edits: Vec<Edit> = parsed
+    let mut edits: Vec<Edit> = parsed
         .into_iter()
         .map(|(_, (id, rev, deleted, body))| Edit {
             id: id.unwrap_or_else(|| node.random_hex(16)),
@@ -329,6 +357,11 @@ fn bulk_docs(node: &NodeInner, req: &HttpRequest, db: &str) -> Response {
             deleted,
         })
         .collect();
+    for e in &mut edits {
+        if let Err(r) = replicator_doc(db, who, e) {
+            return r;
+        }
+    }
     match fabric::update_docs(node, db, edits) {
         Ok(replies) => {
             let short = replies.iter().any(|r| r.accepted);

@@ -105,6 +105,22 @@ pub fn live_docs(node: &NodeInner, file: &str) -> Option<BTreeMap<String, Doc>> 
         .map(|db| db.live().map(|(id, d)| (id.clone(), d.clone())).collect())
 }
 
+/// One change in a copy: `(seq, id, leaves)`.
+pub type Change = (u64, String, Vec<Leaf>);
+
+/// A copy's changes after `since`, oldest first, with its `update_seq` (what `_changes`
+/// reads; `None` when there is no such file).
+pub fn changes(node: &NodeInner, file: &str, since: u64) -> Option<(u64, Vec<Change>)> {
+    let st = lock(&node.store);
+    let db = st.files.get(file)?;
+    let rows = db
+        .by_seq
+        .range(since + 1..)
+        .filter_map(|(seq, id)| Some((*seq, id.clone(), db.docs.get(id)?.leaves.clone())))
+        .collect();
+    Some((db.update_seq, rows))
+}
+
 /// Deletes a copy's file (`DELETE /_node/<node>/shards%2F…`, a deleted db).
 pub fn delete_file(node: &NodeInner, file: &str) -> bool {
     let gone = lock(&node.store).files.remove(file).is_some();
@@ -146,6 +162,10 @@ pub fn rpc(node: &NodeInner, req: &Value) -> Value {
         }
         "summary" => json!({ "summary": summary(node, file) }),
         "docs" => json!({ "docs": live_docs(node, file) }),
+        "changes" => {
+            let since = req["since"].as_u64().unwrap_or(0);
+            json!({ "changes": changes(node, file, since) })
+        }
         "sync" => {
             let db = req["db"].as_str().unwrap_or("");
             let delay = {

@@ -18,6 +18,7 @@ use crate::dist::{self, Epmd, SyncPayload};
 use crate::docs::DocDb;
 use crate::ejson::Ej;
 use crate::http::{self, HttpRequest, ReadError, Response};
+use crate::jobs::ReplState;
 use crate::shards;
 use crate::shared::Shared;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
@@ -99,6 +100,8 @@ pub struct Volatile {
     pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
     pub nodes_creating: bool,
+    /// The replicator's docs and jobs (`replicator.rs`).
+    pub repl: ReplState,
     pub started_at: Instant,
     pub start_time_us: u128,
 }
@@ -120,6 +123,7 @@ impl Volatile {
             running_pushes: 0,
             auth_ddoc_due: None,
             nodes_creating: false,
+            repl: ReplState::default(),
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
         }

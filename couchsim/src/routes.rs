@@ -14,7 +14,7 @@ use crate::auth::{self, Check};
 use crate::ejson::Ej;
 use crate::http::{HttpRequest, Response};
 use crate::node::{lock, FileExists, NodeInner};
-use crate::{clustered, copies, dist, faults, setup, shards, util};
+use crate::{clustered, copies, dist, faults, replicator, setup, shards, util};
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash
@@ -144,6 +144,10 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
                 "GET" => Response::json(200, &json!(lock(&node.store).all_dbs())),
                 _ => unread_body(method_not_allowed("GET,HEAD"), req),
             }
+        }
+        ["_scheduler", rest @ ..] => {
+            admin!(who, req);
+            replicator::handle(node, req, rest, epoch)
         }
         ["_node", name, rest @ ..] => {
             admin!(who, req);
@@ -296,6 +300,7 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
             "GET" => Response::json(200, &json!({"name": node.name})),
             _ => unread_body(method_not_allowed("GET"), req),
         },
+        [replicator::LOCAL_VIEW] => replicator::local_view(node),
         ["_config"] => match m {
             "GET" => Response::json(200, &json!(lock(&node.store).config)),
             _ => unread_body(method_not_allowed("GET"), req),

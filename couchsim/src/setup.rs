@@ -13,7 +13,7 @@ use crate::client::{self, ClientRequest};
 use crate::ejson::Ej;
 use crate::http::{self, HttpRequest, Response};
 use crate::node::{lock, log_line, FileExists, NodeInner};
-use crate::{answers, dist, fabric};
+use crate::{answers, dist, fabric, util};
 
 /// The dbs `finish_cluster` creates (3.x no longer creates `_global_changes`).
 pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
@@ -340,6 +340,9 @@ fn enable_single_node(node: &Arc<NodeInner>, body: &Map<String, Value>) -> Respo
             fabric::create_db(node, d, None, Some(1));
         }
     }
+    // 1.15 s in transcript 14 (it re-hashed the admin meanwhile: trap 19)
+    let epoch = node.epoch();
+    util::sleep_while(node.delays.single_node_setup, || node.alive(epoch));
     Response::ok(201)
 }
 

@@ -57,6 +57,36 @@ pub struct Delays {
     /// The node removed by a `_nodes` DELETE hears of it one time in this many (0: never,
     /// 1: always); otherwise it keeps its own `_nodes` (trap 15).
     pub removed_hears_one_in: u32,
+    /// `enable_single_node` answers after this long (it also re-hashes the admin: trap 19).
+    pub single_node_setup: Duration,
+    /// The replicator acts on new `_replicator` docs only once no node has connected or gone
+    /// for this long (`[replicator] cluster_start_period`), during the first
+    /// `repl_quiet_period` after boot; until then their state is `null`...
+    pub repl_start_period: Duration,
+    /// ...and for this long afterwards (`cluster_quiet_period`).
+    pub repl_quiet_period: Duration,
+    /// A doc's state stays `initializing` this long before its job is added (`running`).
+    pub repl_job_add: Duration,
+    /// A second doc for a replication that already runs turns `failed` after this long.
+    pub repl_duplicate: Duration,
+    /// Each start of a job sleeps a random time in this range before it opens source and
+    /// target (`startup_jitter`); its state is `running` meanwhile (trap 17).
+    pub repl_jitter: (Duration, Duration),
+    /// Missing revisions reach the target this long after `_revs_diff` found them.
+    pub repl_latency: Duration,
+    /// A running job checkpoints this often (only when it made progress); a failed commit
+    /// crashes it (trap 17: a dead target shows only at the checkpoint).
+    pub repl_checkpoint: Duration,
+    /// A request to an endpoint that refuses connections fails after the replicator's retries
+    /// (5 retries waiting 1, 2, 4, 8, 16 × `repl_retries / 31`).
+    pub repl_retries: Duration,
+    /// The scheduler's tick (`[replicator] interval`): crashed jobs restart only on a tick...
+    pub repl_interval: Duration,
+    /// ...and only once `repl_backoff` × 2^(consecutive crashes − 1) has passed (trap 18).
+    pub repl_backoff: Duration,
+    /// A crash later than this after the event before it starts a new streak
+    /// (`health_threshold`).
+    pub repl_health: Duration,
 }
 
 impl Default for Delays {
@@ -84,6 +114,18 @@ impl Default for Delays {
             sync_delay: Duration::from_secs(5),
             no_copy_timeout: Duration::from_secs(60),
             removed_hears_one_in: 3,
+            single_node_setup: Duration::from_millis(1150),
+            repl_start_period: Duration::from_secs(5),
+            repl_quiet_period: Duration::from_secs(60),
+            repl_job_add: Duration::from_millis(100),
+            repl_duplicate: Duration::from_millis(420),
+            repl_jitter: (Duration::ZERO, Duration::from_secs(5)),
+            repl_latency: Duration::from_millis(135),
+            repl_checkpoint: Duration::from_secs(30),
+            repl_retries: Duration::from_millis(7750),
+            repl_interval: Duration::from_secs(60),
+            repl_backoff: Duration::from_secs(30),
+            repl_health: Duration::from_secs(120),
         }
     }
 }
@@ -117,6 +159,18 @@ impl Delays {
             sync_delay: Duration::from_millis(100),
             no_copy_timeout: Duration::from_millis(200),
             removed_hears_one_in: 3,
+            single_node_setup: Duration::from_millis(5),
+            repl_start_period: Duration::from_millis(20),
+            repl_quiet_period: Duration::from_millis(100),
+            repl_job_add: Duration::from_millis(2),
+            repl_duplicate: Duration::from_millis(5),
+            repl_jitter: (Duration::from_millis(1), Duration::from_millis(5)),
+            repl_latency: Duration::from_millis(2),
+            repl_checkpoint: Duration::from_millis(150),
+            repl_retries: Duration::from_millis(10),
+            repl_interval: Duration::from_millis(100),
+            repl_backoff: Duration::from_millis(50),
+            repl_health: Duration::from_millis(200),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::docs::DocDb;
+use crate::ejson::Ej;
 use crate::shards::ShardMap;
 
 /// The node-local databases every node lists besides its shard files.
@@ -21,6 +22,9 @@ pub struct Store {
     /// Shard copies by file name.
     #[serde(default)]
     pub files: BTreeMap<String, DocDb>,
+    /// `_local` docs by db instance (`<db><suffix>`), then id: (rev number, body).
+    #[serde(default)]
+    pub local_docs: BTreeMap<String, BTreeMap<String, (u64, Ej)>>,
 }
 
 impl Store {

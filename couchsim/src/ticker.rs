@@ -1,10 +1,10 @@
 //! The background work of a running node, every `Delays::tick`: the distribution (connections,
-//! `_nodes`/`_dbs` pushes), internal replication, and `_users`' design doc.
+//! `_nodes`/`_dbs` pushes), internal replication, `_users`' design doc, and the replicator.
 
 use std::sync::Arc;
 
 use crate::node::NodeInner;
-use crate::{dist, fabric, isync};
+use crate::{dist, fabric, isync, replicator};
 
 pub fn run(node: Arc<NodeInner>, epoch: u64) {
     while node.alive(epoch) {
@@ -15,5 +15,6 @@ pub fn run(node: Arc<NodeInner>, epoch: u64) {
         dist::tick(&node, epoch);
         isync::tick(&node, epoch);
         fabric::tick(&node);
+        replicator::tick(&node, epoch);
     }
 }

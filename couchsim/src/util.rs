@@ -353,8 +353,8 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// `Mon, 23 Nov 2026 12:43:28 GMT`
-pub fn http_date(t: Duration) -> String {
+/// `(year, month 1-12, day, hour, minute, second, weekday 0 = Sunday)` of a Unix time.
+fn civil(t: Duration) -> (i64, i64, i64, i64, i64, i64, i64) {
     let secs = t.as_secs() as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -373,10 +373,16 @@ pub fn http_date(t: Duration) -> String {
         y += 1;
     }
     let wd = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+    (y, mo, d, h, m, s, wd)
+}
+
+/// `Mon, 23 Nov 2026 12:43:28 GMT`
+pub fn http_date(t: Duration) -> String {
     const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MO: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    let (y, mo, d, h, m, s, wd) = civil(t);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         WD[wd as usize],
@@ -387,6 +393,12 @@ pub fn http_date(t: Duration) -> String {
         m,
         s
     )
+}
+
+/// `2026-11-24T13:05:03Z` (the replicator's timestamps).
+pub fn iso8601(t: Duration) -> String {
+    let (y, mo, d, h, m, s, _) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 /// Sleeps `d` in small slices while `alive()` holds; returns false when cut short.
@@ -505,6 +517,10 @@ mod tests {
         assert_eq!(
             http_date(Duration::from_secs(1_795_437_808)),
             "Mon, 23 Nov 2026 12:43:28 GMT"
+        );
+        assert_eq!(
+            iso8601(Duration::from_secs(1_795_525_503)),
+            "2026-11-24T13:05:03Z"
         );
     }
 
