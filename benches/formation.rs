@@ -6,6 +6,10 @@
 //! run, so they hold the binary's requests only. While the binary runs, a thread watches the
 //! cluster in-process (no HTTP, not counted) to time what the simulated CouchDB itself takes:
 //! convergence and `finish_cluster`. CPU time and peak RSS come from `wait4(2)` on the child.
+//! The simulated nodes pay a first authentication against an admin hash as real CPU work
+//! (`Delays::first_auth_cpu`), as CouchDB's PBKDF2 does, and count it (`Node::password_hashes`):
+//! N nodes hashing at once share the machine's cores. Phase times come from the binary's own
+//! "<phase>: done in …" lines.
 //!
 //! `scripts/bench` builds the static binary, measures binary and image size and runs this with
 //! them; `cargo bench --bench formation` alone measures the binary cargo built for the bench.
@@ -33,20 +37,28 @@ const COOKIE: &str = "bench-cookie-3f9c";
 /// The simulator's recorded CouchDB 3.4.2 timings, made deterministic: each range pinned to its
 /// upper end and the occasional one-second slow `_nodes` copy (1 in 5) switched off. With the
 /// dice left in, a median of five runs would measure the dice (the chance of no slow copy is
-/// 0.64 at N=3 and 0.001 at N=32), not the binary.
+/// 0.64 at N=3 and 0.001 at N=32), not the binary. A first authentication burns `first_auth` of
+/// CPU, as PBKDF2 does, instead of sleeping it.
 fn bench_delays() -> Delays {
     let mut d = Delays::default();
     d.nodes_copy = (d.nodes_copy.1, d.nodes_copy.1);
     d.finish_create = (d.finish_create.1, d.finish_create.1);
     d.slow_copy_one_in = 0;
+    d.first_auth_cpu = true;
     d
 }
 
-/// The logins on a formation's critical path: the first authenticated request to each node pays
-/// `first_auth` (PBKDF2; all nodes in parallel), and so does the first one after
-/// `finish_cluster`, which replaced the other nodes' admin hash with the coordinator's.
-fn logins(d: &Delays) -> Duration {
-    d.first_auth * 2
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// The least time `hashes` password hashes take: each is `first_auth` of CPU, and no more than
+/// one per core runs at a time.
+fn logins(d: &Delays, hashes: u64) -> Duration {
+    if hashes == 0 {
+        return Duration::ZERO;
+    }
+    (d.first_auth * hashes as u32 / cores()).max(d.first_auth)
 }
 
 /// Convergence on 3 nodes by the configured delays: the coordinator's ticker sees the new
@@ -67,6 +79,10 @@ struct Sample {
     finish: Duration,
     requests: usize,
     writes: usize,
+    /// Password hashes the nodes computed during the run (first authentications).
+    hashes: u64,
+    /// "<phase>: done in …", as the binary logged it.
+    phases: Vec<(String, Duration)>,
     cpu_user: Duration,
     cpu_sys: Duration,
     max_rss_kib: u64,
@@ -75,7 +91,7 @@ struct Sample {
 impl Sample {
     /// The CouchDB-side time on this run's critical path.
     fn couchdb(&self, d: &Delays) -> Duration {
-        logins(d) + self.converge + self.finish
+        logins(d, self.hashes) + self.converge + self.finish
     }
 }
 
@@ -198,6 +214,8 @@ fn run_and_wait(binary: &Path, c: &Cluster, t0: Instant, log: &Path) -> Result<S
         .map(|i| c.node(i).url().trim_start_matches("http://").to_string())
         .collect();
     c.reset_counters();
+    let hashes = |c: &Cluster| c.nodes().iter().map(|n| n.password_hashes()).sum::<u64>();
+    let hashes_before = hashes(c);
     let out = std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| format!("{e}"))?;
     let child = Command::new(binary)
@@ -248,10 +266,33 @@ fn run_and_wait(binary: &Path, c: &Cluster, t0: Instant, log: &Path) -> Result<S
         finish: Duration::ZERO,
         requests: requests.len(),
         writes: c.count_writes(),
+        hashes: hashes(c) - hashes_before,
+        phases: phases(&said),
         cpu_user: usage.utime.duration(),
         cpu_sys: usage.stime.duration(),
         max_rss_kib: usage.maxrss as u64,
     })
+}
+
+/// `identify: done in 1.23s` → ("identify", 1.23 s), for every phase the binary logged.
+fn phases(log: &str) -> Vec<(String, Duration)> {
+    log.lines()
+        .filter_map(|line| {
+            let (head, took) = line.split_once(": done in ")?;
+            let phase = head.rsplit(' ').next()?.to_string();
+            let split = took.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+            let (number, unit) = took.split_at(split);
+            let number: f64 = number.parse().ok()?;
+            let seconds = match unit.trim() {
+                "s" => number,
+                "ms" => number / 1e3,
+                "µs" => number / 1e6,
+                "ns" => number / 1e9,
+                _ => return None,
+            };
+            Some((phase, Duration::from_secs_f64(seconds)))
+        })
+        .collect()
 }
 
 /// Polls `GET /_up` on every node in parallel (every 2 ms) and returns the instant the last one
@@ -319,13 +360,15 @@ fn measure(binary: &Path, n: usize, runs: usize, delays: &Delays, log: &Path) ->
         let f = run_binary(binary, &c, t0, log);
         let r = run_binary(binary, &c, Instant::now(), log);
         eprintln!(
-            "bench: N={n:<2} run {}: formation {} ({} requests; CouchDB-side {}), rerun {} ({} requests, {} writes)",
+            "bench: N={n:<2} run {}: formation {} ({} requests, {} hashes; CouchDB-side {}), rerun {} ({} requests, {} hashes, {} writes)",
             run + 1,
             ms(f.wall),
             f.requests,
+            f.hashes,
             ms(f.couchdb(delays)),
             ms(r.wall),
             r.requests,
+            r.hashes,
             r.writes
         );
         form.push(f);
@@ -415,14 +458,15 @@ fn main() {
                 .map(|s| s.wall.saturating_sub(s.couchdb(&delays)))
                 .collect(),
         );
+        let hashes = median(p.form.iter().map(|s| s.hashes).collect());
         let (target, ok) = match (p.n, base) {
             (3, _) => (
                 format!(
                     "binary ≤ 50 ms over CouchDB-side (by the configured delays alone: {} + {} + {} = {})",
-                    ms(logins(&delays)),
+                    ms(logins(&delays, 3)),
                     ms(converge_3(&delays)),
                     ms(delays.finish_create.1),
-                    ms(logins(&delays) + converge_3(&delays) + delays.finish_create.1)
+                    ms(logins(&delays, 3) + converge_3(&delays) + delays.finish_create.1)
                 ),
                 Some(binary_share <= Duration::from_millis(50)),
             ),
@@ -443,11 +487,38 @@ fn main() {
             lo.as_millis(),
             hi.as_millis(),
             ms(couchdb),
-            ms(logins(&delays)),
+            ms(logins(&delays, hashes)),
             ms(of(|s| s.converge)),
             ms(of(|s| s.finish)),
             ms(binary_share),
             ok.map(verdict).unwrap_or("—")
+        ));
+        let names: Vec<String> = p.form[0].phases.iter().map(|(n, _)| n.clone()).collect();
+        let phase_times: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let took = median(
+                    p.form
+                        .iter()
+                        .filter_map(|s| s.phases.iter().find(|(n, _)| n == name).map(|(_, d)| *d))
+                        .collect(),
+                );
+                format!("{name} {}", ms(took))
+            })
+            .collect();
+        rows.push(format!(
+            "| Formation, N={}: phases, as the binary logged them | {} | — | — |",
+            p.n,
+            phase_times.join(", ")
+        ));
+        let all_hashes: Vec<u64> = p.form.iter().map(|s| s.hashes).collect();
+        rows.push(format!(
+            "| Formation, N={}: password hashes the nodes paid | {hashes} (range {}–{}) | ≤ N = {} (one each, to learn its name) | {} |",
+            p.n,
+            all_hashes.iter().min().unwrap_or(&0),
+            all_hashes.iter().max().unwrap_or(&0),
+            p.n,
+            verdict(hashes <= p.n as u64)
         ));
         let requests: Vec<usize> = p.form.iter().map(|s| s.requests).collect();
         let median_requests = median(requests.clone());
@@ -465,10 +536,11 @@ fn main() {
         let writes: usize = p.rerun.iter().map(|s| s.writes).sum();
         rerun_wrote |= writes > 0;
         rows.push(format!(
-            "| Rerun on the formed cluster, N={} | {}, {} requests, {writes} writes in {} runs | reads only | {} |",
+            "| Rerun on the formed cluster, N={} | {}, {} requests, {} hashes, {writes} writes in {} runs | reads only | {} |",
             p.n,
             ms(median(p.rerun.iter().map(|s| s.wall).collect())),
             median(p.rerun.iter().map(|s| s.requests).collect()),
+            median(p.rerun.iter().map(|s| s.hashes).collect()),
             p.rerun.len(),
             verdict(writes == 0)
         ));
@@ -515,16 +587,21 @@ fn main() {
     println!(
         "- Delays: the simulator's recorded `Delays::default()` (first_auth {}, connect {}, nodes_copy {}, \
          finish_create {}, tick {}), with the nodes_copy and finish_create ranges pinned to their upper end and \
-         the 1-in-5 one-second `_nodes` copy switched off, so that runs are alike.",
+         the 1-in-5 one-second `_nodes` copy switched off, so that runs are alike. A first authentication \
+         against an admin hash burns first_auth of CPU on the answering node's thread (`first_auth_cpu`), as \
+         PBKDF2 does: nodes that hash at once share the machine's {} cores, as they did in the 16-node \
+         recording (~110–175 ms each).",
         ms(delays.first_auth),
         ms(delays.connect),
         ms(delays.nodes_copy.1),
         ms(delays.finish_create.1),
-        ms(delays.tick)
+        ms(delays.tick),
+        cores()
     );
     println!(
-        "- CouchDB-side, per run: logins = 2 × first_auth (the first login on every node, in parallel; again on \
-         the other nodes after finish_cluster replaced their admin hash) + convergence (watched in-process: from \
+        "- CouchDB-side, per run: logins = the least time the password hashes the nodes paid can take \
+         (hashes × first_auth ÷ cores, at least one first_auth; counted by `Node::password_hashes`) + \
+         convergence (watched in-process: from \
          the coordinator listing every member to every node listing every node as connected and member) + \
          finish_cluster (watched: from its first config copy to every node listing `_replicator`). The simulator connects \
          and copies to one peer at a time, so the last two grow with N. Binary = wall − CouchDB-side (median of \

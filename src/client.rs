@@ -210,7 +210,7 @@ impl Client {
     /// directly would make each pay the password hash again (~110–175 ms of CPU). Only `_config`
     /// (and `_stats`, `_system`) is read this way; other `/_node/<name>/…` paths are replayed as
     /// HTTP on that node, credentials and their cost included.
-    pub fn node_config(&self, via: &NodeAddr, name: &str) -> NodeResult<NodeConfig> {
+    pub fn node_config_of(&self, via: &NodeAddr, name: &str) -> NodeResult<NodeConfig> {
         let path = format!("/_node/{name}/_config");
         let all: BTreeMap<String, BTreeMap<String, String>> = self.get(via, &path, &path)?;
         let value = |section: &str, key: &str| all.get(section).and_then(|s| s.get(key)).cloned();

@@ -21,7 +21,7 @@ use crate::config::{self, Config};
 use crate::discovery;
 use crate::exit::{status_of, Failure, Status};
 use crate::session::{each, Nodes, Session, Waiting};
-use crate::text::list_some;
+use crate::text::{list_compact, list_some};
 
 /// The databases `finish_cluster` creates; the cluster is not usable without them.
 const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
@@ -69,7 +69,7 @@ impl Summary {
         format!(
             "cluster of {} nodes verified ({}); coordinator {}; {}; total {:.2?}",
             self.names.len(),
-            list_some(&self.names),
+            list_compact(&self.names),
             self.coordinator,
             done,
             self.elapsed
@@ -115,7 +115,7 @@ impl<'a> Formation<'a> {
                 self.phase("join", "adding nodes to the coordinator's _nodes", || {
                     self.join(&nodes, &plan.to_join)
                 })?;
-                actions.push(format!("joined {}", list_some(&plan.to_join)));
+                actions.push(format!("joined {}", list_compact(&plan.to_join)));
             }
             self.phase(
                 "converge",
@@ -252,13 +252,13 @@ impl<'a> Formation<'a> {
             "join: added {} of {} nodes to {coordinator}'s _nodes ({})",
             names.len() - already.len(),
             names.len(),
-            list_some(names)
+            list_compact(names)
         );
         if !already.is_empty() {
             info!(
                 "join: {} were there already, added meanwhile by CouchDB or another run ({})",
                 already.len(),
-                list_some(&already)
+                list_compact(&already)
             );
         }
         Ok(())
@@ -473,10 +473,10 @@ impl<'a> Formation<'a> {
         }
     }
 
-    /// Every node's config, read through the coordinator (see `Client::node_config`).
+    /// Every node's config, read through the coordinator (see `Client::node_config_of`).
     fn configs(&self, nodes: &Nodes) -> Result<Vec<NodeConfig>> {
         let via = &nodes.coordinator().addr;
-        self.read_each(&nodes.all, |n| self.client.node_config(via, &n.name))
+        self.read_each(&nodes.all, |n| self.client.node_config_of(via, &n.name))
             .map_err(|e| match e.downcast_ref::<NodeError>() {
                 // 404 "no such node", 412 "nodedown": the coordinator does not reach it.
                 Some(NodeError::Unexpected {
@@ -520,11 +520,12 @@ pub fn decide(nodes: &Nodes, observed: &[Observed]) -> Result<Plan> {
         .collect();
     if !strangers.is_empty() {
         return unsafe_(format!(
-            "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES, or \
-             remove them yourself (DELETE /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
+            "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES (or \
+             bring their pods back behind COUCHDB_SERVICE), or remove them yourself (DELETE \
+             /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
             coord.addr.label,
             coord.name,
-            list_some(&strangers)
+            list_compact(&strangers)
         ));
     }
     for (i, (node, seen)) in nodes.all.iter().zip(observed).enumerate() {
@@ -543,7 +544,7 @@ pub fn decide(nodes: &Nodes, observed: &[Observed]) -> Result<Plan> {
                 "node {} ({}) already belongs to another cluster (members not among the nodes: {}); it cannot join {}'s",
                 node.addr.label,
                 node.name,
-                list_some(&strangers),
+                list_compact(&strangers),
                 coord.addr.label
             ));
         }
@@ -603,10 +604,10 @@ fn membership_gap(expected: &BTreeSet<&str>, m: &Membership) -> Option<String> {
         let missing: Vec<String> = expected.difference(&seen).map(|s| s.to_string()).collect();
         let extra: Vec<String> = seen.difference(expected).map(|s| s.to_string()).collect();
         if !missing.is_empty() {
-            gaps.push(format!("{what} lacks {}", list_some(&missing)));
+            gaps.push(format!("{what} lacks {}", list_compact(&missing)));
         }
         if !extra.is_empty() {
-            gaps.push(format!("{what} has unexpected {}", list_some(&extra)));
+            gaps.push(format!("{what} has unexpected {}", list_compact(&extra)));
         }
     }
     (!gaps.is_empty()).then(|| gaps.join(", "))
@@ -766,7 +767,7 @@ pub fn config_drift(nodes: &Nodes, configs: &[NodeConfig]) -> Option<String> {
     }
     let said: Vec<String> = drift
         .iter()
-        .map(|(what, where_)| format!("{what} differs on {}", list_some(where_)))
+        .map(|(what, where_)| format!("{what} differs on {}", list_compact(where_)))
         .collect();
     (!said.is_empty()).then(|| format!("config drift: {}", said.join("; ")))
 }

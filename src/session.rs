@@ -13,7 +13,7 @@ use crate::clock::{self, poll, Clock, Progress};
 use crate::config::{Config, NodeAddr, NodeList};
 use crate::discovery;
 use crate::exit::{Failure, Status};
-use crate::text::{list_some, natural_cmp};
+use crate::text::{list_compact, list_some, natural_cmp};
 
 /// A node and the Erlang name it reported.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ impl<'a> Session<'a> {
             NodeList::Listed { nodes, .. } => nodes.clone(),
             NodeList::Service { service, expect } => self.discover(service, *expect)?,
         };
-        self.wait_each_up(&nodes)?;
+        self.wait_up_on(&nodes)?;
         Ok(nodes)
     }
 
@@ -168,7 +168,7 @@ impl<'a> Session<'a> {
                     "wait: {} resolves to {} addresses ({})",
                     service.label,
                     ips.len(),
-                    list_some(&shown)
+                    list_compact(&shown)
                 );
                 Ok(discovery::nodes_at(service, &ips))
             }
@@ -187,7 +187,7 @@ impl<'a> Session<'a> {
     }
 
     /// Polls `/_up` on the nodes that are not up yet, all at once, until none is left.
-    fn wait_each_up(&self, nodes: &[NodeAddr]) -> Result<()> {
+    pub fn wait_up_on(&self, nodes: &[NodeAddr]) -> Result<()> {
         let mut waiting = Waiting::new("wait", self.clock, self.deadline);
         // None once the node is up; else what it does instead.
         let mut states: Vec<Option<String>> = vec![Some("not asked yet".into()); nodes.len()];
@@ -277,6 +277,7 @@ impl<'a> Session<'a> {
                 )
                 .into());
             }
+            debug!("identify: {} is {name}", addr.label);
             all.push(Identified {
                 addr: addr.clone(),
                 name,
@@ -288,17 +289,13 @@ impl<'a> Session<'a> {
                 all.sort_by(|a, b| natural_cmp(&a.name, &b.name));
                 let names: Vec<String> = all.iter().map(|n| n.name.clone()).collect();
                 for (node, label) in all.iter_mut().zip(discovery::short_labels(&names)) {
-                    debug!("identify: {} is {label}", node.addr.label);
                     node.addr.label = label;
                 }
                 0
             }
         };
-        let said: Vec<String> = all
-            .iter()
-            .map(|n| format!("{} is {}", n.addr.label, n.name))
-            .collect();
-        info!("identify: {} nodes: {}", all.len(), list_some(&said));
+        let names: Vec<String> = all.iter().map(|n| n.name.clone()).collect();
+        info!("identify: {} nodes: {}", all.len(), list_compact(&names));
         Ok(Nodes { all, coordinator })
     }
 

@@ -17,6 +17,104 @@ pub fn list_some(items: &[String]) -> String {
     }
 }
 
+/// Names that differ only in one number, folded back into ranges, then cut like `list_some`:
+/// `couchdb@couchdb-{0..31}.couchdb.default.svc.cluster.local` — the inverse of the ranges
+/// COUCHDB_NODES takes. Order of first appearance is kept; names that do not fit stay as they are.
+pub fn list_compact(items: &[String]) -> String {
+    // For each way of picking "the varying number" (the k-th run of digits), fold and keep the
+    // shortest result.
+    let runs = |s: &str| digit_runs(s).len();
+    let most = items.iter().map(|s| runs(s)).max().unwrap_or(0);
+    (0..most)
+        .map(|k| fold(items, k))
+        .chain(std::iter::once(items.to_vec()))
+        .min_by_key(|groups| groups.len())
+        .map(|groups| list_some(&groups))
+        .unwrap_or_default()
+}
+
+/// (start, end) of every run of ASCII digits in `s`.
+fn digit_runs(s: &str) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, c) in s.char_indices().chain(std::iter::once((s.len(), ' '))) {
+        match (c.is_ascii_digit(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(a)) => {
+                runs.push((a, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// Names that share all but one number.
+struct Group<'a> {
+    /// (prefix, suffix) around the number; `None`: a name kept as it is.
+    key: Option<(&'a str, &'a str)>,
+    numbers: Vec<u64>,
+    first: &'a str,
+}
+
+/// Folds the names whose k-th digit run varies: `prefix{a..b}suffix` for each run of
+/// consecutive numbers with the same prefix and suffix.
+fn fold(items: &[String], k: usize) -> Vec<String> {
+    let mut groups: Vec<Group> = Vec::new();
+    for item in items {
+        let split = digit_runs(item).get(k).and_then(|&(a, b)| {
+            let digits = &item[a..b];
+            let padded = digits.len() > 1 && digits.starts_with('0');
+            let n = digits.parse::<u64>().ok().filter(|_| !padded)?;
+            Some(((&item[..a], &item[b..]), n))
+        });
+        match split {
+            Some((key, n)) => match groups.iter_mut().find(|g| g.key == Some(key)) {
+                Some(g) => g.numbers.push(n),
+                None => groups.push(Group {
+                    key: Some(key),
+                    numbers: vec![n],
+                    first: item,
+                }),
+            },
+            None => groups.push(Group {
+                key: None,
+                numbers: Vec::new(),
+                first: item,
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    for Group {
+        key,
+        mut numbers,
+        first,
+    } in groups
+    {
+        let Some((prefix, suffix)) = key else {
+            out.push(first.to_string());
+            continue;
+        };
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut i = 0;
+        while i < numbers.len() {
+            let mut j = i;
+            while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
+                j += 1;
+            }
+            out.push(if j == i {
+                format!("{prefix}{}{suffix}", numbers[i])
+            } else {
+                format!("{prefix}{{{}..{}}}{suffix}", numbers[i], numbers[j])
+            });
+            i = j + 1;
+        }
+    }
+    out
+}
+
 /// Orders names the way people count: `couchdb-2` before `couchdb-10`.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut a, mut b) = (a, b);
@@ -48,6 +146,37 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbered_names_fold_into_ranges() {
+        let names = |f: &dyn Fn(usize) -> String, r: std::ops::Range<usize>| -> Vec<String> {
+            r.map(f).collect()
+        };
+        let k8s = names(
+            &|i| format!("couchdb@couchdb-{i}.couchdb.default.svc.cluster.local"),
+            0..32,
+        );
+        assert_eq!(
+            list_compact(&k8s),
+            "couchdb@couchdb-{0..31}.couchdb.default.svc.cluster.local"
+        );
+        let sim = names(&|i| format!("node{i}@127.0.0.1"), 1..33);
+        assert_eq!(list_compact(&sim), "node{1..32}@127.0.0.1");
+        let ips = names(&|i| format!("10.244.2.{i}"), 1..33);
+        assert_eq!(list_compact(&ips), "10.244.2.{1..32}");
+        let gappy: Vec<String> = ["a-1.x", "a-2.x", "a-4.x", "b.y", "a-3.z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(list_compact(&gappy), "a-{1..2}.x, a-4.x, b.y, a-3.z");
+        let padded: Vec<String> = ["n08", "n09"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            list_compact(&padded),
+            "n08, n09",
+            "padding is not guessed at"
+        );
+        assert_eq!(list_compact(&[]), "");
+    }
 
     #[test]
     fn numbers_in_names_sort_as_numbers() {

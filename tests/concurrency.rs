@@ -7,8 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_formed, cluster, finish, put, run, spawn, writes};
+use common::{assert_formed, cluster, finish, put, puts, run, spawn, writes};
 use couchsim::{Cluster, Delays};
+
+/// N nodes whose first `_nodes` write takes `took`; other writes meanwhile lose (trap 22).
+fn slow_first_write(n: usize, took: Duration) -> Cluster {
+    cluster(n, |b| {
+        b.delays(Delays {
+            nodes_create: took,
+            ..Delays::fast()
+        })
+    })
+}
 
 /// The `_nodes` PUTs the coordinator answered 500 (a lost race, nothing written).
 fn lost_races(c: &Cluster) -> usize {
@@ -25,12 +35,7 @@ fn lost_races(c: &Cluster) -> usize {
 fn two_inits_at_once_end_in_one_cluster() {
     // The first `_nodes` write takes 100 ms: two runs started together meet inside it.
     for n in [3, 3, 5] {
-        let c = cluster(n, |b| {
-            b.delays(Delays {
-                nodes_create: Duration::from_millis(100),
-                ..Delays::fast()
-            })
-        });
+        let c = slow_first_write(n, Duration::from_millis(100));
         let (a, b) = (spawn(&c, &[], &[]), spawn(&c, &[], &[]));
         let (a, b) = (finish(a), finish(b));
         a.assert_code(0);
@@ -44,12 +49,7 @@ fn two_inits_at_once_end_in_one_cluster() {
 fn a_join_whose_put_loses_the_race_asks_again() {
     // Someone else's first write to the coordinator's `_nodes` is under way (2 s) when the run
     // sends its first PUT: CouchDB answers 500 badmatch/file_exists and writes nothing.
-    let c = cluster(3, |b| {
-        b.delays(Delays {
-            nodes_create: Duration::from_secs(2),
-            ..Delays::fast()
-        })
-    });
+    let c = slow_first_write(3, Duration::from_secs(2));
     let third = c.node(2).name();
     std::thread::scope(|s| {
         let other = s.spawn(|| put(c.node(0), &format!("/_node/_local/_nodes/{third}")));
@@ -69,19 +69,11 @@ fn a_join_whose_put_loses_the_race_asks_again() {
 
 #[test]
 fn a_join_of_many_nodes_never_races_itself() {
-    let c = cluster(6, |b| {
-        b.delays(Delays {
-            nodes_create: Duration::from_millis(200),
-            ..Delays::fast()
-        })
-    });
+    let c = slow_first_write(6, Duration::from_millis(200));
     let r = run(&c);
     r.assert_code(0);
     assert_formed(&c);
-    let puts: Vec<String> = writes(&c)
-        .into_iter()
-        .filter(|w| w.starts_with("PUT"))
-        .collect();
+    let puts = puts(&c);
     assert_eq!(puts.len(), 5, "one PUT per joined node: {puts:?}");
     assert_eq!(lost_races(&c), 0, "the first PUT went alone");
     r.assert_says(&["added 5 of 5 nodes"]);

@@ -67,8 +67,8 @@ pub fn run_args(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Run {
     finish(spawn(c, args, env))
 }
 
-/// Starts the binary against `c` without waiting for it: for runs that overlap.
-pub fn spawn(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (Child, Instant) {
+/// The binary with the test environment (every node of `c` in COUCHDB_NODES), not started.
+pub fn command(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Command {
     let nodes: Vec<String> = (0..c.len()).map(|i| label(c, i)).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchdb-cluster-init"));
     cmd.args(args)
@@ -82,6 +82,12 @@ pub fn spawn(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (Child, Instan
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Starts the binary against `c` without waiting for it: for runs that overlap.
+pub fn spawn(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (Child, Instant) {
+    let mut cmd = command(c, args, env);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
     (cmd.spawn().expect("run couchdb-cluster-init"), started)
@@ -111,10 +117,10 @@ pub fn put_json(node: &couchsim::Node, path: &str, body: &serde_json::Value) -> 
     let addr = node.addr();
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = basic(&format!("admin:{PASSWORD}"));
+    let auth = authorization();
     let body = body.to_string();
     let request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -128,10 +134,12 @@ pub fn put_json(node: &couchsim::Node, path: &str, body: &serde_json::Value) -> 
         .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"))
 }
 
-fn basic(text: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// `Basic …` for the test admin, for requests a test makes itself.
+pub fn authorization() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("admin:{PASSWORD}");
     let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
+    for chunk in raw.as_bytes().chunks(3) {
         let b = [
             chunk[0],
             *chunk.get(1).unwrap_or(&0),
@@ -140,13 +148,13 @@ fn basic(text: &str) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             out.push(if i <= chunk.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
             } else {
                 '='
             });
         }
     }
-    out
+    format!("Basic {out}")
 }
 
 /// Every node lists every node as connected and as member, and `_users`/`_replicator` have
@@ -174,6 +182,14 @@ pub fn assert_formed(c: &Cluster) {
             assert_eq!(distinct.len(), 3.min(c.len()), "{db} copies: {holders:?}");
         }
     }
+}
+
+/// The `PUT`s the nodes answered, as `PUT path`.
+pub fn puts(c: &Cluster) -> Vec<String> {
+    writes(c)
+        .into_iter()
+        .filter(|w| w.starts_with("PUT"))
+        .collect()
 }
 
 /// The writes the nodes answered, as `METHOD path`.

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
+example app and the README agree — names, ports, labels, the Secret's keys, exit codes.
+
+    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
+    # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
+
+Also reads k8s/example-app.yaml, src/exit.rs and README.md. Prints one line per check and ends
+with "N passed, N failed"; exits 1 if any failed.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+# The official Helm chart's Secret keys: a chart user can point the Job at the chart's Secret.
+SECRET_KEYS = {"adminUsername", "adminPassword", "cookieAuthSecret", "erlangCookie"}
+# Exit codes a retry cannot fix (src/exit.rs): configuration, wrong password, unsafe to join.
+NEVER_RETRIED = {2, 4, 5}
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok or not detail else f": {detail}"))
+
+
+def load(path):
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if len(found) != 1:
+        sys.exit(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_refs(pod_spec):
+    """(secret name, key) of every secretKeyRef and secret volume item in a pod spec."""
+    refs = []
+    for c in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.append((ref["name"], ref["key"]))
+    for v in pod_spec.get("volumes", []):
+        if "secret" in v:
+            for item in v["secret"].get("items", []):
+                refs.append((v["secret"]["secretName"], item["key"]))
+    return refs
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def file_vars_point_into_secret(name, pod_spec, container):
+    """Every *_FILE variable names a file that the pod's secret volume really holds."""
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    files = set()
+    for v in pod_spec.get("volumes", []):
+        if "secret" in v and v["name"] in mounts:
+            files |= {f"{mounts[v['name']]}/{i['path']}" for i in v["secret"].get("items", [])}
+    wanted = {k: e.get("value") for k, e in env_of(container).items() if k.endswith("_FILE")}
+    check(f"{name}: every *_FILE is a file of its secret volume", wanted and set(wanted.values()) <= files,
+          f"{wanted} vs {sorted(files)}")
+    check(f"{name}: the secrets are files, never plain environment values",
+          not {"COUCHDB_PASSWORD", "COUCHDB_COOKIE"} & set(env_of(container)))
+
+
+def restricted(name, pod_spec, container):
+    pod, c = pod_spec.get("securityContext", {}), container.get("securityContext", {})
+    check(f"{name}: runs as non-root", pod.get("runAsNonRoot") is True and pod.get("runAsUser", 0) != 0)
+    check(f"{name}: read-only root filesystem", c.get("readOnlyRootFilesystem") is True)
+    check(f"{name}: no capabilities, no privilege escalation",
+          c.get("capabilities", {}).get("drop") == ["ALL"] and c.get("allowPrivilegeEscalation") is False)
+    check(f"{name}: seccomp RuntimeDefault", pod.get("seccompProfile", {}).get("type") == "RuntimeDefault")
+    check(f"{name}: no service account token", pod_spec.get("automountServiceAccountToken") is False)
+
+
+def main(all_yaml, helm_yaml):
+    docs = load(all_yaml)
+    sts = one(docs, "StatefulSet")
+    headless = one(docs, "Service", sts["spec"]["serviceName"])
+    clients = [d for d in docs if d["kind"] == "Service" and d is not headless]
+    job = one(docs, "Job")
+    pdb = one(docs, "PodDisruptionBudget")
+    app = one(load(ROOT / "k8s" / "example-app.yaml"), "Deployment")
+
+    pod = sts["spec"]["template"]["spec"]
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    couchdb = next(c for c in pod["containers"] if c["name"] == "couchdb")
+    ports = {p["name"]: p["containerPort"] for p in couchdb["ports"]}
+
+    # The StatefulSet and its Services.
+    check("StatefulSet selector matches its pod labels", selects(sts["spec"]["selector"]["matchLabels"], labels))
+    check("headless Service: clusterIP None, publishNotReadyAddresses",
+          headless["spec"].get("clusterIP") == "None" and headless["spec"].get("publishNotReadyAddresses") is True)
+    check("one client Service", len(clients) == 1, [c["metadata"]["name"] for c in clients])
+    for svc in [headless] + clients:
+        name = svc["metadata"]["name"]
+        check(f"Service {name} selects the CouchDB pods", selects(svc["spec"]["selector"], labels))
+        for p in svc["spec"]["ports"]:
+            target = ports.get(p["targetPort"], p["targetPort"])
+            check(f"Service {name} port {p['port']} reaches CouchDB's 5984", p["port"] == 5984 and target == 5984)
+    check("PodDisruptionBudget selects the CouchDB pods", selects(pdb["spec"]["selector"]["matchLabels"], labels))
+    check("StatefulSet: Parallel, couchdb:3.4.2",
+          sts["spec"].get("podManagementPolicy") == "Parallel" and couchdb["image"] == "couchdb:3.4.2")
+    check("StatefulSet: ERL_FLAGS=-name couchdb (the pod's own DNS name, any cluster domain)",
+          env_of(couchdb).get("ERL_FLAGS", {}).get("value") == "-name couchdb")
+    check("StatefulSet: Erlang ports 4369 and 9100 declared", {4369, 9100} <= set(ports.values()))
+    check("StatefulSet: readiness on /_up", couchdb["readinessProbe"]["httpGet"]["path"] == "/_up")
+    mounts = {m["mountPath"] for m in couchdb["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    check("StatefulSet: data and etc/local.d on a claim",
+          {"/opt/couchdb/data", "/opt/couchdb/etc/local.d"} <= mounts
+          and all(m["name"] in claims for m in couchdb["volumeMounts"]))
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    check("StatefulSet: preferred anti-affinity over its own pods",
+          any(selects(t["podAffinityTerm"]["labelSelector"]["matchLabels"], labels) for t in anti))
+
+    # The Job.
+    jpod = job["spec"]["template"]["spec"]
+    init = jpod["containers"][0]
+    jenv = env_of(init)
+    check("Job: COUCHDB_SERVICE is the headless Service",
+          jenv.get("COUCHDB_SERVICE", {}).get("value") == headless["metadata"]["name"])
+    expect = int(jenv.get("COUCHDB_EXPECT", {}).get("value", "0"))
+    check("Job: COUCHDB_EXPECT is the StatefulSet's replicas", expect == sts["spec"]["replicas"],
+          f"{expect} vs {sts['spec']['replicas']}")
+    rules = job["spec"].get("podFailurePolicy", {}).get("rules", [])
+    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    codes = {c for r in fail for c in r["onExitCodes"]["values"] if r["onExitCodes"]["operator"] == "In"}
+    check("Job: fails at once on 2, 4 and 5, retries the rest", codes == NEVER_RETRIED, codes)
+    check("Job: the failure policy names the init container",
+          all(r["onExitCodes"].get("containerName") == init["name"] for r in fail))
+    exit_rs = (ROOT / "src" / "exit.rs").read_text()
+    for code, word in [(2, "Config"), (4, "Auth"), (5, "Unsafe")]:
+        check(f"exit code {code} is still {word} in src/exit.rs", re.search(rf"Status::{word}, {code},", exit_rs))
+    check("Job: restartPolicy Never, ttlSecondsAfterFinished",
+          jpod.get("restartPolicy") == "Never" and job["spec"].get("ttlSecondsAfterFinished", 0) > 0)
+    restricted("Job", jpod, init)
+    file_vars_point_into_secret("Job", jpod, init)
+
+    # The example app.
+    apod = app["spec"]["template"]["spec"]
+    wait = apod["initContainers"][0]
+    check("example app: its init container runs `check --wait`", wait.get("args") == ["check", "--wait"])
+    check("example app: finds the same pods as the Job",
+          {k: env_of(wait).get(k, {}).get("value") for k in ("COUCHDB_SERVICE", "COUCHDB_EXPECT")}
+          == {k: jenv[k]["value"] for k in ("COUCHDB_SERVICE", "COUCHDB_EXPECT")})
+    check("example app: needs no Erlang cookie", not any(k.startswith("COUCHDB_COOKIE") for k in env_of(wait)))
+    restricted("example app's init container", apod, wait)
+    file_vars_point_into_secret("example app", apod, wait)
+    url = env_of(apod["containers"][0]).get("COUCHDB_URL", {}).get("value", "")
+    check("example app: talks to the client Service", url == f"http://{clients[0]['metadata']['name']}:5984", url)
+
+    # One Secret, the chart's keys, the README's command.
+    refs = secret_refs(pod) + secret_refs(jpod) + secret_refs(apod)
+    check("one Secret for everything", len({n for n, _ in refs}) == 1, sorted({n for n, _ in refs}))
+    check("only the chart's Secret keys are used", {k for _, k in refs} <= SECRET_KEYS, {k for _, k in refs})
+    check("the StatefulSet uses all four", {k for _, k in secret_refs(pod)} == SECRET_KEYS)
+    readme = (ROOT / "README.md").read_text()
+    created = set(re.findall(r"--from-literal=(\w+)=", readme))
+    check("README's `kubectl create secret` sets exactly these keys", created == SECRET_KEYS, created)
+    secret_name = refs[0][0]
+    check("README creates the Secret the manifests use",
+          f"kubectl create secret generic {secret_name}" in readme)
+
+    # The Job for the official Helm chart (release `couchdb`): the chart's names, our Job.
+    helm = one(load(helm_yaml), "Job")
+    hpod = helm["spec"]["template"]["spec"]
+    hinit = hpod["containers"][0]
+    chart_name = "couchdb-couchdb"  # <release>-couchdb: the chart's headless Service and Secret
+    check("Helm Job: COUCHDB_SERVICE is the chart's headless Service",
+          env_of(hinit)["COUCHDB_SERVICE"]["value"] == chart_name)
+    check("Helm Job: every secret is the chart's Secret, by the chart's keys",
+          {n for n, _ in secret_refs(hpod)} == {chart_name} and {k for _, k in secret_refs(hpod)} <= SECRET_KEYS)
+    check("Helm Job: otherwise our Job (failure policy, security, variables)",
+          helm["spec"]["podFailurePolicy"] == job["spec"]["podFailurePolicy"]
+          and hpod["securityContext"] == jpod["securityContext"]
+          and set(env_of(hinit)) == set(jenv))
+    file_vars_point_into_secret("Helm Job", hpod, hinit)
+    check("README: the Helm section turns autoSetup off and applies k8s/helm/",
+          "autoSetup.enabled=false" in readme and "kubectl apply -k k8s/helm/" in readme)
+
+    # No cluster domain anywhere.
+    hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]
+    check("no manifest hard-codes cluster.local", not hard_coded, hard_coded)
+
+    passed, failed = results.count(True), results.count(False)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
