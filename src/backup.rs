@@ -25,7 +25,7 @@ use crate::clock::poll;
 use crate::config::{self, NodeAddr, NodeList};
 use crate::exit::{Failure, Status};
 use crate::session::{Session, Waiting};
-use crate::text::list_some;
+use crate::text::{list_some, SHOWN};
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
 /// 30 s × 2^(crashes−1), the exponent capped at 10, applied on the scheduler's 60 s tick.
@@ -92,6 +92,22 @@ impl DbBackup {
     }
 }
 
+/// The doc that replicates `db` to the backup — ours (`backup:<db>`), or else any doc writing
+/// into that database — and ours when it writes somewhere else. Until the scheduler has read a
+/// new doc its URLs may be empty: ours is still ours.
+fn find_doc(
+    docs: &[SchedulerDoc],
+    target: &NodeAddr,
+    db: &str,
+) -> (Option<SchedulerDoc>, Option<SchedulerDoc>) {
+    let ours = docs.iter().find(|d| d.doc_id == doc_id(db));
+    match ours {
+        Some(d) if !d.target.is_empty() && !d.writes_to(target, db) => (None, Some(d.clone())),
+        Some(d) => (Some(d.clone()), None),
+        None => (docs.iter().find(|d| d.writes_to(target, db)).cloned(), None),
+    }
+}
+
 /// Crashing and erroring jobs are retried by CouchDB; `failed` ones never are.
 fn in_trouble(doc: &SchedulerDoc) -> bool {
     matches!(doc.state.as_deref(), Some("crashing" | "error" | "failed"))
@@ -104,17 +120,26 @@ fn failed(doc: &SchedulerDoc) -> bool {
 /// What the operator can expect of a crashed job (trap 18).
 pub fn expect_restart(doc: &SchedulerDoc) -> String {
     if failed(doc) {
-        return "failed for good: CouchDB never retries it; fix the cause, then delete the doc and run again"
+        return "failed for good: CouchDB never retries it; fix the cause, then delete its doc in _replicator and run again"
             .into();
     }
     let crashes = doc.error_count.max(1);
     let backoff = RETRY_BASE_SECS << (crashes - 1).min(RETRY_MAX_EXPONENT);
     format!(
-        "crashed {crashes} time(s), last at {}: CouchDB restarts it {backoff}–{} s after that \
+        "crashed {crashes} time(s), last at {}: CouchDB restarts it {} after that \
          (30 s × 2^(crashes−1), on its 60 s tick), not sooner",
         doc.last_updated.as_deref().unwrap_or("an unknown time"),
-        backoff + SCHEDULER_TICK_SECS
+        between(backoff, backoff + SCHEDULER_TICK_SECS)
     )
+}
+
+/// `30–90 s`, or `16–17 min` once seconds get hard to read.
+fn between(low: u64, high: u64) -> String {
+    if high < 300 {
+        format!("{low}–{high} s")
+    } else {
+        format!("{}–{} min", low / 60, high.div_ceil(60))
+    }
 }
 
 pub struct Backup<'s, 'a> {
@@ -236,14 +261,7 @@ impl<'s, 'a> Backup<'s, 'a> {
         let docs = self.session.read(|| client.scheduler_docs(cluster))?;
         let mut dbs = Vec::new();
         for db in selected.dbs {
-            let ours = docs.iter().find(|d| d.doc_id == doc_id(&db));
-            let elsewhere = ours
-                .filter(|d| !d.writes_to(&self.cfg.target, &db) && !d.target.is_empty())
-                .cloned();
-            let doc = ours
-                .filter(|_| elsewhere.is_none())
-                .or_else(|| docs.iter().find(|d| d.writes_to(&self.cfg.target, &db)))
-                .cloned();
+            let (doc, elsewhere) = find_doc(&docs, &self.cfg.target, &db);
             let source = self
                 .session
                 .read(|| client.db_counts(cluster, &db))?
@@ -399,12 +417,7 @@ impl<'s, 'a> Backup<'s, 'a> {
                 d.target = self
                     .on_target(|t| t.db_counts(&self.cfg.target, &d.db))?
                     .map(|c| c.total());
-                if let Some(doc) = docs
-                    .iter()
-                    .find(|doc| doc.writes_to(&self.cfg.target, &d.db))
-                {
-                    d.doc = Some(doc.clone());
-                }
+                d.doc = find_doc(&docs, &self.cfg.target, &d.db).0;
             }
             let lagging = waiting_for(&dbs);
             if lagging.is_empty() {
@@ -425,12 +438,7 @@ impl<'s, 'a> Backup<'s, 'a> {
                 .session
                 .read(|| self.session.client.scheduler_docs(cluster))?;
             for d in dbs.iter_mut() {
-                if let Some(doc) = docs
-                    .iter()
-                    .find(|doc| doc.writes_to(&self.cfg.target, &d.db))
-                {
-                    d.doc = Some(doc.clone());
-                }
+                d.doc = find_doc(&docs, &self.cfg.target, &d.db).0;
             }
         }
         Ok(dbs)
@@ -438,63 +446,35 @@ impl<'s, 'a> Backup<'s, 'a> {
 
     // ---- report -----------------------------------------------------------------------------
 
-    /// Says how each database stands; fails (exit 11) where the backup is not in place or no
-    /// document arrived. A backup still copying (`progressed`: documents arrived during this
-    /// run) is said to be so, and is not a failure: a first copy of a large database may take
-    /// longer than any deadline.
+    /// Says how the databases stand, a line per kind; fails (exit 11) where the backup is not
+    /// in place or no document arrived.
     fn report(&self, dbs: &[DbBackup], progressed: &[bool]) -> Result<()> {
-        let mut problems = Vec::new();
-        let mut fine = Vec::new();
-        for (d, progressed) in dbs.iter().zip(progressed) {
-            if let Some(ours) = &d.elsewhere {
-                problems.push(format!(
-                    "{}: our doc `{}` replicates to {}, not to COUCHDB_BACKUP_URL {}; delete it \
-                     (DELETE /_replicator/{}?rev=…) to move the backup",
-                    d.db, ours.doc_id, ours.target, self.cfg.target.label, ours.doc_id
-                ));
-                continue;
-            }
-            if d.source.is_none() {
-                warn!("backup: {} was deleted from the cluster meanwhile", d.db);
-                continue;
-            }
-            if let Some(doc) = d.doc.as_ref().filter(|doc| doc.doc_id != doc_id(&d.db)) {
-                warn!(
-                    "backup: {} is already replicated to the backup by doc `{}` (from {}); not adding a second \
-                     (trap 20)",
-                    d.db, doc.doc_id, doc.source
-                );
-            }
-            match &d.doc {
-                Some(doc) if failed(doc) => problems.push(d.line()),
-                Some(doc) if d.caught_up() && in_trouble(doc) => {
-                    warn!("backup: caught up for now, but {}", d.line())
-                }
-                _ if d.caught_up() => fine.push(d.db.clone()),
-                Some(_) if *progressed => {
-                    warn!("backup: still copying at the deadline: {}", d.line())
-                }
-                _ => problems.push(d.line()),
-            }
-        }
         for d in dbs {
             debug!("backup: {}", d.line());
         }
-        if !fine.is_empty() {
+        let verdict = judge(dbs, progressed, &self.cfg.target, &self.source_node());
+        if !verdict.fine.is_empty() {
             info!(
                 "backup: {} database(s) replicated and caught up: {}",
-                fine.len(),
-                list_some(&fine)
+                verdict.fine.len(),
+                list_some(&verdict.fine)
             );
         }
-        if problems.is_empty() {
+        for (what, items) in &verdict.notes {
+            warn!(
+                "backup: {} database(s) {what}: {}",
+                items.len(),
+                some_lines(items)
+            );
+        }
+        if verdict.problems.is_empty() {
             return Ok(());
         }
         Err(backup_failure(format!(
-            "{} of {} database(s) not backed up by the deadline: {}",
-            problems.len(),
+            "{} of {} database(s) not backed up: {}",
+            verdict.problems.len(),
             dbs.len(),
-            problems.join("; ")
+            some_lines(&verdict.problems)
         )))
     }
 
@@ -532,6 +512,80 @@ impl<'s, 'a> Backup<'s, 'a> {
     }
 }
 
+/// How the databases stand, in groups an operator reads at a glance.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verdict {
+    /// Replicated and caught up.
+    fine: Vec<String>,
+    /// Backed up, with something to know: what, and the databases it concerns.
+    notes: Vec<(&'static str, Vec<String>)>,
+    /// Not backed up, one line each.
+    problems: Vec<String>,
+}
+
+/// `progressed`: documents arrived during this run. A backup still copying at the deadline is
+/// said to be so and is not a failure: the first copy of a large database may take longer than
+/// any deadline. One that got nothing is.
+fn judge(dbs: &[DbBackup], progressed: &[bool], target: &NodeAddr, source: &NodeAddr) -> Verdict {
+    let mut v = Verdict::default();
+    let mut note =
+        |what: &'static str, item: String| match v.notes.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, items)) => items.push(item),
+            None => v.notes.push((what, vec![item])),
+        };
+    for (d, progressed) in dbs.iter().zip(progressed) {
+        if let Some(ours) = &d.elsewhere {
+            v.problems.push(format!(
+                "{}: our doc `{}` in _replicator replicates to {}, not to COUCHDB_BACKUP_URL {}; delete \
+                 that doc to move the backup, and run again",
+                d.db, ours.doc_id, ours.target, target.label
+            ));
+            continue;
+        }
+        if d.source.is_none() {
+            note("deleted from the cluster meanwhile", d.db.clone());
+            continue;
+        }
+        if let Some(doc) = &d.doc {
+            if doc.doc_id != doc_id(&d.db) {
+                note(
+                    "already replicated to the backup by a doc of their own, not adding a second (trap 20)",
+                    format!("{} by `{}` from {}", d.db, doc.doc_id, doc.source),
+                );
+            } else if !doc.source.is_empty() && !doc.reads_from(source, &d.db) {
+                note(
+                    "replicated from another address than configured now (delete their docs and run again to switch)",
+                    format!("{} from {}", d.db, doc.source),
+                );
+            }
+        }
+        match &d.doc {
+            Some(doc) if failed(doc) => v.problems.push(d.line()),
+            Some(doc) if d.caught_up() && in_trouble(doc) => {
+                note("caught up for now, but their job is crashing", d.line())
+            }
+            _ if d.caught_up() => v.fine.push(d.db.clone()),
+            Some(_) if *progressed => note("still copying at the deadline", d.line()),
+            _ => v.problems.push(d.line()),
+        }
+    }
+    v
+}
+
+/// Up to `SHOWN` lines joined by `; `, then how many more.
+fn some_lines(lines: &[String]) -> String {
+    let shown = lines
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    match lines.len().saturating_sub(SHOWN) {
+        0 => shown,
+        more => format!("{shown}; and {more} more"),
+    }
+}
+
 fn backup_failure(message: String) -> anyhow::Error {
     Failure::new(Status::Backup, format!("backup: {message}")).into()
 }
@@ -561,8 +615,77 @@ mod tests {
             "{one}"
         );
         assert!(expect_restart(&doc(Some("crashing"), 2)).contains("60–120 s"));
-        assert!(expect_restart(&doc(Some("crashing"), 40)).contains("30720–30780 s"));
+        assert!(expect_restart(&doc(Some("crashing"), 5)).contains("8–9 min"));
+        assert!(expect_restart(&doc(Some("crashing"), 40)).contains("512–513 min"));
         assert!(expect_restart(&doc(Some("failed"), 1)).contains("never retries"));
+    }
+
+    fn db(name: &str, doc: Option<SchedulerDoc>, source: u64, target: u64) -> DbBackup {
+        DbBackup {
+            db: name.into(),
+            doc,
+            elsewhere: None,
+            source: Some(source),
+            target: Some(target),
+        }
+    }
+
+    #[test]
+    fn judged_by_documents_first_then_by_state() {
+        let node = |url: &str| NodeAddr {
+            label: url.trim_start_matches("http://").into(),
+            url: url.into(),
+        };
+        let (target, source) = (node("http://b:5984"), node("http://c:5984"));
+        let mut other = doc(Some("running"), 0);
+        other.doc_id = "mine".into();
+        let mut moved = doc(Some("running"), 0);
+        moved.source = "http://old:5984/app/".into();
+        let dbs = vec![
+            db("app", Some(doc(Some("running"), 0)), 10, 10),
+            db("app", Some(doc(Some("crashing"), 1)), 10, 10),
+            db("app", Some(doc(Some("crashing"), 1)), 10, 4),
+            db("app", Some(doc(Some("running"), 0)), 10, 4),
+            db("app", Some(doc(Some("failed"), 1)), 10, 10),
+            db("app", Some(other), 3, 3),
+            db("app", Some(moved), 3, 3),
+            db("app", None, 5, 0),
+        ];
+        let progressed = [false, false, false, true, false, false, false, false];
+        let v = judge(&dbs, &progressed, &target, &source);
+        assert_eq!(v.fine, ["app", "app", "app"], "{v:?}");
+        let notes: Vec<&str> = v.notes.iter().map(|(what, _)| *what).collect();
+        assert_eq!(
+            notes,
+            [
+                "caught up for now, but their job is crashing",
+                "still copying at the deadline",
+                "already replicated to the backup by a doc of their own, not adding a second (trap 20)",
+                "replicated from another address than configured now (delete their docs and run again to switch)",
+            ]
+        );
+        assert_eq!(v.problems.len(), 3, "{v:?}");
+        assert!(v.problems[0].contains("4 of 10 documents on the backup, crashing"));
+        assert!(v.problems[1].contains("failed for good"));
+        assert!(v.problems[2].contains("0 of 5 documents on the backup, no replication"));
+    }
+
+    #[test]
+    fn our_doc_writing_elsewhere_is_a_problem_named_with_both_targets() {
+        let node = NodeAddr {
+            label: "new:5984".into(),
+            url: "http://new:5984".into(),
+        };
+        let d = DbBackup {
+            doc: None,
+            elsewhere: Some(doc(Some("running"), 0)),
+            ..db("app", None, 1, 1)
+        };
+        let v = judge(&[d], &[false], &node, &node);
+        assert!(
+            v.problems[0].contains("http://b:5984/app/") && v.problems[0].contains("new:5984"),
+            "{v:?}"
+        );
     }
 
     #[test]
