@@ -215,7 +215,7 @@ impl<'s, 'a> Backup<'s, 'a> {
             return Err(backup_failure(format!(
                 "the backup CouchDB {} did not answer /_up in time ({last}). Until it is back its \
                  replications crash; CouchDB restarts each 30–90 s after its first crash, later ones \
-                 wait longer (trap 18)",
+                 wait longer",
                 target.label
             )));
         }
@@ -428,7 +428,7 @@ impl<'s, 'a> Backup<'s, 'a> {
                 format!(
                     "{} database(s) to catch up on the backup: {}",
                     lines.len(),
-                    list_some(&lines)
+                    some_lines(&lines)
                 )
             });
             Ok::<_, anyhow::Error>(None)
@@ -549,7 +549,7 @@ fn judge(dbs: &[DbBackup], progressed: &[bool], target: &NodeAddr, source: &Node
         if let Some(doc) = &d.doc {
             if doc.doc_id != doc_id(&d.db) {
                 note(
-                    "already replicated to the backup by a doc of their own, not adding a second (trap 20)",
+                    "already replicated to the backup by a doc of their own, not adding a second (CouchDB would fail it)",
                     format!("{} by `{}` from {}", d.db, doc.doc_id, doc.source),
                 );
             } else if !doc.source.is_empty() && !doc.reads_from(source, &d.db) {
@@ -660,7 +660,7 @@ mod tests {
             [
                 "caught up for now, but their job is crashing",
                 "still copying at the deadline",
-                "already replicated to the backup by a doc of their own, not adding a second (trap 20)",
+                "already replicated to the backup by a doc of their own, not adding a second (CouchDB would fail it)",
                 "replicated from another address than configured now (delete their docs and run again to switch)",
             ]
         );

@@ -169,7 +169,7 @@ impl<'a> Formation<'a> {
     fn back_up(&self, nodes: &Nodes, backup: &config::Backup) -> Result<Vec<String>> {
         self.phase(
             "backup",
-            &format!("every database replicated to {}", backup.target.label),
+            &format!("replication of every database to {}", backup.target.label),
             || Backup::new(&self.session, &nodes.coordinator().addr, backup).ensure(),
         )
     }
