@@ -36,22 +36,18 @@ fn exit_code_table_matches_the_code() {
     assert_eq!(rows("exit-table"), expected);
 }
 
-#[test]
-fn environment_table_matches_the_code() {
-    let expected: Vec<(String, String)> = VARIABLES
+/// A variables table as the README must show it.
+fn variables(table: &[(&str, &str)]) -> Vec<(String, String)> {
+    table
         .iter()
         .map(|(v, m)| (v.to_string(), m.to_string()))
-        .collect();
-    assert_eq!(rows("env-table"), expected);
+        .collect()
 }
 
 #[test]
-fn backup_environment_table_matches_the_code() {
-    let expected: Vec<(String, String)> = BACKUP_VARIABLES
-        .iter()
-        .map(|(v, m)| (v.to_string(), m.to_string()))
-        .collect();
-    assert_eq!(rows("backup-env-table"), expected);
+fn environment_tables_match_the_code() {
+    assert_eq!(rows("env-table"), variables(VARIABLES));
+    assert_eq!(rows("backup-env-table"), variables(BACKUP_VARIABLES));
 }
 
 #[test]
