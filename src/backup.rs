@@ -587,7 +587,7 @@ fn some_lines(lines: &[String]) -> String {
 }
 
 fn backup_failure(message: String) -> anyhow::Error {
-    Failure::new(Status::Backup, format!("backup: {message}")).into()
+    Failure::new(Status::Backup, message).into()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use log::{debug, info, warn};
 
 use crate::backup::Backup;
@@ -172,6 +172,7 @@ impl<'a> Formation<'a> {
             &format!("replication of every database to {}", backup.target.label),
             || Backup::new(&self.session, &nodes.coordinator().addr, backup).ensure(),
         )
+        .context("the cluster is formed and verified; its backup is not")
     }
 
     /// Read-only: is this a healthy, formed cluster? With `wait`, keep asking until it is (for
