@@ -52,7 +52,10 @@ impl fmt::Display for NodeError {
             NodeError::Unauthorized { node, reason } => write!(
                 f,
                 "node {node} refused COUCHDB_USER/COUCHDB_PASSWORD ({reason}); not retried, \
-                 because 5 failures lock the account on that node for 5 minutes"
+                 because 5 failures lock the account on that node for 5 minutes. Changed the \
+                 password (e.g. a new .env)? A node keeps the admin it was first started with \
+                 (in its config volume): use that password again, or change it on every node \
+                 first (PUT /_node/_local/_config/admins/<user>)"
             ),
             NodeError::Locked { node } => write!(
                 f,

@@ -1,37 +1,40 @@
-//! Binary mode: `couchsim` standing in for `couchdb:3.4.2` in docker-compose, and the `curl`
-//! multi-call mode for healthchecks in a `FROM scratch` image. Kept in the library so it is
-//! testable; `main.rs` only dispatches.
+//! Binary mode: `couchsim` standing in for `couchdb:3.4.2` in docker-compose, and the `curl`,
+//! `grep` and `sh` multi-call modes for healthchecks in a `FROM scratch` image (`tools`). Kept
+//! in the library so it is testable; `main.rs` only dispatches.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::{self, ClientRequest};
 use crate::dist::{DnsEpmd, NONODE};
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
 use crate::spec::{Delays, NodeSpec};
 use crate::util;
 
-/// Entry point used by `main.rs`. Returns the process exit code.
+mod tools;
+
+pub use tools::{
+    curl, curl_config_args, grep, parse_curl_args, printf, sh, sh_with, shell_words, CurlArgs,
+};
+
+/// Entry point used by `main.rs`. Returns the process exit code. Called as `curl`, `grep` or
+/// `sh` (argv[0], as the image's copies are), or as `couchsim curl|grep|sh …`, it is that tool.
 pub fn main_with_args(args: Vec<String>) -> i32 {
-    let prog = args
-        .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-        .unwrap_or_default();
-    if prog == "sh" {
-        return sh(&args[1..]);
-    }
-    if prog == "curl" || args.get(1).map(String::as_str) == Some("curl") {
-        let rest: Vec<String> = if prog == "curl" {
-            args.into_iter().skip(1).collect()
-        } else {
-            args.into_iter().skip(2).collect()
-        };
-        return curl(&rest);
+    let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+    let tools = ["curl", "grep", "sh"];
+    let (tool, rest) = match (args.first().map(base), args.get(1)) {
+        (Some(prog), _) if tools.contains(&prog.as_str()) => (prog, &args[1..]),
+        (_, Some(first)) if tools.contains(&first.as_str()) => (first.clone(), &args[2..]),
+        _ => (String::new(), &args[..0]),
+    };
+    match tool.as_str() {
+        "curl" => return curl(rest),
+        "grep" => return grep(rest),
+        "sh" => return sh(rest),
+        _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     match server_config(&env) {
@@ -222,236 +225,6 @@ fn install_signal_handlers() {
 #[cfg(not(unix))]
 fn install_signal_handlers() {}
 
-// ---------------------------------------------------------------------------------------------
-// curl
-// ---------------------------------------------------------------------------------------------
-
-/// Splits a shell word list (single and double quotes, backslash escapes).
-pub fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut have = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '\'') | (None, '"') => {
-                quote = Some(c);
-                have = true;
-            }
-            (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    have = true;
-                }
-            }
-            (None, c) if c.is_whitespace() => {
-                if have || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                    have = false;
-                }
-            }
-            (None, c) => cur.push(c),
-        }
-    }
-    if have || !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// A very small `sh -c` for compose healthchecks written in shell form in a `FROM scratch`
-/// image: `curl … [|| exit N]`, `… && …`, `exit N`. Anything else is refused (127).
-pub fn sh(args: &[String]) -> i32 {
-    let script = match args {
-        [flag, script, ..] if flag == "-c" => script.clone(),
-        _ => {
-            eprintln!("sh: only `sh -c '<command>'` is supported by couchsim");
-            return 2;
-        }
-    };
-    let mut status = 0;
-    for (i, alt) in script.split("||").enumerate() {
-        if i > 0 && status == 0 {
-            break;
-        }
-        status = 0;
-        for cmd in alt.split("&&") {
-            let words = shell_words(cmd);
-            status = match words.first().map(|w| w.rsplit('/').next().unwrap_or(w)) {
-                None => 0,
-                Some("curl") => curl(&words[1..]),
-                Some("exit") => words.get(1).and_then(|c| c.parse().ok()).unwrap_or(0),
-                Some("true") => 0,
-                Some("false") => 1,
-                Some(other) => {
-                    eprintln!("sh: {other}: not found (couchsim's sh runs curl only)");
-                    127
-                }
-            };
-            if status != 0 {
-                break;
-            }
-        }
-    }
-    status
-}
-
-#[derive(Debug, Default, PartialEq)]
-pub struct CurlArgs {
-    pub fail: bool,
-    pub silent: bool,
-    pub show_error: bool,
-    pub method: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub data: Option<String>,
-    pub user: Option<String>,
-    pub output: Option<String>,
-    pub max_time: Option<f64>,
-    pub url: Option<String>,
-}
-
-pub fn parse_curl_args(args: &[String]) -> Result<CurlArgs, String> {
-    let mut a = CurlArgs::default();
-    let mut i = 0;
-    let take = |i: &mut usize, flag: &str| -> Result<String, String> {
-        *i += 1;
-        args.get(*i)
-            .cloned()
-            .ok_or_else(|| format!("option {flag}: requires parameter"))
-    };
-    while i < args.len() {
-        let arg = &args[i];
-        match arg.as_str() {
-            "--fail" => a.fail = true,
-            "--silent" => a.silent = true,
-            "--show-error" => a.show_error = true,
-            "-X" | "--request" => a.method = Some(take(&mut i, arg)?),
-            "-H" | "--header" => {
-                let h = take(&mut i, arg)?;
-                if let Some((k, v)) = h.split_once(':') {
-                    a.headers.push((k.trim().to_string(), v.trim().to_string()));
-                }
-            }
-            "-d" | "--data" | "--data-raw" | "--data-binary" => a.data = Some(take(&mut i, arg)?),
-            "-u" | "--user" => a.user = Some(take(&mut i, arg)?),
-            "-o" | "--output" => a.output = Some(take(&mut i, arg)?),
-            "-m" | "--max-time" => {
-                let v = take(&mut i, arg)?;
-                a.max_time = Some(v.parse().map_err(|_| format!("bad --max-time {v}"))?);
-            }
-            "-v" | "--verbose" | "-L" | "--location" | "-k" | "--insecure" | "-i" => {}
-            s if s.starts_with("--") => return Err(format!("option {s}: is unknown")),
-            s if s.starts_with('-') && s.len() > 1 => {
-                for c in s[1..].chars() {
-                    match c {
-                        'f' => a.fail = true,
-                        's' => a.silent = true,
-                        'S' => a.show_error = true,
-                        'v' | 'L' | 'k' | 'i' => {}
-                        _ => return Err(format!("option -{c}: is unknown")),
-                    }
-                }
-            }
-            url => a.url = Some(url.to_string()),
-        }
-        i += 1;
-    }
-    Ok(a)
-}
-
-/// A minimal curl: exit 0 on success, 22 on an HTTP error with `-f`, 7 when the connection
-/// fails, 6 when the host does not resolve, 28 on timeout, 2/3 on bad usage/URL.
-pub fn curl(args: &[String]) -> i32 {
-    let a = match parse_curl_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("curl: {e}");
-            return 2;
-        }
-    };
-    let say = |code: i32, msg: &str| {
-        if !a.silent || a.show_error {
-            eprintln!("curl: ({code}) {msg}");
-        }
-        code
-    };
-    let url = match a.url.as_deref().and_then(client::parse_url) {
-        Some(u) => u,
-        None => return say(3, "URL using bad/illegal format or missing URL"),
-    };
-    let addrs = match client::resolve_all(&url.host, url.port) {
-        Ok(a) => a,
-        Err(_) => return say(6, &format!("Could not resolve host: {}", url.host)),
-    };
-    let method = a
-        .method
-        .clone()
-        .unwrap_or_else(|| if a.data.is_some() { "POST" } else { "GET" }.to_string());
-    let mut req = ClientRequest::new(&method, &url.path);
-    req.host = format!("{}:{}", url.host, url.port);
-    req.headers = a.headers.clone();
-    req.body = a.data.clone().map(String::into_bytes);
-    req.basic_auth = a
-        .user
-        .as_deref()
-        .map(|u| {
-            let (n, p) = u.split_once(':').unwrap_or((u, ""));
-            (n.to_string(), p.to_string())
-        })
-        .or(url.user.clone());
-    let secs = a.max_time.unwrap_or(300.0);
-    let secs = if secs.is_finite() {
-        secs.clamp(0.001, 86_400.0)
-    } else {
-        300.0
-    };
-    req.timeout = Duration::from_secs_f64(secs);
-    // Like curl: try every address (localhost may be ::1 first; the node listens on IPv4).
-    let mut result = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
-    for addr in addrs {
-        result = client::send(addr, &req);
-        match &result {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-            _ => break,
-        }
-    }
-    let resp = match result {
-        Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
-            return say(28, "Operation timed out")
-        }
-        Err(_) => {
-            return say(
-                7,
-                &format!(
-                    "Failed to connect to {} port {}: Connection refused",
-                    url.host, url.port
-                ),
-            )
-        }
-    };
-    if a.fail && resp.status >= 400 {
-        return say(
-            22,
-            &format!("The requested URL returned error: {}", resp.status),
-        );
-    }
-    let written = match &a.output {
-        Some(path) => std::fs::write(path, &resp.body),
-        None => {
-            let mut out = io::stdout();
-            out.write_all(&resp.body).and_then(|_| out.flush())
-        }
-    };
-    if written.is_err() {
-        return say(23, "Failure writing output to destination");
-    }
-    0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,40 +255,5 @@ mod tests {
         let e = server_config(&env(&[("COUCHDB_ERLANG_COOKIE", "monster")])).unwrap_err();
         assert!(!e.contains("monster"));
         assert!(server_config(&env(&[("COUCHSIM_PORT", "x")])).is_err());
-    }
-
-    #[test]
-    fn curl_flags() {
-        let args: Vec<String> = ["-fsS", "http://localhost:5984/_up"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let a = parse_curl_args(&args).unwrap();
-        assert!(a.fail && a.silent && a.show_error);
-        assert_eq!(a.url.as_deref(), Some("http://localhost:5984/_up"));
-        assert!(parse_curl_args(&["-Z".to_string()]).is_err());
-    }
-
-    #[test]
-    fn shell_form_healthchecks() {
-        assert_eq!(
-            shell_words(r#"curl -fsS "http://x:1/_up" || exit 1"#),
-            vec!["curl", "-fsS", "http://x:1/_up", "||", "exit", "1"]
-        );
-        assert_eq!(sh(&["-c".into(), "exit 3".into()]), 3);
-        assert_eq!(sh(&["-c".into(), "false || exit 1".into()]), 1);
-        assert_eq!(sh(&["-c".into(), "true && exit 4".into()]), 4);
-        assert_eq!(sh(&["-c".into(), "wget x".into()]), 127);
-    }
-
-    #[test]
-    fn curl_exit_codes() {
-        // nothing listens on this port
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
-        let url = format!("http://127.0.0.1:{port}/_up");
-        assert_eq!(curl(&["-fsS".into(), url]), 7);
-        assert_eq!(curl(&["-fsS".into()]), 3);
     }
 }

@@ -241,3 +241,47 @@ fn curl_multicall_for_healthchecks() {
     assert_eq!(e.status.code(), Some(7));
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// The bundle's node healthcheck shape, as `sh -c` in the image: the credentials come from
+/// the environment and reach curl on stdin (`-K -`), never on a command line; grep decides.
+#[test]
+fn sh_pipes_credentials_from_the_environment_into_curl_and_grep() {
+    let port = free_port();
+    let d = tmpdir("sh");
+    let _p = spawn("127.0.0.1", port, &d, &[("NODENAME", "couchdb-1.test")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_up(addr);
+    let script = format!(
+        "curl -fsS -o /dev/null http://localhost:{port}/_up && \
+         printf 'user = \"%s:%s\"\\n' \"$COUCHDB_USER\" \"$COUCHDB_PASSWORD\" | \
+         curl -fsS -K - http://localhost:{port}/_membership | grep -qF '\"cluster_nodes\"'"
+    );
+    let run = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_couchsim"))
+            .args(["sh", "-c", &script])
+            .env_clear()
+            .env("COUCHDB_USER", "admin")
+            .env("COUCHDB_PASSWORD", password)
+            .output()
+            .expect("run sh mode")
+    };
+    let ok = run("password");
+    assert_eq!(ok.status.code(), Some(0), "{:?}", ok);
+    // A wrong password: curl fails (401), grep sees nothing, the check fails.
+    let bad = run("wrong");
+    assert_eq!(bad.status.code(), Some(1), "{:?}", bad);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+    // grep as its own multi-call tool, on stdin.
+    let mut grep = Command::new(env!("CARGO_BIN_EXE_couchsim"))
+        .args(["grep", "-qF", "\",\""])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    grep.stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"shards":{"00000000-7fffffff":["a","b"]}}"#)
+        .unwrap();
+    assert_eq!(grep.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Static checks of compose.yaml and traefik/traefik.yml: what Traefik and CouchDB need to be true
-of the file before anything starts.
+"""Static checks of compose.yaml and its overrides (compose/*.yaml), Traefik's static
+configuration (its command) included: what Traefik and CouchDB need to be true of the files
+before anything starts.
 
     python3 tests/compose/check_compose.py [compose.yaml]
 
@@ -23,6 +24,7 @@ NODES = ["couchdb-1", "couchdb-2", "couchdb-3"]
 INIT = "couchdb-cluster-init"
 SERVICE = "couchdb"  # the Traefik service name the labels define
 REQUIRED_VARS = ["COUCHDB_USER", "COUCHDB_PASSWORD", "COUCHDB_COOKIE", "COUCHDB_SECRET"]
+SECRETS = ["COUCHDB_PASSWORD", "COUCHDB_COOKIE", "COUCHDB_SECRET"]
 
 results = []
 
@@ -84,6 +86,85 @@ def depends(svc):
     if isinstance(d, list):
         return {name: "service_started" for name in d}
     return {name: (cond or {}).get("condition", "service_started") for name, cond in d.items()}
+
+
+def seconds(duration):
+    """A Compose/Traefik duration ("1s", "500ms", "1m30s") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(duration))
+    return sum(float(v) * units[u] for v, u in parts) if parts else float("inf")
+
+
+def check_node_healthcheck(n, hc):
+    """The membership healthcheck: the node asks itself, with its own environment's credentials
+    handed to curl on stdin, whether it serves the cluster's _users (a shard map of 2+ nodes)."""
+    test = hc.get("test") or []
+    script = test[1] if len(test) == 2 and test[0] == "CMD-SHELL" else ""
+    check(f"{n}: healthcheck is CMD-SHELL (one script, run by the image's sh)", script, test)
+    check(f"{n}: healthcheck asks /_up (maintenance mode and boot leave rotation)",
+          "curl -fsS -o /dev/null http://localhost:5984/_up" in script, script)
+    check(f"{n}: healthcheck needs the cluster's _users through this node, on 2+ nodes",
+          re.search(r"curl -fsS -K - http://localhost:5984/_users/_shards \| grep -qF '\",\"'$", script), script)
+    check(f"{n}: healthcheck credentials come from the node's environment via printf to curl -K -",
+          re.search(r"printf 'user = \"%s:%s\"\\n' \"\$\$COUCHDB_USER\" \"\$\$COUCHDB_PASSWORD\" \|", script), script)
+    check(f"{n}: healthcheck interval at most 1s (it is the delay from 'joined' to 'routed')",
+          seconds(hc.get("interval", "30s")) <= 1, hc.get("interval"))
+    check(f"{n}: healthcheck goes unhealthy after a few failures, and waits out a long start",
+          1 <= int(hc.get("retries", 3)) <= 5 and seconds(hc.get("start_period", "0s")) >= 60,
+          (hc.get("retries"), hc.get("start_period")))
+    check(f"{n}: healthcheck has no start_interval (docker-compose 1.29 lacks it)", "start_interval" not in hc)
+
+
+def check_failover_labels(lb):
+    prefix = f"traefik.http.services.{SERVICE}.loadbalancer"
+    mw = lb.get(f"traefik.http.routers.{SERVICE}.middlewares", "")
+    retry = {k.split(".")[3] for k in lb if k.startswith("traefik.http.middlewares.") and ".retry." in k}
+    check("labels: the router uses a retry middleware (a stopped node costs a retry, not a 502)",
+          mw and all(m.split("@")[0] in retry for m in mw.split(",")), (mw, retry))
+    check("labels: a passive health check marks a node down on its first failed request",
+          lb.get(f"{prefix}.passivehealthcheck.maxfailedattempts") == "1", lb.get(f"{prefix}.passivehealthcheck.maxfailedattempts"))
+    check("labels: Traefik's /_up check runs every few seconds (maintenance mode leaves within it)",
+          seconds(lb.get(f"{prefix}.healthcheck.interval", "30s")) <= 5, lb.get(f"{prefix}.healthcheck.interval"))
+
+
+def check_no_secret_on_command_lines(n, svc):
+    """No secret reaches a label, a command line or a healthcheck: Compose would write its value
+    there (visible in `docker inspect` and `docker ps --no-trunc`). `$$VAR` is fine: a literal
+    `$VAR`, expanded by the container's shell from its own environment."""
+    fields = {k: svc.get(k) for k in ("labels", "command", "entrypoint")}
+    fields["healthcheck"] = (svc.get("healthcheck") or {}).get("test")
+    for field, value in fields.items():
+        text = " ".join(scalars(value))
+        leaked = [v for v in SECRETS if re.search(r"(?<!\$)\$\{?" + v + r"\b", text)]
+        check(f"{n}: no secret interpolated into its {field}", not leaked, leaked)
+
+
+def check_fourth_node(services, anchor_labels, anchor_healthcheck):
+    """compose/couchdb-4.yaml: a copy of a node that must not drift from compose.yaml's."""
+    path = ROOT / "compose" / "couchdb-4.yaml"
+    data = yaml.safe_load(path.read_text())
+    node = (data.get("services") or {}).get("couchdb-4") or {}
+    check("couchdb-4.yaml: labels identical to compose.yaml's anchor (else Traefik drops the service)",
+          as_dict(node.get("labels")) == anchor_labels, as_dict(node.get("labels")))
+    check("couchdb-4.yaml: healthcheck identical to compose.yaml's", node.get("healthcheck") == anchor_healthcheck,
+          node.get("healthcheck"))
+    env = as_dict(node.get("environment"))
+    check("couchdb-4.yaml: dotted NODENAME, resolvable by its peers (network alias)",
+          env.get("NODENAME") == "couchdb-4.couchdb.internal"
+          and "couchdb-4.couchdb.internal" in ((node.get("networks") or {}).get("couchdb") or {}).get("aliases", []),
+          (env.get("NODENAME"), node.get("networks")))
+    base_env = as_dict(services[NODES[0]].get("environment"))
+    check("couchdb-4.yaml: the same credentials, cookie and secret as the other nodes",
+          all(env.get(k) == base_env.get(k) for k in REQUIRED_VARS[:2] + ["COUCHDB_SECRET", "COUCHDB_ERLANG_COOKIE"]),
+          {k: env.get(k) for k in env if k != "NODENAME"})
+    check("couchdb-4.yaml: image, restart and volumes like the others",
+          node.get("image") == services[NODES[0]].get("image") and node.get("restart") == services[NODES[0]].get("restart")
+          and sorted(str(v).split(":")[1] for v in node.get("volumes") or []) == ["/opt/couchdb/data", "/opt/couchdb/etc/local.d"],
+          (node.get("image"), node.get("volumes")))
+    init = (data.get("services") or {}).get(INIT) or {}
+    check("couchdb-4.yaml: the init's COUCHDB_NODES names all four",
+          as_dict(init.get("environment")).get("COUCHDB_NODES") == ",".join(NODES + ["couchdb-4"]), init.get("environment"))
+    check_no_secret_on_command_lines("couchdb-4", node)
 
 
 def main():
@@ -163,14 +244,7 @@ def main():
             "/opt/couchdb/data" in targets and "/opt/couchdb/etc/local.d" in targets,
             targets,
         )
-        test = (svc.get("healthcheck") or {}).get("test") or []
-        check(
-            f"{n}: healthcheck is curl on /_up",
-            "curl" in test and any(str(t).endswith("/_up") for t in test),
-            test,
-        )
-        check(f"{n}: healthcheck has no start_interval (docker-compose 1.29 lacks it)",
-              "start_interval" not in (svc.get("healthcheck") or {}))
+        check_node_healthcheck(n, svc.get("healthcheck") or {})
     names = [as_dict(services[n].get("environment")).get("NODENAME") for n in NODES]
     check("the three NODENAMEs differ", len(set(names)) == 3, names)
     vols = [v for n in NODES for v in services[n].get("volumes") or []]
@@ -181,8 +255,8 @@ def main():
     check("init: built from the repository's Dockerfile", init.get("build") in (".", {"context": "."}) or
           (isinstance(init.get("build"), dict) and init["build"].get("context") == "."), init.get("build"))
     check('init: restart "no"', init.get("restart") == "no", init.get("restart"))
-    check("init: waits for every node to be healthy",
-          all(depends(init).get(n) == "service_healthy" for n in NODES), depends(init))
+    check("init: starts with the nodes (service_started; it waits for /_up itself, no health interval)",
+          all(depends(init).get(n) == "service_started" for n in NODES), depends(init))
     ienv = as_dict(init.get("environment"))
     for var in REQUIRED_VARS:
         if var != "COUCHDB_SECRET":
@@ -192,30 +266,50 @@ def main():
 
     # --- Traefik -----------------------------------------------------------------------------------
     tr = services.get("traefik", {})
-    m = re.fullmatch(r"traefik:v(\d+)\.(\d+)(\.\d+)?", str(tr.get("image", "")))
-    check("traefik: image pinned to v3.6 or newer", m and (int(m[1]), int(m[2])) >= (3, 6), tr.get("image"))
+    m = re.fullmatch(r"\$\{TRAEFIK_IMAGE:-traefik:v(\d+)\.(\d+)(\.\d+)?\}", str(tr.get("image", "")))
+    check("traefik: image ${TRAEFIK_IMAGE:-traefik:vX.Y}, pinned to v3.6 or newer",
+          m and (int(m[1]), int(m[2])) >= (3, 6), tr.get("image"))
     check("traefik: starts only after the init completed successfully",
           depends(tr).get(INIT) == "service_completed_successfully", depends(tr))
     ports = [str(p) for p in tr.get("ports") or []]
     check("traefik: publishes port 5984", any(p.endswith(":5984") for p in ports), ports)
     check("traefik: no dashboard port 8080 published", not any("8080" in p for p in ports), ports)
     mounts = [str(v) for v in tr.get("volumes") or []]
-    static = [v for v in mounts if v.startswith("./traefik/")]
-    check("traefik: static configuration mounted from ./traefik/", static, mounts)
-    check("traefik: no command-line static configuration (one source only)", not tr.get("command"), tr.get("command"))
-    cfg = yaml.safe_load((ROOT / "traefik" / "traefik.yml").read_text())
-    docker = (cfg.get("providers") or {}).get("docker") or {}
-    check("traefik.yml: Docker provider with exposedByDefault: false", docker.get("exposedByDefault") is False, docker)
-    api = cfg.get("api") or {}
-    check("traefik.yml: no insecure dashboard", not api.get("insecure") and not api.get("dashboard"), api)
-    eps = cfg.get("entryPoints") or {}
+    check("traefik: no configuration file mounted (its static configuration is its command, one source)",
+          not any("traefik.yml" in v or "traefik.toml" in v for v in mounts), mounts)
+    flags = dict(str(f).split("=", 1) if "=" in str(f) else (str(f), "true") for f in tr.get("command") or [])
+    check("traefik: static configuration as --flags", flags and all(k.startswith("--") for k in flags), flags)
+    check("traefik: Docker provider with exposedByDefault=false",
+          flags.get("--providers.docker.exposedByDefault") == "false", flags)
+    check("traefik: no API or dashboard", not any(k.startswith("--api") for k in flags), flags)
+    bundle = lb.get("couchdb.bundle", "")
+    check("traefik: routes only to this bundle's nodes (constraint on the nodes' couchdb.bundle label)",
+          bundle and flags.get("--providers.docker.constraints") == f"Label(`couchdb.bundle`,`{bundle}`)",
+          (bundle, flags.get("--providers.docker.constraints")))
+    check("labels: the bundle's name comes from COUCHDB_BUNDLE", bundle == "${COUCHDB_BUNDLE:-couchdb}", bundle)
     router_eps = {lb.get(f"traefik.http.routers.{r}.entrypoints") for r in routers}
-    check("traefik.yml: the routers' entry point listens on :5984",
-          router_eps and all(eps.get(e, {}).get("address") == ":5984" for e in router_eps), (router_eps, eps))
+    check("traefik: the routers' entry point listens on :5984",
+          router_eps and all(flags.get(f"--entryPoints.{e}.address") == ":5984" for e in router_eps), (router_eps, flags))
+    dial = flags.get("--serversTransport.forwardingTimeouts.dialTimeout")
+    check("traefik: a short dialTimeout (a stopped node's address swallows connects)",
+          dial is not None and seconds(dial) <= 2, dial)
+    hc = (tr.get("healthcheck") or {}).get("test") or []
+    check("traefik: healthcheck `traefik healthcheck --ping`, with ping on",
+          hc == ["CMD", "traefik", "healthcheck", "--ping"] and flags.get("--ping") == "true", (hc, flags.get("--ping")))
+    check_failover_labels(lb)
 
     # --- the example dependant, the file as a whole -------------------------------------------------
     dependants = [n for n, s in services.items() if s.get("profiles") and depends(s).get(INIT) == "service_completed_successfully"]
     check("an example dependant behind a profile waits for the init to complete successfully", dependants)
+    for n in dependants:
+        app = services[n]
+        tmpfs = app.get("tmpfs") or []
+        check(f"{n}: a tmpfs on /opt/couchdb/data (the image's VOLUME would leave an anonymous volume)",
+              "/opt/couchdb/data" in ([tmpfs] if isinstance(tmpfs, str) else tmpfs), tmpfs)
+        words = " ".join(map(str, (app.get("entrypoint") or []) + (app.get("command") or [])))
+        check(f"{n}: talks to the cluster through Traefik", "http://traefik:5984/" in words, words)
+    for n, svc in services.items():
+        check_no_secret_on_command_lines(n, svc)
     check("no top-level name/include (docker-compose 1.29 lacks them)", not ({"name", "include"} & set(data)))
     for n, s in services.items():
         for dep, cond in (s.get("depends_on") or {}).items() if isinstance(s.get("depends_on"), dict) else []:
@@ -225,6 +319,8 @@ def main():
         check(f"{var} is never given a default (${{{var}:-...}})", f"${{{var}:-" not in text and f"${{{var}-" not in text)
     check("no value is the cookie `monster` (CouchDB 3.4.2 refuses it)",
           not any("monster" in v.lower() for v in scalars(data)))
+
+    check_fourth_node(services, labels[0], services[NODES[0]].get("healthcheck"))
 
     example_env = (ROOT / ".env.example").read_text()
     keys = {line.split("=", 1)[0] for line in example_env.splitlines() if "=" in line and not line.startswith("#")}
