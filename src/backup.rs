@@ -23,6 +23,7 @@ use log::{debug, info, warn};
 use crate::client::{Client, DbCreated, Endpoint, NodeError, NodeResult, Put, SchedulerDoc, Up};
 use crate::clock::poll;
 use crate::config::{self, NodeAddr, NodeList};
+use crate::discovery;
 use crate::exit::{Failure, Status};
 use crate::session::{Session, Waiting};
 use crate::text::{list_some, SHOWN};
@@ -205,7 +206,9 @@ impl<'s, 'a> Backup<'s, 'a> {
             last = match self.target.up(target) {
                 Ok(Up::Ready) => return Ok(Some(())),
                 Ok(Up::NotReady(state)) => format!("answers /_up with `{state}`"),
-                Err(NodeError::Unreachable { reason, .. }) => format!("not answering: {reason}"),
+                // A stopped container's or a missing pod's name stops resolving: say so.
+                Err(NodeError::Unreachable { reason, .. }) => discovery::dns_problem(target.host())
+                    .unwrap_or_else(|| format!("not answering: {reason}")),
                 Err(e) => return Err(self.target_error(e)),
             };
             waiting.report(|| format!("the backup CouchDB {} ({last})", target.label));

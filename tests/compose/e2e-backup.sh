@@ -97,7 +97,7 @@ backup_step() {
   compose_backup stop couchdb-backup >&2
   code="$(backup_run "$work/backup-down.log" -e COUCHDB_INIT_TIMEOUT=5s)"
   [ "$code" = 11 ] || fail "with the backup CouchDB stopped the backup run exited $code, expected 11"
-  grep -q 'the backup CouchDB couchdb-backup did not answer /_up' "$work/backup-down.log" \
+  grep -q 'the backup CouchDB couchdb-backup did not answer /_up in time' "$work/backup-down.log" \
     || fail "the backup run does not name the stopped backup CouchDB"
   compose_backup start couchdb-backup >&2
   code="$(backup_run "$work/backup-back.log")"
