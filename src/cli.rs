@@ -3,6 +3,7 @@
 
 use crate::config::{BACKUP_VARIABLES, VARIABLES};
 use crate::exit::TABLE;
+use crate::{rebalance, remove, status};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -15,6 +16,12 @@ pub enum Command {
     Check {
         wait: bool,
     },
+    /// Read-only: the cluster at a glance.
+    Status(status::Options),
+    /// Move every copy off a node, then take it out of the cluster.
+    Remove(remove::Options),
+    /// Spread the databases evenly over the members.
+    Rebalance(rebalance::Options),
     /// On a formed cluster: every database continuously replicated to COUCHDB_BACKUP_URL.
     Backup,
     Help,
@@ -36,6 +43,19 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
         "read-only, until the cluster is formed or COUCHDB_INIT_TIMEOUT (for an app's init container)",
     ),
     (
+        "status",
+        "[--json] [--details] [DB]  read-only: nodes, databases, copies, problems",
+    ),
+    (
+        "remove",
+        "NODE [--dry-run] [--accept-fewer-copies] [--delete-leftovers]  move every copy off NODE \
+         (its Erlang name or COUCHDB_NODES address), then take it out of the members",
+    ),
+    (
+        "rebalance",
+        "[--dry-run] [--delete-leftovers]  spread every database evenly over the members",
+    ),
+    (
         "backup",
         "on a formed cluster: every database replicated to COUCHDB_BACKUP_URL, documents arriving",
     ),
@@ -48,11 +68,66 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         [] | ["init"] => Ok(Command::Init),
         ["check"] => Ok(Command::Check { wait: false }),
         ["check", "--wait"] => Ok(Command::Check { wait: true }),
+        ["status", rest @ ..] => {
+            let (flags, names) = split(rest, &["--json", "--details"])?;
+            let db = match names.as_slice() {
+                [] => None,
+                [db] => Some(db.to_string()),
+                more => return Err(format!("status takes at most one database, not {more:?}")),
+            };
+            Ok(Command::Status(status::Options {
+                json: flags.contains(&"--json"),
+                details: flags.contains(&"--details"),
+                db,
+            }))
+        }
+        ["remove", rest @ ..] => {
+            let (flags, names) = split(
+                rest,
+                &["--dry-run", "--accept-fewer-copies", "--delete-leftovers"],
+            )?;
+            let [node] = names.as_slice() else {
+                return Err("remove takes exactly one NODE: its Erlang name or its address in COUCHDB_NODES".into());
+            };
+            Ok(Command::Remove(remove::Options {
+                node: node.to_string(),
+                dry_run: flags.contains(&"--dry-run"),
+                accept_fewer: flags.contains(&"--accept-fewer-copies"),
+                delete_leftovers: flags.contains(&"--delete-leftovers"),
+            }))
+        }
+        ["rebalance", rest @ ..] => {
+            let (flags, names) = split(rest, &["--dry-run", "--delete-leftovers"])?;
+            if !names.is_empty() {
+                return Err(format!("rebalance takes no arguments, not {names:?}"));
+            }
+            Ok(Command::Rebalance(rebalance::Options {
+                dry_run: flags.contains(&"--dry-run"),
+                delete_leftovers: flags.contains(&"--delete-leftovers"),
+            }))
+        }
         ["backup"] => Ok(Command::Backup),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
     }
+}
+
+/// Flags (each from `known`, at most once) apart from the other arguments.
+fn split<'a>(args: &[&'a str], known: &[&str]) -> Result<(Vec<&'a str>, Vec<&'a str>), String> {
+    let (flags, names): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| a.starts_with('-'));
+    for (i, f) in flags.iter().enumerate() {
+        if !known.contains(f) {
+            return Err(format!(
+                "unknown option {f} (this command takes {})",
+                known.join(", ")
+            ));
+        }
+        if flags[..i].contains(f) {
+            return Err(format!("option {f} given twice"));
+        }
+    }
+    Ok((flags, names))
 }
 
 pub fn usage() -> String {
@@ -63,8 +138,9 @@ pub fn usage() -> String {
     names.dedup();
     let mut s = format!(
         "couchdb-cluster-init {VERSION}\n\
-         Forms a CouchDB 3.4.2 cluster from freshly started nodes, verifies it, and exits.\n\n\
-         Usage: couchdb-cluster-init [{}|--help|--version]\n",
+         Forms a CouchDB 3.4.2 cluster from freshly started nodes and verifies it; then shows it,\n\
+         takes nodes out of it and spreads its databases, without losing a copy.\n\n\
+         Usage: couchdb-cluster-init [{}|--help|--version] [ARGS]\n",
         names.join("|")
     );
     for (name, meaning) in SUBCOMMANDS {
@@ -106,6 +182,28 @@ mod tests {
         assert_eq!(parse(&args(&["backup"])), Ok(Command::Backup));
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert!(parse(&args(&["check", "extra"])).is_err());
+        assert_eq!(
+            parse(&args(&["status", "--json", "a/b"])),
+            Ok(Command::Status(status::Options {
+                json: true,
+                details: false,
+                db: Some("a/b".into())
+            }))
+        );
+        assert_eq!(
+            parse(&args(&["remove", "--dry-run", "couchdb@couchdb-4.cluster"])),
+            Ok(Command::Remove(remove::Options {
+                node: "couchdb@couchdb-4.cluster".into(),
+                dry_run: true,
+                accept_fewer: false,
+                delete_leftovers: false,
+            }))
+        );
+        assert!(parse(&args(&["remove"])).is_err());
+        assert!(parse(&args(&["remove", "a", "b"])).is_err());
+        assert!(parse(&args(&["remove", "a", "--force"])).is_err());
+        assert!(parse(&args(&["rebalance", "--dry-run", "--dry-run"])).is_err());
+        assert!(parse(&args(&["rebalance", "db"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());
     }
 

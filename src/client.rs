@@ -13,9 +13,14 @@ use serde_json::Value;
 
 use crate::config::{NodeAddr, Secret};
 
+mod ops;
+mod shard_doc;
+
+pub use ops::{segment, CopyInfo, CopyState, Gone, Saved};
+pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 mod replication;
 
-pub use replication::{segment, DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
+pub use replication::{DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
 
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -310,6 +315,13 @@ impl Client {
         let timeout = self.request_timeout.min(remaining);
         let url = format!("{}{}", node.url, path);
         let result = match (method, body) {
+            ("DELETE", _) => self
+                .prepare(self.agent.delete(&url), authenticated, timeout)
+                .call(),
+            // `POST /<db>/_sync_shards` takes no body (Content-Length: 0, as in transcript 11).
+            ("POST", None) => self
+                .prepare(self.agent.post(&url), authenticated, timeout)
+                .send_empty(),
             // `PUT /<db>` creates a database and takes no body.
             ("PUT", None) => self
                 .prepare(self.agent.put(&url), authenticated, timeout)

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::client::NodeError;
+use crate::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -22,20 +23,27 @@ pub enum Status {
     Unverified,
     /// Nodes answer HTTP but never connected to each other (cookie, name, Erlang ports).
     NotConnected,
+    /// `remove`/`rebalance` refused before writing anything: it could not be done safely.
+    Refused,
+    /// `remove`/`rebalance` stopped part-way (a copy did not fill in time, the deadline): no
+    /// copy was removed before its replacement was proven; running it again finishes it.
+    Incomplete,
     /// The cluster is fine; its backup is not in place, or documents do not arrive.
     Backup,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in the README (a test keeps them equal).
 pub const TABLE: &[(Status, u8, &str)] = &[
-    (Status::Formed, 0, "cluster formed (or already formed) and verified"),
+    (Status::Formed, 0, "done: cluster formed and verified (init), healthy (check, status), copies moved (remove, rebalance)"),
     (Status::Failed, 1, "unexpected error, e.g. a node answered something that is not CouchDB"),
     (Status::Config, 2, "configuration error: a variable, or a node's Erlang name (nonode@nohost, no dot, duplicate)"),
-    (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT"),
+    (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT (status: a node in COUCHDB_NODES does not answer)"),
     (Status::Auth, 4, "wrong COUCHDB_USER/COUCHDB_PASSWORD, or the account is locked on a node"),
     (Status::Unsafe, 5, "unsafe to join (a node holds databases or belongs to another cluster): nothing written"),
-    (Status::Unverified, 6, "formed, but verification failed (membership, shards or config drift)"),
+    (Status::Unverified, 6, "not healthy: membership, copies of a range, shard-map conflicts or config drift (init, check, status)"),
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),
+    (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member"),
+    (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place: the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication failed, or documents not arriving"),
 ];
 
@@ -81,6 +89,9 @@ pub fn status_of(err: &anyhow::Error) -> Status {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.status;
+        }
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return Status::Config;
         }
         if let Some(e) = cause.downcast_ref::<NodeError>() {
             return match e {

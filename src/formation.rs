@@ -19,18 +19,18 @@ use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult
 use crate::clock::{poll, Clock};
 use crate::config::{self, Config};
 use crate::discovery;
-use crate::exit::{status_of, Failure, Status};
+use crate::exit::{Failure, Status};
 use crate::session::{each, Nodes, Session, Waiting};
 use crate::text::{list_compact, list_some};
 
 /// The databases `finish_cluster` creates; the cluster is not usable without them.
-const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
+pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 /// CouchDB's own default for `[cluster] n` when the node's config does not set it.
 const COUCHDB_DEFAULT_N: usize = 3;
 /// `check` is for healthchecks and people: it should answer quickly.
 pub const CHECK_WAIT: Duration = Duration::from_secs(10);
 /// `check --wait` asks again this often: an app's init container needs no more.
-const CHECK_AGAIN: Duration = Duration::from_secs(2);
+pub const CHECK_AGAIN: Duration = Duration::from_secs(2);
 
 /// What the preflight read, per node (same order as the nodes).
 #[derive(Debug, Clone)]
@@ -173,26 +173,6 @@ impl<'a> Formation<'a> {
             || Backup::new(&self.session, &nodes.coordinator().addr, backup).ensure(),
         )
         .context("the cluster is formed and verified; its backup is not")
-    }
-
-    /// Read-only: is this a healthy, formed cluster? With `wait`, keep asking until it is (for
-    /// an app's init container), within the deadline; a wrong password still ends it at once.
-    pub fn check(&self, wait: bool) -> Result<Summary> {
-        let addrs = self.phase("wait", &self.wait_what(), || self.wait_up())?;
-        let nodes = self.phase("identify", "each node's Erlang name", || {
-            self.identify(&addrs)
-        })?;
-        let what = "membership, system databases, shared config";
-        if wait {
-            self.phase(
-                "verify",
-                &format!("{what}, until the cluster is formed"),
-                || self.verify_until_formed(&nodes),
-            )?;
-        } else {
-            self.phase("verify", what, || self.verify(&nodes, false, false))?;
-        }
-        Ok(self.summary(&nodes, Vec::new()))
     }
 
     fn summary(&self, nodes: &Nodes, actions: Vec<String>) -> Summary {
@@ -452,26 +432,6 @@ impl<'a> Formation<'a> {
         }
         info!("verify: {} members everywhere; _users and _replicator on {} copies; admin, uuid and secret agree", nodes.len(), n.min(nodes.len()));
         Ok(repaired)
-    }
-
-    /// `check --wait`: verify until it passes. Only what waiting can fix is waited out: a cluster
-    /// not formed yet, a node restarting. A wrong password or a bad name ends it at once.
-    fn verify_until_formed(&self, nodes: &Nodes) -> Result<()> {
-        let mut waiting = Waiting::new("verify", self.clock, self.deadline);
-        loop {
-            let e = match self.verify(nodes, false, false) {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            let left = self.deadline.saturating_duration_since(self.clock.now());
-            if !matches!(status_of(&e), Status::Unverified | Status::Unreachable)
-                || left <= CHECK_AGAIN
-            {
-                return Err(e);
-            }
-            waiting.report(|| format!("the cluster to be formed (now: {e})"));
-            self.clock.sleep(CHECK_AGAIN);
-        }
     }
 
     /// Every node's config, read through the coordinator (see `Client::node_config_of`).

@@ -4,8 +4,9 @@ use couchdb_cluster_init::cli::{self, Command, VERSION};
 use couchdb_cluster_init::clock::SystemClock;
 use couchdb_cluster_init::config::Config;
 use couchdb_cluster_init::exit::{status_of, Status};
-use couchdb_cluster_init::formation::{self, Formation};
+use couchdb_cluster_init::formation::Formation;
 use couchdb_cluster_init::logging;
+use couchdb_cluster_init::{rebalance, remove, status};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,17 +29,22 @@ fn main() -> ExitCode {
 
     let clock = SystemClock;
     let result = Config::from_env().and_then(|cfg| match command {
-        Command::Check { wait: true } => Formation::new(&cfg, &clock, cfg.init_timeout).check(true),
-        Command::Check { wait: false } => {
-            let timeout = cfg.init_timeout.min(formation::CHECK_WAIT);
-            Formation::new(&cfg, &clock, timeout).check(false)
-        }
-        Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout).backup(),
-        _ => Formation::new(&cfg, &clock, cfg.init_timeout).init(),
+        Command::Check { wait } => status::check(&cfg, &clock, wait).map(|s| Some(s.line())),
+        Command::Status(opts) => status::status(&cfg, &clock, &opts).map(|()| None),
+        Command::Remove(opts) => remove::remove(&cfg, &clock, &opts).map(Some),
+        Command::Rebalance(opts) => rebalance::rebalance(&cfg, &clock, &opts).map(Some),
+        Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout)
+            .backup()
+            .map(|summary| Some(summary.line())),
+        _ => Formation::new(&cfg, &clock, cfg.init_timeout)
+            .init()
+            .map(|summary| Some(summary.line())),
     });
     match result {
-        Ok(summary) => {
-            log::info!("{}", summary.line());
+        Ok(line) => {
+            if let Some(line) = line {
+                log::info!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -141,12 +141,18 @@ impl<'a> Session<'a> {
     /// Finds the nodes — COUCHDB_NODES, or every address of COUCHDB_SERVICE once at least
     /// COUCHDB_EXPECT resolve — and waits until every one answers `/_up`.
     pub fn wait_up(&self) -> Result<Vec<NodeAddr>> {
-        let nodes = match &self.cfg.nodes {
-            NodeList::Listed { nodes, .. } => nodes.clone(),
-            NodeList::Service { service, expect } => self.discover(service, *expect)?,
-        };
+        let nodes = self.addresses()?;
         self.wait_up_on(&nodes)?;
         Ok(nodes)
+    }
+
+    /// The nodes of this run: COUCHDB_NODES, or the addresses COUCHDB_SERVICE resolves to once
+    /// at least COUCHDB_EXPECT do.
+    pub fn addresses(&self) -> Result<Vec<NodeAddr>> {
+        match &self.cfg.nodes {
+            NodeList::Listed { nodes, .. } => Ok(nodes.clone()),
+            NodeList::Service { service, expect } => self.discover(service, *expect),
+        }
     }
 
     fn discover(&self, service: &NodeAddr, expect: usize) -> Result<Vec<NodeAddr>> {
@@ -343,6 +349,43 @@ pub fn each<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T>
     })
 }
 
+/// Like `each`, with at most `limit` calls in flight: a status of 200 databases must not open
+/// a connection per copy at once. Results in the same order as `items`.
+pub fn each_bounded<I: Sync, T: Send>(
+    items: &[I],
+    limit: usize,
+    f: impl Fn(&I) -> T + Sync,
+) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = limit.clamp(1, items.len().max(1));
+    let done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let (f, next) = (&f, &next);
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return out;
+                        };
+                        out.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut slots: Vec<Option<T>> = items.iter().map(|_| None).collect();
+    for (i, v) in done {
+        slots[i] = Some(v);
+    }
+    slots.into_iter().flatten().collect()
+}
+
 /// Refuses names CouchDB cannot cluster with, before anything is written.
 pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
     let fail =
@@ -380,6 +423,23 @@ pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_bounded_keeps_the_order_and_the_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let items: Vec<usize> = (0..50).collect();
+        let out = each_bounded(&items, 4, |&i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 4);
+        assert!(each_bounded(&Vec::<u8>::new(), 4, |_| 1).is_empty());
+    }
 
     #[test]
     fn names_couchdb_cannot_cluster_with_are_configuration_errors() {

@@ -119,7 +119,7 @@ fn a_node_that_never_comes_up_is_named_within_the_deadline() {
 #[test]
 fn a_cookie_mismatch_is_named() {
     let c = cluster(3, |b| b.configure(2, |n| n.cookie("another-cookie")));
-    let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "3s")]);
+    let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "5s")]);
     r.assert_code(7);
     let third = common::label(&c, 2);
     r.assert_says(&[&third, "cookie"]);

@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dist::{DnsEpmd, NONODE};
+use crate::epmd::{long_name_ok, DnsEpmd, NONODE};
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
 use crate::spec::{Delays, NodeSpec};
-use crate::util;
+use crate::{server, util};
 
 mod tools;
 
@@ -192,14 +192,14 @@ fn serve(cfg: ServerConfig) -> i32 {
     ));
     if cfg.spec.name == NONODE {
         log_line("NODENAME is not set: this node is nonode@nohost and cannot join a cluster");
-    } else if !crate::dist::long_name_ok(&cfg.spec.name) {
+    } else if !long_name_ok(&cfg.spec.name) {
         log_line(&format!(
             "** System running to use fully qualified hostnames ** ** Hostname {} is illegal **",
             cfg.spec.name.split_once('@').map(|(_, h)| h).unwrap_or("")
         ));
     }
     let node = build_node(&cfg);
-    node.start();
+    server::start(&node);
     loop {
         std::thread::park();
     }

@@ -53,7 +53,14 @@ fn encode(req: &ClientRequest, keep_open: bool) -> Vec<u8> {
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         req.method, req.path, req.host
     );
-    s.push_str("User-Agent: couchsim\r\nAccept: application/json\r\n");
+    if !req
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        s.push_str("User-Agent: couchsim\r\n");
+    }
+    s.push_str("Accept: application/json\r\n");
     if let Some((u, p)) = &req.basic_auth {
         s.push_str(&format!(
             "Authorization: Basic {}\r\n",
@@ -75,6 +82,10 @@ fn encode(req: &ClientRequest, keep_open: bool) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// The `User-Agent` CouchDB's replicator sends (requests with it are not logged: see
+/// `NodeInner::record`).
+pub const REPLICATOR_AGENT: &str = "CouchDB-Replicator/3.4.2";
 
 /// Largest response body accepted.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;

@@ -6,15 +6,16 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::dist::Registry;
+use crate::epmd::Registry;
 use serde_json::Value;
 
 use crate::copies::Edit;
 use crate::ejson::Ej;
+use crate::jobs::Replication;
 use crate::node::{lock, NodeConfig, NodeInner};
 use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{fabric, faults, shards};
+use crate::{fabric, faults, server, shards};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ impl Node {
 
     /// Boots the node (waits `Delays::boot`) and returns once it listens. No-op if running.
     pub fn start(&self) {
-        self.inner.start();
+        server::start(&self.inner);
     }
 
     /// Closes the listener and every open connection; the port then refuses connections.
@@ -50,7 +51,7 @@ impl Node {
 
     pub fn restart(&self) {
         self.inner.stop();
-        self.inner.start();
+        server::start(&self.inner);
     }
 
     pub fn is_running(&self) -> bool {
@@ -100,12 +101,12 @@ impl Node {
 
     /// As if someone created `name` on this node: shards on its current `_nodes` members.
     pub fn create_db(&self, name: &str) {
-        fabric::create_db(&self.inner, name, None, None);
+        fabric::create_db(&self.inner, name, None, None, fabric::Origin::Http);
     }
 
     /// `PUT /<name>?q=&n=` through this node. False when it exists already.
     pub fn create_db_q_n(&self, name: &str, q: u64, n: u64) -> bool {
-        fabric::create_db(&self.inner, name, Some(q), Some(n))
+        fabric::create_db(&self.inner, name, Some(q), Some(n), fabric::Origin::Http)
     }
 
     /// A clustered `_bulk_docs` through this node: each id gets the body `{"n":<its index>}`
@@ -151,6 +152,55 @@ impl Node {
     pub fn doc_count(&self, db: &str) -> Option<u64> {
         let info: Value = serde_json::from_str(&fabric::db_info(&self.inner, db)?).ok()?;
         info["doc_count"].as_u64()
+    }
+
+    /// A clustered `PUT /<db>/<id>` through this node, on top of the doc's current revision if
+    /// it has one: the new rev (`None`: no such db, or no copy took it). No `_replicator`
+    /// validation: write replication docs over HTTP.
+    pub fn put_doc(&self, db: &str, id: &str, body: &Value) -> Option<String> {
+        let rev = fabric::open_doc(&self.inner, db, id)
+            .ok()
+            .map(|d| d.rev().to_string());
+        self.edit(db, id, rev, Ej::from_value(body), false)
+    }
+
+    /// A clustered `DELETE /<db>/<id>?rev=<current>` through this node: the tombstone's rev.
+    pub fn delete_doc(&self, db: &str, id: &str) -> Option<String> {
+        let rev = fabric::open_doc(&self.inner, db, id)
+            .ok()?
+            .rev()
+            .to_string();
+        self.edit(db, id, Some(rev), Ej::empty(), true)
+    }
+
+    fn edit(
+        &self,
+        db: &str,
+        id: &str,
+        rev: Option<String>,
+        body: Ej,
+        deleted: bool,
+    ) -> Option<String> {
+        let edit = Edit {
+            id: id.to_string(),
+            rev,
+            body,
+            deleted,
+        };
+        let replies = fabric::update_docs(&self.inner, db, vec![edit]).ok()?;
+        replies.into_iter().next()?.rev
+    }
+
+    /// The replications this node's replicator holds: the `_replicator` docs it owns and
+    /// their jobs' states (empty while the node is stopped).
+    pub fn replications(&self) -> Vec<Replication> {
+        if !self.inner.is_running() {
+            return Vec::new();
+        }
+        let health = self.inner.delays.repl_health;
+        lock(&self.inner.vol)
+            .repl
+            .replications(&self.inner.name, health)
     }
 
     /// `POST /<db>/_sync_shards` through this node.
@@ -454,14 +504,20 @@ impl Cluster {
         self.shared.clear_events();
     }
 
-    /// The next creation of `db` (on any node) uses this placement and file suffix instead of
-    /// mem3's random choice and the clock (`".1795524961"`). For replaying recordings.
-    pub fn pin_placement(&self, db: &str, by_range: BTreeMap<String, Vec<String>>, suffix: &str) {
+    /// The next creation of `db` (on any node) uses this placement and/or file suffix
+    /// (`".1795524961"`) instead of mem3's random choice and the clock. For replaying
+    /// recordings.
+    pub fn pin_placement(
+        &self,
+        db: &str,
+        by_range: Option<BTreeMap<String, Vec<String>>>,
+        suffix: Option<&str>,
+    ) {
         self.shared.pin(
             db,
             Pin {
-                suffix: Some(suffix.to_string()),
-                by_range: Some(by_range),
+                suffix: suffix.map(str::to_string),
+                by_range,
             },
         );
     }
@@ -478,6 +534,15 @@ impl Cluster {
     }
 
     /// PUT + POST + DELETE over all nodes (distribution traffic excluded).
+    /// Every replication the running nodes hold (see `Node::replications`), by doc id.
+    pub fn replications(&self) -> Vec<Replication> {
+        let mut all: Vec<Replication> = self.nodes.iter().flat_map(Node::replications).collect();
+        all.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+        all
+    }
+
+    /// Writes (PUT, POST, DELETE) the nodes answered; CouchDB's own replication traffic is
+    /// not counted.
     pub fn count_writes(&self) -> usize {
         self.nodes
             .iter()

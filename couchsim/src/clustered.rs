@@ -117,7 +117,7 @@ fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Resp
     }
     let n = req.query_param("n").and_then(|v| v.parse().ok());
     let q = req.query_param("q").and_then(|v| v.parse().ok());
-    if fabric::create_db(node, db, q, n) {
+    if fabric::create_db(node, db, q, n, fabric::Origin::Http) {
         let host = req.header("host").unwrap_or("127.0.0.1").to_string();
         Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
     } else {

@@ -15,89 +15,23 @@
 //! the other; a node holds incoming copies for the copy delay after its first connection
 //! (`nodes_copy`, one time in five `slow_copy`), then applies them as they come.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientRequest, ClientResponse};
-use crate::docs::Leaf;
+use crate::epmd::long_name_ok;
 use crate::http::{self, HttpRequest, Response};
-use crate::node::Parts;
-use crate::node::{lock, log_line, NodeInner};
-use crate::{copies, routes, util};
+use crate::node::{lock, log_line, NodeInner, Parts, SyncPayload};
+use crate::{copies, util};
 
 pub const PREFIX: &str = "/_couchsim/";
-pub const NONODE: &str = "nonode@nohost";
 
 static LINK_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// Finds where a node named `node_name` listens for distribution traffic.
-pub trait Epmd: Send + Sync {
-    fn locate(&self, node_name: &str) -> Option<SocketAddr>;
-}
-
-/// In-process: the cluster's nodes by name.
-#[derive(Debug, Default)]
-pub struct Registry {
-    map: RwLock<HashMap<String, SocketAddr>>,
-}
-
-impl Registry {
-    pub fn register(&self, name: &str, addr: SocketAddr) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), addr);
-    }
-}
-
-impl Epmd for Registry {
-    fn locate(&self, node_name: &str) -> Option<SocketAddr> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node_name)
-            .copied()
-    }
-}
-
-/// Binary mode: resolve the host part of the name, fixed port.
-#[derive(Debug, Clone)]
-pub struct DnsEpmd {
-    pub port: u16,
-}
-
-impl Epmd for DnsEpmd {
-    fn locate(&self, node_name: &str) -> Option<SocketAddr> {
-        let (_, host) = node_name.split_once('@')?;
-        client::resolve(host, self.port).ok()
-    }
-}
-
-/// Whether an Erlang node with this name can take part in distribution: `name@host` with a
-/// dotted host (long names; `-name couchdb@couchdb-1` is "illegal"), and not `nonode@nohost`.
-pub fn long_name_ok(name: &str) -> bool {
-    if name == NONODE {
-        return false;
-    }
-    match name.split_once('@') {
-        Some((alive, host)) => {
-            !alive.is_empty()
-                && !host.is_empty()
-                && host.contains('.')
-                && !host.starts_with('.')
-                && !host.ends_with('.')
-        }
-        None => false,
-    }
-}
-
 fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String {
     util::sha256_hex(&[
         b"couchsim-dist",
@@ -107,14 +41,6 @@ fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String 
         to.as_bytes(),
         nonce.as_bytes(),
     ])
-}
-
-/// A copy of a node's `_nodes` and/or `_dbs` (every doc with all its leaves), pushed to a peer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SyncPayload {
-    pub from: String,
-    pub nodes: Option<BTreeMap<String, Vec<Leaf>>>,
-    pub dbs: Option<BTreeMap<String, Vec<Leaf>>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,18 +393,10 @@ pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     // outgoing copies
     let pushes: Vec<(String, Parts)> = {
         let mut v = lock(&node.vol);
-        let now = Instant::now();
-        let due: Vec<(String, Parts)> = v
-            .push_due
-            .iter()
-            .filter(|(_, d)| now >= d.at)
-            .map(|(p, d)| (p.clone(), d.parts))
-            .collect();
-        for (p, _) in &due {
-            v.push_due.remove(p);
-        }
+        let due = util::take_due(&mut v.push_due, Instant::now(), |d| d.at);
         due.into_iter()
             .filter(|(p, _)| v.connected.contains_key(p))
+            .map(|(p, d)| (p, d.parts))
             .collect()
     };
     for (p, parts) in pushes {
@@ -519,6 +437,10 @@ fn reply(w: &mut TcpStream, node: &NodeInner, status: u16, v: &Value) {
     let _ = http::write_response(w, &r, &node.random_hex(5));
 }
 
+/// The routes of `/_node/_local/…`, which `/_node/<this node>/…` asked on another node
+/// reaches (given by the layer above, which owns the routes).
+pub type LocalRoutes = fn(&Arc<NodeInner>, &HttpRequest, &[&str]) -> Response;
+
 /// Handles one `/_couchsim/…` request. For `connect` the connection then stays open as the
 /// link until either side goes away.
 pub fn handle_internal(
@@ -527,6 +449,7 @@ pub fn handle_internal(
     reader: &mut BufReader<TcpStream>,
     writer: &mut TcpStream,
     epoch: u64,
+    node_local: LocalRoutes,
 ) {
     let kind = req
         .path
@@ -659,7 +582,7 @@ pub fn handle_internal(
             };
             let decoded: Vec<String> = segs.iter().map(|s| util::pct_decode(s)).collect();
             let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
-            let resp = routes::node_local(node, &inner, &rest);
+            let resp = node_local(node, &inner, &rest);
             let body = String::from_utf8_lossy(&resp.body).into_owned();
             reply(
                 writer,
@@ -676,17 +599,6 @@ pub fn handle_internal(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_dotted_long_names_take_part() {
-        assert!(long_name_ok("node1@127.0.0.1"));
-        assert!(long_name_ok("couchdb@couchdb-1.cluster"));
-        assert!(!long_name_ok("couchdb@couchdb-1"));
-        assert!(!long_name_ok(NONODE));
-        assert!(!long_name_ok("couchdb"));
-        assert!(!long_name_ok("@a.b"));
-        assert!(!long_name_ok("a@.b"));
-    }
 
     #[test]
     fn proofs_depend_on_cookie_and_nonce() {

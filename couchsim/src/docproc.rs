@@ -5,6 +5,7 @@
 //! `crashing` until a scheduler tick after its backoff starts it again. The step returns what
 //! the caller must do (start or stop a run, mark a doc failed).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -100,20 +101,21 @@ fn take_docs(
     d: &Delays,
     fx: &mut Vec<Effect>,
 ) {
-    let current: Vec<&OwnedDoc> = docs
+    let current: BTreeMap<&str, &OwnedDoc> = docs
         .iter()
         .filter(|o| o.body.get("_replication_state").and_then(Value::as_str) != Some("failed"))
+        .map(|o| (o.id.as_str(), o))
         .collect();
     let stale: Vec<String> = st
         .docs
         .iter()
-        .filter(|(id, e)| !current.iter().any(|o| &o.id == *id && o.rev == e.rev))
+        .filter(|(id, e)| current.get(id.as_str()).is_none_or(|o| o.rev != e.rev))
         .map(|(id, _)| id.clone())
         .collect();
     for id in stale {
         drop_doc(st, &id, fx);
     }
-    for o in current {
+    for o in current.into_values() {
         if st.docs.contains_key(&o.id) {
             continue;
         }
@@ -228,6 +230,12 @@ fn advance_docs(st: &mut ReplState, clock: Clock, fx: &mut Vec<Effect>) {
 
 fn start(job: &mut Job, next_pid: &mut u64, clock: Clock) -> Effect {
     let run = RunHandle::default();
+    // a restarted job shows its counters at once (`changes_pending` 0 until its first batch)
+    run.progress.lock().unwrap_or_else(|e| e.into_inner()).stats =
+        job.stats.clone().map(|s| Stats {
+            changes_pending: Some(0),
+            ..s
+        });
     *next_pid += 1;
     job.pid = Some((1100 + 17 * *next_pid, run.clone()));
     job.history.push(clock.wall, Event::Started);

@@ -76,9 +76,23 @@ fn wait_no_copy(node: &NodeInner) {
 // databases
 // ---------------------------------------------------------------------------------------------
 
+/// How a db comes to be: over HTTP (`PUT /<db>`: its map doc has `"props":{}`) or made by
+/// CouchDB itself (`finish_cluster`, `enable_single_node`: no `props`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Origin {
+    Http,
+    Setup,
+}
+
 /// `PUT /<db>?q=&n=`: copies over the current `_nodes` members (phantoms included), the map
 /// written to every connected member before answering. False if it exists.
-pub fn create_db(node: &NodeInner, name: &str, q: Option<u64>, n: Option<u64>) -> bool {
+pub fn create_db(
+    node: &NodeInner,
+    name: &str,
+    q: Option<u64>,
+    n: Option<u64>,
+    origin: Origin,
+) -> bool {
     let pin = node.shared.take_pin(name);
     let (by_range, suffix) = {
         let st = lock(&node.store);
@@ -95,7 +109,7 @@ pub fn create_db(node: &NodeInner, name: &str, q: Option<u64>, n: Option<u64>) -
             .unwrap_or_else(|| format!(".{}", util::unix_now().as_secs()));
         (by_range, suffix)
     };
-    if !write_map(node, name, &by_range, &suffix) {
+    if !write_map(node, name, &by_range, &suffix, origin) {
         return false;
     }
     dist::push_dbs_now(node);
@@ -110,7 +124,7 @@ pub fn create_db_alone(node: &NodeInner, name: &str) -> bool {
         .map(|r| (r, vec![node.name.clone()]))
         .collect();
     let suffix = format!(".{}", util::unix_now().as_secs());
-    write_map(node, name, &by_range, &suffix)
+    write_map(node, name, &by_range, &suffix, Origin::Setup)
 }
 
 fn write_map(
@@ -118,11 +132,10 @@ fn write_map(
     name: &str,
     by_range: &BTreeMap<String, Vec<String>>,
     suffix: &str,
+    origin: Origin,
 ) -> bool {
-    let written = lock(&node.store)
-        .dbs
-        .put(name, None, shards::map_doc(by_range, suffix))
-        .is_ok();
+    let doc = shards::map_doc(by_range, suffix, origin == Origin::Http);
+    let written = lock(&node.store).dbs.put(name, None, doc).is_ok();
     if written {
         node.dbs_changed(&[name.to_string()], false);
         if name == "_users" {

@@ -10,28 +10,17 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::dist;
 use crate::docs::Leaf;
 use crate::node::{lock, NodeInner};
+use crate::{dist, util};
 
 /// Starts the pushes that are due (one thread runs them one after the other).
 pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     let due: Vec<(String, String)> = {
         let mut v = lock(&node.vol);
-        let now = Instant::now();
-        let due: Vec<(String, String)> = v
-            .pushes
-            .iter()
-            .filter(|(_, at)| now >= **at)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &due {
-            v.pushes.remove(k);
-        }
-        if !due.is_empty() {
-            v.running_pushes += due.len();
-        }
-        due
+        let due = util::take_due(&mut v.pushes, Instant::now(), |at| *at);
+        v.running_pushes += due.len();
+        due.into_iter().map(|(k, _)| k).collect()
     };
     if due.is_empty() {
         return;

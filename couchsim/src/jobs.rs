@@ -270,24 +270,68 @@ pub fn job_json(node: &str, job: &Job) -> String {
     ])
 }
 
-/// `{"total_rows":N,"offset":0,"<key>":[…]}` as CouchDB streams it.
-pub fn listing(key: &str, rows: &[String]) -> String {
+/// `{"total_rows":N,"offset":K,"<key>":[…]}` as CouchDB streams it (`rows`: one page).
+pub fn listing(key: &str, total: usize, offset: usize, rows: &[String]) -> String {
+    let head = format!("{{\"total_rows\":{total},\"offset\":{offset},\"{key}\":[");
     if key == "docs" {
-        format!(
-            "{{\"total_rows\":{},\"offset\":0,\"docs\":[\n{}\n]}}",
-            rows.len(),
-            rows.join(",\n")
-        )
+        format!("{head}\n{}\n]}}", rows.join(",\n"))
     } else {
-        format!(
-            "{{\"total_rows\":{},\"offset\":0,\"{key}\":[{}]}}",
-            rows.len(),
-            rows.join(",")
-        )
+        format!("{head}{}]}}", rows.join(","))
     }
 }
 
+/// One replication as the in-process API shows it (`Node::replications`): a doc this node
+/// owns and its job, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    pub doc_id: String,
+    /// The replication id (`<32 hex>+continuous`).
+    pub id: String,
+    /// The node running it.
+    pub node: String,
+    /// `initializing`, `running`, `crashing` or `pending` (a doc that failed is no longer
+    /// held: see `/_scheduler/docs`).
+    pub state: String,
+    pub error_count: u32,
+    /// The newest crash's reason while `crashing`.
+    pub error: Option<String>,
+    pub docs_written: u64,
+    /// The URLs without credentials.
+    pub source: String,
+    pub target: String,
+}
+
 impl ReplState {
+    /// The docs this node owns and their jobs.
+    pub fn replications(&self, node: &str, health: Duration) -> Vec<Replication> {
+        self.docs
+            .values()
+            .filter(|e| !matches!(e.phase, Phase::Duplicate { .. }))
+            .map(|e| {
+                let job = self.jobs.get(&e.rep_id).filter(|j| j.doc_id == e.doc_id);
+                let state = job.map(|j| j.state(health));
+                Replication {
+                    doc_id: e.doc_id.clone(),
+                    id: e.rep_id.clone(),
+                    node: node.to_string(),
+                    state: state.map(State::name).unwrap_or("initializing").to_string(),
+                    error_count: job
+                        .map(|j| j.history.consecutive_crashes(health))
+                        .unwrap_or(0),
+                    error: job
+                        .filter(|_| state == Some(State::Crashing))
+                        .and_then(|j| j.history.latest_crash().map(|(_, r)| r.to_string())),
+                    docs_written: job
+                        .and_then(Job::current_stats)
+                        .map(|s| s.docs_written)
+                        .unwrap_or(0),
+                    source: e.rep.source.shown().to_string(),
+                    target: e.rep.target.shown().to_string(),
+                }
+            })
+            .collect()
+    }
+
     /// This node's docs, rendered (`doc id → JSON`).
     pub fn docs_json(&self, node: &str, health: Duration) -> BTreeMap<String, String> {
         self.docs
@@ -411,7 +455,7 @@ mod tests {
     fn a_crashed_job_as_recorded() {
         let job = crashed_job();
         let jobs = BTreeMap::from([(ID.to_string(), job)]);
-        let text = listing("jobs", &[job_json(NODE3, &jobs[ID])]);
+        let text = listing("jobs", 1, 0, &[job_json(NODE3, &jobs[ID])]);
         let line_250 = format!(
             r#"{{"total_rows":1,"offset":0,"jobs":[{{"database":"_replicator","id":"{ID}","pid":null,"source":"http://127.0.0.1:15984/app/","target":"http://127.0.0.1:55984/app_backup/","user":null,"doc_id":"backup","info":{{"revisions_checked":105,"missing_revisions_found":105,"docs_read":105,"docs_written":105,"changes_pending":0,"doc_write_failures":0,"bulk_get_docs":105,"bulk_get_attempts":105,"checkpointed_source_seq":"0","source_seq":"{SEQ}","through_seq":"{SEQ}"}},"history":[{{"timestamp":"2026-11-24T13:05:42Z","type":"crashed","reason":{c}}},{{"timestamp":"2026-11-24T13:05:03Z","type":"started"}},{{"timestamp":"2026-11-24T13:05:03Z","type":"added"}}],"node":"node3@127.0.0.1","start_time":"2026-11-24T13:05:03Z"}}]}}"#,
             c = js(COMMIT)
@@ -453,11 +497,11 @@ mod tests {
             text.contains(r#""history":[{"timestamp":"2026-11-24T13:06:55Z","type":"started"}"#)
         );
         assert_eq!(
-            listing("docs", &[]),
+            listing("docs", 0, 0, &[]),
             "{\"total_rows\":0,\"offset\":0,\"docs\":[\n\n]}"
         );
         assert_eq!(
-            listing("jobs", &[]),
+            listing("jobs", 0, 0, &[]),
             r#"{"total_rows":0,"offset":0,"jobs":[]}"#
         );
     }

@@ -3,7 +3,7 @@
 //! request log and fault hooks the tests use.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::{BufReader, Write};
+
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,20 +11,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{self, AuthState};
-use crate::dist::{self, Epmd, SyncPayload};
 use crate::docs::DocDb;
+use crate::docs::Leaf;
 use crate::ejson::Ej;
-use crate::http::{self, HttpRequest, ReadError, Response};
+use crate::epmd::Epmd;
+use crate::http::HttpRequest;
 use crate::jobs::ReplState;
 use crate::shards;
 use crate::shared::Shared;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
 use crate::store::Store;
 use crate::util::{self, Rng};
-use crate::{faults, routes, ticker};
 
 /// Requests kept per node (the older half is dropped beyond this).
 const MAX_LOG: usize = 200_000;
@@ -32,6 +33,14 @@ const MAX_LOG: usize = 200_000;
 /// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the node).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A copy of a node's `_nodes` and/or `_dbs` (every doc with all its leaves), pushed to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncPayload {
+    pub from: String,
+    pub nodes: Option<BTreeMap<String, Vec<Leaf>>>,
+    pub dbs: Option<BTreeMap<String, Vec<Leaf>>>,
 }
 
 /// Which node-local dbs a push carries.
@@ -138,6 +147,13 @@ struct RunState {
     threads: Vec<JoinHandle<()>>,
     next_id: u64,
     listen_addr: Option<SocketAddr>,
+}
+
+/// What a running node's two threads do: accept connections, and the background ticker.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    pub accept: fn(Arc<NodeInner>, TcpListener, u64),
+    pub tick: fn(Arc<NodeInner>, u64),
 }
 
 /// Where the binary keeps its state (a volume in docker).
@@ -281,8 +297,9 @@ impl NodeInner {
     // lifecycle
     // -----------------------------------------------------------------------------------------
 
-    /// Boots (waits `boot`), listens, and starts the background ticker. Returns once listening.
-    pub fn start(self: &Arc<Self>) {
+    /// Boots (waits `boot`), listens, and starts the acceptor and the background ticker with
+    /// `workers` (the layer above gives them: `server::start`). Returns once listening.
+    pub fn start(self: &Arc<Self>, workers: Workers) {
         let _g = lock(&self.lifecycle);
         if self.is_running() {
             return;
@@ -317,14 +334,14 @@ impl NodeInner {
         run.acceptor = Some(
             std::thread::Builder::new()
                 .name(format!("couchsim-accept-{}", self.name))
-                .spawn(move || me.accept_loop(listener, epoch))
+                .spawn(move || (workers.accept)(me, listener, epoch))
                 .unwrap_or_else(|e| panic!("couchsim: cannot spawn acceptor: {e}")),
         );
         let me = Arc::clone(self);
         run.ticker = Some(
             std::thread::Builder::new()
                 .name(format!("couchsim-tick-{}", self.name))
-                .spawn(move || ticker::run(me, epoch))
+                .spawn(move || (workers.tick)(me, epoch))
                 .unwrap_or_else(|e| panic!("couchsim: cannot spawn ticker: {e}")),
         );
         log_line(&format!("{} up on {}", self.name, local));
@@ -426,96 +443,8 @@ impl NodeInner {
         }
     }
 
-    fn accept_loop(self: Arc<Self>, listener: TcpListener, epoch: u64) {
-        for stream in listener.incoming() {
-            if !self.alive(epoch) {
-                break;
-            }
-            let stream = match stream {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
-            let peer = match stream.peer_addr() {
-                Ok(p) => p,
-                Err(_) => continue,
-            };
-            let _ = stream.set_nodelay(true);
-            let id = match self.register_conn(&stream, epoch) {
-                Some(id) => id,
-                None => break,
-            };
-            let me = Arc::clone(&self);
-            let spawned = self.spawn(epoch, "conn", move || {
-                me.serve(stream, peer, epoch);
-                me.unregister_conn(id);
-            });
-            if !spawned {
-                self.unregister_conn(id);
-            }
-        }
-    }
-
-    /// One HTTP connection: requests until close, error, or stop.
-    fn serve(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, epoch: u64) {
-        let reader_stream = match stream.try_clone() {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let mut reader = BufReader::new(reader_stream);
-        let mut writer = stream;
-        loop {
-            let req = match http::read_request(&mut reader, peer) {
-                Ok(r) => r,
-                Err(ReadError::Closed) | Err(ReadError::Io) => return,
-                Err(ReadError::Malformed(why)) => {
-                    let mut resp = Response::error(400, "bad_request", &why);
-                    resp.close = true;
-                    let _ = http::write_response(&mut writer, &resp, &self.random_hex(5));
-                    return;
-                }
-            };
-            if !self.alive(epoch) {
-                return;
-            }
-            if req.path.starts_with(dist::PREFIX) {
-                // Internal distribution traffic: never logged, never faulted.
-                dist::handle_internal(self, req, &mut reader, &mut writer, epoch);
-                return;
-            }
-            let keep = req.keep_alive();
-            let mut resp = self.handle_public(&req, epoch);
-            if !keep {
-                resp.close = true;
-            }
-            self.record(&req, resp.status);
-            let rid = self.random_hex(5);
-            let res = if req.method == "HEAD" {
-                let mut head = http::render(&resp, &rid);
-                let cut = head.len() - resp.body.len();
-                head.truncate(cut);
-                writer.write_all(&head).and_then(|_| writer.flush())
-            } else {
-                http::write_response(&mut writer, &resp, &rid)
-            };
-            if res.is_err() || resp.close {
-                let _ = writer.shutdown(Shutdown::Write);
-                return;
-            }
-        }
-    }
-
-    fn handle_public(self: &Arc<Self>, req: &HttpRequest, epoch: u64) -> Response {
-        let (slow, injected) = faults::before(self, req);
-        if let Some(d) = slow {
-            util::sleep_while(d, || self.alive(epoch));
-        }
-        if let Some(resp) = injected {
-            return resp;
-        }
-        routes::handle(self, req, epoch)
-    }
-
-    fn record(&self, req: &HttpRequest, status: u16) {
+    /// Adds an answered request to the log the tests read.
+    pub fn record(&self, req: &HttpRequest, status: u16) {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let mut log = lock(&self.log);
         if log.len() >= MAX_LOG {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::answers;
 use crate::copies;
-use crate::docs::Leaf;
+use crate::docs::{Doc, Leaf};
 use crate::ejson::Ej;
 use crate::fabric::{self, Failure};
 use crate::http::{HttpRequest, Response};
@@ -287,32 +287,26 @@ fn revs_diff(node: &NodeInner, db: &str, body: &Value) -> Response {
     Response::raw(200, util::obj(&out))
 }
 
-/// A leaf as `_bulk_get?revs=true` gives it: the doc with its `_revisions`.
+/// A leaf as `_bulk_get?revs=true` gives it: the doc at that rev with its `_revisions`.
 fn leaf_json(id: &str, l: &Leaf) -> String {
-    let mut f: Vec<(String, Ej)> = vec![
-        ("_id".into(), Ej::from(id)),
-        ("_rev".into(), Ej::from(l.rev())),
-    ];
-    if l.deleted {
-        f.push(("_deleted".into(), Ej::Bool(true)));
-    }
-    if let Some(body) = l.body.fields() {
-        f.extend(body.iter().cloned());
-    }
+    let one = Doc {
+        leaves: vec![l.clone()],
+        seq: 0,
+    };
+    let mut doc = one.to_json(id, false);
     let hashes: Vec<Ej> = l
         .revs
         .iter()
         .map(|r| Ej::from(r.split_once('-').map(|(_, h)| h).unwrap_or(r)))
         .collect();
-    let start = Value::from(l.pos());
-    f.push((
-        "_revisions".into(),
+    doc.set(
+        "_revisions",
         Ej::Obj(vec![
-            ("start".into(), Ej::from_value(&start)),
+            ("start".into(), Ej::from_value(&Value::from(l.pos()))),
             ("ids".into(), Ej::Arr(hashes)),
         ]),
-    ));
-    Ej::Obj(f).text()
+    );
+    doc.text()
 }
 
 /// `{"docs":[{"id":…,"rev":…},…]}` → each doc at that rev (or its latest descendant).

@@ -222,11 +222,11 @@ pub fn handle(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str], epoch: u6
                 .iter()
                 .flat_map(|v| v["jobs"].as_array().cloned().unwrap_or_default())
                 .collect();
-            jobs.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            jobs.sort_by_key(text);
             let rows: Vec<String> = jobs.iter().map(text).collect();
-            Response::raw(200, jobs::listing("jobs", &rows))
+            page(req, "jobs", rows)
         }
-        ["docs"] | ["docs", "_replicator"] => all_docs(node, epoch),
+        ["docs"] | ["docs", "_replicator"] => all_docs(node, req, epoch),
         ["docs", "_replicator", id @ ..] if !id.is_empty() => one_doc(node, &id.join("/"), epoch),
         ["docs", _, ..] => Response::error(404, "not_found", "Database does not exist."),
         _ => Response::error(404, "not_found", "missing"),
@@ -245,7 +245,16 @@ fn one_doc(node: &Arc<NodeInner>, id: &str, epoch: u64) -> Response {
     }
 }
 
-fn all_docs(node: &Arc<NodeInner>, epoch: u64) -> Response {
+/// `?skip=&limit=` over the rows.
+fn page(req: &HttpRequest, key: &str, rows: Vec<String>) -> Response {
+    let num = |k: &str| req.query_param(k).and_then(|v| v.parse::<usize>().ok());
+    let skip = num("skip").unwrap_or(0).min(rows.len());
+    let limit = num("limit").unwrap_or(usize::MAX);
+    let shown: Vec<String> = rows.iter().skip(skip).take(limit).cloned().collect();
+    Response::raw(200, jobs::listing(key, rows.len(), skip, &shown))
+}
+
+fn all_docs(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
     let held: Vec<Value> = views(node, epoch);
     let Ok((_, rows)) = fabric::all_docs(node, DB, 0, None, true) else {
         return answers::db_not_found();
@@ -264,7 +273,7 @@ fn all_docs(node: &Arc<NodeInner>, epoch: u64) -> Response {
             None => out.push(from_db(id, &r["doc"])),
         }
     }
-    Response::raw(200, jobs::listing("docs", &out))
+    page(req, "docs", out)
 }
 
 /// A doc no member holds, shown from the doc itself (`null`, or `failed` with its reason).

@@ -337,7 +337,7 @@ fn enable_single_node(node: &Arc<NodeInner>, body: &Map<String, Value>) -> Respo
     };
     if !dbs.iter().all(|d| lock(&node.store).db_exists(d)) {
         for d in &dbs {
-            fabric::create_db(node, d, None, Some(1));
+            fabric::create_db(node, d, None, Some(1), fabric::Origin::Setup);
         }
     }
     // 1.15 s in transcript 14 (it re-hashed the admin meanwhile: trap 19)
@@ -426,7 +426,7 @@ fn finish_cluster(node: &Arc<NodeInner>, body: &Map<String, Value>, epoch: u64) 
     };
     std::thread::sleep(d);
     for db in &dbs {
-        fabric::create_db(node, db, None, None);
+        fabric::create_db(node, db, None, None, fabric::Origin::Setup);
     }
     Response::ok(201)
 }

@@ -162,8 +162,10 @@ pub fn place(db: &str, members: &[String], n: u64, q: u64) -> BTreeMap<String, V
 }
 
 /// The `_dbs` doc body mem3 writes for a new db: `shard_suffix`, `changelog` (range by range,
-/// nodes ascending), `by_node`, `by_range` (nodes ascending), `props`.
-pub fn map_doc(by_range: &BTreeMap<String, Vec<String>>, suffix: &str) -> Ej {
+/// nodes ascending), `by_node`, `by_range` (nodes ascending), and `props` — an empty object
+/// when the db was created over HTTP, absent for the ones `finish_cluster` creates
+/// (transcript 12's `_users`/`_replicator` docs have none).
+pub fn map_doc(by_range: &BTreeMap<String, Vec<String>>, suffix: &str, props: bool) -> Ej {
     let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut changelog = Vec::new();
     let mut ranges = Vec::new();
@@ -180,7 +182,7 @@ pub fn map_doc(by_range: &BTreeMap<String, Vec<String>>, suffix: &str) -> Ej {
         }
         ranges.push((range.clone(), strs(&asc)));
     }
-    Ej::Obj(vec![
+    let mut doc = vec![
         (
             "shard_suffix".into(),
             Ej::Arr(suffix.bytes().map(|b| Ej::Num(b.into())).collect()),
@@ -191,8 +193,11 @@ pub fn map_doc(by_range: &BTreeMap<String, Vec<String>>, suffix: &str) -> Ej {
             Ej::Obj(by_node.into_iter().map(|(n, r)| (n, strs(&r))).collect()),
         ),
         ("by_range".into(), Ej::Obj(ranges)),
-        ("props".into(), Ej::empty()),
-    ])
+    ];
+    if props {
+        doc.push(("props".into(), Ej::empty()));
+    }
+    Ej::Obj(doc)
 }
 
 fn strs(v: &[String]) -> Ej {
@@ -348,7 +353,7 @@ mod tests {
             3,
             2,
         );
-        let doc = map_doc(&by_range, ".1795524961");
+        let doc = map_doc(&by_range, ".1795524961", true);
         assert_eq!(
             crate::ejson::new_rev(false, None, &doc),
             "1-0293fe5aaf3ccc3d035c10d3a2a5654a",
@@ -366,6 +371,22 @@ mod tests {
             Some((RANGES[0].into(), "a/b.c".into(), ".1795524961".into()))
         );
         assert_eq!(parse_file_name("_dbs"), None);
+        // transcript 12 line 365: `_replicator` as finish_cluster made it, without `props`
+        let by_range = [
+            (
+                RANGES[0].to_string(),
+                names(&["node1@127.0.0.1", "node2@127.0.0.1", "node3@127.0.0.1"]),
+            ),
+            (
+                RANGES[1].to_string(),
+                names(&["node2@127.0.0.1", "node3@127.0.0.1", "node4@127.0.0.1"]),
+            ),
+        ]
+        .into();
+        assert_eq!(
+            crate::ejson::new_rev(false, None, &map_doc(&by_range, ".1795525313", false)),
+            "1-b973d51d292a4549127493f03717737f"
+        );
     }
 
     #[test]

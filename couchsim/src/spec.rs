@@ -159,18 +159,19 @@ impl Delays {
             sync_delay: Duration::from_millis(100),
             no_copy_timeout: Duration::from_millis(200),
             removed_hears_one_in: 3,
-            single_node_setup: Duration::from_millis(5),
-            repl_start_period: Duration::from_millis(20),
-            repl_quiet_period: Duration::from_millis(100),
-            repl_job_add: Duration::from_millis(2),
-            repl_duplicate: Duration::from_millis(5),
-            repl_jitter: (Duration::from_millis(1), Duration::from_millis(5)),
-            repl_latency: Duration::from_millis(2),
+            // replication: CouchDB's timings / 200, so events keep their order
+            single_node_setup: Duration::from_millis(6),
+            repl_start_period: Duration::from_millis(25),
+            repl_quiet_period: Duration::from_millis(300),
+            repl_job_add: Duration::from_millis(1),
+            repl_duplicate: Duration::from_millis(2),
+            repl_jitter: (Duration::ZERO, Duration::from_millis(25)),
+            repl_latency: Duration::from_millis(1),
             repl_checkpoint: Duration::from_millis(150),
-            repl_retries: Duration::from_millis(10),
-            repl_interval: Duration::from_millis(100),
-            repl_backoff: Duration::from_millis(50),
-            repl_health: Duration::from_millis(200),
+            repl_retries: Duration::from_millis(40),
+            repl_interval: Duration::from_millis(300),
+            repl_backoff: Duration::from_millis(150),
+            repl_health: Duration::from_millis(600),
         }
     }
 }
@@ -240,7 +241,7 @@ impl NodeSpec {
 
     /// Started without `NODENAME`: the node is `nonode@nohost` and never connects.
     pub fn nonode(mut self) -> Self {
-        self.name = crate::dist::NONODE.to_string();
+        self.name = crate::epmd::NONODE.to_string();
         self
     }
 

@@ -75,18 +75,41 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
-    ];
+/// The Merkle–Damgård padding SHA-256 and MD5 share: `0x80`, zeros to 56 mod 64, then the
+/// bit length (big-endian for SHA-256, little-endian for MD5).
+fn padded(data: &[u8], length: fn(u64) -> [u8; 8]) -> Vec<u8> {
     let mut msg = data.to_vec();
     let bit_len = (data.len() as u64).wrapping_mul(8);
     msg.push(0x80);
     while msg.len() % 64 != 56 {
         msg.push(0);
     }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
+    msg.extend_from_slice(&length(bit_len));
+    msg
+}
+
+/// The entries of `map` due by `now` (per `at`), taken out of it.
+pub fn take_due<K: Ord + Clone, V>(
+    map: &mut std::collections::BTreeMap<K, V>,
+    now: std::time::Instant,
+    at: impl Fn(&V) -> std::time::Instant,
+) -> Vec<(K, V)> {
+    let due: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| now >= at(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    due.into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let msg = padded(data, u64::to_be_bytes);
     for block in msg.chunks(64) {
         let mut w = [0u32; 64];
         for i in 0..16 {
@@ -158,13 +181,7 @@ pub fn md5(data: &[u8]) -> [u8; 16] {
     let k: Vec<u32> = (0..64)
         .map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
         .collect();
-    let mut msg = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_le_bytes());
+    let msg = padded(data, u64::to_le_bytes);
     let mut h: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
     for block in msg.chunks(64) {
         let m: Vec<u32> = block

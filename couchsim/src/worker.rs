@@ -85,17 +85,7 @@ impl Ctx {
 
 fn replicate(ctx: &Ctx) -> Result<(), Stop> {
     ctx.pause(ctx.jitter)?;
-    let mut stats = match &ctx.carried {
-        Some(s) => {
-            let s = Stats {
-                changes_pending: Some(0),
-                ..s.clone()
-            };
-            ctx.report(&s);
-            s
-        }
-        None => Stats::default(),
-    };
+    let mut stats = ctx.carried.clone().unwrap_or_default();
     let source = Peer::open(ctx, &ctx.rep.source, false)?;
     let target = Peer::open(ctx, &ctx.rep.target, ctx.rep.create_target)?;
     let mut since = resume_from(ctx, &source, &target);
@@ -384,6 +374,8 @@ impl Peer {
         if let Some(b) = &body {
             req = req.json(b);
         }
+        req.headers
+            .push(("User-Agent".into(), client::REPLICATOR_AGENT.into()));
         if let Some(c) = cookie {
             req.headers.push(("Cookie".into(), c));
         }

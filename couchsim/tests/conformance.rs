@@ -18,9 +18,44 @@
 //! from the same poll loop, since a transient state cannot be forced). Lines that cannot be
 //! replayed as recorded are listed in [`SKIPPED`] / [`ADAPTED`] / [`RELAXED`] with the reason.
 //!
+//! The operations scenarios (`operations/11`–`13`) replay the same way, plus:
+//! - Recorded time passes, scaled by `SYNC_DELAY / 5 s` (CouchDB's `sync_delay` is 5 s):
+//!   "waited 7 s", "12 s with no trigger", "6 s after a write" keep their meaning. Requests
+//!   CouchDB held 60 s (a range without a copy) must take the simulator's `NO_COPY_TIMEOUT`,
+//!   and no other request may.
+//! - mem3 places a new db's copies at random and names its files by the clock: each creation is
+//!   pinned to the recorded placement and suffix, so shard maps, file names and `_dbs` revisions
+//!   are the recorded ones — and revisions are compared exactly (the simulator computes
+//!   CouchDB's revs), request bodies are sent as recorded.
+//! - Poll lines are sampled: a poll whose answer from that node and path the same poll loop
+//!   shows both before and after it (the middle of a steady state the recorder watched for
+//!   seconds — ~630 of transcript 12's `_membership` polls) is not sent; its time still passes.
+//!   The first and last poll of every state are replayed.
+//! - Two lines the recorder sent "at the same moment" (the concurrent `_dbs` edits) are sent
+//!   together.
+//! - Timed observations are checked in shape: `_dbs` reached the nodes in the recorded ring
+//!   order (`doc_ms`, watched right after the edit with `ring_hop` 12–16 ms); a copy filled
+//!   "after `_sync_shards`" (no write pending: the sync did it) within 2 s, one filled "after
+//!   a write into the range" not before `sync_delay` after the first write since the edit; reads through a node with empty new copies answer the truth or the truth
+//!   less whole ranges, and where the recording saw short reads, 80 reads here see both; the
+//!   membership each node settles in after a `_nodes` DELETE or a restart (earlier, transient
+//!   states of the same group are informational).
+//!
+//! Transcript 14 (continuous replication, `operations/14`) is a timed replay instead
+//! ([`timed_scenario`]): 861 of its 940 lines are the recorder's polls over 246 s, watching a
+//! replication go through its states. The replay keeps the recorded pace × `SCALE` (1/20, the
+//! replication `Delays` scaled alike) and **samples each poll loop by state**: the recorded
+//! answers of each polled path are reduced to their distinct states, and the simulator is
+//! polled until it went through them in order, the first answer in each state compared with
+//! the first recorded one; states too short to be seen between polls may pass unseen (reported).
+//! See "Timed replays" below for the rules, and `RELAXED` for its one relaxed line.
+//!
+//! `scripts/conformance-selfcheck` alters recorded lines in a copy of the transcripts and
+//! checks that the replay names each one.
+//!
 //! Transcripts are read from `$COUCHSIM_TRANSCRIPTS` or `<repo>/../shared/couchdb/transcripts`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -46,19 +81,61 @@ const ADAPTED: &[(&str, usize, &str)] = &[(
 )];
 
 /// Lines whose answer is checked by shape instead of by value: (file, line number, reason).
-const RELAXED: &[(&str, usize, &str)] = &[(
-    "08_grow_finished_cluster.jsonl",
-    41,
-    "q=2 n=3 over 4 nodes: mem3 rotates the node list at random (rotate_rand) before placing \
-     shards, so which 3 of the 4 nodes hold each range differs run to run; checked: both \
-     ranges, 3 distinct member nodes each, listed in descending order, all 4 nodes used",
-)];
+/// [`check_relaxed`] holds each one's check.
+const RELAXED: &[(&str, usize, &str)] = &[
+    (
+        "08_grow_finished_cluster.jsonl",
+        41,
+        "q=2 n=3 over 4 nodes: mem3 rotates the node list at random (rotate_rand) before placing \
+         shards, so which 3 of the 4 nodes hold each range differs run to run; checked: both \
+         ranges, 3 distinct member nodes each, listed in descending order, all 4 nodes used",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        46,
+        "`_system` is Erlang VM statistics (memory, reductions, message queues by process name): \
+         checked: `internal_replication_jobs` equal, the other figures only present",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        91,
+        "`_system` after `_sync_shards`: as line 46",
+    ),
+    (
+        "operations/11_shard_move.jsonl",
+        230,
+        "node4's files after two concurrent edits: the losing edit (node4 added to \
+         80000000-ffffffff) reaches node4 before the winner in some runs and node4 then makes \
+         that file (PROTOCOL.md: in a dry run the losing edit had made node3 create one); \
+         checked: the recorded list, or it plus `shards/80000000-ffffffff/moveme.1795524961`",
+    ),
+    (
+        "operations/12_decommission.jsonl",
+        123,
+        "node4 right after deleting its own `_nodes` doc: mem3_nodes applies the deletion \
+         asynchronously and still listed node4 in `cluster_nodes` 1.4 ms later; the simulator \
+         drops it at once (as PROTOCOL.md's dry run saw later); checked: `all_nodes` equal, \
+         `cluster_nodes` the three others",
+    ),
+    (
+        "operations/14_backup_replication.jsonl",
+        454,
+        "DELETE of the doc the replicator marked failed on one copy: CouchDB answered 202 (the \
+         other copies lacked rev 2); the simulator's GET just before (line 453) repaired them \
+         synchronously, so 200 is accepted too (body checked as recorded)",
+    ),
+];
+
+/// Lines recorded in a transcript that the simulator does not replay yet, by file: (file,
+/// reason). Everything else in `transcripts/` and `transcripts/operations/` is replayed.
+const NOT_YET: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
 // Simulator adapter: every call into couchsim lives here.
 // ---------------------------------------------------------------------------------------------
 
 mod sim {
+    use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::thread::JoinHandle;
     use std::time::Duration;
@@ -82,7 +159,17 @@ mod sim {
         pub other_cookie: Option<usize>,
         /// Launch-to-listening time, for scenarios that probe a node while it boots.
         pub boot: Option<Duration>,
+        /// An operations scenario (11-13): the timings below, recorded time scaled.
+        pub ops: bool,
+        /// Replication timings: CouchDB's (`Delays::default()`) times this factor.
+        pub scale: Option<f64>,
     }
+
+    /// `[mem3] sync_delay` in the replay of the operations scenarios (5 s on CouchDB): the
+    /// recording's waits are replayed scaled by `SYNC_DELAY / 5 s`.
+    pub const SYNC_DELAY: Duration = Duration::from_millis(150);
+    /// The 60 s a doc of a range with no copy hangs, in the replay.
+    pub const NO_COPY_TIMEOUT: Duration = Duration::from_millis(400);
 
     pub fn delays(setup: &Setup) -> Delays {
         let mut d = Delays::fast();
@@ -90,7 +177,45 @@ mod sim {
         if let Some(b) = setup.boot {
             d.boot = b;
         }
+        if let Some(k) = setup.scale {
+            scale_replication(&mut d, k);
+        }
+        if setup.ops {
+            // A hop long enough that the arrival order round the ring can be watched.
+            d.ring_hop = (Duration::from_millis(12), Duration::from_millis(16));
+            d.sync_push = (Duration::from_millis(2), Duration::from_millis(8));
+            d.sync_delay = SYNC_DELAY;
+            d.no_copy_timeout = NO_COPY_TIMEOUT;
+            // The recording's removed node4 never heard of its removal (2 of 3 runs).
+            d.removed_hears_one_in = 0;
+        }
+        // No recording shows `_design/_auth` in `_users` (`_all_docs` empty 35 ms after the
+        // finish in 02, node4's `_users` copy still empty a second after it in 12; the
+        // clustered doc_count is compared leniently), so it comes late here.
+        d.auth_ddoc = Duration::from_secs(60);
         d
+    }
+
+    /// Transcript 14's timings, shrunk by `k` (what they are relative to each other stays).
+    fn scale_replication(d: &mut Delays, k: f64) {
+        let real = Delays::default();
+        let s = |x: Duration| x.mul_f64(k);
+        d.single_node_setup = s(real.single_node_setup);
+        d.repl_start_period = s(real.repl_start_period);
+        d.repl_quiet_period = s(real.repl_quiet_period);
+        d.repl_job_add = s(real.repl_job_add);
+        d.repl_duplicate = s(real.repl_duplicate);
+        // CouchDB draws it at random (0–5 s; 0.85–4.5 s in the recording): pinned to 2 s so
+        // that every run goes through the same states (a job restarted with a jitter past
+        // line 455's enable_single_node would log in with the new hash and never crash)
+        d.repl_jitter = (s(Duration::from_secs(2)), s(Duration::from_secs(2)));
+        d.repl_latency = s(real.repl_latency);
+        d.repl_checkpoint = s(real.repl_checkpoint);
+        d.repl_retries = s(real.repl_retries);
+        d.repl_interval = s(real.repl_interval);
+        d.repl_backoff = s(real.repl_backoff);
+        d.repl_health = s(real.repl_health);
+        d.sync_delay = s(real.sync_delay);
     }
 
     pub fn build(setup: &Setup) -> Cluster {
@@ -125,6 +250,26 @@ mod sim {
         c.node(i).stop();
     }
 
+    /// Forgets node `i`'s data (a stopped node started `--fresh`).
+    pub fn wipe(c: &Cluster, i: usize) {
+        c.node(i).wipe();
+    }
+
+    /// The next creation of `db` uses the recorded placement and file suffix.
+    pub fn pin(
+        c: &Cluster,
+        db: &str,
+        by_range: Option<BTreeMap<String, Vec<String>>>,
+        suffix: &str,
+    ) {
+        c.pin_placement(db, by_range, Some(suffix));
+    }
+
+    /// Node `i`'s own copy of `range` of `db`: its doc count.
+    pub fn copy_count(c: &Cluster, i: usize, db: &str, range: &str) -> Option<u64> {
+        c.node(i).copy_doc_count(db, range)
+    }
+
     /// Starts node `i` in the background: it refuses connections until it has booted.
     pub fn launch(c: &Cluster, i: usize) -> JoinHandle<()> {
         let n = c.node(i).clone();
@@ -136,7 +281,7 @@ mod sim {
 // Transcripts
 // ---------------------------------------------------------------------------------------------
 
-const RECORDED_PORTS: [u16; 4] = [15984, 25984, 35984, 45984];
+const RECORDED_PORTS: [u16; 5] = [15984, 25984, 35984, 45984, 55984];
 
 fn transcripts_dir() -> PathBuf {
     if let Ok(d) = std::env::var("COUCHSIM_TRANSCRIPTS") {
@@ -403,6 +548,11 @@ struct Ctx {
     back: HashMap<String, String>,
     /// doc id -> latest simulated rev seen for it
     revs: HashMap<String, String>,
+    /// every rev the simulator answered (a recorded `?rev=` it knows is sent as recorded)
+    seen: HashSet<String>,
+    /// Revisions must be equal, not only of the same generation (the operations scenarios:
+    /// the simulator computes CouchDB's revs, and their creations are pinned).
+    exact_revs: bool,
 }
 
 impl Ctx {
@@ -410,6 +560,18 @@ impl Ctx {
         let mut out = s.to_string();
         for (rec, act) in &self.ports {
             out = out.replace(rec.as_str(), act.as_str());
+        }
+        out
+    }
+
+    /// Replication ids seen so far, recorded -> simulated, inside any text (error reasons
+    /// name them).
+    fn map_rep_ids(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (rec, act) in &self.fwd {
+            if rep_id_ext(rec).is_some() {
+                out = out.replace(rec.as_str(), act.as_str());
+            }
         }
         out
     }
@@ -461,9 +623,43 @@ fn pbkdf2_shape(s: &str) -> Option<(String, String)> {
     Some((prf, iterations))
 }
 
-/// A clustered sequence or purge sequence string ("0-g1AAAA...").
+/// A clustered sequence or purge sequence string ("0-g1AAAA…", "0-g2wAAA…"): an opaque
+/// encoding of every copy's sequence.
 fn is_clustered_seq(v: &Value) -> bool {
-    v.as_str().map(|s| s.contains("-g1")).unwrap_or(false)
+    v.as_str()
+        .and_then(|s| s.split_once("-g"))
+        .map(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or(false)
+}
+
+/// "105-g1AAAA…" -> 105
+fn seq_number(v: &Value) -> Option<u64> {
+    v.as_str()?.split('-').next()?.parse().ok()
+}
+
+/// `2026-11-24T13:05:03Z`
+fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// An Erlang pid as `/_scheduler/jobs` shows it: `<0.1198.0>`
+fn is_pid(s: &str) -> bool {
+    let inner = s.strip_prefix("<0.").and_then(|r| r.strip_suffix(".0>"));
+    inner.is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// A replication id `<32 hex>+continuous…` -> its options part (`+continuous`).
+fn rep_id_ext(s: &str) -> Option<&str> {
+    let (base, ext) = s.split_at_checked(32)?;
+    (is_hex(base, 32) && ext.starts_with('+')).then_some(ext)
 }
 
 fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<String>) {
@@ -493,6 +689,20 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                         e.get("db_name") == Some(&Value::from("_users"))
                             && matches!(ev.as_u64(), Some(0 | 1))
                             && matches!(av.as_u64(), Some(0 | 1))
+                    }
+                    // a replication's positions: the count of changes must match, the
+                    // opaque part cannot
+                    "source_seq" | "through_seq" | "checkpointed_source_seq" | "last_seq"
+                        if is_clustered_seq(ev) =>
+                    {
+                        if seq_number(ev) != seq_number(av) {
+                            errs.push(format!("{here}: {av}, recorded {ev}"));
+                        }
+                        true
+                    }
+                    // null while streaming, 0 after a restart: which one is timing
+                    "changes_pending" => {
+                        (ev.is_null() || ev.is_u64()) && (av.is_null() || av.is_u64())
                     }
                     _ => false,
                 };
@@ -526,6 +736,11 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                 .and_then(Value::as_str);
             if let (Some(id), Some(rev)) = (id, rev) {
                 ctx.revs.insert(id.to_string(), rev.to_string());
+                ctx.seen.insert(rev.to_string());
+            }
+            if let Some(c) = a.get("_conflicts").and_then(Value::as_array) {
+                ctx.seen
+                    .extend(c.iter().filter_map(|r| r.as_str().map(str::to_string)));
             }
             if let (Some(id), Some(rev)) = (
                 a.get("id").and_then(Value::as_str),
@@ -534,6 +749,7 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                     .and_then(Value::as_str),
             ) {
                 ctx.revs.insert(id.to_string(), rev.to_string());
+                ctx.seen.insert(rev.to_string());
             }
         }
         (Value::Array(e), Value::Array(a)) => {
@@ -547,7 +763,9 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
         }
         (Value::String(e), Value::String(a)) => {
             if let Some(g) = rev_gen(e) {
-                if rev_gen(a) != Some(g) {
+                if ctx.exact_revs && e != a {
+                    errs.push(format!("{at}: rev {a:?}, recorded {e:?}"));
+                } else if rev_gen(a) != Some(g) {
                     errs.push(format!("{at}: rev {a:?}, recorded generation {g} ({e:?})"));
                 }
             } else if let Some(shape) = pbkdf2_shape(e) {
@@ -558,8 +776,22 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                 } else {
                     ctx.bind(e, a, at, errs);
                 }
+            } else if is_timestamp(e) {
+                if !is_timestamp(a) {
+                    errs.push(format!("{at}: {a:?} is not a timestamp like {e:?}"));
+                }
+            } else if is_pid(e) {
+                if !is_pid(a) {
+                    errs.push(format!("{at}: {a:?} is not a pid like {e:?}"));
+                }
+            } else if let Some(ext) = rep_id_ext(e) {
+                if rep_id_ext(a) != Some(ext) {
+                    errs.push(format!("{at}: {a:?} is not a replication id like {e:?}"));
+                } else {
+                    ctx.bind(e, a, at, errs);
+                }
             } else {
-                let e = ctx.map_ports(e);
+                let e = ctx.map_ports(&ctx.map_rep_ids(e));
                 if &e != a {
                     errs.push(format!("{at}: {a:?}, recorded {e:?}"));
                 }
@@ -589,6 +821,66 @@ fn matches(exp: &Value, act: &Value, ctx: &mut Ctx) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(errs)
+    }
+}
+
+/// The shape check of one [`RELAXED`] line.
+fn check_relaxed(file: &str, no: usize, exp: &Value, act: &Value) -> Result<(), Vec<String>> {
+    match (file, no) {
+        ("08_grow_finished_cluster.jsonl", 41) => check_spread_shards(exp, act),
+        ("operations/11_shard_move.jsonl", 46 | 91) => {
+            let mut errs = Vec::new();
+            if act["internal_replication_jobs"] != exp["internal_replication_jobs"] {
+                errs.push(format!(
+                    "internal_replication_jobs {}, recorded {}",
+                    act["internal_replication_jobs"], exp["internal_replication_jobs"]
+                ));
+            }
+            for k in [
+                "uptime",
+                "memory",
+                "run_queue",
+                "process_count",
+                "distribution",
+            ] {
+                if act.get(k).is_none() {
+                    errs.push(format!("no `{k}`"));
+                }
+            }
+            if errs.is_empty() {
+                Ok(())
+            } else {
+                Err(errs)
+            }
+        }
+        ("operations/11_shard_move.jsonl", 230) => {
+            let mut with_loser: Vec<Value> = exp.as_array().cloned().unwrap_or_default();
+            with_loser.push(Value::from("shards/80000000-ffffffff/moveme.1795524961"));
+            with_loser.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            if act == exp || *act == Value::from(with_loser) {
+                Ok(())
+            } else {
+                Err(vec![format!("files {act}, recorded {exp}")])
+            }
+        }
+        ("operations/12_decommission.jsonl", 123) => {
+            let others: Vec<Value> = exp["cluster_nodes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n.as_str() != Some("node4@127.0.0.1"))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if act["all_nodes"] == exp["all_nodes"] && act["cluster_nodes"] == Value::from(others) {
+                Ok(())
+            } else {
+                Err(vec![format!("membership {act}, recorded {exp}")])
+            }
+        }
+        ("operations/14_backup_replication.jsonl", 454) => matches(exp, act, &mut Ctx::default()),
+        _ => Err(vec![format!("{file}:{no} has no relaxed check")]),
     }
 }
 
@@ -661,6 +953,10 @@ enum Act {
     /// Let the simulator's (fast) connection machinery run, so a later "never connects"
     /// check means something (the recording waited 20 s).
     Settle,
+    /// Forget a (stopped) node's data.
+    Wipe(usize),
+    /// Every node stopped, wiped and started again (a scenario's second part on fresh nodes).
+    Fresh,
 }
 
 const POLL_DEADLINE: Duration = Duration::from_secs(5);
@@ -678,6 +974,8 @@ struct Stats {
     obs_checked: usize,
     obs_info: usize,
     actions: usize,
+    sampled: usize,
+    concurrent: usize,
 }
 
 struct Run {
@@ -689,6 +987,20 @@ struct Run {
     stats: Stats,
     failures: Vec<String>,
     booting: Vec<std::thread::JoinHandle<()>>,
+    /// (port, path) -> the state (`state_key`) it last showed in this replay.
+    shown: HashMap<(u16, String), String>,
+    /// An operations scenario: recorded time is replayed scaled, creations pinned.
+    ops: bool,
+    /// Where the recording's clock was at the end of the previous line (ms).
+    rec_clock: Option<f64>,
+    /// Every doc count the replay read from one shard copy, by path: (when, count).
+    copy_seen: HashMap<String, Vec<(Instant, u64)>>,
+    /// When the replay last sent `_sync_shards`; the document writes sent since the last
+    /// `_dbs` edit (the first of them triggers the push that fills a new copy).
+    last_sync_at: Option<Instant>,
+    writes_since_edit: Vec<Instant>,
+    /// When each node (by number) showed the last watched `_dbs` edit.
+    arrivals: Option<BTreeMap<usize, Duration>>,
 }
 
 /// A transcript line's request, mapped onto the simulated cluster.
@@ -698,6 +1010,24 @@ struct Prepared {
     auth: Option<String>,
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+}
+
+/// Sends a prepared request once: Ok(status, json) or Err(io error text).
+fn send_prepared(method: &str, p: Prepared) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
+    let r = send(
+        p.addr,
+        &Req {
+            method,
+            path: &p.path,
+            auth: p.auth.as_deref(),
+            headers: p.headers,
+            body: p.body,
+            keep_alive: false,
+        },
+    )
+    .map_err(|e| (e.kind(), e.to_string()))?;
+    let j = r.json().unwrap_or_else(|e| Value::String(format!("<{e}>")));
+    Ok((r.status, j))
 }
 
 fn dead_port() -> u16 {
@@ -725,11 +1055,19 @@ impl Run {
             addrs,
             ctx: Ctx {
                 ports,
+                exact_revs: setup.ops,
                 ..Ctx::default()
             },
             stats: Stats::default(),
             failures: Vec::new(),
             booting: Vec::new(),
+            shown: HashMap::new(),
+            ops: setup.ops,
+            rec_clock: None,
+            copy_seen: HashMap::new(),
+            last_sync_at: None,
+            writes_since_edit: Vec::new(),
+            arrivals: None,
         }
     }
 
@@ -747,6 +1085,20 @@ impl Run {
             Act::Stop(i) => sim::stop(&self.cluster, i),
             Act::Launch(i) => self.booting.push(sim::launch(&self.cluster, i)),
             Act::Settle => std::thread::sleep(SETTLE),
+            Act::Wipe(i) => sim::wipe(&self.cluster, i),
+            Act::Fresh => {
+                for b in self.booting.drain(..) {
+                    b.join().expect("node start");
+                }
+                let n = self.cluster.len();
+                for i in 0..n {
+                    sim::stop(&self.cluster, i);
+                    sim::wipe(&self.cluster, i);
+                }
+                for i in 0..n {
+                    self.booting.push(sim::launch(&self.cluster, i));
+                }
+            }
         }
     }
 
@@ -759,7 +1111,9 @@ impl Run {
             let q: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some(("rev", _)) if self.ctx.revs.contains_key(&id) => {
+                    Some(("rev", r))
+                        if self.ctx.revs.contains_key(&id) && !self.ctx.seen.contains(r) =>
+                    {
                         format!("rev={}", self.ctx.revs[&id])
                     }
                     _ => kv.to_string(),
@@ -803,22 +1157,35 @@ impl Run {
     }
 
     /// Sends a line's request once: Ok(status, json) or Err(io error text).
-    fn send_line(&self, l: &Line) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
+    fn send_line(&mut self, l: &Line) -> Result<(u16, Value), (std::io::ErrorKind, String)> {
         let p = self.request_of(l);
-        let r = send(
-            p.addr,
-            &Req {
-                method: l.method(),
-                path: &p.path,
-                auth: p.auth.as_deref(),
-                headers: p.headers,
-                body: p.body,
-                keep_alive: false,
-            },
-        )
-        .map_err(|e| (e.kind(), e.to_string()))?;
-        let j = r.json().unwrap_or_else(|e| Value::String(format!("<{e}>")));
-        Ok((r.status, j))
+        let (status, j) = send_prepared(l.method(), p)?;
+        self.note_sent(l, status, &j);
+        Ok((status, j))
+    }
+
+    /// Remembers what the timing checks need: when writes and `_sync_shards` went out, and
+    /// every doc count read from one shard copy.
+    fn note_sent(&mut self, l: &Line, status: u16, j: &Value) {
+        let path = l.path();
+        let now = Instant::now();
+        if path.contains("shards%2F") && l.method() == "GET" && status == 200 {
+            if let Some(n) = j["doc_count"].as_u64() {
+                self.copy_seen
+                    .entry(path.to_string())
+                    .or_default()
+                    .push((now, n));
+            }
+        } else if path.ends_with("/_sync_shards") {
+            self.last_sync_at = Some(now);
+        } else if l.method() == "PUT" && path.starts_with("/_node/_local/_dbs/") {
+            self.writes_since_edit.clear();
+        } else if matches!(l.method(), "PUT" | "POST" | "DELETE")
+            && !path.starts_with("/_")
+            && path[1..].contains('/')
+        {
+            self.writes_since_edit.push(now);
+        }
     }
 
     fn replay(&mut self, lines: &[Line], i: usize) {
@@ -836,14 +1203,7 @@ impl Run {
         if relaxed {
             self.stats.relaxed += 1;
         }
-        let what = format!(
-            "{} {} (node :{}, {:?})",
-            l.method(),
-            l.path(),
-            l.port(),
-            l.note()
-        );
-
+        let what = Self::describe(l);
         if l.refused() {
             match self.send_line(l) {
                 Err((std::io::ErrorKind::ConnectionRefused, _)) => self.stats.replayed += 1,
@@ -859,13 +1219,12 @@ impl Run {
             return;
         }
 
-        let exp_status = l.status().expect("status");
-        let exp = l.expected_json();
         // A poll line of the recorder's own poll loop accepts a later state of the same loop.
-        let mut accepted = vec![exp.clone()];
+        let mut accepted = vec![l.expected_json()];
         if l.note() == "poll" {
-            for later in &lines[i + 1..] {
-                if !later.is_request() || later.note() != "poll" {
+            // The loop runs on through the recorder's observation lines between its polls.
+            for later in lines[i + 1..].iter().filter(|x| x.is_request()) {
+                if later.note() != "poll" {
                     break;
                 }
                 if later.port() == l.port() && later.path() == l.path() {
@@ -878,61 +1237,20 @@ impl Run {
         // Never a request with bad credentials: those count towards the lockout.
         let auth = l.s("auth");
         let retry = l.method() == "GET" && matches!(auth, None | Some("admin:password"));
-        // finish_cluster's 500 after waiting 5 s for `_nodes` members: the wait is part of
-        // the behaviour (scaled down to the simulator's finish_wait).
-        let waited = l.v["elapsed_ms"].as_f64().unwrap_or(0.0) > 4000.0;
         let started = Instant::now();
         let deadline = started + POLL_DEADLINE;
         let mut tries = 0;
         loop {
             tries += 1;
             let sent = Instant::now();
-            let outcome: Result<(), String> = match self.send_line(l) {
+            let outcome = match self.send_line(l) {
                 Err((_, e)) => Err(format!("{what}: {e}")),
-                Ok((status, got)) => {
-                    if status != exp_status {
-                        Err(format!(
-                            "{what}: status {status} {got}, recorded {exp_status} {exp}"
-                        ))
-                    } else if waited && sent.elapsed() < sim::FINISH_WAIT.mul_f64(0.9) {
-                        Err(format!(
-                            "{what}: answered after {:?}; CouchDB waited its full 5 s (the \
-                             simulator's finish_wait is {:?})",
-                            sent.elapsed(),
-                            sim::FINISH_WAIT
-                        ))
-                    } else if relaxed {
-                        check_spread_shards(&exp, &got)
-                            .map_err(|e| format!("{what}: {}", e.join("; ")))
-                    } else {
-                        let mut last = Vec::new();
-                        let mut ok = false;
-                        for cand in &accepted {
-                            match matches(cand, &got, &mut self.ctx) {
-                                Ok(()) => {
-                                    ok = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    if last.is_empty() {
-                                        last = e;
-                                    }
-                                }
-                            }
-                        }
-                        if ok {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "{what}: got {got}\n      recorded {exp}\n      {}",
-                                last.join("\n      ")
-                            ))
-                        }
-                    }
-                }
+                Ok((status, got)) => self.judge(l, &accepted, status, &got, sent),
             };
             match outcome {
                 Ok(()) => {
+                    let key = state_key(l.path(), l.status().unwrap_or(0), &l.expected_json());
+                    self.shown.insert((l.port(), l.path().to_string()), key);
                     self.stats.replayed += 1;
                     if tries > 1 {
                         self.stats.retried += 1;
@@ -943,6 +1261,7 @@ impl Run {
                             started.elapsed()
                         );
                     }
+                    self.after_replayed(lines, i, sent);
                     return;
                 }
                 Err(e) => {
@@ -952,6 +1271,155 @@ impl Run {
                     }
                     std::thread::sleep(POLL_EVERY);
                 }
+            }
+        }
+    }
+
+    fn describe(l: &Line) -> String {
+        format!(
+            "{} {} (node :{}, {:?})",
+            l.method(),
+            l.path(),
+            l.port(),
+            l.note()
+        )
+    }
+
+    /// One answer against the recording (`accepted`: the recorded body and, for a poll, the
+    /// later ones of its loop).
+    fn judge(
+        &mut self,
+        l: &Line,
+        accepted: &[Value],
+        status: u16,
+        got: &Value,
+        sent: Instant,
+    ) -> Result<(), String> {
+        let what = Self::describe(l);
+        let exp_status = l.status().expect("status");
+        let exp = l.expected_json();
+        let relaxed = listed(RELAXED, self.file, l.no).is_some();
+        // A 500 after CouchDB waited (5 s in finish_cluster, 60 s for a range without a
+        // copy): the wait is part of the behaviour, scaled down to the simulator's.
+        let recorded_wait = l.v["elapsed_ms"].as_f64().unwrap_or(0.0);
+        let wait = if recorded_wait > 50_000.0 {
+            Some(sim::NO_COPY_TIMEOUT)
+        } else if recorded_wait > 4000.0 {
+            Some(sim::FINISH_WAIT)
+        } else {
+            None
+        };
+        // RELAXED 14:454: a recorded 202 (fewer than w copies took it) may be 200
+        let also = relaxed && (exp_status, status) == (202, 200);
+        if status != exp_status && !also {
+            return Err(format!(
+                "{what}: status {status} {got}, recorded {exp_status} {exp}"
+            ));
+        }
+        if let Some(w) = wait {
+            if sent.elapsed() < w.mul_f64(0.9) {
+                return Err(format!(
+                    "{what}: answered after {:?}; CouchDB waited {recorded_wait} ms (the \
+                     simulator's wait is {w:?})",
+                    sent.elapsed(),
+                ));
+            }
+        } else if self.ops
+            && recorded_wait < 1000.0
+            && sent.elapsed() >= sim::NO_COPY_TIMEOUT.mul_f64(0.9)
+        {
+            return Err(format!(
+                "{what}: answered after {:?}, as for a range without a copy; CouchDB answered \
+                 in {recorded_wait} ms",
+                sent.elapsed(),
+            ));
+        }
+        if relaxed {
+            return check_relaxed(self.file, l.no, &exp, got)
+                .map_err(|e| format!("{what}: {}", e.join("; ")));
+        }
+        let mut last = Vec::new();
+        for cand in accepted {
+            match matches(cand, got, &mut self.ctx) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if last.is_empty() {
+                        last = e;
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "{what}: got {got}\n      recorded {exp}\n      {}",
+            last.join("\n      ")
+        ))
+    }
+
+    /// After a `_dbs` edit whose propagation the recording timed (`doc_ms`): watch every
+    /// node until it has the new revision, noting when.
+    fn after_replayed(&mut self, lines: &[Line], i: usize, sent: Instant) {
+        let l = &lines[i];
+        if !(self.ops && l.method() == "PUT" && l.path().starts_with("/_node/_local/_dbs/")) {
+            return;
+        }
+        let timed = lines[i + 1..]
+            .iter()
+            .find(|x| !(x.is_request() && x.note() == "poll"))
+            .map(|x| x.v.get("doc_ms").is_some())
+            .unwrap_or(false);
+        if !timed {
+            return;
+        }
+        let rev = l.expected_json()["rev"].as_str().unwrap_or("").to_string();
+        let path = l.path().to_string();
+        let mut arrivals = BTreeMap::new();
+        let deadline = Instant::now() + POLL_DEADLINE;
+        let nodes: Vec<usize> = (1..=self.cluster.len()).collect();
+        while arrivals.len() < nodes.len() && Instant::now() < deadline {
+            for n in &nodes {
+                if arrivals.contains_key(n) {
+                    continue;
+                }
+                if let Ok(d) = get_admin(self.node_addr(*n), &path) {
+                    if d["_rev"] == rev.as_str() {
+                        arrivals.insert(*n, sent.elapsed());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.arrivals = Some(arrivals);
+    }
+
+    /// Two request lines the recorder sent at the same moment: sent together here too.
+    fn replay_pair(&mut self, lines: &[Line], i: usize) {
+        let (a, b) = (&lines[i], &lines[i + 1]);
+        assert!(
+            b.is_request(),
+            "{}:{} pairs with a request",
+            self.file,
+            a.no
+        );
+        self.stats.requests += 2;
+        self.stats.concurrent += 2;
+        let (pa, pb) = (self.request_of(a), self.request_of(b));
+        let sent = Instant::now();
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| send_prepared(a.method(), pa));
+            let hb = s.spawn(|| send_prepared(b.method(), pb));
+            (ha.join().expect("send"), hb.join().expect("send"))
+        });
+        for (l, r) in [(a, ra), (b, rb)] {
+            let outcome = match r {
+                Err((_, e)) => Err(format!("{}: {e}", Self::describe(l))),
+                Ok((status, got)) => {
+                    self.note_sent(l, status, &got);
+                    self.judge(l, &[l.expected_json()], status, &got, sent)
+                }
+            };
+            match outcome {
+                Ok(()) => self.stats.replayed += 1,
+                Err(e) => self.fail(l.no, e),
             }
         }
     }
@@ -978,7 +1446,11 @@ impl Run {
         }
     }
 
-    fn observe(&mut self, l: &Line) {
+    fn observe(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        if self.ops && self.observe_ops(lines, i) {
+            return;
+        }
         let text = l.s("observation").unwrap_or("").to_string();
         let sorted = |v: &Value| -> Vec<String> {
             let mut x: Vec<String> = v
@@ -1121,8 +1593,8 @@ impl Run {
     fn finish(self) {
         let s = &self.stats;
         println!(
-            "{}: {} request lines: {} replayed ({} after retries while converging, {} adapted, {} relaxed), {} skipped; observations: {} checked, {} informational; {} actions via the API",
-            self.file, s.requests, s.replayed, s.retried, s.adapted, s.relaxed, s.skipped, s.obs_checked, s.obs_info, s.actions
+            "{}: {} request lines: {} replayed ({} after retries while converging, {} adapted, {} relaxed, {} sent in concurrent pairs), {} skipped, {} poll lines sampled out; observations: {} checked, {} informational; {} actions via the API",
+            self.file, s.requests, s.replayed, s.retried, s.adapted, s.relaxed, s.concurrent, s.skipped, s.sampled, s.obs_checked, s.obs_info, s.actions
         );
         let failures = self.failures;
         for b in self.booting {
@@ -1139,6 +1611,353 @@ impl Run {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Operations scenarios (11-13): recorded time, pinned creations, sampling, timing checks
+// ---------------------------------------------------------------------------------------------
+
+/// A poll line is sampled out when the same poll loop shows the same answer from the same
+/// node and path both before and after it: the middle of a steady state the recorder polled
+/// for seconds (transcript 12 has ~800 such `_membership` polls). Its time still passes
+/// (scaled), and the first and last line of every state are replayed.
+fn sampled_out(lines: &[Line], i: usize) -> bool {
+    let l = &lines[i];
+    if l.note() != "poll" {
+        return false;
+    }
+    let same = |x: &Line| {
+        x.is_request()
+            && x.note() == "poll"
+            && x.port() == l.port()
+            && x.path() == l.path()
+            && x.s("response_body") == l.s("response_body")
+    };
+    // A loop ends at the first request line that is not a poll.
+    let in_loop = |x: &&Line| !x.is_request() || x.note() == "poll";
+    let before = lines[..i].iter().rev().take_while(in_loop).any(&same);
+    let after = lines[i + 1..].iter().take_while(in_loop).any(same);
+    before && after
+}
+
+/// The recorder sent this line and the next at the same moment (two concurrent edits).
+fn paired_with_next(lines: &[Line], i: usize) -> bool {
+    lines[i].note().contains("at the same moment") && lines.get(i + 1).is_some_and(Line::is_request)
+}
+
+/// The db a request creates (`PUT /<db>?…` answered 201; `finish_cluster` answered 201).
+fn created_dbs(l: &Line) -> Vec<String> {
+    let path = l.path().split('?').next().unwrap_or("");
+    if l.status() != Some(201) {
+        return Vec::new();
+    }
+    if l.method() == "PUT" && path.len() > 1 && !path[1..].contains('/') {
+        return vec![path[1..].to_string()];
+    }
+    if path == "/_cluster_setup" && l.s("request_body").unwrap_or("").contains("finish_cluster") {
+        return vec!["_users".into(), "_replicator".into()];
+    }
+    Vec::new()
+}
+
+impl Run {
+    /// Recorded time passes here too, scaled by `SYNC_DELAY / 5 s` (gaps under 200 ms are the
+    /// recorder's own pace and are not waited for): "waited 7 s", "12 s with no trigger",
+    /// "6 s after a write" mean the same against the simulator's sync_delay.
+    fn follow_recorded_clock(&mut self, l: &Line) {
+        let Some(t) = l.v["t_ms"].as_f64() else {
+            return;
+        };
+        if let Some(prev) = self.rec_clock {
+            let gap = t - prev;
+            if gap > 200.0 {
+                let scale = sim::SYNC_DELAY.as_secs_f64() / 5.0;
+                std::thread::sleep(Duration::from_secs_f64((gap / 1000.0 * scale).min(2.0)));
+            }
+        }
+        let elapsed = if l.is_request() {
+            l.v["elapsed_ms"].as_f64().unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        self.rec_clock = Some(t + elapsed);
+    }
+
+    /// mem3 places a new db's copies at random and names its files by the clock: the
+    /// recording's placement (its next `_dbs` doc or `_shards` answer for that db) and suffix
+    /// (`.<creation second>`) are pinned, so the replay's shard maps, file names and `_dbs`
+    /// revisions are the recorded ones.
+    fn pin_creations(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let second = l.v["t_ms"].as_f64().unwrap_or(0.0) as u64 / 1000;
+        for db in created_dbs(l) {
+            let mut by_range = None;
+            for x in &lines[i + 1..] {
+                if !x.is_request() || x.method() != "GET" || x.status() != Some(200) {
+                    if x.is_request() && created_dbs(x).contains(&db) {
+                        break;
+                    }
+                    continue;
+                }
+                let j = x.expected_json();
+                let map = if x.path() == format!("/_node/_local/_dbs/{db}") {
+                    j.get("by_range").cloned()
+                } else if x.path() == format!("/{db}/_shards") {
+                    j.get("shards").cloned()
+                } else {
+                    None
+                };
+                if let Some(m) = map {
+                    by_range = serde_json::from_value(m).ok();
+                    break;
+                }
+            }
+            sim::pin(&self.cluster, &db, by_range, &format!(".{second}"));
+        }
+    }
+
+    /// Operations observations; false when `observe` should handle the line.
+    fn observe_ops(&mut self, lines: &[Line], i: usize) -> bool {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("").to_string();
+        if l.v.get("doc_ms").is_some() {
+            self.check_ring_order(l);
+        } else if l.v.get("membership").is_some() && l.v.get("node").is_some() {
+            self.check_membership_after(lines, i);
+        } else if l.v.get("progress_ms_count").is_some() {
+            self.check_fill(lines, i);
+        } else if text.starts_with("window (new copies empty") {
+            self.check_short_reads(l);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// `_dbs` travels round the ring: the nodes got the edit in the recorded order
+    /// (ring_hop apart here; a node may tie with its neighbour within 4 ms).
+    fn check_ring_order(&mut self, l: &Line) {
+        let Some(arrivals) = self.arrivals.take() else {
+            self.fail(
+                l.no,
+                "no watched `_dbs` edit before a propagation observation".into(),
+            );
+            return;
+        };
+        let recorded: BTreeMap<usize, u64> = l.v["doc_ms"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut errs = Vec::new();
+        for (a, ta) in &recorded {
+            for (b, tb) in &recorded {
+                let (Some(sa), Some(sb)) = (arrivals.get(a), arrivals.get(b)) else {
+                    continue;
+                };
+                if tb >= &(ta + 3) && *sa > *sb + Duration::from_millis(4) {
+                    errs.push(format!(
+                        "node{a} ({sa:?}) after node{b} ({sb:?}); recorded node{a} +{ta} ms, node{b} +{tb} ms"
+                    ));
+                }
+            }
+        }
+        if arrivals.len() < recorded.len() {
+            errs.push(format!("only {arrivals:?} got the edit"));
+        }
+        if errs.is_empty() {
+            self.stats.obs_checked += 1;
+        } else {
+            self.fail(l.no, format!("ring order: {}", errs.join("; ")));
+        }
+    }
+
+    /// "after DELETE on node2 (node4 running): node1 +37 ms: node4 in cluster_nodes=False…"
+    /// — the state each node settles in (its last such line of the group) must be reached;
+    /// earlier lines of the same node in the group are transient states (informational).
+    fn check_membership_after(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("");
+        let group = text.split(':').next().unwrap_or("");
+        let node = l.v["node"].as_u64().unwrap_or(0) as usize;
+        let superseded = lines[i + 1..]
+            .iter()
+            .filter(|x| !x.is_request())
+            .take_while(|x| x.s("observation").unwrap_or("").starts_with(group))
+            .any(|x| x.v["node"].as_u64() == Some(node as u64));
+        if superseded {
+            self.stats.obs_info += 1;
+            return;
+        }
+        let want = l.v["membership"].clone();
+        let sorted = |v: &Value| {
+            let mut x: Vec<String> = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            x.sort();
+            x
+        };
+        let (all, cluster) = (sorted(&want["all_nodes"]), sorted(&want["cluster_nodes"]));
+        self.poll_membership(l.no, node, text, |m| {
+            sorted(&m["all_nodes"]) == all && sorted(&m["cluster_nodes"]) == cluster
+        });
+        self.stats.obs_checked += 1;
+    }
+
+    /// "after _sync_shards: copy R on nodeN has X docs": filled by the sync itself (sooner
+    /// than sync_delay). "after a write into the range: …": filled by the push that write
+    /// scheduled (not before sync_delay).
+    fn check_fill(&mut self, lines: &[Line], i: usize) {
+        let l = &lines[i];
+        let text = l.s("observation").unwrap_or("").to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let pos = |w: &str| words.iter().position(|x| *x == w);
+        let (Some(c), Some(h)) = (pos("copy"), pos("has")) else {
+            self.fail(l.no, format!("cannot read {text:?}"));
+            return;
+        };
+        let range = words[c + 1];
+        let node = words[h - 1];
+        let want: u64 = words[h + 1].parse().unwrap_or(u64::MAX);
+        let needle = format!("/_node/{node}@127.0.0.1/shards%2F{range}%2F");
+        let Some(poll) = lines[..i]
+            .iter()
+            .rev()
+            .find(|x| x.is_request() && x.path().starts_with(&needle))
+        else {
+            self.fail(l.no, format!("no replayed poll of {needle}"));
+            return;
+        };
+        let (path, port) = (poll.path().to_string(), poll.port());
+        let deadline = Instant::now() + POLL_DEADLINE;
+        while !self
+            .copy_seen
+            .get(&path)
+            .is_some_and(|v| v.iter().any(|(_, n)| *n == want))
+        {
+            if Instant::now() >= deadline {
+                self.fail(
+                    l.no,
+                    format!("{node}'s copy of {range} never had {want} docs"),
+                );
+                return;
+            }
+            if let Ok(j) = get_admin(self.addrs[&port], &path) {
+                if let Some(n) = j["doc_count"].as_u64() {
+                    self.copy_seen
+                        .entry(path.clone())
+                        .or_default()
+                        .push((Instant::now(), n));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let filled = self.copy_seen[&path]
+            .iter()
+            .find(|(_, n)| *n == want)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(Instant::now);
+        let since = |t: Option<Instant>| t.map(|t| filled.saturating_duration_since(t));
+        let verdict = if text.contains("after a write into") {
+            match since(self.writes_since_edit.first().copied()) {
+                Some(d) if d >= sim::SYNC_DELAY.mul_f64(0.8) => Ok(()),
+                d => Err(format!(
+                    "filled {d:?} after the first write into it: sooner than sync_delay ({:?})",
+                    sim::SYNC_DELAY
+                )),
+            }
+        } else if text.contains("after _sync_shards") {
+            // No write is pending there: only the sync can fill it (load-tolerant bound).
+            match since(self.last_sync_at) {
+                Some(d) if want == 0 || d < Duration::from_secs(2) => Ok(()),
+                d => Err(format!("filled {d:?} after _sync_shards")),
+            }
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => self.stats.obs_checked += 1,
+            Err(e) => self.fail(l.no, format!("{node}'s copy of {range}: {e}")),
+        }
+    }
+
+    /// "window (new copies empty, …), 10 reads through nodeN: doc_count […], _all_docs
+    /// total_rows […] (truth T)": clustered counts through that node are the truth or short by
+    /// whole ranges (the empty new copies answered), 200 OK every time; through a node where
+    /// the recording saw short reads, 40 reads here see both.
+    fn check_short_reads(&mut self, l: &Line) {
+        let text = l.s("observation").unwrap_or("").to_string();
+        let node: usize = text
+            .split("reads through node")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let truth: u64 = text
+            .split("(truth ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let recorded: Vec<u64> = text
+            .split(['[', ']', ','])
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        let recorded_short = recorded.iter().any(|v| *v != truth);
+        // The per-range counts, from node1's complete copies.
+        let ranges: Vec<u64> = ["00000000-7fffffff", "80000000-ffffffff"]
+            .iter()
+            .filter_map(|r| sim::copy_count(&self.cluster, 0, "old", r))
+            .collect();
+        let allowed: Vec<u64> = (0..1u32 << ranges.len())
+            .map(|mask| {
+                ranges
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| mask & (1 << k) != 0)
+                    .map(|(_, c)| c)
+                    .sum()
+            })
+            .collect();
+        let addr = self.node_addr(node);
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            for (path, key) in [
+                ("/old", "doc_count"),
+                ("/old/_all_docs?limit=0", "total_rows"),
+            ] {
+                match get_admin(addr, path) {
+                    Ok(j) => seen.push(j[key].as_u64().unwrap_or(u64::MAX)),
+                    Err(e) => {
+                        self.fail(l.no, format!("{path} through node{node}: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        let mut errs = Vec::new();
+        if let Some(bad) = seen.iter().find(|v| !allowed.contains(v)) {
+            errs.push(format!(
+                "{bad} is not the truth less whole ranges {ranges:?}"
+            ));
+        }
+        if recorded_short && !(seen.contains(&truth) && seen.iter().any(|v| *v < truth)) {
+            errs.push(format!("80 reads never both right and short: {seen:?}"));
+        }
+        if errs.is_empty() {
+            self.stats.obs_checked += 1;
+        } else {
+            self.fail(l.no, errs.join("; "));
+        }
+    }
+}
+
 fn scenario(file: &'static str, setup: sim::Setup, acts: &[(usize, Act)]) {
     let lines = load(file);
     let mut run = Run::new(file, setup);
@@ -1146,16 +1965,33 @@ fn scenario(file: &'static str, setup: sim::Setup, acts: &[(usize, Act)]) {
         m.entry(*n).or_default().push(*a);
         m
     });
+    let mut skip_next = false;
     for i in 0..lines.len() {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
         if let Some(list) = acts.remove(&lines[i].no) {
             for a in list {
                 run.act(a);
             }
         }
-        if lines[i].is_request() {
-            run.replay(&lines, i);
+        if run.ops {
+            run.follow_recorded_clock(&lines[i]);
+        }
+        if !lines[i].is_request() {
+            run.observe(&lines, i);
+        } else if run.ops && sampled_out(&lines, i) {
+            run.stats.requests += 1;
+            run.stats.sampled += 1;
+        } else if run.ops && paired_with_next(&lines, i) {
+            run.pin_creations(&lines, i);
+            run.replay_pair(&lines, i);
+            skip_next = true;
         } else {
-            run.observe(&lines[i]);
+            if run.ops {
+                run.pin_creations(&lines, i);
+            }
+            run.replay(&lines, i);
         }
     }
     assert!(acts.is_empty(), "actions after the last line: {acts:?}");
@@ -1168,11 +2004,331 @@ fn nodes(n: usize) -> sim::Setup {
         stopped: &[],
         other_cookie: None,
         boot: None,
+        scale: None,
+        ops: false,
     }
 }
 
 /// Long enough to probe a launched node before it listens ("+0 ms after launch").
 const BOOT: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------------------------------------
+// Timed replays (operations/14): the recording's pace, scaled, and its poll loops sampled
+// ---------------------------------------------------------------------------------------------
+//
+// Transcript 14 lasts 246 s and 861 of its 940 lines are the recorder's polls (every 10 to
+// 500 ms), read while a replication went through its states. Replaying each poll against a
+// scaled clock would compare timings, not behaviour. So the replay keeps the recording's
+// pace (each line no earlier than its recorded time × SCALE) and samples each poll loop: per
+// polled path, the recorded answers are reduced to their sequence of distinct states
+// (`state_key`), and the simulator is polled until it has gone through that sequence in
+// order — never an unrecorded state, never back, each state's answer compared with the first
+// recorded answer in that state; before the first recorded state, what the path showed before
+// the loop (`Run::before_loop`). A state shorter than OBSERVABLE once scaled (`initializing`
+// for 100 ms, a doc count caught between two batches) may be passed over unseen; it is
+// reported, as is one the replay reached too late for. Observation lines summarise the same
+// loops and are informational.
+
+/// Transcript 14's replication timings are CouchDB's × SCALE (246 s → about 12 s). The
+/// tightest margins (node5 stopped before the first checkpoint; back before the tick that
+/// restarts the job) are then 1.5 s; the replay usually runs a few hundred ms late.
+const SCALE: f64 = 1.0 / 20.0;
+/// A recorded state shorter than this once scaled may be missed between two polls (as may
+/// one shorter than how late the replay reached its loop).
+const OBSERVABLE: Duration = Duration::from_millis(100);
+
+/// The state a poll answer shows: equal keys, same state.
+fn state_key(path: &str, status: u16, body: &Value) -> String {
+    if status != 200 {
+        return status.to_string();
+    }
+    if path.starts_with("/_scheduler/docs/") {
+        let info = match &body["info"] {
+            Value::Null => "null",
+            i if i.get("error").is_some() => "error",
+            _ => "counters",
+        };
+        format!("{}/{}/{info}", body["state"], body["error_count"])
+    } else if body.get("db_name").is_some() {
+        format!("doc_count {}", body["doc_count"])
+    } else if path == "/_membership" {
+        body.to_string()
+    } else {
+        "200".into()
+    }
+}
+
+/// States a poll may show although its loop did not record them: a cluster converging
+/// (`/_membership`: nodes connect and copy `_nodes` in an order that varies, only the final
+/// state is required), and `initializing`, which every replication doc goes through for
+/// about 100 ms (recorded once, line 66; missed between other polls).
+fn unrecorded_but_real(path: &str, key: &str) -> bool {
+    path == "/_membership"
+        || (path.starts_with("/_scheduler/docs/") && key == "\"initializing\"/0/null")
+}
+
+/// One recorded state of a polled path.
+struct Recorded<'a> {
+    key: String,
+    line: &'a Line,
+    /// How long the recording stayed in it.
+    lasted: Duration,
+}
+
+/// One polled path of a poll loop, and how far the simulator has followed it.
+struct Track<'a> {
+    states: Vec<Recorded<'a>>,
+    at: Option<usize>,
+    done: bool,
+    /// How late the replay reached the loop: a state that short may have passed already.
+    late: Duration,
+}
+
+impl<'a> Track<'a> {
+    fn new(lines: &[&'a Line], loop_end: u64, late: Duration) -> Track<'a> {
+        let mut states: Vec<Recorded> = Vec::new();
+        for l in lines {
+            let key = state_key(l.path(), l.status().unwrap_or(0), &l.expected_json());
+            if states.last().map(|s| &s.key) != Some(&key) {
+                states.push(Recorded {
+                    key,
+                    line: l,
+                    lasted: Duration::ZERO,
+                });
+            }
+        }
+        let t = |l: &Line| l.v["t_ms"].as_u64().unwrap_or(0);
+        for i in 0..states.len() {
+            let end = states.get(i + 1).map(|n| t(n.line)).unwrap_or(loop_end);
+            states[i].lasted = Duration::from_millis(end.saturating_sub(t(states[i].line)));
+        }
+        Track {
+            states,
+            at: None,
+            done: false,
+            late,
+        }
+    }
+
+    fn may_skip(&self, i: usize) -> bool {
+        let path = self.states[i].line.path();
+        i + 1 < self.states.len()
+            && (self.states[i].lasted.mul_f64(SCALE) < OBSERVABLE + self.late
+                || path == "/_membership")
+    }
+
+    fn describe(&self) -> String {
+        let keys: Vec<&str> = self.states.iter().map(|s| s.key.as_str()).collect();
+        format!(
+            "{} {} [{}]",
+            self.states[0].line.method(),
+            self.states[0].line.path(),
+            keys.join(" → ")
+        )
+    }
+}
+
+impl Run {
+    /// Waits until the recording's time of `l` on the scaled clock; returns how late the
+    /// replay is (zero when on time).
+    fn pace(&self, start: Instant, t0: u64, l: &Line) -> Duration {
+        let t = l.v["t_ms"].as_u64().unwrap_or(t0).saturating_sub(t0);
+        let due = start + Duration::from_millis(t).mul_f64(SCALE);
+        match due.checked_duration_since(Instant::now()) {
+            Some(wait) => {
+                std::thread::sleep(wait);
+                Duration::ZERO
+            }
+            None => Instant::now() - due,
+        }
+    }
+
+    /// Follows one poll loop (`lines`: its request lines) until every polled path went
+    /// through its recorded states.
+    fn follow(&mut self, lines: &[&Line], late: Duration) {
+        let t = |l: &Line| l.v["t_ms"].as_u64().unwrap_or(0);
+        let end = lines.last().map(|l| t(l)).unwrap_or(0);
+        let span = Duration::from_millis(end - t(lines[0])).mul_f64(SCALE);
+        let mut paths: Vec<(u16, &str)> = Vec::new();
+        for l in lines {
+            if !paths.contains(&(l.port(), l.path())) {
+                paths.push((l.port(), l.path()));
+            }
+        }
+        let mut tracks: Vec<Track> = paths
+            .iter()
+            .map(|p| {
+                let mine: Vec<&Line> = lines
+                    .iter()
+                    .copied()
+                    .filter(|l| (l.port(), l.path()) == *p)
+                    .collect();
+                Track::new(&mine, end, late)
+            })
+            .collect();
+        self.stats.requests += lines.len();
+        let deadline = Instant::now() + span * 3 + POLL_DEADLINE;
+        while tracks.iter().any(|t| !t.done) {
+            for tr in tracks.iter_mut().filter(|t| !t.done) {
+                self.poll_track(tr);
+            }
+            if Instant::now() >= deadline {
+                for tr in tracks.iter_mut().filter(|t| !t.done) {
+                    let at = tr
+                        .at
+                        .map(|i| tr.states[i].key.clone())
+                        .unwrap_or("nothing".into());
+                    let no = tr.states[0].line.no;
+                    let what = format!(
+                        "{}: stuck at {at} after {:?}",
+                        tr.describe(),
+                        span * 3 + POLL_DEADLINE
+                    );
+                    self.fail(no, what);
+                    tr.done = true;
+                }
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+        for (tr, (port, path)) in tracks.iter().zip(&paths) {
+            if let Some(at) = tr.at {
+                self.shown
+                    .insert((*port, path.to_string()), tr.states[at].key.clone());
+            }
+        }
+        self.stats.replayed += lines.len();
+    }
+
+    fn poll_track(&mut self, tr: &mut Track) {
+        let first = tr.states[0].line;
+        let Ok((status, got)) = self.send_line(first) else {
+            return; // a node still booting: not a state yet
+        };
+        let key = state_key(first.path(), status, &got);
+        let from = tr.at.unwrap_or(0);
+        let Some(i) = (from..tr.states.len()).find(|&i| tr.states[i].key == key) else {
+            if key.starts_with("doc_count") && self.between_counts(tr, &key) {
+                return;
+            }
+            if (tr.at.is_none() && self.before_loop(first, &key, tr.states.len()))
+                || unrecorded_but_real(first.path(), &key)
+            {
+                return;
+            }
+            let what = format!("{}: the simulator showed {key} {got}", tr.describe());
+            self.fail(first.no, what);
+            tr.done = true;
+            return;
+        };
+        if tr.at == Some(i) {
+            return;
+        }
+        let skipped = tr.at.map(|a| a + 1).unwrap_or(0)..i;
+        for k in skipped {
+            if tr.may_skip(k) {
+                self.stats.obs_info += 1;
+                println!(
+                    "  {}:{} passed over {} (recorded for {:?})",
+                    self.file, tr.states[k].line.no, tr.states[k].key, tr.states[k].lasted
+                );
+            } else {
+                let what = format!(
+                    "{}: went from {:?} to {key} without {}",
+                    tr.describe(),
+                    tr.at.map(|a| &tr.states[a].key),
+                    tr.states[k].key
+                );
+                self.fail(tr.states[k].line.no, what);
+            }
+        }
+        tr.at = Some(i);
+        let rec = tr.states[i].line;
+        if let Err(e) = matches(&rec.expected_json(), &got, &mut self.ctx) {
+            let what = format!(
+                "{} in state {key}: got {got}\n      recorded {}\n      {}",
+                tr.describe(),
+                rec.expected_json(),
+                e.join("\n      ")
+            );
+            self.fail(rec.no, what);
+        }
+        self.stats.obs_checked += 1;
+        tr.done = i + 1 == tr.states.len();
+    }
+
+    /// Before a track reaches its first recorded state, the path may still show what it
+    /// showed before the loop began: the state of its last check in this replay, `null` for
+    /// a replication doc the replicator has not taken yet (CouchDB took `backup` within the
+    /// 2 ms before the recorder's first poll; the simulator within a tick), anything while a
+    /// one-state loop waits for convergence.
+    fn before_loop(&self, l: &Line, key: &str, states: usize) -> bool {
+        states == 1
+            || self
+                .shown
+                .get(&(l.port(), l.path().to_string()))
+                .map(String::as_str)
+                == Some(key)
+            || (l.path().starts_with("/_scheduler/docs/") && key == "null/0/null")
+    }
+
+    /// A doc count between two recorded ones (batches land in steps of their own size).
+    fn between_counts(&self, tr: &Track, key: &str) -> bool {
+        let n = |k: &str| {
+            k.strip_prefix("doc_count ")
+                .and_then(|c| c.parse::<u64>().ok())
+        };
+        let lo = tr.at.map(|a| n(&tr.states[a].key)).unwrap_or(Some(0));
+        let hi = tr.states.last().and_then(|s| n(&s.key));
+        matches!((lo, n(key), hi), (Some(lo), Some(x), Some(hi)) if lo <= x && x <= hi)
+    }
+}
+
+/// Replays `file` at its recorded pace × SCALE, its poll loops followed as tracks.
+fn timed_scenario(file: &'static str, setup: sim::Setup, acts: &[(usize, Act)]) {
+    let lines = load(file);
+    let mut run = Run::new(file, setup);
+    let t0 = lines[0].v["t_ms"].as_u64().unwrap_or(0);
+    let start = Instant::now();
+    let mut acts: BTreeMap<usize, Vec<Act>> = acts.iter().fold(BTreeMap::new(), |mut m, (n, a)| {
+        m.entry(*n).or_default().push(*a);
+        m
+    });
+    let mut i = 0;
+    let mut max_lag = Duration::ZERO;
+    while i < lines.len() {
+        if let Some(list) = acts.remove(&lines[i].no) {
+            for a in list {
+                run.act(a);
+            }
+        }
+        let lag = run.pace(start, t0, &lines[i]);
+        max_lag = max_lag.max(lag);
+        if !lines[i].is_request() {
+            run.stats.obs_info += 1;
+            i += 1;
+        } else if lines[i].note() == "poll" {
+            let mut j = i;
+            let mut polls = Vec::new();
+            while j < lines.len() && (!lines[j].is_request() || lines[j].note() == "poll") {
+                if lines[j].is_request() {
+                    polls.push(&lines[j]);
+                }
+                j += 1;
+            }
+            run.follow(&polls, lag);
+            i = j;
+        } else {
+            run.replay(&lines, i);
+            i += 1;
+        }
+    }
+    assert!(acts.is_empty(), "actions after the last line: {acts:?}");
+    println!(
+        "{file}: replayed at ×{SCALE:.3} of the recorded pace in {:?} (at most {max_lag:?} late)",
+        start.elapsed()
+    );
+    run.finish();
+}
 
 // ---------------------------------------------------------------------------------------------
 // One test per scenario
@@ -1222,10 +2378,8 @@ fn s06_cookie_mismatch() {
     scenario(
         "06_cookie_mismatch.jsonl",
         sim::Setup {
-            nodes: 4,
-            stopped: &[],
             other_cookie: Some(3),
-            boot: None,
+            ..nodes(4)
         },
         &[],
     );
@@ -1237,10 +2391,9 @@ fn s07_startup_and_stop() {
     scenario(
         "07_startup_and_stop.jsonl",
         sim::Setup {
-            nodes: 1,
             stopped: &[0],
-            other_cookie: None,
             boot: Some(BOOT),
+            ..nodes(1)
         },
         &[
             (3, Act::Launch(0)),
@@ -1272,6 +2425,68 @@ fn s10_member_down_after_finish() {
     );
 }
 
+fn ops(n: usize) -> sim::Setup {
+    sim::Setup {
+        ops: true,
+        ..nodes(n)
+    }
+}
+
+/// Moving one copy as the docs describe (node4 joins after the finish), maintenance mode,
+/// `_sync_shards`, the orphan left behind; the bad edits of trap 12; two concurrent edits
+/// (trap 13); a range with no copy (its 60 s waits scaled to `NO_COPY_TIMEOUT`).
+#[test]
+fn s11_shard_move() {
+    scenario("operations/11_shard_move.jsonl", ops(4), &[]);
+}
+
+/// Part A: node4's `_nodes` doc deleted while it holds copies (trap 14); it keeps running as a
+/// member, is stopped (line 145), restarted with its data (154) and is back (trap 15). Part B
+/// on fresh nodes (339): every copy moved off node4, then the DELETE; node4 stopped (653),
+/// restarted never having heard of it (712), wiped and started alone (888).
+#[test]
+fn s12_decommission() {
+    scenario(
+        "operations/12_decommission.jsonl",
+        ops(4),
+        &[
+            (145, Act::Stop(3)),
+            (154, Act::Launch(3)),
+            (339, Act::Fresh),
+            (653, Act::Stop(3)),
+            (712, Act::Launch(3)),
+            (888, Act::Stop(3)),
+            (888, Act::Wipe(3)),
+            (888, Act::Launch(3)),
+        ],
+    );
+}
+
+/// Growth 3 → 5; `old` spread with two moves in one edit and no `_sync_shards`: short reads
+/// through node4 while its new copy is empty (trap 11), read repair, the write-triggered push
+/// `sync_delay` later.
+#[test]
+fn s13_rebalance_after_growth() {
+    scenario("operations/13_rebalance_after_growth.jsonl", ops(5), &[]);
+}
+
+/// Continuous replication from the 3-node cluster to node5, a node that never joined (node4
+/// is not used): the target db missing, then there; documents arriving; node5 stopped (before
+/// line 173) and started again (before line 295); the same replication under a second doc;
+/// enable_single_node on node5 re-hashing its admin (trap 19). Replication timings × SCALE.
+#[test]
+fn s14_backup_replication() {
+    timed_scenario(
+        "operations/14_backup_replication.jsonl",
+        sim::Setup {
+            stopped: &[3],
+            scale: Some(SCALE),
+            ..nodes(5)
+        },
+        &[(173, Act::Stop(4)), (295, Act::Launch(4))],
+    );
+}
+
 /// Every transcript has a scenario test above, and every table entry names a request line.
 #[test]
 fn every_transcript_is_replayed_and_tables_are_honest() {
@@ -1286,18 +2501,35 @@ fn every_transcript_is_replayed_and_tables_are_honest() {
         "08_grow_finished_cluster.jsonl",
         "09_node_with_own_dbs.jsonl",
         "10_member_down_after_finish.jsonl",
+        "operations/11_shard_move.jsonl",
+        "operations/12_decommission.jsonl",
+        "operations/13_rebalance_after_growth.jsonl",
+        "operations/14_backup_replication.jsonl",
     ];
-    let mut found: Vec<String> = std::fs::read_dir(transcripts_dir())
-        .expect("transcripts folder")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
-        .collect();
+    let mut found = Vec::new();
+    for sub in ["", "operations/"] {
+        found.extend(
+            std::fs::read_dir(transcripts_dir().join(sub))
+                .expect("transcripts folder")
+                .filter_map(|e| e.ok())
+                .map(|e| format!("{sub}{}", e.file_name().to_string_lossy()))
+                .filter(|n| n.ends_with(".jsonl")),
+        );
+    }
     found.sort();
+    let mut expected: Vec<&str> = known
+        .iter()
+        .copied()
+        .chain(NOT_YET.iter().map(|(f, _)| *f))
+        .collect();
+    expected.sort();
     assert_eq!(
-        found, known,
-        "a transcript without a scenario test (or one gone)"
+        found, expected,
+        "a transcript without a scenario test or a NOT_YET reason (or one gone)"
     );
+    for (_, reason) in NOT_YET {
+        assert!(!reason.is_empty());
+    }
     for (f, n, reason) in SKIPPED.iter().chain(ADAPTED).chain(RELAXED) {
         assert!(!reason.is_empty());
         let lines = load(f);

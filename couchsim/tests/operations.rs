@@ -137,6 +137,23 @@ fn copy_count(via: SocketAddr, node: usize, range: &str, db: &str, sfx: &str) ->
     (r.status == 200).then(|| r.json()["doc_count"].as_u64().unwrap())
 }
 
+/// Renames a range in both maps of `db`'s `_dbs` doc (every holder keeps its copy): 201.
+fn rename_range(a: SocketAddr, db: &str, from: &str, to: &str) -> Value {
+    let mut doc = dbs_doc(a, db);
+    let nodes = doc["by_range"][from].clone();
+    doc["by_range"].as_object_mut().unwrap().remove(from);
+    doc["by_range"][to] = nodes;
+    for ranges in doc["by_node"].as_object_mut().unwrap().values_mut() {
+        for r in ranges.as_array_mut().unwrap() {
+            if r == from {
+                *r = json!(to);
+            }
+        }
+    }
+    assert_eq!(put_dbs(a, db, &doc).status, 201);
+    doc
+}
+
 fn node_name(i: usize) -> String {
     format!("node{i}@127.0.0.1")
 }
@@ -278,7 +295,15 @@ fn reads_through_an_empty_new_copy_come_back_short_and_a_doc_read_repairs() {
     let a = c.node(0).addr();
     assert!(c.node(0).create_db_q_n("old", 2, 3));
     let ids: Vec<String> = (0..200).map(|i| format!("doc{i:03}")).collect();
-    assert_eq!(c.node(0).write_docs("old", &ids), 200);
+    let written = c.node(0).write_docs("old", &ids);
+    assert_eq!(
+        written,
+        200,
+        "map {:?}, members {:?}, ids readable {:?}",
+        c.node(0).shards("old"),
+        c.node(0).membership(),
+        c.node(0).doc_ids("old").map(|v| v.len())
+    );
     join(&c, 4);
     std::thread::sleep(d.sync_delay * 3);
     let mut doc = dbs_doc(a, "old");
@@ -372,15 +397,8 @@ fn bad_edits_answer_as_couchdb_and_the_unchecked_ones_do_harm() {
     let r = put_dbs(a, "moveme", &b);
     assert_eq!(r.status, 201);
     // a renamed range: 201, and the docs of that range vanish until it is renamed back
-    let mut doc = dbs_doc(a, "moveme");
     let wrong = "80000000-fffffffe";
-    let nodes = doc["by_range"][R1].clone();
-    doc["by_range"].as_object_mut().unwrap().remove(R1);
-    doc["by_range"][wrong] = nodes;
-    for n in 1..=3 {
-        doc["by_node"][node_name(n)] = json!([R0, wrong]);
-    }
-    assert_eq!(put_dbs(a, "moveme", &doc).status, 201);
+    let doc = rename_range(a, "moveme", R1, wrong);
     let r = req(a, "GET", "/moveme/doc000", None);
     assert_eq!(
         (r.status, r.json()),
@@ -391,14 +409,7 @@ fn bad_edits_answer_as_couchdb_and_the_unchecked_ones_do_harm() {
     wait_for("every holder made the renamed range's file", LONG, || {
         c.nodes().iter().all(|n| n.files().contains(&file))
     });
-    let mut doc = dbs_doc(a, "moveme");
-    let nodes = doc["by_range"][wrong].clone();
-    doc["by_range"].as_object_mut().unwrap().remove(wrong);
-    doc["by_range"][R1] = nodes;
-    for n in 1..=3 {
-        doc["by_node"][node_name(n)] = json!([R0, R1]);
-    }
-    assert_eq!(put_dbs(a, "moveme", &doc).status, 201);
+    rename_range(a, "moveme", wrong, R1);
     assert_eq!(req(a, "GET", "/moveme/doc000", None).status, 200);
     // a node that is not a member: 201; writes and reads still work; asking it: 412
     let mut doc = dbs_doc(a, "moveme");

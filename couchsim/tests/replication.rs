@@ -101,20 +101,28 @@ fn setup(d: Delays) -> Cluster {
     c
 }
 
-#[test]
-fn documents_arrive_and_every_member_reports_the_job_without_credentials() {
-    let c = setup(delays());
-    let a = c.node(0).addr();
-    let r = req(
-        a,
-        "POST",
-        "/_replicator",
-        Some(&rep_doc(&c, "backup", "app_backup", json!({}))),
+/// POSTs a `_replicator` doc through node1: the status.
+fn post(c: &Cluster, doc: &str) -> u16 {
+    req(c.node(0).addr(), "POST", "/_replicator", Some(doc)).status
+}
+
+/// `setup`, then doc `backup` replicating app → node4's app_backup, its 20 docs arrived.
+fn backing_up(d: Delays) -> Cluster {
+    let c = setup(d);
+    assert_eq!(
+        post(&c, &rep_doc(&c, "backup", "app_backup", json!({}))),
+        201
     );
-    assert_eq!(r.status, 201);
     wait_for("20 docs on the target", LONG, || {
         c.node(3).doc_count("app_backup") == Some(20)
     });
+    c
+}
+
+#[test]
+fn documents_arrive_and_every_member_reports_the_job_without_credentials() {
+    let c = backing_up(delays());
+    let a = c.node(0).addr();
     let got = req(c.node(3).addr(), "GET", "/app_backup/doc007", None).json();
     let src = req(a, "GET", "/app/doc007", None).json();
     assert_eq!(got, src, "same doc, same rev on both ends");
@@ -148,7 +156,7 @@ fn documents_arrive_and_every_member_reports_the_job_without_credentials() {
     });
     // the same _id again: 409, with POST or PUT without _rev
     let again = rep_doc(&c, "backup", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&again)).status, 409);
+    assert_eq!(post(&c, &again), 409);
     assert_eq!(
         req(a, "PUT", "/_replicator/backup", Some(&again)).status,
         409
@@ -175,13 +183,8 @@ fn documents_arrive_and_every_member_reports_the_job_without_credentials() {
 /// job comes back only on a scheduler tick after its backoff.
 #[test]
 fn a_stopped_target_crashes_the_job_at_the_next_write_and_it_recovers() {
-    let c = setup(delays());
+    let c = backing_up(delays());
     let a = c.node(0).addr();
-    let doc = rep_doc(&c, "backup", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
-    wait_for("20 docs", LONG, || {
-        c.node(3).doc_count("app_backup") == Some(20)
-    });
     c.node(3).stop();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -222,16 +225,11 @@ fn a_stopped_target_crashes_the_job_at_the_next_write_and_it_recovers() {
 /// something to commit.
 #[test]
 fn a_stopped_target_with_no_writes_crashes_at_the_checkpoint() {
-    let c = setup(Delays {
+    let c = backing_up(Delays {
         repl_checkpoint: Duration::from_millis(400),
         ..delays()
     });
     let a = c.node(0).addr();
-    let doc = rep_doc(&c, "backup", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
-    wait_for("20 docs", LONG, || {
-        c.node(3).doc_count("app_backup") == Some(20)
-    });
     c.node(3).stop();
     let s = wait_state(a, "backup", "crashing");
     let reason = s["info"]["error"].as_str().unwrap_or("");
@@ -250,13 +248,8 @@ fn a_stopped_target_with_no_writes_crashes_at_the_checkpoint() {
 /// session dies, the next write crashes the job with a 401, a later run logs in again.
 #[test]
 fn a_rehashed_target_admin_crashes_the_job_until_it_restarts() {
-    let c = setup(delays());
+    let c = backing_up(delays());
     let a = c.node(0).addr();
-    let doc = rep_doc(&c, "backup", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
-    wait_for("20 docs", LONG, || {
-        c.node(3).doc_count("app_backup") == Some(20)
-    });
     c.node(3).rehash_admin();
     put(&c, "after-rehash");
     let s = wait_state(a, "backup", "crashing");
@@ -273,13 +266,11 @@ fn a_rehashed_target_admin_crashes_the_job_until_it_restarts() {
 /// Trap 20: one replication, one doc.
 #[test]
 fn a_second_doc_for_the_same_replication_fails_and_is_marked() {
-    let c = setup(delays());
+    let c = backing_up(delays());
     let a = c.node(0).addr();
-    let doc = rep_doc(&c, "backup", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
     wait_state(a, "backup", "running");
     let dup = rep_doc(&c, "backup-again", "app_backup", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&dup)).status, 201);
+    assert_eq!(post(&c, &dup), 201);
     let s = wait_state(a, "backup-again", "failed");
     let id = sched(a, "backup")["id"].as_str().unwrap().to_string();
     assert_eq!(s["id"], Value::Null);
@@ -312,8 +303,7 @@ fn a_second_doc_for_the_same_replication_fails_and_is_marked() {
 fn a_missing_target_db_crashes_unless_create_target() {
     let c = setup(delays());
     let a = c.node(0).addr();
-    let doc = rep_doc(&c, "nodb", "missing_db", json!({}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
+    assert_eq!(post(&c, &rep_doc(&c, "nodb", "missing_db", json!({}))), 201);
     let s = wait_state(a, "nodb", "crashing");
     assert_eq!(
         s["info"]["error"],
@@ -323,7 +313,7 @@ fn a_missing_target_db_crashes_unless_create_target() {
         )
     );
     let doc = rep_doc(&c, "made", "made_db", json!({"create_target": true}));
-    assert_eq!(req(a, "POST", "/_replicator", Some(&doc)).status, 201);
+    assert_eq!(post(&c, &doc), 201);
     wait_for("created and filled", LONG, || {
         c.node(3).doc_count("made_db") == Some(20)
     });
@@ -369,4 +359,61 @@ fn bad_replication_docs_are_refused_with_couchdbs_reasons() {
     assert_eq!(r.status, 201);
     let s = wait_state(a, "z", "failed");
     assert_eq!(s["info"]["error"], "local_endpoints_not_supported");
+}
+
+/// What the product's tests read in-process: the replications each node holds, doc counts;
+/// deletions arrive as tombstones; the replicator's own requests are not counted as writes.
+#[test]
+fn the_in_process_view_tombstones_and_quiet_counters() {
+    let c = backing_up(delays());
+    assert!(c.node(0).delete_doc("app", "doc003").is_some());
+    let rev = c.node(0).put_doc("app", "extra", &json!({"k": 1})).unwrap();
+    assert!(rev.starts_with("1-"), "{rev}");
+    wait_for("the deletion and the new doc", LONG, || {
+        let info = req(c.node(3).addr(), "GET", "/app_backup", None).json();
+        info["doc_count"] == 20 && info["doc_del_count"] == 1
+    });
+    // The job counts a batch once the target has taken it: the counters may trail the docs.
+    wait_for("the job to count both writes", LONG, || {
+        c.replications().iter().all(|r| r.docs_written >= 22)
+    });
+    let reps = c.replications();
+    assert_eq!(reps.len(), 1, "{reps:?}");
+    let r = &reps[0];
+    assert_eq!((r.doc_id.as_str(), r.state.as_str()), ("backup", "running"));
+    assert_eq!(r.target, format!("{}/app_backup/", c.node(3).url()));
+    assert!(r.docs_written >= 22, "{r:?}");
+    assert_eq!(r.error, None);
+    c.reset_counters();
+    put(&c, "one-more");
+    wait_for("one-more", LONG, || arrived(&c, "app_backup", "one-more"));
+    assert_eq!(
+        c.count_writes(),
+        1,
+        "only the test's own PUT: {:?}",
+        c.requests()
+    );
+}
+
+/// A job dies with the member running it; once the cluster is stable again another member
+/// owns the doc and replicates.
+#[test]
+fn the_job_moves_when_its_node_stops() {
+    let c = backing_up(delays());
+    let a = c.node(0).addr();
+    let owner = wait_state(a, "backup", "running")["node"].clone();
+    let i = (0..3)
+        .find(|&i| owner == c.node(i).name())
+        .expect("a member runs it");
+    c.node(i).stop();
+    let other = c.node((i + 1) % 3).addr();
+    wait_for("another member runs it", LONG, || {
+        let s = sched(other, "backup");
+        s["state"] == "running" && s["node"] != owner
+    });
+    let r = req(other, "PUT", "/app/after-move", Some(r#"{"x":1}"#));
+    assert_eq!(r.status, 201);
+    wait_for("the write after the move", LONG, || {
+        arrived(&c, "app_backup", "after-move")
+    });
 }

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse, Client, NodeResult};
+use super::{parse, segment, Client, NodeResult};
 use crate::config::{NodeAddr, Secret};
 
 /// The longest scheduler error passed on: CouchDB's are Erlang terms, some of them kilobytes.
@@ -85,20 +85,6 @@ impl SchedulerDoc {
 /// `http://host:port/<db>`, the database's name as one path segment.
 pub fn db_url(node: &NodeAddr, db: &str) -> String {
     format!("{}/{}", node.url, segment(db))
-}
-
-/// A name as one path segment: `/` becomes `%2F` (CouchDB needs it for database names holding
-/// `/`), and so do `+`, `$`, `(` and `)`.
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Client {
@@ -269,12 +255,6 @@ mod tests {
         assert_eq!(scrub("no url here"), "no url here");
         let long = "x".repeat(1000);
         assert_eq!(scrub(&long).chars().count(), MAX_ERROR + 1);
-    }
-
-    #[test]
-    fn segments_escape_what_a_db_name_may_hold() {
-        assert_eq!(segment("a/b$c(d)+e-f_g"), "a%2Fb%24c%28d%29%2Be-f_g");
-        assert_eq!(segment("backup:app"), "backup%3Aapp");
     }
 
     #[test]

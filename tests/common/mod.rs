@@ -38,15 +38,20 @@ impl Run {
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
     }
 
+    /// The output (stdout: a table, a plan) shows every one of `parts`.
+    pub fn assert_shows(&self, parts: &[&str]) {
+        contains_all("stdout", &self.stdout, parts);
+    }
+
     /// The log names every one of `parts` (a node, a cause, a phase).
     pub fn assert_says(&self, parts: &[&str]) {
-        for part in parts {
-            assert!(
-                self.stderr.contains(part),
-                "no `{part}` in stderr:\n{}",
-                self.stderr
-            );
-        }
+        contains_all("stderr", &self.stderr, parts);
+    }
+}
+
+fn contains_all(name: &str, text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no `{part}` in {name}:\n{text}");
     }
 }
 

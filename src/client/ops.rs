@@ -1,0 +1,319 @@
+//! The calls the operations after formation need (status, remove, rebalance): shard maps, one
+//! copy's own counts, internal replication, `_nodes` docs. Every node-scoped request goes
+//! through one address as `/_node/<name>/…`: any member forwards it over Erlang to the node it
+//! names, so members that are not in COUCHDB_NODES can be asked too.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::shard_doc::ShardDoc;
+use super::{parse, Client, NodeError, NodeResult};
+use crate::config::NodeAddr;
+
+/// Shard map docs per `_all_docs` page: a few hundred KB at most.
+const PAGE: usize = 500;
+
+/// One copy's own counts (`GET /_node/<node>/shards%2F<range>%2F<db><suffix>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct CopyInfo {
+    pub doc_count: u64,
+    pub doc_del_count: u64,
+}
+
+/// What a node says about one of its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    Present(CopyInfo),
+    /// The node answers, but has no such file (not created yet, or deleted).
+    Missing,
+    /// 412 `nodedown`: the node is not connected to the one we asked.
+    NodeDown,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Saved {
+    Rev(String),
+    /// 409: the doc changed since it was read.
+    Conflict,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gone {
+    Deleted,
+    /// 404: already deleted (or never there).
+    Already,
+    /// 409: the revision is no longer current.
+    Conflict,
+}
+
+/// A name or file as one path segment: `/` becomes `%2F` (CouchDB needs it for `shards/…` and
+/// for database names holding `/`), and so do `+`, `$`, `(` and `)`. `@` stays, as in the
+/// transcripts' `/_node/node1@127.0.0.1/…`.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// Every database's shard map, as `via` has them, with conflicts.
+    pub fn shard_docs(&self, via: &NodeAddr) -> NodeResult<Vec<ShardDoc>> {
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+            doc: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            rows: Vec<Row>,
+        }
+        let what = "GET /_node/_local/_dbs/_all_docs";
+        let mut docs = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_node/_local/_dbs/_all_docs?include_docs=true&conflicts=true&limit={}",
+                PAGE + 1
+            );
+            if let Some(id) = &start {
+                path += &format!(
+                    "&startkey={}",
+                    segment(&Value::from(id.as_str()).to_string())
+                );
+            }
+            let page: Page = self.get(via, &path, what)?;
+            let mut rows = page.rows;
+            // One row more than a page says there is another page, which starts with it. A
+            // server that ignored `limit` sent everything at once.
+            start = if rows.len() == PAGE + 1 {
+                rows.pop().map(|r| r.id)
+            } else {
+                None
+            };
+            for row in rows {
+                if row.id.starts_with("_design/") {
+                    continue;
+                }
+                let doc = row
+                    .doc
+                    .ok_or_else(|| malformed(via, what, "a row without its doc"))?;
+                docs.push(ShardDoc::parse(doc).map_err(|e| malformed(via, what, &e))?);
+            }
+            if start.is_none() {
+                return Ok(docs);
+            }
+        }
+    }
+
+    /// `db`'s shard map as node `on` (a member's name, or `_local`) has it, with conflicts;
+    /// `None` if that node has no such database.
+    pub fn shard_doc(&self, via: &NodeAddr, on: &str, db: &str) -> NodeResult<Option<ShardDoc>> {
+        let path = format!("/_node/{}/_dbs/{}?conflicts=true", segment(on), segment(db));
+        self.shard_doc_at(via, &path, &format!("GET {on}'s shard map of {db}"))
+    }
+
+    /// One revision of `db`'s shard map on `via`: what a losing edit would have made it.
+    pub fn shard_doc_rev(
+        &self,
+        via: &NodeAddr,
+        db: &str,
+        rev: &str,
+    ) -> NodeResult<Option<ShardDoc>> {
+        let path = format!("/_node/_local/_dbs/{}?rev={}", segment(db), segment(rev));
+        self.shard_doc_at(
+            via,
+            &path,
+            &format!("GET revision {rev} of the shard map of {db}"),
+        )
+    }
+
+    fn shard_doc_at(&self, via: &NodeAddr, path: &str, what: &str) -> NodeResult<Option<ShardDoc>> {
+        let (status, body) = self.call(via, "GET", path, None, true, what)?;
+        match status {
+            200 => {
+                let value: Value = parse(via, what, &body)?;
+                ShardDoc::parse(value)
+                    .map(Some)
+                    .map_err(|e| malformed(via, what, &e))
+            }
+            404 => Ok(None),
+            412 => Err(node_down(via, what, &body)),
+            _ => Err(self.unexpected(via, what, status, &body)),
+        }
+    }
+
+    /// PUT an edited shard map (the text from `ShardDoc::edited`) on `via` only (trap 13).
+    pub fn put_shard_doc(&self, via: &NodeAddr, db: &str, doc: &str) -> NodeResult<Saved> {
+        #[derive(Deserialize)]
+        struct Created {
+            rev: String,
+        }
+        let what = format!("PUT the shard map of {db}");
+        let path = format!("/_node/_local/_dbs/{}", segment(db));
+        let (status, body) = self.call(via, "PUT", &path, Some(doc), true, &what)?;
+        match status {
+            201 | 202 => Ok(Saved::Rev(parse::<Created>(via, &what, &body)?.rev)),
+            409 => Ok(Saved::Conflict),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// Deletes one (losing) revision of `db`'s shard map: how a conflict is resolved.
+    pub fn delete_shard_doc_rev(&self, via: &NodeAddr, db: &str, rev: &str) -> NodeResult<Gone> {
+        let what = format!("DELETE revision {rev} of the shard map of {db}");
+        let path = format!("/_node/_local/_dbs/{}?rev={}", segment(db), segment(rev));
+        self.delete(via, &path, &what)
+    }
+
+    /// `POST /<db>/_sync_shards`: every copy of every range pushes to every other (202).
+    pub fn sync_shards(&self, via: &NodeAddr, db: &str) -> NodeResult<()> {
+        let what = format!("POST /{db}/_sync_shards");
+        let path = format!("/{}/_sync_shards", segment(db));
+        let (status, body) = self.call(via, "POST", &path, None, true, &what)?;
+        match status {
+            200 | 202 => Ok(()),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// One copy's own counts: the only way to see whether a new copy has filled (trap 11).
+    pub fn copy(&self, via: &NodeAddr, node: &str, file: &str) -> NodeResult<CopyState> {
+        let what = format!("GET {file} on {node}");
+        let path = format!("/_node/{}/{}", segment(node), segment(file));
+        let (status, body) = self.call(via, "GET", &path, None, true, &what)?;
+        match status {
+            200 => Ok(CopyState::Present(parse(via, &what, &body)?)),
+            404 => Ok(CopyState::Missing),
+            412 => Ok(CopyState::NodeDown),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// Deletes a copy's file on `node` (a leftover the shard maps no longer list).
+    pub fn delete_copy(&self, via: &NodeAddr, node: &str, file: &str) -> NodeResult<Gone> {
+        let what = format!("DELETE {file} on {node}");
+        let path = format!("/_node/{}/{}", segment(node), segment(file));
+        self.delete(via, &path, &what)
+    }
+
+    /// The files a node holds (`_dbs`, `_nodes`, `shards/<range>/<db><suffix>`, …); `None` when
+    /// it is not connected to `via`.
+    pub fn node_files(&self, via: &NodeAddr, node: &str) -> NodeResult<Option<Vec<String>>> {
+        let what = format!("GET /_node/{node}/_all_dbs");
+        let path = format!("/_node/{}/_all_dbs", segment(node));
+        let (status, body) = self.call(via, "GET", &path, None, true, &what)?;
+        match status {
+            200 => parse(via, &what, &body).map(Some),
+            412 => Ok(None),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// The revision of `name`'s doc in node `on`'s `_nodes` (`on`: a member, or `_local`);
+    /// `None` when it is not there: `on` does not count `name` as a member.
+    pub fn node_doc(&self, via: &NodeAddr, on: &str, name: &str) -> NodeResult<Option<String>> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(rename = "_rev")]
+            rev: String,
+        }
+        let what = format!("GET {on}'s _nodes doc of {name}");
+        let path = format!("/_node/{}/_nodes/{}", segment(on), segment(name));
+        let (status, body) = self.call(via, "GET", &path, None, true, &what)?;
+        match status {
+            200 => Ok(Some(parse::<Doc>(via, &what, &body)?.rev)),
+            404 => Ok(None),
+            412 => Err(node_down(via, &what, &body)),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// Removes `name` from the cluster's members: its doc in `via`'s `_nodes`, at `rev`.
+    pub fn delete_node_doc(&self, via: &NodeAddr, name: &str, rev: &str) -> NodeResult<Gone> {
+        let what = format!("DELETE /_node/_local/_nodes/{name}");
+        let path = format!(
+            "/_node/_local/_nodes/{}?rev={}",
+            segment(name),
+            segment(rev)
+        );
+        self.delete(via, &path, &what)
+    }
+
+    /// `[couchdb] maintenance_mode` of `node` when it is on (`true` or `nolb`).
+    pub fn maintenance(&self, via: &NodeAddr, node: &str) -> NodeResult<Option<String>> {
+        let what = format!("GET {node}'s maintenance_mode");
+        let path = format!("/_node/{}/_config/couchdb/maintenance_mode", segment(node));
+        let (status, body) = self.call(via, "GET", &path, None, true, &what)?;
+        match status {
+            200 => {
+                let v: String = parse(via, &what, &body)?;
+                Ok((!v.is_empty() && v != "false").then_some(v))
+            }
+            404 => Ok(None),
+            412 => Err(node_down(via, &what, &body)),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    fn delete(&self, via: &NodeAddr, path: &str, what: &str) -> NodeResult<Gone> {
+        let (status, body) = self.call(via, "DELETE", path, None, true, what)?;
+        match status {
+            200 | 202 => Ok(Gone::Deleted),
+            404 => Ok(Gone::Already),
+            409 => Ok(Gone::Conflict),
+            412 => Err(node_down(via, what, &body)),
+            _ => Err(self.unexpected(via, what, status, &body)),
+        }
+    }
+}
+
+fn malformed(via: &NodeAddr, what: &str, reason: &str) -> NodeError {
+    NodeError::Malformed {
+        node: via.label.clone(),
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// 412 `nodedown`: the node named in the path is not connected to `via`. Worth waiting for.
+fn node_down(via: &NodeAddr, what: &str, body: &str) -> NodeError {
+    NodeError::Unreachable {
+        node: via.label.clone(),
+        reason: format!("{what}: {}", super::error_reason(body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_files_become_one_path_segment() {
+        assert_eq!(
+            segment("shards/00000000-7fffffff/moveme.1795524961"),
+            "shards%2F00000000-7fffffff%2Fmoveme.1795524961"
+        );
+        assert_eq!(segment("a/b+c$d(e)-f_g"), "a%2Fb%2Bc%24d%28e%29-f_g");
+        assert_eq!(segment("node1@127.0.0.1"), "node1@127.0.0.1");
+        assert_eq!(segment("\"doc\""), "%22doc%22");
+    }
+
+    #[test]
+    fn copy_info_reads_the_recorded_answer() {
+        let body = r#"{"db_name":"shards/00000000-7fffffff/moveme.1795524961","engine":"couch_bt_engine","doc_count":88,"doc_del_count":0,"update_seq":88,"purge_seq":0,"compact_running":false,"sizes":{"active":12662,"external":744,"file":24776},"instance_start_time":"1795524961373735","disk_format_version":8,"committed_update_seq":88,"compacted_seq":0,"props":{},"uuid":"aa1e283b8c389a08ddbe6df762efb325"}"#;
+        let info: CopyInfo = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            info,
+            CopyInfo {
+                doc_count: 88,
+                doc_del_count: 0
+            }
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The one verdict: is this cluster healthy? `check` and `status` both ask it, over one
+//! `Survey`. Healthy means:
+//!
+//! - every node in COUCHDB_NODES answers, is up (not in maintenance mode), has a usable Erlang
+//!   name, and sees exactly the members as connected and as members; every member is listed;
+//! - admin hash, `[couchdb] uuid` and `[chttpd_auth] secret` agree on every node;
+//! - `_users` and `_replicator` exist;
+//! - every range of every database has its copies on members that are connected and up, filled
+//!   as far as this run read them: `n` copies, where `n` is what the database's ranges hold (not
+//!   counting new copies of a move under way), and for `_users`/`_replicator` at least
+//!   min(`[cluster] n`, members);
+//! - no shard map has conflicting revisions (trap 13) or a move an earlier run left unfinished.
+//!
+//! Leftover shard files are reported, not counted against health.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::client::{CopyState, Move};
+use crate::exit::Status;
+use crate::formation::{config_drift, SYSTEM_DBS};
+use crate::planner::unfinished;
+use crate::session::{check_erlang_name, Identified, Nodes};
+use crate::survey::{State, Survey};
+use crate::text::list_some;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub status: Status,
+    pub text: String,
+}
+
+/// One copy, as the survey saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyHealth {
+    Ok,
+    /// The map names a node that is not a member (a phantom, or a node removed too early).
+    NotMember,
+    /// A member that is not connected: stopped, or cut off.
+    Down,
+    Maintenance,
+    /// The node has no file for it.
+    Missing,
+    /// Fewer documents than the fullest copy of its range: still filling (trap 11).
+    Filling {
+        have: u64,
+        of: u64,
+    },
+}
+
+impl CopyHealth {
+    pub fn counts(self) -> bool {
+        self == CopyHealth::Ok
+    }
+
+    pub fn word(self) -> String {
+        match self {
+            CopyHealth::Ok => "ok".into(),
+            CopyHealth::NotMember => "not a member".into(),
+            CopyHealth::Down => "not connected".into(),
+            CopyHealth::Maintenance => "in maintenance".into(),
+            CopyHealth::Missing => "no file".into(),
+            CopyHealth::Filling { have, of } => format!("filling {have}/{of}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RangeView {
+    pub range: String,
+    pub copies: Vec<(String, CopyHealth)>,
+    /// Copies that count: on a connected, serving member, and not known to be short.
+    pub healthy: usize,
+    /// Per-copy document counts, where they were read.
+    pub docs: Vec<Option<u64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbView {
+    pub db: String,
+    pub q: usize,
+    /// Copies each range should have.
+    pub n: usize,
+    pub ranges: Vec<RangeView>,
+    /// A move an earlier run left unfinished.
+    pub moving: Vec<Move>,
+    pub conflicts: usize,
+}
+
+impl DbView {
+    pub fn short(&self) -> impl Iterator<Item = &RangeView> {
+        self.ranges.iter().filter(|r| r.healthy < self.n)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.short().next().is_none() && self.moving.is_empty() && self.conflicts == 0
+    }
+}
+
+/// Every database as the survey saw it, in `_dbs` order.
+pub fn databases(s: &Survey) -> Vec<DbView> {
+    s.docs
+        .iter()
+        .map(|doc| {
+            let moving = unfinished(doc);
+            let added = |range: &str| moving.iter().filter(|m| m.range == range).count();
+            let mut n = doc
+                .map
+                .iter()
+                .map(|(r, nodes)| nodes.len().saturating_sub(added(r)))
+                .max()
+                .unwrap_or(0);
+            if SYSTEM_DBS.contains(&doc.db.as_str()) {
+                n = n.max(s.cluster_n.min(s.members.len()));
+            }
+            let ranges = doc
+                .map
+                .iter()
+                .map(|(range, nodes)| range_view(s, &doc.db, range, nodes))
+                .collect();
+            DbView {
+                db: doc.db.clone(),
+                q: doc.map.len(),
+                n,
+                ranges,
+                moving,
+                conflicts: doc.conflicts.len(),
+            }
+        })
+        .collect()
+}
+
+fn range_view(s: &Survey, db: &str, range: &str, nodes: &[String]) -> RangeView {
+    let read = |node: &String| {
+        s.copies
+            .get(&(db.to_string(), range.to_string(), node.clone()))
+    };
+    let size = |node: &String| match read(node) {
+        Some(CopyState::Present(i)) => Some(i.doc_count + i.doc_del_count),
+        _ => None,
+    };
+    let fullest = nodes.iter().filter_map(size).max().unwrap_or(0);
+    let copies: Vec<(String, CopyHealth)> = nodes
+        .iter()
+        .map(|node| {
+            let health = if !s.members.contains(node) {
+                CopyHealth::NotMember
+            } else if !s.connected.contains(node) {
+                CopyHealth::Down
+            } else if s
+                .node(node)
+                .is_some_and(|v| matches!(v.state, State::Maintenance(_)))
+            {
+                CopyHealth::Maintenance
+            } else {
+                match read(node) {
+                    Some(CopyState::Missing) => CopyHealth::Missing,
+                    Some(CopyState::NodeDown) => CopyHealth::Down,
+                    Some(CopyState::Present(_)) => match size(node) {
+                        Some(have) if have < fullest => CopyHealth::Filling { have, of: fullest },
+                        _ => CopyHealth::Ok,
+                    },
+                    None => CopyHealth::Ok,
+                }
+            };
+            (node.clone(), health)
+        })
+        .collect();
+    RangeView {
+        range: range.to_string(),
+        healthy: copies.iter().filter(|(_, h)| h.counts()).count(),
+        docs: nodes
+            .iter()
+            .map(|n| match read(n) {
+                Some(CopyState::Present(i)) => Some(i.doc_count),
+                _ => None,
+            })
+            .collect(),
+        copies,
+    }
+}
+
+/// Everything that keeps the cluster from being healthy; empty when it is. The nodes' own
+/// problems come first (a node that does not answer explains most of what follows).
+pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut say = |status: Status, text: String| problems.push(Problem { status, text });
+    let listed: BTreeSet<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| n.addr.is_some())
+        .filter_map(|n| n.name.as_deref())
+        .collect();
+    // Listed nodes that never answered: their names are unknown, so an unlisted member that
+    // is not connected may be one of them.
+    let silent: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| n.addr.is_some() && n.name.is_none())
+        .map(|n| n.label())
+        .collect();
+    for node in &s.nodes {
+        match &node.state {
+            State::Down(why) if node.addr.is_some() => say(
+                Status::Unreachable,
+                format!("{} does not answer: {why}", node.label()),
+            ),
+            State::Down(_) if !silent.is_empty() => say(
+                Status::Unverified,
+                format!(
+                    "member {} is not connected (it may be {}, which does not answer)",
+                    node.label(),
+                    silent.join(", ")
+                ),
+            ),
+            State::Down(why) => say(
+                Status::Unverified,
+                format!("member {} is not connected: {why}", node.label()),
+            ),
+            State::Maintenance(mode) => say(
+                Status::Unverified,
+                format!("{} is in maintenance mode ({mode})", node.label()),
+            ),
+            State::Up => {}
+        }
+    }
+    // A member the reference cannot reach is reported above, once; here only disagreements.
+    let reachable: BTreeSet<String> = s.members.intersection(&s.connected).cloned().collect();
+    let mut seen_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for node in s.nodes.iter().filter(|n| n.addr.is_some()) {
+        let (Some(name), Some(addr)) = (&node.name, &node.addr) else {
+            continue;
+        };
+        if let Err(e) = check_erlang_name(&addr.label, name) {
+            say(Status::Config, format!("{e}"));
+        }
+        if !s.members.contains(name) {
+            say(
+                Status::Unverified,
+                format!(
+                    "{} is not a member of the cluster: if it is new, run init to join it; if it was \
+                     removed, stop it and take it out of {}",
+                    node.label(),
+                    s.source
+                ),
+            );
+        }
+        if let Some(m) = &node.membership {
+            let found = gaps(&s.members, &m.cluster_nodes, "members")
+                .into_iter()
+                .chain(gaps(&reachable, &m.all_nodes, "connected"));
+            for gap in found {
+                seen_by.entry(gap).or_default().push(node.label());
+            }
+        }
+    }
+    // One line per gap, not per node: at 32 nodes a stopped member is missing from 31 lists.
+    for (gap, who) in seen_by {
+        say(Status::Unverified, format!("{}: {gap}", list_some(&who)));
+    }
+    let unlisted = s
+        .members
+        .iter()
+        .filter(|m| !listed.contains(m.as_str()))
+        .filter(|m| silent.is_empty() || s.connected.contains(*m));
+    for member in unlisted {
+        say(
+            Status::Unverified,
+            format!("{member} is a member but not in {}", s.source),
+        );
+    }
+    let answered: Vec<Identified> = s
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some(Identified {
+                addr: n.addr.clone()?,
+                name: n.name.clone()?,
+            })
+        })
+        .collect();
+    let configs: Vec<_> = s
+        .nodes
+        .iter()
+        .filter(|n| n.addr.is_some() && n.name.is_some())
+        .filter_map(|n| n.config.clone())
+        .collect();
+    if configs.len() == answered.len() && !answered.is_empty() {
+        let coordinator = answered
+            .iter()
+            .position(|n| Some(&n.name) == s.nodes[s.reference].name.as_ref())
+            .unwrap_or(0);
+        let nodes = Nodes {
+            all: answered,
+            coordinator,
+        };
+        if let Some(drift) = config_drift(&nodes, &configs) {
+            say(Status::Unverified, drift);
+        }
+    }
+    for db in SYSTEM_DBS {
+        if !dbs.iter().any(|d| d.db == db) {
+            say(
+                Status::Unverified,
+                format!("database {db} does not exist (finish_cluster never completed: run init)"),
+            );
+        }
+    }
+    for db in dbs {
+        let short: Vec<String> = db
+            .short()
+            .map(|r| {
+                let lacking: Vec<String> = r
+                    .copies
+                    .iter()
+                    .filter(|(_, h)| !h.counts())
+                    .map(|(node, h)| format!("{node} {}", h.word()))
+                    .collect();
+                if lacking.is_empty() {
+                    format!("{} has {} of {}", r.range, r.healthy, db.n)
+                } else {
+                    format!(
+                        "{} has {} of {} ({})",
+                        r.range,
+                        r.healthy,
+                        db.n,
+                        lacking.join(", ")
+                    )
+                }
+            })
+            .collect();
+        if !short.is_empty() {
+            say(
+                Status::Unverified,
+                format!(
+                    "{}: under-replicated, {} range(s) short of {} copies: {}",
+                    db.db,
+                    short.len(),
+                    db.n,
+                    list_some(&short)
+                ),
+            );
+        }
+        if db.conflicts > 0 {
+            say(
+                Status::Unverified,
+                format!(
+                    "{}: its shard map has {} conflicting revision(s) (two edits from the same revision, \
+                     trap 13): `rebalance` resolves it",
+                    db.db, db.conflicts
+                ),
+            );
+        }
+        if !db.moving.is_empty() {
+            let moves: Vec<String> = db
+                .moving
+                .iter()
+                .map(|m| format!("{} {} → {}", m.range, m.from, m.to))
+                .collect();
+            say(
+                Status::Unverified,
+                format!(
+                    "{}: a move was interrupted ({}): run `rebalance` or the same `remove` again to finish it",
+                    db.db,
+                    moves.join(", ")
+                ),
+            );
+        }
+    }
+    problems
+}
+
+/// The exit status for a list of problems: the first one's (nodes come first).
+pub fn status_of(problems: &[Problem]) -> Status {
+    problems.first().map_or(Status::Formed, |p| p.status)
+}
+
+fn gaps(expected: &BTreeSet<String>, seen: &[String], what: &str) -> Vec<String> {
+    let seen: BTreeSet<&String> = seen.iter().collect();
+    let expected: BTreeSet<&String> = expected.iter().collect();
+    let mut out = Vec::new();
+    let missing: Vec<String> = expected.difference(&seen).map(|s| s.to_string()).collect();
+    let extra: Vec<String> = seen.difference(&expected).map(|s| s.to_string()).collect();
+    if !missing.is_empty() {
+        out.push(format!("do not list {} as {what}", list_some(&missing)));
+    }
+    if !extra.is_empty() {
+        out.push(format!(
+            "list {} as {what}, which the cluster does not",
+            list_some(&extra)
+        ));
+    }
+    out
+}

@@ -1,0 +1,327 @@
+//! `remove NODE`: scale down without losing a copy, in an operator's steps:
+//!
+//! 1. read the cluster (not through NODE), without waiting: NODE may be down for good;
+//! 2. refuse, writing nothing, when it cannot be done safely: a member other than NODE is down
+//!    or in maintenance, a range NODE holds has no other copy anyone can read, or the other
+//!    members cannot hold n copies of every range (unless `--accept-fewer-copies`);
+//! 3. move every copy NODE holds — every database, `_users` and `_replicator` included — to a
+//!    member lacking that range, each move verified (src/moves.rs);
+//! 4. check that no shard map lists NODE any more; report (or delete) its leftover files;
+//! 5. only then delete its `_nodes` doc (trap 14: never the other way round), and wait until
+//!    every other member has dropped it;
+//! 6. tell the operator to stop NODE and wipe its data before it ever runs again (trap 15).
+//!
+//! NODE is its Erlang name (`couchdb@couchdb-4.cluster`) or its address as written in
+//! COUCHDB_NODES (then it must answer, to tell its name). It need not be listed, need not run,
+//! and need not be a member any more (a node whose `_nodes` doc was deleted too early, trap 14,
+//! still has its copies moved off).
+
+use anyhow::Result;
+use log::{info, warn};
+
+use crate::client::Gone;
+use crate::clock::{poll, Clock};
+use crate::config::{parse_node, Config, NodeAddr};
+use crate::exit::{Failure, Status};
+use crate::moves::{incomplete, refused, Engine, Step};
+use crate::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
+use crate::session::{each_bounded, Session};
+use crate::survey::{Survey, PARALLEL};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Erlang name, or an address in COUCHDB_NODES.
+    pub node: String,
+    pub dry_run: bool,
+    /// Drop copies no other member can take, instead of refusing.
+    pub accept_fewer: bool,
+    /// Delete NODE's leftover shard files once no map lists them.
+    pub delete_leftovers: bool,
+}
+
+pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
+    let session = Session::new(cfg, clock, cfg.init_timeout);
+    let addrs = session.addresses()?;
+    let listed = listed_as(&addrs, &opts.node)?;
+    // No wait for `/_up`: NODE may be down for good, and a member that is down is a reason to
+    // refuse (below), not to wait.
+    let (survey, leaving) = session.phase("survey", "every node and shard map", || {
+        let leaving = match listed {
+            None => opts.node.clone(),
+            Some(i) => session.read(|| session.client.local_name(&addrs[i])).map_err(|e| {
+                Failure::new(
+                    Status::Config,
+                    format!(
+                        "{} does not answer ({e:#}), so its Erlang name is unknown: give the name instead \
+                         (`remove couchdb@<host>`; `status` lists the members)",
+                        addrs[i].label
+                    ),
+                )
+            })?,
+        };
+        Ok((session.survey(&addrs, Some(&leaving))?, leaving))
+    })?;
+
+    let holds = survey
+        .docs
+        .iter()
+        .any(|d| d.map.values().flatten().any(|n| *n == leaving));
+    if !holds && !survey.members.contains(&leaving) {
+        // Perhaps an earlier run was stopped right after the `_nodes` DELETE: make sure every
+        // member has dropped it (reads only, when they have).
+        forget(&session, &survey, &leaving)?;
+        info!("remove: {leaving} is not a member and no shard map lists it: nothing to do");
+        return Ok(format!(
+            "{leaving} is not a member and holds no copy; nothing written"
+        ));
+    }
+    let serving = preflight(&survey, &leaving)?;
+    let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer).map_err(|short| {
+        let ranges: Vec<String> = short.iter().map(|(db, r)| format!("{db} {r}")).collect();
+        refused(format!(
+            "the other {} member(s) cannot hold every copy {leaving} holds: {} range(s) already have a copy on \
+             each of them ({}). Add a node first, or run `remove {} --accept-fewer-copies` to keep fewer \
+             copies of those ranges",
+            serving.len(),
+            short.len(),
+            crate::text::list_some(&ranges),
+            opts.node
+        ))
+    })?;
+    let text = render_plan(&survey.docs, &plans);
+    if opts.dry_run {
+        println!("{text}");
+        return Ok(format!(
+            "plan for removing {leaving} printed (--dry-run); nothing written"
+        ));
+    }
+    info!("remove: {}", text.lines().next().unwrap_or_default());
+
+    let engine = Engine::new(&session, &survey, serving.iter().cloned().collect());
+    let moved = session.phase("move", &format!("every copy off {leaving}"), || {
+        let mut load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
+        let mut count = (0, 0);
+        for (doc, plan) in survey.docs.iter().zip(&plans) {
+            if plan.is_empty() && doc.conflicts.is_empty() && doc.moves.is_empty() {
+                continue;
+            }
+            let done = engine.carry_out(&doc.db, &mut |current| {
+                let (moves, homeless) = evacuate(&settled(current), &leaving, &serving, &load);
+                let drops = if opts.accept_fewer {
+                    homeless.into_iter().map(|r| (r, leaving.clone())).collect()
+                } else {
+                    Vec::new()
+                };
+                Step { moves, drops }
+            })?;
+            for m in &done.moved {
+                *load.entry(m.to.clone()).or_default() += 1;
+            }
+            count.0 += done.moved.len();
+            count.1 += done.dropped.len();
+        }
+        Ok(count)
+    })?;
+
+    session.phase("verify", &format!("no shard map lists {leaving}"), || {
+        let docs = session.read(|| session.client.shard_docs(&survey.via))?;
+        let still: Vec<String> = docs
+            .iter()
+            .filter(|d| d.map.values().flatten().any(|n| *n == leaving))
+            .map(|d| d.db.clone())
+            .collect();
+        if still.is_empty() {
+            Ok(())
+        } else {
+            Err(incomplete(format!(
+                "{} still list {leaving} (a database created meanwhile?); its _nodes doc was not deleted: run it again",
+                crate::text::list_some(&still)
+            )))
+        }
+    })?;
+
+    let files = leftover_files(&session, &survey, &leaving, &engine, opts.delete_leftovers)?;
+    if survey.members.contains(&leaving) {
+        session.phase(
+            "forget",
+            &format!("delete {leaving}'s _nodes doc, then every member drops it"),
+            || forget(&session, &survey, &leaving),
+        )?;
+    }
+    warn!(
+        "remove: {leaving} holds no copy and is no longer a member. Now STOP it and WIPE its data directory \
+         before it ever runs again: a removed node restarted with its data joins the cluster again by itself \
+         (trap 15){}",
+        if listed.is_some() { format!("; and take it out of {}", survey.source) } else { String::new() }
+    );
+    Ok(format!(
+        "removed {leaving}: {} cop{} moved, {} dropped, {files}",
+        moved.0,
+        if moved.0 == 1 { "y" } else { "ies" },
+        moved.1
+    ))
+}
+
+/// The index among the nodes when NODE is given as an address; `None` for an Erlang name.
+fn listed_as(addrs: &[NodeAddr], node: &str) -> Result<Option<usize>> {
+    if node.contains('@') {
+        return Ok(None);
+    }
+    let addr = parse_node("remove NODE", node)?;
+    let i = addrs.iter().position(|n| n.url == addr.url).ok_or_else(|| {
+        Failure::new(
+            Status::Config,
+            format!(
+                "`{node}` is not an Erlang name (name@host) nor the address of one of the nodes ({})",
+                addrs
+                    .iter()
+                    .map(|n| n.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
+    Ok(Some(i))
+}
+
+/// The members that may take the copies; refuses when the move could not be proven.
+fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
+    let others: Vec<&String> = s.members.iter().filter(|m| *m != leaving).collect();
+    let not_serving: Vec<String> = others
+        .iter()
+        .filter(|m| !s.serving(m))
+        .map(|m| m.to_string())
+        .collect();
+    if !not_serving.is_empty() {
+        return Err(refused(format!(
+            "member(s) {} are down, not connected or in maintenance: every other member must be up to take \
+             copies and to learn the new shard maps. Bring them back (or remove them first)",
+            not_serving.join(", ")
+        )));
+    }
+    if others.is_empty() {
+        return Err(refused(format!("{leaving} is the only member")));
+    }
+    // A range whose only readable copy is on a node that is down cannot be copied.
+    let mut unreadable = Vec::new();
+    for d in &s.docs {
+        for (range, nodes) in &d.map {
+            if nodes.iter().any(|n| n == leaving) && !nodes.iter().any(|n| s.connected.contains(n))
+            {
+                unreadable.push(format!("{} {range}", d.db));
+            }
+        }
+    }
+    if !unreadable.is_empty() {
+        return Err(refused(format!(
+            "{leaving} is not connected and no connected node holds another copy of {}: start {leaving} again \
+             so that its copies can be read",
+            crate::text::list_some(&unreadable)
+        )));
+    }
+    Ok(others.into_iter().cloned().collect())
+}
+
+/// The shard files still on the removed node: reported, and deleted with the flag.
+fn leftover_files(
+    session: &Session,
+    survey: &Survey,
+    leaving: &str,
+    engine: &Engine,
+    delete: bool,
+) -> Result<String> {
+    let Some(files) = session.read(|| session.client.node_files(&survey.via, leaving))? else {
+        return Ok(format!(
+            "its files could not be listed ({leaving} is not connected)"
+        ));
+    };
+    let docs = session.read(|| session.client.shard_docs(&survey.via))?;
+    let found = leftovers(&docs, &[(leaving.to_string(), files)].into_iter().collect());
+    if found.is_empty() {
+        return Ok("no leftover shard files".into());
+    }
+    if !delete {
+        info!(
+            "remove: {leaving} still has {} shard file(s) no map lists; they go when its data is wiped \
+             (or now, with --delete-leftovers)",
+            found.len()
+        );
+        return Ok(format!("{} leftover shard file(s) on it", found.len()));
+    }
+    let deleted = engine.delete_leftovers(&found)?;
+    Ok(format!(
+        "{} of {} leftover shard file(s) deleted",
+        deleted.len(),
+        found.len()
+    ))
+}
+
+/// Deletes `leaving`'s `_nodes` doc on the reference node, then waits until no other connected
+/// member lists it.
+fn forget(session: &Session, survey: &Survey, leaving: &str) -> Result<()> {
+    let (client, via) = (&session.client, &survey.via);
+    for _ in 0..3 {
+        let Some(rev) = session.read(|| client.node_doc(via, "_local", leaving))? else {
+            break;
+        };
+        match session.read(|| client.delete_node_doc(via, leaving, &rev))? {
+            Gone::Deleted => {
+                info!("forget: deleted {leaving}'s _nodes doc on {}", via.label);
+                break;
+            }
+            Gone::Already => break,
+            Gone::Conflict => continue,
+        }
+    }
+    let others: Vec<String> = survey
+        .members
+        .iter()
+        .filter(|m| *m != leaving && survey.connected.contains(*m))
+        .cloned()
+        .collect();
+    let dropped = each_bounded(&others, PARALLEL, |m| {
+        poll(session.clock, session.deadline, || {
+            match client.node_doc(via, m, leaving) {
+                Ok(None) => Ok(Some(())),
+                Ok(Some(_)) | Err(crate::client::NodeError::Unreachable { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    });
+    let mut lagging = Vec::new();
+    for (m, d) in others.iter().zip(dropped) {
+        if d?.is_none() {
+            lagging.push(m.clone());
+        }
+    }
+    if lagging.is_empty() {
+        info!(
+            "forget: every other member ({}) has dropped {leaving}",
+            others.len()
+        );
+        return Ok(());
+    }
+    Err(incomplete(format!(
+        "{} still list {leaving} as a member after the deadline: run `remove {leaving}` again",
+        lagging.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_is_a_name_or_a_listed_address() {
+        let c: Vec<NodeAddr> = ["couchdb-1", "couchdb-2:6984"]
+            .iter()
+            .map(|n| parse_node("COUCHDB_NODES", n).unwrap())
+            .collect();
+        assert_eq!(listed_as(&c, "couchdb@couchdb-9.cluster").unwrap(), None);
+        assert_eq!(listed_as(&c, "couchdb-2:6984").unwrap(), Some(1));
+        assert_eq!(listed_as(&c, "http://couchdb-1:5984").unwrap(), Some(0));
+        let e = listed_as(&c, "couchdb-3").unwrap_err();
+        assert_eq!(crate::exit::status_of(&e), Status::Config);
+        assert!(format!("{e}").contains("couchdb-1, couchdb-2:6984"), "{e}");
+    }
+}

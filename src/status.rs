@@ -1,0 +1,582 @@
+//! `status` and `check`: the cluster at a glance, read-only, with the one verdict of
+//! src/health.rs. `status` prints a table for people (or `--json` for scripts) and exits 0 only
+//! when the cluster is healthy; `check` waits up to 10 s for the nodes, then gives the same
+//! verdict in one line.
+//!
+//! Requests: 4 per node in COUCHDB_NODES, 2 per member that is not listed, one per 500
+//! databases for the shard maps, one per member for its files — and one per copy only where a
+//! copy's own count matters: databases with a move under way, `--details`, `status <db>`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use log::info;
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::config::NodeAddr;
+use crate::exit::status_of as status_of_error;
+use crate::exit::{Failure, Status};
+use crate::formation::{Summary, CHECK_AGAIN, CHECK_WAIT};
+use crate::health::{databases, status_of, verdict, DbView, Problem};
+use crate::planner::{leftovers, plan_rebalance, Leftover};
+use crate::session::{Session, Waiting};
+use crate::survey::{CopyKey, State, Survey};
+use crate::text::list_some;
+
+/// Unhealthy databases listed in the table before "and N more".
+const SHOWN_DBS: usize = 20;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub json: bool,
+    /// Every database's ranges, and every copy's own count.
+    pub details: bool,
+    /// Only this database, with every copy's own count.
+    pub db: Option<String>,
+}
+
+/// What `status` saw, ready to print.
+pub struct Report {
+    pub survey: Survey,
+    pub dbs: Vec<DbView>,
+    pub problems: Vec<Problem>,
+    pub leftovers: Vec<Leftover>,
+    /// Copies `rebalance` would move (databases not spread evenly over the members).
+    pub unbalanced: usize,
+    /// Why the members' files are not known, when they are not.
+    pub files_unknown: Option<String>,
+}
+
+/// `status`: read, judge, print; `Err` (naming the problems) when the cluster is not healthy.
+pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
+    let session = Session::new(cfg, clock, cfg.init_timeout.min(CHECK_WAIT));
+    let report = session.phase("status", "reading every node and shard map", || {
+        let addrs = session.addresses()?;
+        read(&session, &addrs, opts, true)
+    })?;
+    let text = if opts.json {
+        render_json(&report)
+    } else {
+        render_text(&report, opts)
+    };
+    println!("{text}");
+    judge(&report)?;
+    info!(
+        "healthy: {} members, {} databases, every range on its copies; config agrees; {:.2?}",
+        report.survey.members.len(),
+        report.dbs.len(),
+        session.elapsed()
+    );
+    Ok(())
+}
+
+/// `check`: wait for the nodes (at most 10 s), then the verdict of `status`, in one line. With
+/// `wait` (an app's init container), ask again every 2 s until the cluster is healthy, within
+/// COUCHDB_INIT_TIMEOUT; only what waiting can fix is waited out (not a wrong password, not an
+/// unusable name).
+pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
+    let timeout = if wait {
+        cfg.init_timeout
+    } else {
+        cfg.init_timeout.min(CHECK_WAIT)
+    };
+    let session = Session::new(cfg, clock, timeout);
+    let addrs = session.phase("wait", &session.wait_what(), || session.wait_up())?;
+    let what = "membership, copies, shared config";
+    let report = if wait {
+        session.phase(
+            "verify",
+            &format!("{what}, until the cluster is formed"),
+            || until_healthy(&session, &addrs),
+        )?
+    } else {
+        session.phase("verify", what, || {
+            let report = read(&session, &addrs, &Options::default(), false)?;
+            judge(&report)?;
+            Ok(report)
+        })?
+    };
+    let s = &report.survey;
+    Ok(Summary {
+        names: s.members.iter().cloned().collect(),
+        coordinator: s.via.label.clone(),
+        actions: Vec::new(),
+        elapsed: session.elapsed(),
+    })
+}
+
+fn until_healthy(session: &Session, addrs: &[NodeAddr]) -> Result<Report> {
+    let mut waiting = Waiting::new("verify", session.clock, session.deadline);
+    loop {
+        let e = match read(session, addrs, &Options::default(), false).and_then(|r| {
+            judge(&r)?;
+            Ok(r)
+        }) {
+            Ok(report) => return Ok(report),
+            Err(e) => e,
+        };
+        let left = session
+            .deadline
+            .saturating_duration_since(session.clock.now());
+        if !matches!(
+            status_of_error(&e),
+            Status::Unverified | Status::Unreachable
+        ) || left <= CHECK_AGAIN
+        {
+            return Err(e);
+        }
+        waiting.report(|| format!("the cluster to be formed (now: {e})"));
+        session.clock.sleep(CHECK_AGAIN);
+    }
+}
+
+/// `files`: also list every member's files, to report leftover copies (not part of the verdict).
+fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> Result<Report> {
+    let mut survey = session.survey(addrs, None)?;
+    if let Some(db) = &opts.db {
+        if survey.doc(db).is_none() {
+            return Err(Failure::new(
+                Status::Config,
+                format!("there is no database `{db}` (none of the shard maps is for it)"),
+            )
+            .into());
+        }
+    }
+    let wanted = copies_to_read(&survey, opts);
+    session.read_copies(&mut survey, wanted)?;
+    // Leftovers are a report, not a verdict: a node that will not list its files costs that
+    // line only.
+    let files_unknown = match files {
+        false => Some("not read".to_string()),
+        true => session.read_files(&mut survey).err().map(|e| {
+            log::warn!("status: could not list the members' files: {e:#}");
+            format!("{e:#}")
+        }),
+    };
+    let dbs = databases(&survey);
+    let problems = verdict(&survey, &dbs);
+    let leftovers = leftovers(&survey.docs, &survey.files);
+    let serving: Vec<String> = survey
+        .members
+        .iter()
+        .filter(|m| survey.serving(m))
+        .cloned()
+        .collect();
+    let unbalanced = plan_rebalance(&survey.docs, &serving)
+        .iter()
+        .map(|p| p.moves.len())
+        .sum();
+    Ok(Report {
+        survey,
+        dbs,
+        problems,
+        leftovers,
+        unbalanced,
+        files_unknown,
+    })
+}
+
+/// Copies whose own count is read: every copy of a database with a move under way (is the
+/// new copy filled?), and every copy with `--details` or of `status <db>`.
+fn copies_to_read(s: &Survey, opts: &Options) -> Vec<CopyKey> {
+    s.docs
+        .iter()
+        .filter(|d| {
+            opts.details || opts.db.as_deref() == Some(d.db.as_str()) || !d.moves.is_empty()
+        })
+        .flat_map(|d| {
+            d.map.iter().flat_map(move |(range, nodes)| {
+                nodes
+                    .iter()
+                    .filter(|n| s.connected.contains(*n))
+                    .map(move |n| (d.db.clone(), range.clone(), n.clone()))
+            })
+        })
+        .collect()
+}
+
+/// `Err` naming the problems when there are any.
+fn judge(report: &Report) -> Result<()> {
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<String> = report.problems.iter().map(|p| p.text.clone()).collect();
+    Err(Failure::new(
+        status_of(&report.problems),
+        format!(
+            "not healthy, {} problem(s): {}",
+            texts.len(),
+            texts.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+                + if texts.len() > 3 { "; …" } else { "" }
+        ),
+    )
+    .into())
+}
+
+// ---- people ---------------------------------------------------------------------------------
+
+struct NodeRow {
+    name: String,
+    address: String,
+    state: String,
+    connected: bool,
+    member: bool,
+    copies: usize,
+}
+
+/// Every node: listed, members, and any other node a shard map names.
+fn node_rows(s: &Survey) -> Vec<NodeRow> {
+    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in s.docs.iter().flat_map(|d| d.map.values().flatten()) {
+        *copies.entry(node.as_str()).or_default() += 1;
+    }
+    let mut rows: Vec<NodeRow> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let name = n.name.clone().unwrap_or_else(|| "? (no answer)".into());
+            NodeRow {
+                address: n.addr.as_ref().map_or("-".into(), |a| a.label.clone()),
+                state: match &n.state {
+                    State::Up => "up".into(),
+                    State::Maintenance(mode) => format!("maintenance ({mode})"),
+                    State::Down(_) => "down".into(),
+                },
+                connected: s.connected.contains(&name),
+                member: s.members.contains(&name),
+                copies: copies.get(name.as_str()).copied().unwrap_or(0),
+                name,
+            }
+        })
+        .collect();
+    for (name, count) in copies {
+        if s.node(name).is_none() {
+            rows.push(NodeRow {
+                name: name.to_string(),
+                address: "-".into(),
+                state: if s.connected.contains(name) {
+                    "up"
+                } else {
+                    "unknown"
+                }
+                .into(),
+                connected: s.connected.contains(name),
+                member: false,
+                copies: count,
+            });
+        }
+    }
+    rows
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn render_text(report: &Report, opts: &Options) -> String {
+    let s = &report.survey;
+    let mut out = Vec::new();
+    let copies: usize = s
+        .docs
+        .iter()
+        .map(|d| d.map.values().map(Vec::len).sum::<usize>())
+        .sum();
+    out.push(format!(
+        "cluster: {} members, asked through {}; [cluster] n = {}; {} databases, {} copies",
+        s.members.len(),
+        s.via.label,
+        s.cluster_n,
+        report.dbs.len(),
+        copies
+    ));
+    out.push(String::new());
+    let mut rows = vec![
+        ["node", "address", "state", "connected", "member", "copies"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in node_rows(s) {
+        rows.push(vec![
+            r.name,
+            r.address,
+            r.state,
+            yes(r.connected).into(),
+            yes(r.member).into(),
+            r.copies.to_string(),
+        ]);
+    }
+    out.push(table(&rows));
+    out.push(String::new());
+
+    let mut shapes: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for d in &report.dbs {
+        *shapes.entry((d.q, d.n)).or_default() += 1;
+    }
+    let shapes: Vec<String> = shapes
+        .iter()
+        .map(|((q, n), count)| format!("{count} × q={q} n={n}"))
+        .collect();
+    let unhealthy: Vec<&DbView> = report.dbs.iter().filter(|d| !d.healthy()).collect();
+    out.push(format!(
+        "databases: {} ({}); {}",
+        report.dbs.len(),
+        shapes.join(", "),
+        if unhealthy.is_empty() {
+            "every range on its copies".to_string()
+        } else {
+            format!("{} with problems", unhealthy.len())
+        }
+    ));
+    let shown: Vec<&DbView> = match (&opts.db, opts.details) {
+        (Some(db), _) => report.dbs.iter().filter(|d| &d.db == db).collect(),
+        (None, true) => report.dbs.iter().collect(),
+        (None, false) => unhealthy.iter().take(SHOWN_DBS).copied().collect(),
+    };
+    if !shown.is_empty() {
+        out.push(String::new());
+        out.push(db_table(&shown, opts.details || opts.db.is_some()));
+    }
+    if opts.db.is_none() && !opts.details {
+        if unhealthy.len() > shown.len() {
+            out.push(format!(
+                "… and {} more; `status --details` lists every database, `status <db>` one",
+                unhealthy.len() - shown.len()
+            ));
+        } else {
+            out.push("(`status --details` lists every database, `status <db>` one with its copies' counts)".into());
+        }
+    }
+    out.push(String::new());
+    out.push(if report.unbalanced == 0 {
+        "balance: every database is spread evenly over the members".to_string()
+    } else {
+        format!(
+            "balance: uneven; `rebalance` would move {} cop{} (`rebalance --dry-run` shows where)",
+            report.unbalanced,
+            if report.unbalanced == 1 { "y" } else { "ies" }
+        )
+    });
+    out.push(match &report.files_unknown {
+        Some(why) => format!("leftover shard files: unknown ({why})"),
+        None => leftover_line(&report.leftovers),
+    });
+    if report.problems.is_empty() {
+        out.push("verdict: healthy".into());
+    } else {
+        out.push(format!(
+            "verdict: NOT healthy, {} problem(s):",
+            report.problems.len()
+        ));
+        for p in &report.problems {
+            out.push(format!("  - {}", p.text));
+        }
+    }
+    out.join("\n")
+}
+
+fn db_table(dbs: &[&DbView], counts: bool) -> String {
+    let mut rows = vec![["database", "q", "n", "range", "copies"]
+        .map(String::from)
+        .to_vec()];
+    for d in dbs {
+        for (i, r) in d.ranges.iter().enumerate() {
+            let copies: Vec<String> = r
+                .copies
+                .iter()
+                .zip(&r.docs)
+                .map(|((node, health), docs)| {
+                    let mut c = node.clone();
+                    if counts {
+                        if let Some(docs) = docs {
+                            c += &format!(" {docs} docs");
+                        }
+                    }
+                    if !health.counts() {
+                        c += &format!(" ({})", health.word());
+                    }
+                    c
+                })
+                .collect();
+            let first = i == 0;
+            rows.push(vec![
+                if first { d.db.clone() } else { String::new() },
+                if first {
+                    d.q.to_string()
+                } else {
+                    String::new()
+                },
+                if first {
+                    d.n.to_string()
+                } else {
+                    String::new()
+                },
+                r.range.clone(),
+                copies.join(", "),
+            ]);
+        }
+    }
+    table(&rows)
+}
+
+fn leftover_line(found: &[Leftover]) -> String {
+    if found.is_empty() {
+        return "leftover shard files: none".into();
+    }
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in found {
+        *per_node.entry(l.node.as_str()).or_default() += 1;
+    }
+    let where_: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    format!(
+        "leftover shard files: {} ({}) — copies no shard map lists any more; \
+         `rebalance --delete-leftovers` deletes those of current databases",
+        found.len(),
+        list_some(&where_)
+    )
+}
+
+// ---- scripts --------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    healthy: bool,
+    exit: u8,
+    problems: Vec<&'a str>,
+    members: Vec<&'a str>,
+    cluster_n: usize,
+    nodes: Vec<JsonNode>,
+    databases: Vec<JsonDb<'a>>,
+    leftovers: Vec<JsonLeftover<'a>>,
+    /// Copies `rebalance` would move.
+    rebalance_moves: usize,
+}
+
+#[derive(Serialize)]
+struct JsonNode {
+    name: String,
+    address: Option<String>,
+    state: String,
+    connected: bool,
+    member: bool,
+    copies: usize,
+}
+
+#[derive(Serialize)]
+struct JsonDb<'a> {
+    db: &'a str,
+    q: usize,
+    n: usize,
+    healthy: bool,
+    conflicts: usize,
+    moving: &'a [crate::client::Move],
+    ranges: Vec<JsonRange<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRange<'a> {
+    range: &'a str,
+    healthy: usize,
+    copies: Vec<JsonCopy<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonCopy<'a> {
+    node: &'a str,
+    state: String,
+    doc_count: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JsonLeftover<'a> {
+    node: &'a str,
+    file: &'a str,
+    db: Option<&'a str>,
+}
+
+pub fn render_json(report: &Report) -> String {
+    let s = &report.survey;
+    let j = JsonReport {
+        healthy: report.problems.is_empty(),
+        exit: status_of(&report.problems).code(),
+        problems: report.problems.iter().map(|p| p.text.as_str()).collect(),
+        members: s.members.iter().map(String::as_str).collect(),
+        cluster_n: s.cluster_n,
+        nodes: node_rows(s)
+            .into_iter()
+            .map(|r| JsonNode {
+                address: (r.address != "-").then_some(r.address),
+                state: r.state,
+                connected: r.connected,
+                member: r.member,
+                copies: r.copies,
+                name: r.name,
+            })
+            .collect(),
+        databases: report
+            .dbs
+            .iter()
+            .map(|d| JsonDb {
+                db: &d.db,
+                q: d.q,
+                n: d.n,
+                healthy: d.healthy(),
+                conflicts: d.conflicts,
+                moving: &d.moving,
+                ranges: d
+                    .ranges
+                    .iter()
+                    .map(|r| JsonRange {
+                        range: &r.range,
+                        healthy: r.healthy,
+                        copies: r
+                            .copies
+                            .iter()
+                            .zip(&r.docs)
+                            .map(|((node, h), docs)| JsonCopy {
+                                node,
+                                state: h.word(),
+                                doc_count: *docs,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        rebalance_moves: report.unbalanced,
+        leftovers: report
+            .leftovers
+            .iter()
+            .map(|l| JsonLeftover {
+                node: &l.node,
+                file: &l.file,
+                db: l.db.as_deref(),
+            })
+            .collect(),
+    };
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
