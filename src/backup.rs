@@ -63,7 +63,8 @@ impl DbBackup {
         self.lag() == Some(0)
     }
 
-    fn state(&self) -> &str {
+    /// The replication's state, in words: CouchDB's, or why there is none.
+    pub fn state(&self) -> &str {
         match &self.doc {
             None => "no replication",
             Some(d) => d
@@ -74,7 +75,7 @@ impl DbBackup {
     }
 
     /// `app: 12 of 105 documents on the backup, crashing (…)`.
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         let counts = match (self.source, self.target) {
             (Some(s), Some(t)) => format!("{t} of {s} documents on the backup"),
             (Some(s), None) => format!("0 of {s} documents, no database on the backup"),
@@ -116,6 +117,18 @@ fn in_trouble(doc: &SchedulerDoc) -> bool {
 
 fn failed(doc: &SchedulerDoc) -> bool {
     doc.state.as_deref() == Some("failed")
+}
+
+/// What `status` calls a backup not in place. It waits for nothing, so a lag alone is not: a
+/// database with a live application always lags by its last few writes.
+pub fn status_problems(dbs: &[DbBackup]) -> Vec<String> {
+    dbs.iter()
+        .filter(|d| d.source.is_some())
+        .filter(|d| {
+            d.elsewhere.is_some() || d.target.is_none() || d.doc.as_ref().is_none_or(in_trouble)
+        })
+        .map(DbBackup::line)
+        .collect()
 }
 
 /// What the operator can expect of a crashed job (trap 18).
@@ -245,6 +258,20 @@ impl<'s, 'a> Backup<'s, 'a> {
     }
 
     // ---- survey -----------------------------------------------------------------------------
+
+    /// For `status`, which waits for nothing: the survey if the backup CouchDB answers at once,
+    /// else why not.
+    pub fn observe(&self) -> std::result::Result<Vec<DbBackup>, String> {
+        let target = &self.cfg.target;
+        match self.target.up(target) {
+            Ok(Up::Ready) => self.survey().map_err(|e| format!("{e:#}")),
+            Ok(Up::NotReady(state)) => Err(format!(
+                "the backup CouchDB {} answers /_up with `{state}`",
+                target.label
+            )),
+            Err(e) => Err(format!("{:#}", self.target_error(e))),
+        }
+    }
 
     /// The selected databases: which doc replicates each, and the documents on both sides.
     /// Reads only; also what `status` shows.
@@ -390,7 +417,7 @@ impl<'s, 'a> Backup<'s, 'a> {
 
     /// Waits until every replicated database's backup holds the documents the survey counted on
     /// the cluster. Stops early for a `failed` job (CouchDB never retries it). Returns what it saw
-    /// last; `rescan`: read the scheduler again at the end (new docs have no state in the survey).
+    /// last; `rescan`: look at the scheduler at least once (new docs have no state in the survey).
     fn arrival(&self, mut dbs: Vec<DbBackup>, rescan: bool) -> Result<Vec<DbBackup>> {
         let waiting_for = |dbs: &[DbBackup]| -> Vec<usize> {
             (0..dbs.len())
@@ -403,25 +430,14 @@ impl<'s, 'a> Backup<'s, 'a> {
                 })
                 .collect()
         };
-        let cluster = self.cluster;
         let mut waiting = Waiting::new("backup", self.session.clock, self.session.deadline);
-        let mut rescanned = false;
+        let mut looked = false;
         poll(self.session.clock, self.session.deadline, || {
             let lagging = waiting_for(&dbs);
             if lagging.is_empty() {
                 return Ok(Some(()));
             }
-            let docs = self
-                .session
-                .read(|| self.session.client.scheduler_docs(cluster))?;
-            rescanned = true;
-            for &i in &lagging {
-                let d = &mut dbs[i];
-                d.target = self
-                    .on_target(|t| t.db_counts(&self.cfg.target, &d.db))?
-                    .map(|c| c.total());
-                d.doc = find_doc(&docs, &self.cfg.target, &d.db).0;
-            }
+            looked |= self.look(&mut dbs, &lagging)?;
             let lagging = waiting_for(&dbs);
             if lagging.is_empty() {
                 return Ok(Some(()));
@@ -436,15 +452,32 @@ impl<'s, 'a> Backup<'s, 'a> {
             });
             Ok::<_, anyhow::Error>(None)
         })?;
-        if rescan && !rescanned {
-            let docs = self
-                .session
-                .read(|| self.session.client.scheduler_docs(cluster))?;
-            for d in dbs.iter_mut() {
-                d.doc = find_doc(&docs, &self.cfg.target, &d.db).0;
-            }
+        if rescan && !looked {
+            let all: Vec<usize> = (0..dbs.len()).collect();
+            self.look(&mut dbs, &all)?;
         }
         Ok(dbs)
+    }
+
+    /// One look at the scheduler and at the backup's counts of `which`. Not retried: a side
+    /// that does not answer now (restarting, or the deadline reached) leaves what was seen
+    /// before, and says so with `false`; any other failure ends the wait.
+    fn look(&self, dbs: &mut [DbBackup], which: &[usize]) -> Result<bool> {
+        let docs = match self.session.client.scheduler_docs(self.cluster) {
+            Ok(docs) => docs,
+            Err(NodeError::Unreachable { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        for &i in which {
+            let d = &mut dbs[i];
+            d.doc = find_doc(&docs, &self.cfg.target, &d.db).0;
+            match self.target.db_counts(&self.cfg.target, &d.db) {
+                Ok(counts) => d.target = counts.map(|c| c.total()),
+                Err(NodeError::Unreachable { .. }) => return Ok(false),
+                Err(e) => return Err(self.target_error(e)),
+            }
+        }
+        Ok(true)
     }
 
     // ---- report -----------------------------------------------------------------------------

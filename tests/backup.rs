@@ -351,3 +351,70 @@ fn users_only_when_listed_and_missing_backup_databases_created_only_when_allowed
     assert!(rig.backup.node(0).doc("_users", "_design/_auth").is_some());
     assert_eq!(rig.backup_docs("other"), 0);
 }
+
+#[test]
+fn status_shows_each_databases_backup_and_exits_11_when_one_is_not_in_place() {
+    let rig = Rig::new(&[("app", 12)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    let r = rig.run(&["status"], &[]);
+    r.assert_code(0);
+    assert!(
+        r.stdout
+            .contains("backup: 1 database(s); in place: every one replicated"),
+        "{}",
+        r.stdout
+    );
+    rig.add_db("later", 3);
+    rig.reset();
+    let r = rig.run(&["status"], &[]);
+    r.assert_code(11);
+    let row = |db: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{db} ")))
+            .unwrap_or_else(|| panic!("no row for {db}:\n{}", r.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row("app"), "app yes (backup:app) running 0");
+    assert_eq!(row("later"), "later no no replication -");
+    r.assert_says(&["the cluster is healthy; its backup is not in place: later"]);
+    assert_eq!(rig.our_writes(), Vec::<String>::new(), "status only reads");
+
+    let r = rig.run(&["status", "--json"], &[]);
+    r.assert_code(11);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("status --json");
+    assert_eq!(json["exit"], 11);
+    assert_eq!(json["backup"]["in_place"], false);
+    let dbs = json["backup"]["databases"].as_array().expect("databases");
+    let app = dbs.iter().find(|d| d["db"] == "app").expect("app");
+    assert_eq!(
+        (
+            &app["replicated"],
+            &app["state"],
+            &app["lag"],
+            &app["source_docs"]
+        ),
+        (&true.into(), &"running".into(), &0.into(), &12.into())
+    );
+    let later = dbs.iter().find(|d| d["db"] == "later").expect("later");
+    assert_eq!(later["replicated"], false);
+
+    // The backup CouchDB down: said at once, with no credential in it.
+    rig.backup.node(0).stop();
+    let started = Instant::now();
+    let r = rig.run(&["status"], &[("RUST_LOG", "trace")]);
+    r.assert_code(11);
+    assert!(started.elapsed() < Duration::from_secs(8), "status waited");
+    assert!(
+        r.stdout
+            .contains("backup: NOT in place: the backup CouchDB"),
+        "{}",
+        r.stdout
+    );
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for secret in [PASSWORD, BACKUP_PASSWORD] {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+}
