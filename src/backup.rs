@@ -25,7 +25,8 @@ use crate::clock::poll;
 use crate::config::{self, NodeAddr, NodeList};
 use crate::discovery;
 use crate::exit::{Failure, Status};
-use crate::session::{Session, Waiting};
+use crate::session::{each_bounded, Session, Waiting};
+use crate::survey::PARALLEL;
 use crate::text::{list_some, SHOWN};
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
@@ -289,24 +290,21 @@ impl<'s, 'a> Backup<'s, 'a> {
             );
         }
         let docs = self.session.read(|| client.scheduler_docs(cluster))?;
-        let mut dbs = Vec::new();
-        for db in selected.dbs {
-            let (doc, elsewhere) = find_doc(&docs, &self.cfg.target, &db);
-            let source = self
-                .session
-                .read(|| client.db_counts(cluster, &db))?
-                .map(|c| c.total());
-            let target = self
-                .on_target(|t| t.db_counts(&self.cfg.target, &db))?
-                .map(|c| c.total());
-            dbs.push(DbBackup {
-                db,
+        // Both sides' counts of every database, a few requests in flight at a time.
+        let dbs = each_bounded(&selected.dbs, PARALLEL, |db| {
+            let (doc, elsewhere) = find_doc(&docs, &self.cfg.target, db);
+            let source = self.session.read(|| client.db_counts(cluster, db))?;
+            let target = self.on_target(|t| t.db_counts(&self.cfg.target, db))?;
+            Ok(DbBackup {
+                db: db.clone(),
                 doc,
                 elsewhere,
-                source,
-                target,
-            });
-        }
+                source: source.map(|c| c.total()),
+                target: target.map(|c| c.total()),
+            })
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let covered = dbs.iter().filter(|d| d.doc.is_some()).count();
         info!(
             "backup: {} database(s) selected, {covered} with a replication to {}",
