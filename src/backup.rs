@@ -654,6 +654,13 @@ mod tests {
         assert!(expect_restart(&doc(Some("failed"), 1)).contains("never retries"));
     }
 
+    fn addr(url: &str) -> NodeAddr {
+        NodeAddr {
+            label: url.trim_start_matches("http://").into(),
+            url: url.into(),
+        }
+    }
+
     fn db(name: &str, doc: Option<SchedulerDoc>, source: u64, target: u64) -> DbBackup {
         DbBackup {
             db: name.into(),
@@ -666,11 +673,7 @@ mod tests {
 
     #[test]
     fn judged_by_documents_first_then_by_state() {
-        let node = |url: &str| NodeAddr {
-            label: url.trim_start_matches("http://").into(),
-            url: url.into(),
-        };
-        let (target, source) = (node("http://b:5984"), node("http://c:5984"));
+        let (target, source) = (addr("http://b:5984"), addr("http://c:5984"));
         let mut other = doc(Some("running"), 0);
         other.doc_id = "mine".into();
         let mut moved = doc(Some("running"), 0);
@@ -706,10 +709,7 @@ mod tests {
 
     #[test]
     fn our_doc_writing_elsewhere_is_a_problem_named_with_both_targets() {
-        let node = NodeAddr {
-            label: "new:5984".into(),
-            url: "http://new:5984".into(),
-        };
+        let node = addr("http://new:5984");
         let d = DbBackup {
             doc: None,
             elsewhere: Some(doc(Some("running"), 0)),
