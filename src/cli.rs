@@ -1,7 +1,7 @@
 //! The command line: which procedure to run, and the help text. Options are parsed here only;
 //! everything else comes from the environment (src/config.rs).
 
-use crate::config::VARIABLES;
+use crate::config::{BACKUP_VARIABLES, VARIABLES};
 use crate::exit::TABLE;
 use crate::{rebalance, remove, status};
 
@@ -22,6 +22,8 @@ pub enum Command {
     Remove(remove::Options),
     /// Spread the databases evenly over the members.
     Rebalance(rebalance::Options),
+    /// On a formed cluster: every database continuously replicated to COUCHDB_BACKUP_URL.
+    Backup,
     Help,
     Version,
 }
@@ -30,7 +32,7 @@ pub enum Command {
 const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "init",
-        "(default) wait, identify, preflight, join, converge, finish, verify",
+        "(default) wait, identify, preflight, join, converge, finish, verify; backup if COUCHDB_BACKUP_URL is set",
     ),
     (
         "check",
@@ -52,6 +54,10 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "rebalance",
         "[--dry-run] [--delete-leftovers]  spread every database evenly over the members",
+    ),
+    (
+        "backup",
+        "on a formed cluster: every database replicated to COUCHDB_BACKUP_URL, documents arriving",
     ),
 ];
 
@@ -100,6 +106,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 delete_leftovers: flags.contains(&"--delete-leftovers"),
             }))
         }
+        ["backup"] => Ok(Command::Backup),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
@@ -141,7 +148,11 @@ pub fn usage() -> String {
     }
     s += "\nEnvironment:\n";
     for (name, meaning) in VARIABLES {
-        s += &format!("  {name:<25} {meaning}\n");
+        s += &format!("  {name:<26} {meaning}\n");
+    }
+    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set):\n";
+    for (name, meaning) in BACKUP_VARIABLES {
+        s += &format!("  {name:<26} {meaning}\n");
     }
     s += "\nExit codes:\n";
     for (_, code, meaning) in TABLE {
@@ -168,6 +179,7 @@ mod tests {
             Ok(Command::Check { wait: true })
         );
         assert!(parse(&args(&["init", "--wait"])).is_err());
+        assert_eq!(parse(&args(&["backup"])), Ok(Command::Backup));
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert!(parse(&args(&["check", "extra"])).is_err());
         assert_eq!(

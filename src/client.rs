@@ -18,6 +18,9 @@ mod shard_doc;
 
 pub use ops::{segment, CopyInfo, CopyState, Gone, Saved};
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
+mod replication;
+
+pub use replication::{DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
 
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -318,6 +321,10 @@ impl Client {
             // `POST /<db>/_sync_shards` takes no body (Content-Length: 0, as in transcript 11).
             ("POST", None) => self
                 .prepare(self.agent.post(&url), authenticated, timeout)
+                .send_empty(),
+            // `PUT /<db>` creates a database and takes no body.
+            ("PUT", None) => self
+                .prepare(self.agent.put(&url), authenticated, timeout)
                 .send_empty(),
             (_, None) => self
                 .prepare(self.agent.get(&url), authenticated, timeout)

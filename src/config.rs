@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
+mod backup;
+pub use backup::{Backup, Databases, Selected, BACKUP_VARIABLES, USERS_DB};
+
 /// The default overall deadline: long enough for a Kubernetes pod whose image is still being
 /// pulled, short enough that a broken compose stack fails within minutes rather than hanging.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -124,6 +127,8 @@ pub struct Config {
     pub nodes: NodeList,
     pub init_timeout: Duration,
     pub request_timeout: Duration,
+    /// COUCHDB_BACKUP_*: `None` when backup is off.
+    pub backup: Option<Backup>,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -167,8 +172,9 @@ impl Config {
 
     /// Reads the given variables (tests pass their own instead of touching the environment).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let raw: Raw = envy::prefixed("COUCHDB_")
-            .from_iter(vars)
+            .from_iter(vars.iter().cloned())
             .map_err(|e| invalid(format!("cannot read the COUCHDB_* variables: {e}")))?;
 
         let user = required("COUCHDB_USER", raw.user)?;
@@ -191,13 +197,16 @@ impl Config {
             raw.request_timeout,
             DEFAULT_REQUEST_TIMEOUT,
         )?;
+        let password = Secret(password);
+        let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
             user,
-            password: Secret(password),
+            password,
             cookie: cookie.map(Secret),
             nodes,
             init_timeout,
             request_timeout,
+            backup,
         })
     }
 }

@@ -28,6 +28,8 @@ pub enum Status {
     /// `remove`/`rebalance` stopped part-way (a copy did not fill in time, the deadline): no
     /// copy was removed before its replacement was proven; running it again finishes it.
     Incomplete,
+    /// The cluster is fine; its backup is not in place, or documents do not arrive.
+    Backup,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in the README (a test keeps them equal).
@@ -42,6 +44,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),
     (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member"),
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
+    (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
 ];
 
 impl Status {

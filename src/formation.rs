@@ -11,12 +11,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use log::{debug, info, warn};
 
+use crate::backup::Backup;
 use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
 use crate::clock::{poll, Clock};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::discovery;
 use crate::exit::{Failure, Status};
 use crate::session::{each, Nodes, Session, Waiting};
@@ -136,7 +137,42 @@ impl<'a> Formation<'a> {
             || self.verify(&nodes, true, true),
         )?;
         actions.extend(repaired);
+        if let Some(backup) = &self.cfg.backup {
+            actions.extend(self.back_up(&nodes, backup)?);
+        }
         Ok(self.summary(&nodes, actions))
+    }
+
+    /// `backup`: on a formed, verified cluster (read-only here), make sure every database is
+    /// replicated to the backup CouchDB.
+    pub fn backup(&self) -> Result<Summary> {
+        let Some(backup) = &self.cfg.backup else {
+            return Err(Failure::new(
+                Status::Config,
+                "COUCHDB_BACKUP_URL is not set: `backup` needs the CouchDB to back up to",
+            )
+            .into());
+        };
+        let addrs = self.phase("wait", &self.wait_what(), || self.wait_up())?;
+        let nodes = self.phase("identify", "each node's Erlang name", || {
+            self.identify(&addrs)
+        })?;
+        self.phase(
+            "verify",
+            "membership, system databases, shared config",
+            || self.verify(&nodes, false, false),
+        )?;
+        let actions = self.back_up(&nodes, backup)?;
+        Ok(self.summary(&nodes, actions))
+    }
+
+    fn back_up(&self, nodes: &Nodes, backup: &config::Backup) -> Result<Vec<String>> {
+        self.phase(
+            "backup",
+            &format!("replication of every database to {}", backup.target.label),
+            || Backup::new(&self.session, &nodes.coordinator().addr, backup).ensure(),
+        )
+        .context("the cluster is formed and verified; its backup is not")
     }
 
     fn summary(&self, nodes: &Nodes, actions: Vec<String>) -> Summary {

@@ -1,6 +1,7 @@
 //! couchdb-cluster-init: turns N freshly started CouchDB 3.4.2 nodes into one verified cluster.
 //! `main.rs` is a thin shell over this library so that every behaviour is testable.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
         Command::Status(opts) => status::status(&cfg, &clock, &opts).map(|()| None),
         Command::Remove(opts) => remove::remove(&cfg, &clock, &opts).map(Some),
         Command::Rebalance(opts) => rebalance::rebalance(&cfg, &clock, &opts).map(Some),
+        Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout)
+            .backup()
+            .map(|summary| Some(summary.line())),
         _ => Formation::new(&cfg, &clock, cfg.init_timeout)
             .init()
             .map(|summary| Some(summary.line())),

@@ -13,6 +13,7 @@ use anyhow::Result;
 use log::info;
 use serde::Serialize;
 
+use crate::backup::{status_problems, Backup, DbBackup};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::NodeAddr;
@@ -47,6 +48,8 @@ pub struct Report {
     pub unbalanced: usize,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
+    /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
+    pub backup: Option<std::result::Result<Vec<DbBackup>, String>>,
 }
 
 /// `status`: read, judge, print; `Err` (naming the problems) when the cluster is not healthy.
@@ -54,7 +57,12 @@ pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
     let session = Session::new(cfg, clock, cfg.init_timeout.min(CHECK_WAIT));
     let report = session.phase("status", "reading every node and shard map", || {
         let addrs = session.addresses()?;
-        read(&session, &addrs, opts, true)
+        let mut report = read(&session, &addrs, opts, true)?;
+        report.backup = cfg
+            .backup
+            .as_ref()
+            .map(|b| Backup::new(&session, &report.survey.via, b).observe());
+        Ok(report)
     })?;
     let text = if opts.json {
         render_json(&report)
@@ -63,6 +71,7 @@ pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
     };
     println!("{text}");
     judge(&report)?;
+    judge_backup(&report)?;
     info!(
         "healthy: {} members, {} databases, every range on its copies; config agrees; {:.2?}",
         report.survey.members.len(),
@@ -175,6 +184,7 @@ fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> R
         leftovers,
         unbalanced,
         files_unknown,
+        backup: None,
     })
 }
 
@@ -395,6 +405,10 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
             out.push(format!("  - {}", p.text));
         }
     }
+    if let Some(backup) = &report.backup {
+        out.push(String::new());
+        out.push(backup_text(backup, opts));
+    }
     out.join("\n")
 }
 
@@ -473,6 +487,9 @@ struct JsonReport<'a> {
     leftovers: Vec<JsonLeftover<'a>>,
     /// Copies `rebalance` would move.
     rebalance_moves: usize,
+    /// With COUCHDB_BACKUP_URL only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<JsonBackup<'a>>,
 }
 
 #[derive(Serialize)]
@@ -521,7 +538,7 @@ pub fn render_json(report: &Report) -> String {
     let s = &report.survey;
     let j = JsonReport {
         healthy: report.problems.is_empty(),
-        exit: status_of(&report.problems).code(),
+        exit: exit_code(report),
         problems: report.problems.iter().map(|p| p.text.as_str()).collect(),
         members: s.members.iter().map(String::as_str).collect(),
         cluster_n: s.cluster_n,
@@ -567,6 +584,7 @@ pub fn render_json(report: &Report) -> String {
             })
             .collect(),
         rebalance_moves: report.unbalanced,
+        backup: report.backup.as_ref().map(backup_json),
         leftovers: report
             .leftovers
             .iter()
@@ -579,4 +597,146 @@ pub fn render_json(report: &Report) -> String {
     };
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+// ---- backup (with COUCHDB_BACKUP_URL) -------------------------------------------------------
+
+/// `Err` (exit 11) when the cluster is healthy but its backup is not in place: a database
+/// without its replication or its database on the backup, a job crashing or failed, or the
+/// backup CouchDB not answering. A lag alone is not: `status` waits for nothing.
+fn judge_backup(report: &Report) -> Result<()> {
+    let problems = backup_problems(report);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Status::Backup,
+        format!(
+            "the cluster is healthy; its backup is not in place: {}",
+            problems
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+                + if problems.len() > 3 { "; …" } else { "" }
+        ),
+    )
+    .into())
+}
+
+fn backup_problems(report: &Report) -> Vec<String> {
+    match &report.backup {
+        None => Vec::new(),
+        Some(Err(why)) => vec![why.clone()],
+        Some(Ok(dbs)) => status_problems(dbs),
+    }
+}
+
+/// The code `status` exits with: the cluster's verdict first, then the backup's.
+fn exit_code(report: &Report) -> u8 {
+    if report.problems.is_empty() && !backup_problems(report).is_empty() {
+        Status::Backup.code()
+    } else {
+        status_of(&report.problems).code()
+    }
+}
+
+/// One row per database (those with problems first; at most `SHOWN_DBS` without `--details`):
+/// replicated or not, state, lag in documents, last error.
+fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Options) -> String {
+    let dbs = match backup {
+        Err(why) => return format!("backup: NOT in place: {why}"),
+        Ok(dbs) => dbs,
+    };
+    let troubled = status_problems(dbs).len();
+    let mut out = vec![format!(
+        "backup: {} database(s); {}",
+        dbs.len(),
+        if troubled == 0 {
+            "in place: every one replicated".to_string()
+        } else {
+            format!("NOT in place: {troubled} without a working replication")
+        }
+    )];
+    let mut shown: Vec<&DbBackup> = dbs
+        .iter()
+        .filter(|d| opts.db.as_deref().is_none_or(|db| db == d.db))
+        .collect();
+    shown.sort_by_key(|d| status_problems(std::slice::from_ref(*d)).is_empty());
+    let limit = if opts.details { shown.len() } else { SHOWN_DBS };
+    let mut rows = vec![["database", "replicated", "state", "lag", "last error"]
+        .map(String::from)
+        .to_vec()];
+    for d in shown.iter().take(limit) {
+        rows.push(vec![
+            d.db.clone(),
+            match (&d.doc, &d.elsewhere) {
+                (Some(doc), _) => format!("yes ({})", doc.doc_id),
+                (None, Some(doc)) => format!("no ({} writes elsewhere)", doc.doc_id),
+                (None, None) => "no".into(),
+            },
+            d.state().to_string(),
+            d.lag().map_or("-".into(), |l| l.to_string()),
+            d.doc
+                .as_ref()
+                .and_then(|doc| doc.error.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    out.push(table(&rows));
+    if shown.len() > limit {
+        out.push(format!(
+            "… and {} more; `status --details` lists every database",
+            shown.len() - limit
+        ));
+    }
+    out.join("\n")
+}
+
+#[derive(Serialize)]
+struct JsonBackup<'a> {
+    in_place: bool,
+    error: Option<&'a str>,
+    databases: Vec<JsonBackupDb<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonBackupDb<'a> {
+    db: &'a str,
+    replicated: bool,
+    doc: Option<&'a str>,
+    state: &'a str,
+    /// Documents (live and deleted) on the cluster and on the backup.
+    source_docs: Option<u64>,
+    target_docs: Option<u64>,
+    lag: Option<u64>,
+    last_error: Option<&'a str>,
+}
+
+fn backup_json(backup: &std::result::Result<Vec<DbBackup>, String>) -> JsonBackup<'_> {
+    match backup {
+        Err(why) => JsonBackup {
+            in_place: false,
+            error: Some(why),
+            databases: Vec::new(),
+        },
+        Ok(dbs) => JsonBackup {
+            in_place: status_problems(dbs).is_empty(),
+            error: None,
+            databases: dbs
+                .iter()
+                .map(|d| JsonBackupDb {
+                    db: &d.db,
+                    replicated: d.doc.is_some(),
+                    doc: d.doc.as_ref().map(|doc| doc.doc_id.as_str()),
+                    state: d.state(),
+                    source_docs: d.source,
+                    target_docs: d.target,
+                    lag: d.lag(),
+                    last_error: d.doc.as_ref().and_then(|doc| doc.error.as_deref()),
+                })
+                .collect(),
+        },
+    }
 }

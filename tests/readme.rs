@@ -1,6 +1,6 @@
 //! The README's tables are copies of the code's: keep them equal.
 
-use couchdb_cluster_init::config::VARIABLES;
+use couchdb_cluster_init::config::{BACKUP_VARIABLES, VARIABLES};
 use couchdb_cluster_init::exit::TABLE;
 
 fn readme() -> String {
@@ -36,13 +36,18 @@ fn exit_code_table_matches_the_code() {
     assert_eq!(rows("exit-table"), expected);
 }
 
-#[test]
-fn environment_table_matches_the_code() {
-    let expected: Vec<(String, String)> = VARIABLES
+/// A variables table as the README must show it.
+fn variables(table: &[(&str, &str)]) -> Vec<(String, String)> {
+    table
         .iter()
         .map(|(v, m)| (v.to_string(), m.to_string()))
-        .collect();
-    assert_eq!(rows("env-table"), expected);
+        .collect()
+}
+
+#[test]
+fn environment_tables_match_the_code() {
+    assert_eq!(rows("env-table"), variables(VARIABLES));
+    assert_eq!(rows("backup-env-table"), variables(BACKUP_VARIABLES));
 }
 
 #[test]
@@ -53,7 +58,7 @@ fn help_prints_both_tables() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for (name, _) in VARIABLES {
+    for (name, _) in VARIABLES.iter().chain(BACKUP_VARIABLES) {
         assert!(help.contains(name), "{name} missing from --help");
     }
     for (_, code, meaning) in TABLE {

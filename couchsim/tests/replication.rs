@@ -116,6 +116,11 @@ fn backing_up(d: Delays) -> Cluster {
     wait_for("20 docs on the target", LONG, || {
         c.node(3).doc_count("app_backup") == Some(20)
     });
+    // The target applies a batch before its answer reaches the job: until the job has counted
+    // it, a target stopped now would fail that `_bulk_docs`, not the later checkpoint.
+    wait_for("the job to have counted them", LONG, || {
+        c.replications().iter().any(|r| r.docs_written >= 20)
+    });
     c
 }
 

@@ -114,13 +114,20 @@ pub fn finish((child, started): (Child, Instant)) -> Run {
 /// One authenticated `PUT path` (body `{}`) straight to a simulated node, as CouchDB itself or
 /// another tool would write; returns the status.
 pub fn put(node: &couchsim::Node, path: &str) -> u16 {
+    put_json(node, path, &serde_json::json!({}))
+}
+
+/// `put` with a body.
+pub fn put_json(node: &couchsim::Node, path: &str, body: &serde_json::Value) -> u16 {
     let addr = node.addr();
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = authorization();
+    let body = body.to_string();
     let request = format!(
         "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\
-         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(request.as_bytes()).expect("send");
     let mut answer = String::new();

@@ -153,5 +153,13 @@ else
   bad "check_compose.py: $(tail -n 1 <<<"$out")"
 fi
 
+# 6. The backup profile, read as YAML.
+if out="$(python3 tests/compose/check_backup.py)"; then
+  ok "check_backup.py: $(tail -n 1 <<<"$out")"
+else
+  printf '%s\n' "$out" | grep -v '^ok ' || true
+  bad "check_backup.py: $(tail -n 1 <<<"$out")"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

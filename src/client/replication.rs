@@ -1,0 +1,279 @@
+//! The calls backup needs: a database's document counts, creating a database on the backup
+//! CouchDB, writing a `_replicator` doc, and what the replication scheduler says about every
+//! `_replicator` doc.
+//!
+//! `_replicator` docs hold both passwords in clear (trap 21): they are written here and never
+//! read back. The scheduler's answers carry no credentials, but every text taken from them is
+//! scrubbed of `user:password@` all the same, and an error is cut to one short line.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse, segment, Client, NodeResult};
+use crate::config::{NodeAddr, Secret};
+
+/// The longest scheduler error passed on: CouchDB's are Erlang terms, some of them kilobytes.
+const MAX_ERROR: usize = 300;
+
+/// A database's documents, as `GET /<db>` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct DbCounts {
+    pub doc_count: u64,
+    pub doc_del_count: u64,
+}
+
+impl DbCounts {
+    /// Live and deleted documents. Deletions replicate as tombstones, so a target that has
+    /// caught up holds at least its source's total (purges aside).
+    pub fn total(&self) -> u64 {
+        self.doc_count + self.doc_del_count
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DbCreated {
+    Created,
+    /// 412 `file_exists`: someone created it meanwhile.
+    Existed,
+}
+
+/// One end of a replication, with the credentials the job will use there.
+pub struct Endpoint<'a> {
+    pub node: &'a NodeAddr,
+    pub db: &'a str,
+    pub user: &'a str,
+    pub password: &'a Secret,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    /// 409: a doc with this id exists already (transcript 14: the same `_id` again → 409).
+    AlreadyThere,
+}
+
+/// What `GET /_scheduler/docs` says about one `_replicator` doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerDoc {
+    pub doc_id: String,
+    /// The member the job runs on.
+    pub node: Option<String>,
+    /// CouchDB's own URLs, without credentials and with a final `/`.
+    pub source: String,
+    pub target: String,
+    /// `None` until the scheduler has looked at the doc; then `initializing`, `running`,
+    /// `pending`, `crashing`, `error`, `failed` or `completed`.
+    pub state: Option<String>,
+    /// The last error, one line, scrubbed.
+    pub error: Option<String>,
+    pub error_count: u64,
+    pub last_updated: Option<String>,
+}
+
+impl SchedulerDoc {
+    /// Does this doc's replication write into `db` on `node`?
+    pub fn writes_to(&self, node: &NodeAddr, db: &str) -> bool {
+        self.target.trim_end_matches('/') == db_url(node, db)
+    }
+
+    /// Does it read from `db` at `node`?
+    pub fn reads_from(&self, node: &NodeAddr, db: &str) -> bool {
+        self.source.trim_end_matches('/') == db_url(node, db)
+    }
+}
+
+/// `http://host:port/<db>`, the database's name as one path segment.
+pub fn db_url(node: &NodeAddr, db: &str) -> String {
+    format!("{}/{}", node.url, segment(db))
+}
+
+impl Client {
+    /// `db`'s document counts on `node`; `None` if it has no such database.
+    pub fn db_counts(&self, node: &NodeAddr, db: &str) -> NodeResult<Option<DbCounts>> {
+        let what = format!("GET /{db}");
+        let (status, body) =
+            self.call(node, "GET", &format!("/{}", segment(db)), None, true, &what)?;
+        match status {
+            200 => parse(node, &what, &body).map(Some),
+            404 => Ok(None),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// The server's `[couchdb] uuid` (admin only): a cluster's members share it once
+    /// `finish_cluster` has copied it, a separate CouchDB has its own.
+    pub fn server_uuid(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
+        let what = "GET /_node/_local/_config/couchdb/uuid";
+        let (status, body) = self.call(
+            node,
+            "GET",
+            "/_node/_local/_config/couchdb/uuid",
+            None,
+            true,
+            what,
+        )?;
+        match status {
+            200 => parse(node, what, &body).map(Some),
+            404 => Ok(None),
+            _ => Err(self.unexpected(node, what, status, &body)),
+        }
+    }
+
+    /// `PUT /<db>`: on a standalone node that is all a replication target needs (transcript 14;
+    /// no `enable_single_node`, which re-hashes the admin password: trap 19).
+    pub fn create_db(&self, node: &NodeAddr, db: &str) -> NodeResult<DbCreated> {
+        let what = format!("PUT /{db}");
+        let (status, body) =
+            self.call(node, "PUT", &format!("/{}", segment(db)), None, true, &what)?;
+        match status {
+            201 | 202 => Ok(DbCreated::Created),
+            412 => Ok(DbCreated::Existed),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// Writes a continuous replication as `_replicator/<id>`, unless a doc with that id exists.
+    /// The body holds both passwords: it is built here, sent, and never logged or kept.
+    pub fn put_replication(
+        &self,
+        node: &NodeAddr,
+        id: &str,
+        source: &Endpoint,
+        target: &Endpoint,
+    ) -> NodeResult<Put> {
+        let end = |e: &Endpoint| {
+            json!({
+                "url": db_url(e.node, e.db),
+                "auth": {"basic": {"username": e.user, "password": e.password.expose()}},
+            })
+        };
+        let doc = json!({"source": end(source), "target": end(target), "continuous": true});
+        let what = format!("PUT /_replicator/{id}");
+        let path = format!("/_replicator/{}", segment(id));
+        let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
+        match status {
+            201 | 202 => Ok(Put::Created),
+            409 => Ok(Put::AlreadyThere),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// Every doc of the cluster's `_replicator`, with the state of its replication. Any member
+    /// answers the same (transcript 14).
+    pub fn scheduler_docs(&self, node: &NodeAddr) -> NodeResult<Vec<SchedulerDoc>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            doc_id: String,
+            #[serde(default)]
+            node: Option<String>,
+            #[serde(default)]
+            source: Option<String>,
+            #[serde(default)]
+            target: Option<String>,
+            #[serde(default)]
+            state: Option<String>,
+            #[serde(default)]
+            info: Option<Value>,
+            #[serde(default)]
+            error_count: Option<u64>,
+            #[serde(default)]
+            last_updated: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Docs {
+            docs: Vec<Raw>,
+        }
+        let what = "GET /_scheduler/docs";
+        let docs: Docs = self.get(node, "/_scheduler/docs", what)?;
+        Ok(docs
+            .docs
+            .into_iter()
+            .map(|d| SchedulerDoc {
+                doc_id: d.doc_id,
+                node: d.node,
+                source: scrub(d.source.as_deref().unwrap_or("")),
+                target: scrub(d.target.as_deref().unwrap_or("")),
+                state: d.state,
+                error: d
+                    .info
+                    .as_ref()
+                    .and_then(|i| i.get("error"))
+                    .map(|e| match e {
+                        Value::String(s) => scrub(s),
+                        other => scrub(&other.to_string()),
+                    }),
+                error_count: d.error_count.unwrap_or(0),
+                last_updated: d.last_updated,
+            })
+            .collect())
+    }
+}
+
+/// One short line without credentials: `scheme://user:password@host` loses its user part,
+/// whitespace runs become one space, and the end is cut.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR));
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| "/\"' ,}]>\\".contains(c) || c.is_whitespace())
+            .unwrap_or(tail.len());
+        rest = match tail[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***@");
+                &tail[userinfo_end + 1..]
+            }
+            None => tail,
+        };
+    }
+    out.push_str(rest);
+    let line = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > MAX_ERROR {
+        line.chars().take(MAX_ERROR).collect::<String>() + "…"
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_drops_userinfo_and_folds_erlang_terms() {
+        assert_eq!(
+            scrub("Failure on target commit: {'EXIT',\n    {http_request_failed,\"POST\",\n        \"http://admin:s3cret@127.0.0.1:55984/app_backup/_ensure_full_commit\"}}"),
+            "Failure on target commit: {'EXIT', {http_request_failed,\"POST\", \"http://***@127.0.0.1:55984/app_backup/_ensure_full_commit\"}}"
+        );
+        assert_eq!(
+            scrub("http://127.0.0.1:15984/app/"),
+            "http://127.0.0.1:15984/app/"
+        );
+        assert_eq!(scrub("http://u:p@h"), "http://***@h");
+        assert_eq!(scrub("no url here"), "no url here");
+        let long = "x".repeat(1000);
+        assert_eq!(scrub(&long).chars().count(), MAX_ERROR + 1);
+    }
+
+    #[test]
+    fn targets_compare_without_the_final_slash() {
+        let node = NodeAddr {
+            label: "b".into(),
+            url: "http://b:5984".into(),
+        };
+        let doc = SchedulerDoc {
+            doc_id: "x".into(),
+            node: None,
+            source: "http://c:5984/a%2Fb/".into(),
+            target: "http://b:5984/a%2Fb/".into(),
+            state: None,
+            error: None,
+            error_count: 0,
+            last_updated: None,
+        };
+        assert!(doc.writes_to(&node, "a/b") && !doc.writes_to(&node, "a"));
+        assert!(!doc.reads_from(&node, "a/b"));
+    }
+}

@@ -1,0 +1,420 @@
+//! The real binary's backup against the simulator: a formed cluster, and a separate standalone
+//! CouchDB (a one-node simulated "cluster" that is never formed) as the backup.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cluster, run_args, run_with, Run, PASSWORD};
+use couchsim::Cluster;
+
+const BACKUP_USER: &str = "backup-admin";
+const BACKUP_PASSWORD: &str = "bk-Vw7-never-logged";
+
+/// A formed three-node cluster holding `dbs` (name, number of documents), and a fresh standalone
+/// CouchDB with its own admin.
+struct Rig {
+    cluster: Cluster,
+    backup: Cluster,
+}
+
+impl Rig {
+    fn new(dbs: &[(&str, usize)]) -> Rig {
+        let c = cluster(3, |b| b);
+        common::run(&c).assert_code(0);
+        let rig = Rig {
+            cluster: c,
+            backup: cluster(1, |b| {
+                // Its own seed: a separate CouchDB has its own server uuid.
+                b.admin(BACKUP_USER, BACKUP_PASSWORD)
+                    .seed(0xBAC)
+                    .configure(0, |n| n.name("couchdb@backup.example"))
+            }),
+        };
+        for (db, n) in dbs {
+            rig.add_db(db, *n);
+        }
+        rig
+    }
+
+    fn add_db(&self, db: &str, n: usize) {
+        self.cluster.node(0).create_db(db);
+        assert_eq!(self.cluster.node(0).write_docs(db, &ids(db, 0, n)), n);
+    }
+
+    fn url(&self) -> String {
+        self.backup.node(0).url()
+    }
+
+    /// `backup` (or `init` with `args` empty) with the backup configured, plus `extra`.
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let url = self.url();
+        let mut env = vec![
+            ("COUCHDB_BACKUP_URL", url.as_str()),
+            ("COUCHDB_BACKUP_USER", BACKUP_USER),
+            ("COUCHDB_BACKUP_PASSWORD", BACKUP_PASSWORD),
+        ];
+        env.extend_from_slice(extra);
+        run_args(&self.cluster, args, &env)
+    }
+
+    /// Waits (generously) until the backup has `id` in `db`.
+    fn arrives(&self, db: &str, id: &str) -> Duration {
+        let started = Instant::now();
+        while self.backup.node(0).doc(db, id).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{db}/{id} never reached the backup"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+
+    fn backup_docs(&self, db: &str) -> usize {
+        self.backup.node(0).doc_ids(db).map_or(0, |ids| ids.len())
+    }
+
+    /// The `_replicator` docs on the cluster.
+    fn replicator_ids(&self) -> Vec<String> {
+        self.cluster
+            .node(0)
+            .doc_ids("_replicator")
+            .unwrap_or_default()
+    }
+
+    /// The writes the binary sent: every write either side answered, but for the replication
+    /// jobs' own protocol (sessions, checkpoints, revs_diff, bulk reads and writes), which is
+    /// CouchDB's, not ours.
+    fn our_writes(&self) -> Vec<String> {
+        const REPLICATOR: [&str; 6] = [
+            "/_session",
+            "/_local/",
+            "/_bulk_get",
+            "/_revs_diff",
+            "/_bulk_docs",
+            "/_ensure_full_commit",
+        ];
+        common::writes(&self.cluster)
+            .into_iter()
+            .chain(common::writes(&self.backup))
+            .filter(|w| !REPLICATOR.iter().any(|r| w.contains(r)))
+            .collect()
+    }
+
+    fn reset(&self) {
+        self.cluster.reset_counters();
+        self.backup.reset_counters();
+    }
+}
+
+fn ids(prefix: &str, from: usize, to: usize) -> Vec<String> {
+    (from..to).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+#[test]
+fn init_replicates_every_database_and_new_documents_arrive() {
+    let rig = Rig::new(&[("app", 100), ("orders", 20), ("empty", 0)]);
+    let r = rig.run(&[], &[]);
+    r.assert_code(0);
+    r.assert_says(&["backup:", "3 database(s) replicated and caught up"]);
+    for (db, n) in [("app", 100), ("orders", 20), ("empty", 0)] {
+        assert_eq!(rig.backup_docs(db), n, "{db} on the backup");
+    }
+    let mut docs = rig.replicator_ids();
+    docs.sort();
+    assert_eq!(docs, ["backup:app", "backup:empty", "backup:orders"]);
+    // Continuous: a document written afterwards reaches the backup by itself.
+    rig.cluster.node(1).write_docs("app", &["late"]);
+    rig.arrives("app", "late");
+}
+
+#[test]
+fn a_rerun_writes_nothing_and_reports_the_backup_caught_up() {
+    let rig = Rig::new(&[("app", 30)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    rig.reset();
+    let r = rig.run(&["backup"], &[]);
+    r.assert_code(0);
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+    r.assert_says(&[
+        "1 database(s) replicated and caught up: app",
+        "nothing written",
+    ]);
+}
+
+#[test]
+fn a_database_created_later_is_covered_by_the_next_run() {
+    let rig = Rig::new(&[("app", 10)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    rig.add_db("later", 15);
+    rig.reset();
+    let r = rig.run(&["backup"], &[]);
+    r.assert_code(0);
+    assert_eq!(rig.backup_docs("later"), 15);
+    let writes = rig.our_writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes
+        .iter()
+        .any(|w| w.starts_with("PUT /_replicator/backup%3Alater")));
+    assert!(writes.iter().any(|w| w == "PUT /later"));
+}
+
+#[test]
+fn the_backup_stopped_is_reported_and_recovers_once_it_is_back() {
+    let rig = Rig::new(&[("app", 10)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    rig.backup.node(0).stop();
+    rig.cluster.node(0).write_docs("app", &["during-outage"]);
+    let r = rig.run(&["backup"], &[("COUCHDB_INIT_TIMEOUT", "2s")]);
+    r.assert_code(11);
+    r.assert_says(&[&rig.url().replace("http://", ""), "did not answer /_up"]);
+    rig.backup.node(0).start();
+    // CouchDB restarts the crashed job only after its backoff, on its scheduler tick (trap 18):
+    // the run waits for the documents, saying so, within its deadline.
+    let r = rig.run(&["backup"], &[("COUCHDB_INIT_TIMEOUT", "60s")]);
+    r.assert_code(0);
+    assert!(rig.backup.node(0).doc("app", "during-outage").is_some());
+}
+
+#[test]
+fn another_doc_replicating_the_same_pair_is_reported_not_doubled() {
+    let rig = Rig::new(&[("app", 10)]);
+    let source = format!("{}/app", rig.cluster.node(0).url());
+    let target = format!("{}/app", rig.url());
+    rig.backup.node(0).create_db("app");
+    let status = common::put_json(
+        rig.cluster.node(0),
+        "/_replicator/mine",
+        &serde_json::json!({
+            "source": {"url": source, "auth": {"basic": {"username": "admin", "password": PASSWORD}}},
+            "target": {"url": target, "auth": {"basic": {"username": BACKUP_USER, "password": BACKUP_PASSWORD}}},
+            "continuous": true,
+        }),
+    );
+    assert_eq!(status, 201);
+    // Someone's replication, running: its documents are on the backup.
+    rig.arrives("app", "app-0009");
+    rig.reset();
+    let r = rig.run(&["backup"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["app by `mine`", "not adding a second"]);
+    assert_eq!(rig.replicator_ids(), ["mine"]);
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+}
+
+#[test]
+fn no_credential_reaches_any_output_even_at_trace_level() {
+    let rig = Rig::new(&[("app", 10)]);
+    let check = |r: &Run| {
+        let out = format!("{}{}", r.stdout, r.stderr);
+        for secret in [PASSWORD, BACKUP_PASSWORD, "YWRtaW46", "YmFja3VwLWFkbWluOg"] {
+            assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+        }
+    };
+    let r = rig.run(&[], &[("RUST_LOG", "trace")]);
+    r.assert_code(0);
+    assert!(r.stderr.contains("TRACE"), "trace logging was on");
+    check(&r);
+    // Failing runs, whose messages carry the backup's and the scheduler's answers.
+    rig.backup.node(0).stop();
+    let r = rig.run(
+        &["backup"],
+        &[("RUST_LOG", "trace"), ("COUCHDB_INIT_TIMEOUT", "2s")],
+    );
+    r.assert_code(11);
+    check(&r);
+    rig.backup.node(0).start();
+    let r = rig.run(
+        &["backup"],
+        &[
+            ("RUST_LOG", "trace"),
+            ("COUCHDB_BACKUP_PASSWORD", "wrong-but-secret"),
+        ],
+    );
+    r.assert_code(11);
+    check(&r);
+    assert!(!r.stderr.contains("wrong-but-secret"));
+}
+
+#[test]
+fn a_wrong_backup_password_stops_at_once_and_gives_no_job_the_password() {
+    let rig = Rig::new(&[("app", 10)]);
+    let r = rig.run(&["backup"], &[("COUCHDB_BACKUP_PASSWORD", "wrong")]);
+    r.assert_code(11);
+    r.assert_says(&["COUCHDB_BACKUP_USER/COUCHDB_BACKUP_PASSWORD", "not retried"]);
+    let tries = rig
+        .backup
+        .requests()
+        .iter()
+        .filter(|q| q.user.is_some())
+        .count();
+    assert_eq!(tries, 1, "authenticated requests to the backup");
+    assert!(rig.replicator_ids().is_empty());
+}
+
+#[test]
+fn bad_backup_configuration_exits_2_naming_the_variable_before_any_request() {
+    let rig = Rig::new(&[("app", 1)]);
+    rig.reset();
+    let node = common::label(&rig.cluster, 1);
+    for (env, says) in [
+        (vec![("COUCHDB_BACKUP_DBS", "app")], "COUCHDB_BACKUP_URL"),
+        (
+            vec![("COUCHDB_BACKUP_URL", "http://u:secret-in-url@backup:5984")],
+            "COUCHDB_BACKUP_URL",
+        ),
+        (vec![("COUCHDB_BACKUP_URL", "https://backup")], "https"),
+        (vec![("COUCHDB_BACKUP_URL", node.as_str())], "separate"),
+        (
+            vec![
+                ("COUCHDB_BACKUP_URL", "backup"),
+                ("COUCHDB_BACKUP_USER", "x"),
+            ],
+            "COUCHDB_BACKUP_PASSWORD",
+        ),
+        (
+            vec![
+                ("COUCHDB_BACKUP_URL", "backup"),
+                ("COUCHDB_BACKUP_DBS", "_replicator"),
+            ],
+            "COUCHDB_BACKUP_DBS",
+        ),
+        (
+            vec![
+                ("COUCHDB_BACKUP_URL", "backup"),
+                ("COUCHDB_BACKUP_CREATE_DBS", "maybe"),
+            ],
+            "COUCHDB_BACKUP_CREATE_DBS",
+        ),
+    ] {
+        let r = run_with(&rig.cluster, &env);
+        r.assert_code(2);
+        r.assert_says(&[says]);
+        assert!(!r.stderr.contains("secret-in-url"));
+    }
+    let r = run_args(&rig.cluster, &["backup"], &[]);
+    r.assert_code(2);
+    r.assert_says(&["COUCHDB_BACKUP_URL is not set"]);
+    assert_eq!(rig.cluster.requests().len(), 0, "nothing sent");
+}
+
+#[test]
+fn a_job_that_delivers_nothing_is_reported_with_its_error_and_when_couchdb_retries_it() {
+    let rig = Rig::new(&[("app", 5)]);
+    // The nodes cannot reach the source at this address: the job crashes, documents never come.
+    let r = rig.run(
+        &["backup"],
+        &[
+            ("COUCHDB_BACKUP_SOURCE_URL", "http://127.0.0.1:1"),
+            ("COUCHDB_INIT_TIMEOUT", "3s"),
+        ],
+    );
+    r.assert_code(11);
+    r.assert_says(&[
+        "waiting for 1 database(s) to catch up",
+        "app: 0 of 5 documents on the backup, crashing",
+        "econnrefused",
+        "CouchDB restarts it",
+        "not sooner",
+    ]);
+}
+
+#[test]
+fn users_only_when_listed_and_missing_backup_databases_created_only_when_allowed() {
+    let rig = Rig::new(&[("app", 3), ("other", 2)]);
+    rig.reset();
+    let r = rig.run(
+        &["backup"],
+        &[
+            ("COUCHDB_BACKUP_DBS", "app,_users"),
+            ("COUCHDB_BACKUP_CREATE_DBS", "false"),
+        ],
+    );
+    r.assert_code(11);
+    r.assert_says(&[
+        "2 database(s) missing",
+        "COUCHDB_BACKUP_CREATE_DBS=false",
+        "_users, app",
+    ]);
+    assert!(
+        rig.replicator_ids().is_empty(),
+        "no job without its database"
+    );
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+    let r = rig.run(&["backup"], &[("COUCHDB_BACKUP_DBS", "app,_users,later")]);
+    r.assert_code(0);
+    r.assert_says(&["not on the cluster (yet): later"]);
+    let mut docs = rig.replicator_ids();
+    docs.sort();
+    assert_eq!(docs, ["backup:_users", "backup:app"]);
+    assert!(rig.backup.node(0).doc("_users", "_design/_auth").is_some());
+    assert_eq!(rig.backup_docs("other"), 0);
+}
+
+#[test]
+fn status_shows_each_databases_backup_and_exits_11_when_one_is_not_in_place() {
+    let rig = Rig::new(&[("app", 12)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    let r = rig.run(&["status"], &[]);
+    r.assert_code(0);
+    assert!(
+        r.stdout
+            .contains("backup: 1 database(s); in place: every one replicated"),
+        "{}",
+        r.stdout
+    );
+    rig.add_db("later", 3);
+    rig.reset();
+    let r = rig.run(&["status"], &[]);
+    r.assert_code(11);
+    let row = |db: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{db} ")))
+            .unwrap_or_else(|| panic!("no row for {db}:\n{}", r.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row("app"), "app yes (backup:app) running 0");
+    assert_eq!(row("later"), "later no no replication -");
+    r.assert_says(&["the cluster is healthy; its backup is not in place: later"]);
+    assert_eq!(rig.our_writes(), Vec::<String>::new(), "status only reads");
+
+    let r = rig.run(&["status", "--json"], &[]);
+    r.assert_code(11);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("status --json");
+    assert_eq!(json["exit"], 11);
+    assert_eq!(json["backup"]["in_place"], false);
+    let dbs = json["backup"]["databases"].as_array().expect("databases");
+    let app = dbs.iter().find(|d| d["db"] == "app").expect("app");
+    assert_eq!(
+        (
+            &app["replicated"],
+            &app["state"],
+            &app["lag"],
+            &app["source_docs"]
+        ),
+        (&true.into(), &"running".into(), &0.into(), &12.into())
+    );
+    let later = dbs.iter().find(|d| d["db"] == "later").expect("later");
+    assert_eq!(later["replicated"], false);
+
+    // The backup CouchDB down: said at once, with no credential in it.
+    rig.backup.node(0).stop();
+    let started = Instant::now();
+    let r = rig.run(&["status"], &[("RUST_LOG", "trace")]);
+    r.assert_code(11);
+    assert!(started.elapsed() < Duration::from_secs(8), "status waited");
+    assert!(
+        r.stdout
+            .contains("backup: NOT in place: the backup CouchDB"),
+        "{}",
+        r.stdout
+    );
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for secret in [PASSWORD, BACKUP_PASSWORD] {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+}
