@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{cluster, label, run, run_args};
@@ -764,7 +767,6 @@ fn conflicted() -> Cluster {
 }
 
 #[test]
-#[ignore = "couchsim's _dbs/_all_docs ignores conflicts=true (briefs/ops-needs-from-sim.md, part 3)"]
 fn status_finds_a_conflict_in_a_shard_map() {
     let c = conflicted();
     let r = status(&c, &[]);
@@ -792,31 +794,47 @@ fn a_conflict_in_a_shard_map_is_found_and_resolved() {
     status(&c, &[]).assert_code(0);
 }
 
-/// Runs `args` and SIGKILLs the binary right after the cluster has answered its `k`-th write
-/// (PUT, POST or DELETE); `false` if the run ended by itself first. Every answer of the
-/// editing node (the coordinator) is delayed by 10 ms, so that the kill lands between two
-/// writes.
+/// Runs `args` and SIGKILLs the binary at its `k`-th write (PUT, POST or DELETE): the write
+/// is applied but its answer never reaches the binary — the harshest place to be interrupted.
+/// `false` if the run ended by itself first.
 fn killed_after_write(c: &Cluster, args: &[&str], env: &[(&str, &str)], k: usize) -> bool {
-    c.node(0).inject(Fault::Slow(Duration::from_millis(10)));
-    c.reset_counters();
-    let mut child = common::command(c, args, env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let killed = loop {
-        if c.count_writes() >= k {
-            child.kill().expect("kill");
-            break true;
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break false;
+    let child: Arc<Mutex<Option<Child>>> = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
+    let seen = AtomicUsize::new(0);
+    {
+        let (child, killed) = (Arc::clone(&child), Arc::clone(&killed));
+        // Runs on the node's answering thread, after the write and before its answer.
+        c.on_write(move |_, _| {
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 == k {
+                if let Some(ch) = child.lock().unwrap().as_mut() {
+                    ch.kill().expect("kill");
+                    killed.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    {
+        // Held while spawning, so that the hook cannot miss the child.
+        let mut slot = child.lock().unwrap();
+        *slot = Some(
+            common::command(c, args, env)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        );
+    }
+    loop {
+        if let Some(ch) = child.lock().unwrap().as_mut() {
+            if ch.try_wait().expect("wait").is_some() {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(1));
-    };
-    child.wait().expect("reap");
-    c.node(0).clear_faults();
-    killed
+    }
+    // The next runs are not to be killed.
+    c.on_write(|_, _| {});
+    killed.load(Ordering::SeqCst)
 }
 
 /// For every k: kill the operation after its k-th write, run it again, and check that it
