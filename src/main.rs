@@ -36,9 +36,11 @@ fn main() -> ExitCode {
         Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout)
             .backup()
             .map(|summary| Some(summary.line())),
-        _ => Formation::new(&cfg, &clock, cfg.init_timeout)
+        Command::Init => Formation::new(&cfg, &clock, cfg.init_timeout)
             .init()
             .map(|summary| Some(summary.line())),
+        // Answered above, before the environment is read.
+        Command::Help | Command::Version => Ok(None),
     });
     match result {
         Ok(line) => {
