@@ -390,6 +390,7 @@ pub fn parse_node(var: &str, entry: &str) -> Result<NodeAddr> {
             "{var} has an empty entry (two commas in a row?)"
         )));
     }
+    refuse_credentials(var, &label)?;
     let rest = if let Some(rest) = label.strip_prefix("http://") {
         rest
     } else if label.starts_with("https://") {
@@ -402,12 +403,6 @@ pub fn parse_node(var: &str, entry: &str) -> Result<NodeAddr> {
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') || authority.contains('?') {
         return Err(bad("has a path: give only host or host:port"));
-    }
-    if authority.contains('@') {
-        // Never echo it: the part before @ would be credentials.
-        return Err(invalid(format!(
-            "{var}: an entry holds credentials (user:password@host); use COUCHDB_USER and COUCHDB_PASSWORD instead"
-        )));
     }
     let (host, port) = split_host_port(authority).map_err(|why| bad(&why))?;
     if host.is_empty() {
@@ -423,6 +418,17 @@ pub fn parse_node(var: &str, entry: &str) -> Result<NodeAddr> {
         },
         url,
     })
+}
+
+/// Checked before anything else looks at an entry: every later message quotes it, and the part
+/// before an `@` would be credentials (in a password, `/`, `?` or a brace could come first).
+fn refuse_credentials(var: &str, entry: &str) -> Result<()> {
+    if entry.contains('@') {
+        return Err(invalid(format!(
+            "{var}: an entry holds credentials (user:password@host); use COUCHDB_USER and COUCHDB_PASSWORD instead"
+        )));
+    }
+    Ok(())
 }
 
 fn split_host_port(authority: &str) -> std::result::Result<(String, u16), String> {
@@ -451,6 +457,7 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
 fn parse_nodes(list: &str) -> Result<Vec<NodeAddr>> {
     let mut entries = Vec::new();
     for entry in list.split(',') {
+        refuse_credentials("COUCHDB_NODES", entry)?;
         entries.extend(
             expand_range(entry.trim()).map_err(|why| invalid(format!("COUCHDB_NODES: {why}")))?,
         );
@@ -773,6 +780,34 @@ mod tests {
         assert!(config_error(with(&[("COUCHDB_NODES", "a:99999")])).contains("`a:99999`"));
         assert!(config_error(with(&[("COUCHDB_NODES", "https://a")])).contains("https"));
         let e = config_error(with(&[("COUCHDB_NODES", "http://admin:hunter2@a:5984")]));
+        assert!(!e.contains("hunter2"), "credentials echoed: {e}");
+    }
+
+    #[test]
+    fn credentials_in_any_node_entry_are_never_echoed() {
+        // Refused for the scheme, a path or a brace before the `@` was seen: still no echo.
+        for (var, entry) in [
+            ("COUCHDB_NODES", "https://admin:hunter2@a:6984"),
+            ("COUCHDB_NODES", "ftp://admin:hunter2@a"),
+            ("COUCHDB_NODES", "http://admin:hun/ter2@a:5984"),
+            ("COUCHDB_NODES", "http://admin:hun?ter2@a"),
+            ("COUCHDB_NODES", "http://admin:hun{ter2@a"),
+            ("COUCHDB_NODES", "b,http://admin:hunter2}@a"),
+            ("COUCHDB_COORDINATOR", "https://admin:hunter2@couchdb-1"),
+        ] {
+            let e = config_error(with(&[(var, entry)]));
+            assert!(
+                !e.contains("hunter2") && !e.contains("hun"),
+                "{entry}: credentials echoed: {e}"
+            );
+            assert!(e.contains(var), "{entry}: {e}");
+        }
+        let e = config_error(Config::from_vars(vars(&[
+            ("COUCHDB_USER", "admin"),
+            ("COUCHDB_PASSWORD", "pw"),
+            ("COUCHDB_SERVICE", "https://admin:hunter2@couchdb"),
+            ("COUCHDB_EXPECT", "3"),
+        ])));
         assert!(!e.contains("hunter2"), "credentials echoed: {e}");
     }
 
