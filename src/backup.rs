@@ -142,7 +142,12 @@ impl<'s, 'a> Backup<'s, 'a> {
     pub fn observe(&self) -> std::result::Result<Vec<DbBackup>, String> {
         let target = &self.cfg.target;
         match self.target.up(target) {
-            Ok(Up::Ready) => self.survey().map_err(|e| format!("{e:#}")),
+            // One authenticated request before the survey's, which go out several at once: a
+            // wrong password must be sent once, not once per database (trap 7).
+            Ok(Up::Ready) => match self.target.server_uuid(target) {
+                Ok(_) => self.survey().map_err(|e| format!("{e:#}")),
+                Err(e) => Err(format!("{:#}", self.target_error(e))),
+            },
             Ok(Up::NotReady(state)) => Err(format!(
                 "the backup CouchDB {} answers /_up with `{state}`",
                 target.label

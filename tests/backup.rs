@@ -254,6 +254,31 @@ fn a_wrong_backup_password_stops_at_once_and_gives_no_job_the_password() {
 }
 
 #[test]
+fn status_with_a_wrong_backup_password_asks_the_backup_once_and_never_locks_it() {
+    // More databases than the lockout allows failures (5): one wrong try per database would
+    // lock the backup's admin for 5 minutes, the right password included (trap 7).
+    let dbs: Vec<(String, usize)> = (0..8).map(|i| (format!("db{i}"), 1)).collect();
+    let rig = Rig::new(&[]);
+    for (db, n) in &dbs {
+        rig.add_db(db, *n);
+    }
+    rig.run(&["backup"], &[]).assert_code(0);
+    rig.reset();
+    let r = rig.run(&["status"], &[("COUCHDB_BACKUP_PASSWORD", "wrong")]);
+    r.assert_code(11);
+    r.assert_shows(&["COUCHDB_BACKUP_USER/COUCHDB_BACKUP_PASSWORD", "not retried"]);
+    let tries = rig
+        .backup
+        .requests()
+        .iter()
+        .filter(|q| q.user.is_some())
+        .count();
+    assert_eq!(tries, 1, "authenticated requests to the backup");
+    // Not locked: the right password still works.
+    rig.run(&["status"], &[]).assert_code(0);
+}
+
+#[test]
 fn bad_backup_configuration_exits_2_naming_the_variable_before_any_request() {
     let rig = Rig::new(&[("app", 1)]);
     rig.reset();
