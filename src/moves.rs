@@ -13,7 +13,8 @@
 //!    connected member has it.
 //!
 //! Every step starts from the map as read, never from memory: killed at any point, a rerun finds
-//! the recorded moves in the map and finishes them. A range never has fewer copies than before
+//! the recorded moves in the map and finishes them (or, when a new copy's node is no longer a
+//! connected member, takes that unproven copy back out). A range never has fewer copies than before
 //! the operation, except a copy dropped on purpose (`remove --accept-fewer-copies`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -196,7 +197,15 @@ impl<'a> Engine<'a> {
     // ---- 3 and 4. fill, then remove the old copies -----------------------------------------
 
     fn finish(&self, doc: &ShardDoc, done: &mut Done) -> Result<()> {
-        let pending = unfinished(doc);
+        // A new copy on a node that is not a connected member can never be proven (a `remove`
+        // of the node an interrupted move was filling, now down): it is taken back out, and
+        // the old copy it was to replace stays.
+        let (pending, unprovable): (Vec<Move>, Vec<Move>) = unfinished(doc)
+            .into_iter()
+            .partition(|m| self.watch.contains(&m.to));
+        if !unprovable.is_empty() {
+            return self.undo(doc, &unprovable, &pending);
+        }
         if pending.is_empty() {
             // The record outlived its moves (their copies were settled or undone by hand).
             info!(
@@ -208,25 +217,11 @@ impl<'a> Engine<'a> {
         }
         self.wait_everywhere(&doc.db, &doc.rev)?;
         self.fill(doc, &pending)?;
-        let mut after = doc.map.clone();
-        let mut floor: BTreeMap<String, usize> = BTreeMap::new();
-        for m in &pending {
-            if let Some(nodes) = after.get_mut(&m.range) {
-                nodes.retain(|n| *n != m.from);
-            }
-            let count = floor
-                .entry(m.range.clone())
-                .or_insert_with(|| doc.map.get(&m.range).map_or(0, Vec::len));
-            *count = count.saturating_sub(1);
-        }
-        let rules = Rules {
-            may_remove: pending
-                .iter()
-                .map(|m| (m.range.clone(), m.from.clone()))
-                .collect(),
-            floor,
-            ..Rules::default()
-        };
+        let old: Vec<(String, String)> = pending
+            .iter()
+            .map(|m| (m.range.clone(), m.from.clone()))
+            .collect();
+        let (after, rules) = removing(&doc.map, &old);
         if let Some(rev) = self.put(doc, &after, &[], &rules)? {
             self.wait_everywhere(&doc.db, &rev)?;
             info!(
@@ -236,6 +231,25 @@ impl<'a> Engine<'a> {
             );
             done.moved.extend(pending);
         }
+        Ok(())
+    }
+
+    /// Takes the new copies of `moves` back out of the map, in one edit that keeps `rest` as
+    /// the record of what is still to finish.
+    fn undo(&self, doc: &ShardDoc, moves: &[Move], rest: &[Move]) -> Result<()> {
+        warn!(
+            "move: {}: taking back the unproven new cop{} of an interrupted move, whose node is not a \
+             connected member: {}; the old copies stay",
+            doc.db,
+            if moves.len() == 1 { "y" } else { "ies" },
+            describe(moves)
+        );
+        let new: Vec<(String, String)> = moves
+            .iter()
+            .map(|m| (m.range.clone(), m.to.clone()))
+            .collect();
+        let (after, rules) = removing(&doc.map, &new);
+        self.put(doc, &after, rest, &rules)?;
         Ok(())
     }
 
@@ -474,6 +488,27 @@ fn shortfall(
     let want_deleted = sources.iter().map(|c| c.1).max().unwrap_or(0);
     (docs < want || deleted < want_deleted)
         .then(|| format!("{} on {}: {docs} of {want} documents", m.range, m.to))
+}
+
+/// `map` without the copies `gone` (range, node), and the rules that let exactly those go.
+fn removing(map: &ShardMap, gone: &[(String, String)]) -> (ShardMap, Rules) {
+    let mut after = map.clone();
+    let mut floor: BTreeMap<String, usize> = BTreeMap::new();
+    for (range, node) in gone {
+        if let Some(nodes) = after.get_mut(range) {
+            nodes.retain(|n| n != node);
+        }
+        let count = floor
+            .entry(range.clone())
+            .or_insert_with(|| map.get(range).map_or(0, Vec::len));
+        *count = count.saturating_sub(1);
+    }
+    let rules = Rules {
+        may_remove: gone.iter().cloned().collect(),
+        floor,
+        ..Rules::default()
+    };
+    (after, rules)
 }
 
 fn rev_pos(rev: &str) -> u64 {

@@ -679,6 +679,29 @@ fn remove_moves_the_copies_of_a_node_that_is_already_down() {
 }
 
 #[test]
+fn remove_of_a_down_node_an_interrupted_move_was_filling_takes_that_copy_back() {
+    // A rebalance added a copy of `app` on node4 (to replace node3's) and was killed before
+    // that copy was proven; then node4 died. Its new copy can never be proven now: the move is
+    // undone (node3's copy never left), not waited for until every deadline.
+    let (c, docs) = with_docs(3, 4);
+    let (from, to) = (c.node(2).name(), c.node(3).name());
+    let mut doc = with_copy(dbs_doc(&c, 0, "app"), A, &to);
+    doc["couchdb_cluster_init"] =
+        serde_json::json!({"moves": [{"range": A, "from": from, "to": to}]});
+    put_dbs_doc(&c, 0, "app", &doc);
+    let before = counts_before(&c, "app");
+    c.node(3).stop();
+    let nodes = listing(&c, &[0, 1, 2]);
+    let r = run_args(&c, &["remove", &to], &[("COUCHDB_NODES", &nodes)]);
+    r.assert_code(0);
+    assert_no_copy_on(&c, &to);
+    assert!(holds(&c, "app", &from), "node3's copy was never to leave");
+    assert_never_short(&c, "app", &before, 3);
+    assert_readable(&c, "app", &[0, 1, 2], &docs);
+    run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
+}
+
+#[test]
 fn remove_with_accept_fewer_copies_keeps_what_the_others_can_hold() {
     let (c, docs) = with_docs(3, 3);
     let leaving = c.node(2).name();
