@@ -288,6 +288,8 @@ impl<'a> Engine<'a> {
                 client.copy(&self.via, node, &doc.file(range))
             });
             let mut seen: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+            // Copies that gave no answer this time (as opposed to "no such file").
+            let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
             for ((range, node), state) in reads.iter().zip(states) {
                 match state {
                     Ok(CopyState::Present(i)) => {
@@ -296,13 +298,16 @@ impl<'a> Engine<'a> {
                             (i.doc_count, i.doc_del_count),
                         );
                     }
-                    Ok(_) | Err(NodeError::Unreachable { .. }) => {}
+                    Ok(CopyState::Missing) => {}
+                    Ok(CopyState::NodeDown) | Err(NodeError::Unreachable { .. }) => {
+                        silent.insert((range.clone(), node.clone()));
+                    }
                     Err(e) => return Err(anyhow::Error::from(e)),
                 }
             }
             let waiting: Vec<String> = pending
                 .iter()
-                .filter_map(|m| shortfall(m, &seen, &new))
+                .filter_map(|m| shortfall(m, &seen, &silent, &new))
                 .collect();
             if waiting.is_empty() {
                 return Ok(Some(()));
@@ -468,15 +473,26 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// Why move `m`'s new copy is not filled yet; `None` when it is.
+/// Why move `m`'s new copy is not filled yet; `None` when it is. `silent`: copies read that
+/// gave no answer: a source among them may hold what the others lack, so nothing is proven.
 fn shortfall(
     m: &Move,
     seen: &BTreeMap<(String, String), (u64, u64)>,
+    silent: &BTreeSet<(String, String)>,
     new: &BTreeSet<(&str, &str)>,
 ) -> Option<String> {
     let Some(&(docs, deleted)) = seen.get(&(m.range.clone(), m.to.clone())) else {
         return Some(format!("{} on {}: no file yet", m.range, m.to));
     };
+    if let Some((_, node)) = silent
+        .iter()
+        .find(|(r, n)| *r == m.range && !new.contains(&(r.as_str(), n.as_str())))
+    {
+        return Some(format!(
+            "{} on {node}: its copy did not answer, so the new copy cannot be compared with it",
+            m.range
+        ));
+    }
     let sources: Vec<(u64, u64)> = seen
         .iter()
         .filter(|((r, n), _)| *r == m.range && !new.contains(&(r.as_str(), n.as_str())))
@@ -565,28 +581,52 @@ mod tests {
     fn a_new_copy_counts_only_once_it_holds_what_its_sources_hold() {
         let m = mv("r", "n3", "n4");
         let new: BTreeSet<(&str, &str)> = [("r", "n4")].into_iter().collect();
+        let none = BTreeSet::new();
         let seen = |pairs: &[(&str, (u64, u64))]| -> BTreeMap<(String, String), (u64, u64)> {
             pairs
                 .iter()
                 .map(|(n, c)| (("r".to_string(), n.to_string()), *c))
                 .collect()
         };
-        assert!(shortfall(&m, &seen(&[("n1", (88, 0))]), &new)
+        assert!(shortfall(&m, &seen(&[("n1", (88, 0))]), &none, &new)
             .unwrap()
             .contains("no file"));
         let short = shortfall(
             &m,
             &seen(&[("n1", (88, 0)), ("n3", (89, 0)), ("n4", (88, 0))]),
+            &none,
             &new,
         );
         assert!(short.unwrap().contains("88 of 89"));
         // Deletions count too: a tombstone that has not arrived yet.
-        assert!(shortfall(&m, &seen(&[("n1", (88, 1)), ("n4", (88, 0))]), &new).is_some());
-        assert!(shortfall(&m, &seen(&[("n1", (88, 1)), ("n4", (88, 1))]), &new).is_none());
+        assert!(shortfall(&m, &seen(&[("n1", (88, 1)), ("n4", (88, 0))]), &none, &new).is_some());
+        assert!(shortfall(&m, &seen(&[("n1", (88, 1)), ("n4", (88, 1))]), &none, &new).is_none());
         // With no source readable, nothing can be proven.
-        assert!(shortfall(&m, &seen(&[("n4", (0, 0))]), &new)
+        assert!(shortfall(&m, &seen(&[("n4", (0, 0))]), &none, &new)
             .unwrap()
             .contains("no connected copy"));
+    }
+
+    #[test]
+    fn a_source_copy_that_did_not_answer_leaves_the_new_copy_unproven() {
+        // node3's copy (the one to be removed) holds a document the others lack; in this poll
+        // it did not answer (412 nodedown, a timeout). Comparing with node1 alone would prove
+        // nothing about what node3 holds.
+        let m = mv("r", "n3", "n4");
+        let new: BTreeSet<(&str, &str)> = [("r", "n4")].into_iter().collect();
+        let seen: BTreeMap<(String, String), (u64, u64)> = [
+            (("r".to_string(), "n1".to_string()), (88, 0)),
+            (("r".to_string(), "n4".to_string()), (88, 0)),
+        ]
+        .into_iter()
+        .collect();
+        let silent: BTreeSet<(String, String)> =
+            [("r".to_string(), "n3".to_string())].into_iter().collect();
+        let short = shortfall(&m, &seen, &silent, &new).expect("not proven");
+        assert!(
+            short.contains("n3") && short.contains("did not answer"),
+            "{short}"
+        );
     }
 
     #[test]
