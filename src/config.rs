@@ -167,7 +167,20 @@ fn invalid(message: String) -> anyhow::Error {
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config> {
-        Config::from_vars(std::env::vars())
+        // Not `std::env::vars()`: it panics on any variable that is not UTF-8 — anyone's, with
+        // the value in the panic message.
+        let mut vars = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            match value.into_string() {
+                Ok(value) => vars.push((key.to_string(), value)),
+                Err(_) if key.starts_with("COUCHDB_") => {
+                    return Err(invalid(format!("{key} is not valid UTF-8 text")))
+                }
+                Err(_) => {}
+            }
+        }
+        Config::from_vars(vars)
     }
 
     /// Reads the given variables (tests pass their own instead of touching the environment).

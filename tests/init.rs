@@ -304,6 +304,27 @@ fn bad_configuration_exits_2_naming_the_variable() {
 }
 
 #[test]
+fn an_environment_variable_that_is_not_utf8_is_named_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let c = cluster(1, |b| b);
+    let not_utf8 = OsStr::from_bytes(b"pw-\xff");
+    let with = |var: &str, args: &[&str]| {
+        let mut cmd = common::command(&c, args, &[]);
+        cmd.env(var, not_utf8)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        common::finish((cmd.spawn().expect("spawn"), std::time::Instant::now()))
+    };
+    let r = with("COUCHDB_PASSWORD", &["check"]);
+    r.assert_code(2);
+    r.assert_says(&["COUCHDB_PASSWORD", "UTF-8"]);
+    assert_eq!(c.requests().len(), 0, "nothing sent");
+    // A variable that is none of ours does not matter.
+    with("SOMEONE_ELSES", &["init"]).assert_code(0);
+}
+
+#[test]
 fn forms_under_the_recorded_couchdb_timings() {
     // Slow first logins (PBKDF2), 40–100 ms `_nodes` copies and, one time in five, a copy that
     // takes a second: an added node shows every node connected but only itself as member.
