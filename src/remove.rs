@@ -19,7 +19,7 @@
 use anyhow::Result;
 use log::{info, warn};
 
-use crate::client::Gone;
+use crate::client::{Gone, NodeError};
 use crate::clock::{poll, Clock};
 use crate::config::{parse_node, Config, NodeAddr};
 use crate::exit::{Failure, Status};
@@ -48,8 +48,9 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let (survey, leaving) = session.phase("survey", "every node and shard map", || {
         let leaving = match listed {
             None => opts.node.clone(),
-            Some(i) => session.read(|| session.client.local_name(&addrs[i])).map_err(|e| {
-                Failure::new(
+            // Asked once: a node that does not answer may be down for good.
+            Some(i) => session.client.local_name(&addrs[i]).map_err(|e| match e {
+                NodeError::Unreachable { .. } => Failure::new(
                     Status::Config,
                     format!(
                         "{} does not answer ({e:#}), so its Erlang name is unknown: give the name instead \
@@ -57,6 +58,9 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
                         addrs[i].label
                     ),
                 )
+                .into(),
+                // A wrong password is exit 4 whichever node says so.
+                other => anyhow::Error::from(other),
             })?,
         };
         Ok((session.survey(&addrs, Some(&leaving))?, leaving))

@@ -304,6 +304,42 @@ fn remove_of_an_address_not_in_couchdb_nodes_is_a_configuration_error() {
 }
 
 #[test]
+fn remove_of_a_stopped_node_given_by_address_asks_for_its_name_at_once() {
+    let c = grown(4);
+    c.node(3).stop();
+    let started = Instant::now();
+    let r = run_args(
+        &c,
+        &["remove", &label(&c, 3)],
+        &[("COUCHDB_INIT_TIMEOUT", "120s")],
+    );
+    r.assert_code(2);
+    r.assert_says(&[&label(&c, 3), "does not answer", "give the name instead"]);
+    // It tells the operator what to do now, not after COUCHDB_INIT_TIMEOUT of retrying a node
+    // that may be down for good.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn remove_with_a_wrong_password_exits_4_after_one_try() {
+    let c = grown(4);
+    let r = run_args(
+        &c,
+        &["remove", &label(&c, 3)],
+        &[("COUCHDB_PASSWORD", "wrong")],
+    );
+    r.assert_code(4);
+    r.assert_says(&["refused COUCHDB_USER/COUCHDB_PASSWORD"]);
+    let tries = c.requests().iter().filter(|q| q.status == 401).count();
+    assert_eq!(tries, 1, "wrong passwords sent");
+}
+
+#[test]
 fn remove_of_a_stranger_holding_nothing_writes_nothing() {
     let c = formed(3, &["app"]);
     let r = run_args(&c, &["remove", "node9@127.0.0.1"], &[]);
