@@ -43,10 +43,12 @@ pub fn settled(doc: &ShardDoc) -> ShardMap {
     map
 }
 
-/// The recorded moves that can still be finished: new copy in the map, old copy still there.
+/// The recorded moves that can still be finished: new copy in the map, old copy still there —
+/// on two nodes (a record edited to `from == to` would have its one copy removed).
 pub fn unfinished(doc: &ShardDoc) -> Vec<Move> {
     doc.moves
         .iter()
+        .filter(|m| m.from != m.to)
         .filter(|m| {
             doc.map
                 .get(&m.range)
@@ -656,6 +658,20 @@ mod tests {
         // A database without intent, with four copies, was made with n = 4: left alone.
         let d4 = doc("n4", map(&[(A, &[1, 2, 3, 4]), (B, &[2, 3, 4, 5])]), vec![]);
         assert!(plan_rebalance(&[d4], &nodes(&[1, 2, 3, 4, 5]))[0].is_empty());
+    }
+
+    #[test]
+    fn a_recorded_move_onto_its_own_node_is_no_move() {
+        // An intent edited by hand (or garbled) with from == to: "finishing" it would remove
+        // that node's copy and put nothing in its place.
+        let bogus = Move {
+            range: A.into(),
+            from: n(3),
+            to: n(3),
+        };
+        let d = doc("old", map(&[(A, &[1, 2, 3]), (B, &[1, 2, 3])]), vec![bogus]);
+        assert!(unfinished(&d).is_empty());
+        assert_eq!(settled(&d), d.map);
     }
 
     #[test]
