@@ -340,6 +340,15 @@ fn remove_with_a_wrong_password_exits_4_after_one_try() {
 }
 
 #[test]
+fn remove_by_name_of_a_node_still_in_couchdb_nodes_says_to_take_it_out() {
+    // Left in COUCHDB_NODES, the next init (every `compose up`) would join it again.
+    let c = grown(4);
+    let r = run_args(&c, &["remove", &c.node(3).name()], &[]);
+    r.assert_code(0);
+    r.assert_says(&["STOP it and WIPE its data", "take it out of COUCHDB_NODES"]);
+}
+
+#[test]
 fn remove_of_a_stranger_holding_nothing_writes_nothing() {
     let c = formed(3, &["app"]);
     let r = run_args(&c, &["remove", "node9@127.0.0.1"], &[]);
