@@ -769,6 +769,45 @@ fn remove_with_accept_fewer_copies_keeps_what_the_others_can_hold() {
 }
 
 #[test]
+fn remove_with_accept_fewer_copies_loses_no_document_only_the_dropped_copy_holds() {
+    // Fewer copies, not fewer documents: node3's copies took writes while the two others were
+    // down (202, one copy), and internal replication has not pushed them yet when the remove
+    // starts. Once node3 is out of the maps, nothing ever pushes them again.
+    let slow_sync = Delays {
+        sync_push: (Duration::from_millis(2500), Duration::from_millis(2500)),
+        sync_delay: Duration::from_millis(2500),
+        ..Delays::fast()
+    };
+    let (c, docs) = with_docs_and(3, 3, slow_sync);
+    c.node(0).stop();
+    c.node(1).stop();
+    let only = ids("only", 20);
+    assert_eq!(
+        c.node(2).write_docs("app", &only),
+        20,
+        "one-copy writes (202)"
+    );
+    c.node(0).start();
+    c.node(1).start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.node(0).membership().0.len() < 3 {
+        assert!(Instant::now() < deadline, "the nodes never reconnected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let leaving = c.node(2).name();
+    let nodes = listing(&c, &[0, 1]);
+    let r = run_args(
+        &c,
+        &["remove", &leaving, "--accept-fewer-copies"],
+        &[("COUCHDB_NODES", &nodes)],
+    );
+    r.assert_code(0);
+    c.node(2).stop();
+    let all: Vec<String> = docs.iter().chain(&only).cloned().collect();
+    assert_readable(&c, "app", &[0, 1], &all);
+}
+
+#[test]
 fn remove_also_moves_the_copies_of_a_node_whose_nodes_doc_was_deleted_too_early() {
     // Trap 14: the operator deleted the _nodes doc first; the maps still list the node.
     let (c, docs) = four_with_docs();
