@@ -746,16 +746,21 @@ fn remove_of_a_down_node_an_interrupted_move_was_filling_takes_that_copy_back() 
     run_args(&c, &["status"], &[("COUCHDB_NODES", &nodes)]).assert_code(0);
 }
 
+/// `remove node3 --accept-fewer-copies`, COUCHDB_NODES listing the two that stay (returned).
+fn remove_third_accepting_fewer(c: &Cluster) -> (common::Run, String) {
+    let nodes = listing(c, &[0, 1]);
+    let r = run_args(
+        c,
+        &["remove", &c.node(2).name(), "--accept-fewer-copies"],
+        &[("COUCHDB_NODES", &nodes)],
+    );
+    (r, nodes)
+}
+
 #[test]
 fn remove_with_accept_fewer_copies_keeps_what_the_others_can_hold() {
     let (c, docs) = with_docs(3, 3);
-    let leaving = c.node(2).name();
-    let nodes = listing(&c, &[0, 1]);
-    let r = run_args(
-        &c,
-        &["remove", &leaving, "--accept-fewer-copies"],
-        &[("COUCHDB_NODES", &nodes)],
-    );
+    let (r, nodes) = remove_third_accepting_fewer(&c);
     r.assert_code(0);
     r.assert_says(&["with no replacement"]);
     for db in ["_users", "_replicator", "app"] {
@@ -794,14 +799,7 @@ fn remove_with_accept_fewer_copies_loses_no_document_only_the_dropped_copy_holds
         assert!(Instant::now() < deadline, "the nodes never reconnected");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let leaving = c.node(2).name();
-    let nodes = listing(&c, &[0, 1]);
-    let r = run_args(
-        &c,
-        &["remove", &leaving, "--accept-fewer-copies"],
-        &[("COUCHDB_NODES", &nodes)],
-    );
-    r.assert_code(0);
+    remove_third_accepting_fewer(&c).0.assert_code(0);
     c.node(2).stop();
     let all: Vec<String> = docs.iter().chain(&only).cloned().collect();
     assert_readable(&c, "app", &[0, 1], &all);
