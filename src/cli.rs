@@ -40,7 +40,7 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     ),
     (
         "check --wait",
-        "read-only, until the cluster is formed or COUCHDB_INIT_TIMEOUT (for an app's init container)",
+        "read-only, until the cluster is healthy or COUCHDB_INIT_TIMEOUT (for an app's init container)",
     ),
     (
         "status",

@@ -482,8 +482,9 @@ pub fn decide(nodes: &Nodes, observed: &[Observed]) -> Result<Plan> {
     if !strangers.is_empty() {
         return unsafe_(format!(
             "the coordinator {} ({}) has members that are not among the nodes: {}. Add them to COUCHDB_NODES (or \
-             bring their pods back behind COUCHDB_SERVICE), or remove them yourself (DELETE \
-             /_node/_local/_nodes/<name>?rev=…): this tool never removes members",
+             bring their pods back behind COUCHDB_SERVICE), or take each out with `couchdb-cluster-init remove \
+             <name>`, which first moves its shard copies to other members. init never removes members, and \
+             deleting its _nodes doc by hand would leave every copy it holds in the shard maps, a copy short once it stops",
             coord.addr.label,
             coord.name,
             list_compact(&strangers)
@@ -950,7 +951,10 @@ mod tests {
         ));
         assert_eq!(s, Status::Unsafe);
         assert!(
-            m.contains("couchdb-9") && m.contains("never removes"),
+            m.contains("couchdb-9")
+                && m.contains("init never removes")
+                && m.contains("couchdb-cluster-init remove")
+                && !m.contains("DELETE"),
             "{m}"
         );
     }

@@ -5,7 +5,7 @@ example app and the README agree — names, ports, labels, the Secret's keys, ex
     python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
     # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
 
-Also reads k8s/example-app.yaml, src/exit.rs and README.md. Prints one line per check and ends
+Also reads k8s/example-app.yaml, compose.yaml, src/exit.rs and README.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
 """
 
@@ -31,6 +31,13 @@ def check(name, ok, detail=""):
 
 def load(path):
     return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def compose_node_healthcheck():
+    """The shell script of the Compose bundle's node healthcheck, as the container's shell sees it."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    test = compose["services"]["couchdb-1"]["healthcheck"]["test"]
+    return test[1].replace("$$", "$") if test[0] == "CMD-SHELL" else ""
 
 
 def one(docs, kind, name=None):
@@ -118,7 +125,14 @@ def main(all_yaml, helm_yaml):
     check("StatefulSet: ERL_FLAGS=-name couchdb (the pod's own DNS name, any cluster domain)",
           env_of(couchdb).get("ERL_FLAGS", {}).get("value") == "-name couchdb")
     check("StatefulSet: Erlang ports 4369 and 9100 declared", {4369, 9100} <= set(ports.values()))
-    check("StatefulSet: readiness on /_up", couchdb["readinessProbe"]["httpGet"]["path"] == "/_up")
+    probe = couchdb["readinessProbe"].get("exec", {}).get("command", [])
+    compose_check = compose_node_healthcheck()
+    check("StatefulSet: ready only while /_up answers and the node is a member with the system "
+          "databases (the Compose bundle's node healthcheck, which its e2e runs)",
+          probe == ["sh", "-c", compose_check] and "/_up" in compose_check and "/_users/_shards" in compose_check,
+          f"{probe!r} vs {compose_check!r}")
+    check("StatefulSet: no credential in the readiness probe but from the container's environment",
+          "$COUCHDB_PASSWORD" in compose_check and "-u" not in compose_check.split())
     mounts = {m["mountPath"] for m in couchdb["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
     check("StatefulSet: data and etc/local.d on a claim",
