@@ -288,6 +288,9 @@ impl<'a> Formation<'a> {
         let mut waiting = Waiting::new("converge", self.clock, self.deadline);
         let mut last_seen: Vec<Option<NodeResult<Membership>>> =
             nodes.all.iter().map(|_| None).collect();
+        // The last answer each node gave, for the diagnosis: the last poll before the deadline
+        // has only what is left of it, and its time-out says nothing about the cluster.
+        let mut last_answer: Vec<Option<Membership>> = nodes.all.iter().map(|_| None).collect();
         let converged = |m: &Option<NodeResult<Membership>>| matches!(m, Some(Ok(m)) if membership_gap(&expected, m).is_none());
         let done = poll(self.clock, self.deadline, || {
             let lagging: Vec<usize> = (0..nodes.len())
@@ -300,7 +303,12 @@ impl<'a> Formation<'a> {
                     Err(e) if !matches!(e, NodeError::Unreachable { .. }) => {
                         return Err(anyhow::Error::from(e))
                     }
-                    m => last_seen[i] = Some(m),
+                    m => {
+                        if let Ok(answer) = &m {
+                            last_answer[i] = Some(answer.clone());
+                        }
+                        last_seen[i] = Some(m)
+                    }
                 }
             }
             let lagging: Vec<String> = nodes
@@ -332,14 +340,16 @@ impl<'a> Formation<'a> {
             None => {
                 let last: Vec<NodeResult<Membership>> = last_seen
                     .into_iter()
+                    .zip(last_answer)
                     .zip(&nodes.all)
-                    .map(|(m, n)| {
-                        m.unwrap_or_else(|| {
+                    .map(|((m, answer), n)| match answer {
+                        Some(answer) => Ok(answer),
+                        None => m.unwrap_or_else(|| {
                             Err(NodeError::Unreachable {
                                 node: n.addr.label.clone(),
                                 reason: "never asked".into(),
                             })
-                        })
+                        }),
                     })
                     .collect();
                 Err(Failure::new(

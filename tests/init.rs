@@ -127,6 +127,28 @@ fn a_cookie_mismatch_is_named() {
     assert_eq!(c.node(0).count("POST"), 0);
 }
 
+/// The last membership poll before the deadline has only what is left of it: a node that gets
+/// slow then must not turn the diagnosis of the cookie into "timed out".
+#[test]
+fn the_cookie_diagnosis_survives_a_last_poll_that_times_out() {
+    let c = cluster(3, |b| b.configure(2, |n| n.cookie("another-cookie")));
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once the join is done, converge is polling: from then on the third node's
+            // answers come later than the deadline.
+            let until = Instant::now() + Duration::from_secs(20);
+            while c.node(0).count("PUT") < 2 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            c.node(2).inject(Fault::Slow(Duration::from_secs(8)));
+        });
+        run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "5s")])
+    });
+    c.node(2).clear_faults();
+    r.assert_code(7);
+    r.assert_says(&[&common::label(&c, 2), "cookie"]);
+}
+
 #[test]
 fn a_node_without_nodename_is_a_configuration_error() {
     let c = cluster(3, |b| b.configure(1, |n| n.nonode()));
