@@ -27,6 +27,7 @@ use crate::moves::{incomplete, refused, Engine, Step};
 use crate::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
 use crate::session::{each_bounded, Session};
 use crate::survey::{Survey, PARALLEL};
+use crate::text::list_compact;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -74,7 +75,12 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         // Perhaps an earlier run was stopped right after the `_nodes` DELETE: make sure every
         // member has dropped it (reads only, when they have).
         forget(&session, &survey, &leaving)?;
-        info!("remove: {leaving} is not a member and no shard map lists it: nothing to do");
+        // Also what a misspelt name looks like: name the members, so the operator can tell.
+        let members: Vec<String> = survey.members.iter().cloned().collect();
+        info!(
+            "remove: {leaving} is not a member and no shard map lists it: nothing to do (the members: {})",
+            list_compact(&members)
+        );
         return Ok(format!(
             "{leaving} is not a member and holds no copy; nothing written"
         ));
