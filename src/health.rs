@@ -344,8 +344,8 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             say(
                 Status::Unverified,
                 format!(
-                    "{}: its shard map has {} conflicting revision(s) (two edits from the same revision, \
-                     trap 13): `rebalance` resolves it",
+                    "{}: its shard map has {} conflicting revision(s) (two edits from the same revision; \
+                     CouchDB kept one and dropped the other silently): `rebalance` resolves it",
                     db.db, db.conflicts
                 ),
             );

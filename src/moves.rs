@@ -162,7 +162,7 @@ impl<'a> Engine<'a> {
                 .read(|| client.shard_doc_rev(&self.via, &doc.db, rev))?;
             let lost = loser.map_or("(unreadable)".to_string(), |l| difference(&doc.map, &l.map));
             warn!(
-                "move: {}: two edits of its shard map were made from one revision (trap 13): CouchDB uses {}; \
+                "move: {}: two edits of its shard map were made from one revision: CouchDB uses {}; \
                  deleting the losing revision {rev}, which would have {lost}",
                 doc.db, doc.rev
             );

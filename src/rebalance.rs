@@ -146,7 +146,7 @@ fn preflight(s: &Survey) -> Result<Vec<String>> {
     strangers.dedup();
     if !strangers.is_empty() {
         return Err(refused(format!(
-            "shard maps list {}, which {} not a member (removed too early? trap 14): run `remove <node>` for \
+            "shard maps list {}, which {} not a member (its _nodes doc deleted before its copies moved?): run `remove <node>` for \
              {} first, which moves those copies onto members",
             strangers.join(", "),
             if strangers.len() == 1 { "is" } else { "are" },

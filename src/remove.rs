@@ -162,8 +162,8 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let in_list = listed.is_some() || survey.node(&leaving).is_some_and(|n| n.addr.is_some());
     warn!(
         "remove: {leaving} holds no copy and is no longer a member. Now STOP it and WIPE its data directory \
-         before it ever runs again: a removed node restarted with its data joins the cluster again by itself \
-         (trap 15){}",
+         before it ever runs again: a removed node restarted with its data joins the cluster again by \
+         itself{}",
         if in_list { format!("; and take it out of {}", survey.source) } else { String::new() }
     );
     Ok(format!(
