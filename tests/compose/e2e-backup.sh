@@ -22,10 +22,7 @@ compose_backup() {
 backup_run() {
   local log="$1" code
   shift
-  set +e
-  compose_backup run --rm --no-deps -T "$@" couchdb-backup-init >"$log" 2>&1
-  code=$?
-  set -e
+  run_logged "$log" compose_backup run --rm --no-deps -T "$@" couchdb-backup-init
   show_log "$log"
   no_secret_in "$log" "the backup run"
   echo "$code"

@@ -221,6 +221,16 @@ traefik_client() {
     python3 "$root/tests/compose/through_traefik.py" "$port" "$@"
 }
 
+# Runs a command that may fail ("$@"): its output into the file $1, its exit status into $code.
+run_logged() {
+  local log="$1"
+  shift
+  set +e
+  "$@" >"$log" 2>&1
+  code=$?
+  set -e
+}
+
 # An init log, without its per-request trace lines (counted, not shown).
 show_log() { grep -vE ": (GET|HEAD|PUT|POST|DELETE) /[^ ]* -> [0-9]{3}" "$1" | sed 's/^/  init | /' >&2 || true; }
 
@@ -436,10 +446,7 @@ mounts="$(docker inspect --format '{{range .Mounts}}{{.Type}}:{{.Destination}} {
 pass "the example app mounts no volume (its image's VOLUME is a tmpfs)"
 
 # The read-only health check users can run by hand: `docker compose run --rm couchdb-cluster-init check`.
-set +e
-compose run --rm --no-deps -T couchdb-cluster-init check >"$work/check.log" 2>&1
-code=$?
-set -e
+run_logged "$work/check.log" compose run --rm --no-deps -T couchdb-cluster-init check
 [ "$code" = 0 ] || { cat "$work/check.log" >&2; fail "'couchdb-cluster-init check' exited $code on the formed cluster"; }
 writes="$(writes_in "$work/check.log")"
 [ "$writes" = 0 ] || fail "'couchdb-cluster-init check' sent $writes write requests"
@@ -458,10 +465,7 @@ log "re-creating couchdb-2, running the init again"
 record_volumes
 compose up -d --no-build --no-deps --force-recreate couchdb-2 >&2 || fail "could not re-create couchdb-2"
 health="$(wait_health "$(service_container couchdb-2)" 60 healthy)" || fail "the re-created couchdb-2 is $health"
-set +e
-compose run --rm --no-deps -T couchdb-cluster-init >"$work/init-recreated.log" 2>&1
-code=$?
-set -e
+run_logged "$work/init-recreated.log" compose run --rm --no-deps -T couchdb-cluster-init
 show_log "$work/init-recreated.log"
 [ "$code" = 0 ] || fail "after re-creating couchdb-2 the init exited $code"
 writes="$(writes_in "$work/init-recreated.log")"
@@ -502,10 +506,7 @@ log "a new COUCHDB_PASSWORD in .env, then up -d"
 cp "$env_file" "$work/e2e.env.good"
 sed -i "s/^COUCHDB_PASSWORD=.*/COUCHDB_PASSWORD=$(rand)/" "$env_file"
 since="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-set +e
-compose up -d --no-build >"$work/up-changed.log" 2>&1
-code=$?
-set -e
+run_logged "$work/up-changed.log" compose up -d --no-build
 sed 's/^/  compose | /' "$work/up-changed.log" >&2
 [ "$code" != 0 ] || fail "up -d with a changed password exited 0"
 init_code="$(wait_init)"
@@ -556,10 +557,7 @@ out="$(traefik_client never --name "$(node_name 4)" --count 40)" || fail "before
 pass "couchdb-4 running, not joined: health $health; ${out#ok }"
 
 log "running the init with COUCHDB_NODES naming four nodes"
-set +e
-compose4 run --rm --no-deps -T couchdb-cluster-init >"$work/init-4.log" 2>&1
-code=$?
-set -e
+run_logged "$work/init-4.log" compose4 run --rm --no-deps -T couchdb-cluster-init
 show_log "$work/init-4.log"
 [ "$code" = 0 ] || fail "the init with couchdb-4 exited $code"
 health="$(wait_health "$node4" 30 healthy)" || fail "couchdb-4 is $health after the init joined it"
@@ -573,10 +571,7 @@ pass "the init joined couchdb-4: healthy, and through Traefik ${out#ok }"
 # 11. A node goes down; the init, run again, fails and names it.
 log "stopping couchdb-3, running the init again"
 compose4 stop couchdb-3 >&2
-set +e
-compose4 run --rm --no-deps -T -e COUCHDB_INIT_TIMEOUT=15s couchdb-cluster-init >"$work/init-3.log" 2>&1
-code=$?
-set -e
+run_logged "$work/init-3.log" compose4 run --rm --no-deps -T -e COUCHDB_INIT_TIMEOUT=15s couchdb-cluster-init
 show_log "$work/init-3.log"
 no_secret_in "$work/init-3.log" "the failing run"
 [ "$code" -ne 0 ] || fail "the init exited 0 with couchdb-3 stopped"
