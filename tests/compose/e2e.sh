@@ -40,7 +40,9 @@
 #                                         (tests/compose/images.sh)
 #   E2E_KEEP_IMAGES=1                     keep the image tags (for debugging)
 #   CARGO_TARGET_DIR                      honoured by the build
-# Uses `docker compose` (v2) when present, else docker-compose (1.29).
+#   E2E_COMPOSE=v1|v2                     docker-compose 1.x, or `docker compose` (for v2 here:
+#                                         DOCKER_CONFIG="$(tests/compose/compose-v2)"); default:
+#                                         v2 when present, else v1. .ci/run runs both.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -52,14 +54,9 @@ log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 pass() { passed=$((passed + 1)); log "ok: $*"; }
 fail() { failed=$((failed + 1)); log "FAIL: $*"; exit 1; }
 
-if docker compose version >/dev/null 2>&1; then
-  compose_cmd=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-  compose_cmd=(docker-compose)
-else
-  echo "e2e: neither 'docker compose' nor 'docker-compose' is available" >&2
-  exit 1
-fi
+# shellcheck source=tests/compose/compose-cmd.sh
+. "$root/tests/compose/compose-cmd.sh"
+pick_compose "${E2E_COMPOSE:-}" || { echo "e2e: no Compose to run the bundle with" >&2; exit 1; }
 
 # The static checks first; their count joins this script's closing "N passed, N failed" line.
 if [ "${E2E_SKIP_STATIC:-0}" != 1 ]; then
@@ -155,7 +152,7 @@ trap 'exit 143' TERM
 
 started_at=$SECONDS
 # ---------------------------------------------------------------------------------------------
-log "project $project, using ${compose_cmd[*]}"
+log "project $project, using ${compose_cmd[*]} ($compose_version)"
 
 # 1. The three images, built without pulling anything (tests/compose/images.sh): the init (the
 #    root Dockerfile's `host` stage), couchsim, and Traefik's official static binary FROM scratch.
@@ -328,7 +325,11 @@ print(int(t.timestamp()) * 10**9 + int((frac + "000000000")[:9]))' "$1"
 log "docker compose up -d (Traefik on 127.0.0.1:$port)"
 python3 "$root/tests/compose/through_traefik.py" "$port" probe --deadline 240 >"$work/probe.log" 2>&1 &
 prober=$!
-compose up -d --no-build >&2 || fail "compose up -d failed"
+# On Compose v2 the way the README says to wait for Traefik: `up -d --wait`.
+up_wait=()
+[ "$compose_flavour" = v2 ] && up_wait=(--wait)
+compose up -d "${up_wait[@]}" --no-build >&2 || fail "compose up -d ${up_wait[*]} failed"
+after_up="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_up" || true)"
 code="$(wait_init)"
 docker logs "$(service_container couchdb-cluster-init)" >"$work/init-1.log" 2>&1
 show_log "$work/init-1.log"
@@ -354,6 +355,10 @@ print(f"[e2e] {len(tries) - len(answers)} tries refused while the init ran; firs
       f"{(first[0] - done) / 1e9:.2f} s after it completed", file=sys.stderr)
 PY
 pass "nothing answered on Traefik's port before the init completed; then GET / answered 200"
+if [ "$compose_flavour" = v2 ]; then
+  [ "$after_up" = 200 ] || fail "right after 'up -d --wait' returned, GET /_up through Traefik answered $after_up"
+  pass "'up -d --wait' returned once Traefik answered: the first GET /_up after it answered 200"
+fi
 code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_up")"
 [ "$code" = 200 ] || fail "GET /_up through Traefik answered $code"
 pass "GET /_up through Traefik answers 200"
@@ -509,6 +514,13 @@ since="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
 run_logged "$work/up-changed.log" compose up -d --no-build
 sed 's/^/  compose | /' "$work/up-changed.log" >&2
 [ "$code" != 0 ] || fail "up -d with a changed password exited 0"
+# What the README quotes each Compose saying when the init fails.
+if [ "$compose_flavour" = v1 ]; then
+  said='ERROR: for traefik  Container "[0-9a-f]+" exited with code 4\.'
+else
+  said='service "couchdb-cluster-init" didn.t complete successfully: exit 4'
+fi
+grep -qE "$said" "$work/up-changed.log" || fail "$compose_version did not say what the README quotes: /$said/"
 init_code="$(wait_init)"
 docker logs --since "$since" "$(service_container couchdb-cluster-init)" >"$work/init-changed.log" 2>&1
 [ "$init_code" = 4 ] || { show_log "$work/init-changed.log"; fail "with a changed password the init exited $init_code, expected 4"; }
@@ -520,7 +532,7 @@ for _ in $(seq 1 10); do
   sleep 0.3
 done
 [[ "$answers" != *200* ]] || fail "with the nodes' password changed, Traefik still routed to a node:$answers"
-pass "a changed password: up -d exits $code, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
+pass "a changed password: up -d exits $code saying what the README quotes, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
 cp "$work/e2e.env.good" "$env_file"
 compose up -d --no-build >&2 || fail "up -d with the old password back failed"
 for n in 1 2 3; do
