@@ -134,12 +134,21 @@ fn the_cookie_diagnosis_survives_a_last_poll_that_times_out() {
     let c = cluster(3, |b| b.configure(2, |n| n.cookie("another-cookie")));
     let r = std::thread::scope(|s| {
         s.spawn(|| {
-            // Once the join is done, converge is polling: from then on the third node's
-            // answers come later than the deadline.
+            // Once the join is done and converge has had one answer from the third node (it
+            // is recorded before it is sent), its answers come later than the deadline.
             let until = Instant::now() + Duration::from_secs(20);
-            while c.node(0).count("PUT") < 2 && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let wait_for = |done: &dyn Fn() -> bool| {
+                while !done() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            };
+            let memberships = || {
+                let requests = c.node(2).requests();
+                requests.iter().filter(|r| r.path == "/_membership").count()
+            };
+            wait_for(&|| c.node(0).count("PUT") >= 2);
+            let before_converge = memberships();
+            wait_for(&|| memberships() > before_converge);
             c.node(2).inject(Fault::Slow(Duration::from_secs(8)));
         });
         run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "5s")])
