@@ -40,9 +40,9 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT (status: a node in COUCHDB_NODES does not answer)"),
     (Status::Auth, 4, "wrong COUCHDB_USER/COUCHDB_PASSWORD, or the account is locked on a node"),
     (Status::Unsafe, 5, "unsafe to join (a node holds databases or belongs to another cluster): nothing written"),
-    (Status::Unverified, 6, "not healthy: membership, copies of a range, shard-map conflicts or config drift (init, check, status)"),
+    (Status::Unverified, 6, "not healthy: membership, copies of a range, shard maps (conflicts, unreadable) or config drift (init, check, status)"),
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),
-    (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member"),
+    (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member or cannot be read"),
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
 ];

@@ -9,7 +9,8 @@
 //!   as far as this run read them: `n` copies, where `n` is what the database's ranges hold (not
 //!   counting new copies of a move under way), and for `_users`/`_replicator` at least
 //!   min(`[cluster] n`, members);
-//! - no shard map has conflicting revisions (trap 13) or a move an earlier run left unfinished.
+//! - every shard map can be read, and none has conflicting revisions (trap 13) or a move an
+//!   earlier run left unfinished.
 //!
 //! Leftover shard files are reported, not counted against health.
 
@@ -297,8 +298,17 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             say(Status::Unverified, drift);
         }
     }
+    for odd in &s.unreadable {
+        say(
+            Status::Unverified,
+            format!(
+                "{odd}: its copies cannot be checked, and `remove` and `rebalance` refuse while it stays so \
+                 (it is the `_dbs` doc of that name)"
+            ),
+        );
+    }
     for db in SYSTEM_DBS {
-        if !dbs.iter().any(|d| d.db == db) {
+        if !dbs.iter().any(|d| d.db == db) && !s.unreadable.iter().any(|u| u.db == db) {
             say(
                 Status::Unverified,
                 format!("database {db} does not exist (finish_cluster never completed: run init)"),

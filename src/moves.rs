@@ -69,6 +69,20 @@ pub fn refused(message: String) -> anyhow::Error {
     Failure::new(Status::Refused, format!("{message}. Nothing was written")).into()
 }
 
+/// Refuses to move anything while a shard map cannot be read: the plan must see every copy.
+pub fn every_map_readable(s: &Survey) -> Result<()> {
+    if s.unreadable.is_empty() {
+        return Ok(());
+    }
+    let odd: Vec<String> = s.unreadable.iter().map(|u| u.to_string()).collect();
+    Err(refused(format!(
+        "{} shard map(s) cannot be read, so where their copies are is unknown: {}. Fix or recreate \
+         those maps first (`status` names them)",
+        odd.len(),
+        crate::text::list_some(&odd)
+    )))
+}
+
 /// `remove`/`rebalance` stopped part-way; every copy is still in place.
 pub fn incomplete(message: String) -> anyhow::Error {
     Failure::new(Status::Incomplete, message).into()

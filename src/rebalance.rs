@@ -19,7 +19,7 @@ use log::info;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::moves::{refused, Engine, Step};
+use crate::moves::{every_map_readable, refused, Engine, Step};
 use crate::planner::{balance, leftovers, load, plan_rebalance, render_plan, settled};
 use crate::session::Session;
 use crate::survey::Survey;
@@ -113,6 +113,7 @@ fn summary(moved: usize, resolved: usize) -> String {
 
 /// The members copies may move between; refuses what `rebalance` should not touch.
 fn preflight(s: &Survey) -> Result<Vec<String>> {
+    every_map_readable(s)?;
     let not_serving: Vec<&String> = s.members.iter().filter(|m| !s.serving(m)).collect();
     if !not_serving.is_empty() {
         return Err(refused(format!(

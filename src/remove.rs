@@ -23,7 +23,7 @@ use crate::client::{Gone, NodeError};
 use crate::clock::{poll, Clock};
 use crate::config::{parse_node, Config, NodeAddr};
 use crate::exit::{Failure, Status};
-use crate::moves::{incomplete, refused, Engine, Step};
+use crate::moves::{every_map_readable, incomplete, refused, Engine, Step};
 use crate::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
 use crate::session::{each_bounded, Session};
 use crate::survey::{Survey, PARALLEL};
@@ -71,7 +71,8 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         .docs
         .iter()
         .any(|d| d.map.values().flatten().any(|n| *n == leaving));
-    if !holds && !survey.members.contains(&leaving) {
+    // "Holds nothing" needs every map: one that cannot be read is refused below.
+    if !holds && !survey.members.contains(&leaving) && survey.unreadable.is_empty() {
         // Perhaps an earlier run was stopped right after the `_nodes` DELETE: make sure every
         // member has dropped it (reads only, when they have).
         forget(&session, &survey, &leaving)?;
@@ -134,7 +135,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     })?;
 
     session.phase("verify", &format!("no shard map lists {leaving}"), || {
-        let docs = session.read(|| session.client.shard_docs(&survey.via))?;
+        let docs = session.read(|| session.client.all_shard_docs(&survey.via))?;
         let still: Vec<String> = docs
             .iter()
             .filter(|d| d.map.values().flatten().any(|n| *n == leaving))
@@ -198,6 +199,7 @@ fn listed_as(addrs: &[NodeAddr], node: &str) -> Result<Option<usize>> {
 
 /// The members that may take the copies; refuses when the move could not be proven.
 fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
+    every_map_readable(s)?;
     let others: Vec<&String> = s.members.iter().filter(|m| *m != leaving).collect();
     let not_serving: Vec<String> = others
         .iter()
@@ -247,7 +249,7 @@ fn leftover_files(
             "its files could not be listed ({leaving} is not connected)"
         ));
     };
-    let docs = session.read(|| session.client.shard_docs(&survey.via))?;
+    let docs = session.read(|| session.client.all_shard_docs(&survey.via))?;
     let found = leftovers(&docs, &[(leaving.to_string(), files)].into_iter().collect());
     if found.is_empty() {
         return Ok("no leftover shard files".into());

@@ -145,6 +145,9 @@ fn until_healthy(session: &Session, addrs: &[NodeAddr]) -> Result<Report> {
 fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> Result<Report> {
     let mut survey = session.survey(addrs, None)?;
     if let Some(db) = &opts.db {
+        if let Some(odd) = survey.unreadable.iter().find(|u| u.db == *db) {
+            return Err(Failure::new(Status::Unverified, format!("{odd}")).into());
+        }
         if survey.doc(db).is_none() {
             return Err(Failure::new(
                 Status::Config,

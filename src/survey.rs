@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, Result};
 
-use crate::client::{CopyState, Membership, NodeConfig, NodeError, ShardDoc, Up};
+use crate::client::{
+    CopyState, Membership, NodeConfig, NodeError, ShardDoc, ShardDocs, Unreadable, Up,
+};
 use crate::config::{NodeAddr, NodeList};
 use crate::discovery;
 use crate::session::{each_bounded, Session};
@@ -76,6 +78,8 @@ pub struct Survey {
     /// The reference's `all_nodes` (connected now, itself included).
     pub connected: BTreeSet<String>,
     pub docs: Vec<ShardDoc>,
+    /// The shard maps that could not be read: reported, and nothing is moved while there are any.
+    pub unreadable: Vec<Unreadable>,
     /// `[cluster] n` on the reference.
     pub cluster_n: usize,
     /// (db, range, node) → that copy's state, for the copies that were read.
@@ -143,7 +147,7 @@ impl Session<'_> {
             nodes.push(view?);
         }
 
-        let docs = self.read(|| self.client.shard_docs(&via))?;
+        let ShardDocs { docs, unreadable } = self.read(|| self.client.shard_docs(&via))?;
         let cluster_n = nodes[reference]
             .config
             .as_ref()
@@ -165,6 +169,7 @@ impl Session<'_> {
             members,
             connected,
             docs,
+            unreadable,
             cluster_n,
             copies: BTreeMap::new(),
             files: BTreeMap::new(),

@@ -199,6 +199,50 @@ fn status_finds_an_interrupted_move() {
     assert_eq!(app["n"], 3, "{app}");
 }
 
+/// `app`'s map with an intent field this tool did not write: CouchDB stores it (trap 12), this
+/// tool cannot read it.
+fn with_an_unreadable_map(c: &Cluster) {
+    let mut doc = dbs_doc(c, 0, "app");
+    doc["couchdb_cluster_init"] = Value::from(42);
+    put_dbs_doc(c, 0, "app", &doc);
+    c.reset_counters();
+}
+
+#[test]
+fn status_names_a_shard_map_it_cannot_read_and_still_shows_the_rest() {
+    let c = formed(3, &["app", "other"]);
+    with_an_unreadable_map(&c);
+    let r = status(&c, &[]);
+    r.assert_code(6);
+    r.assert_shows(&[
+        "shard map of app: `couchdb_cluster_init` is not what this tool writes",
+        "3 databases",
+    ]);
+    for i in 0..3 {
+        r.assert_shows(&[&c.node(i).name()]);
+    }
+    let j = json(&status(&c, &["--json"]));
+    assert_eq!(j["healthy"], false);
+    assert_eq!(j["databases"].as_array().unwrap().len(), 3);
+    let r = status(&c, &["app"]);
+    r.assert_code(6);
+    r.assert_says(&["shard map of app"]);
+    run_args(&c, &["check"], &[]).assert_code(6);
+    assert_eq!(c.count_writes(), 0);
+}
+
+#[test]
+fn remove_and_rebalance_refuse_while_a_shard_map_cannot_be_read() {
+    let c = grown(4);
+    with_an_unreadable_map(&c);
+    for args in [vec!["rebalance"], vec!["remove", &c.node(3).name()]] {
+        let r = run_args(&c, &args, &[]);
+        r.assert_code(8);
+        r.assert_says(&["shard map of app", "Nothing was written"]);
+    }
+    assert_eq!(c.count_writes(), 0);
+}
+
 #[test]
 fn status_names_an_unknown_database() {
     let c = formed(3, &[]);

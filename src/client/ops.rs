@@ -12,6 +12,7 @@ use crate::config::NodeAddr;
 
 /// Shard map docs per `_all_docs` page: a few hundred KB at most.
 const PAGE: usize = 500;
+const SHARD_DOCS: &str = "GET /_node/_local/_dbs/_all_docs";
 
 /// One copy's own counts (`GET /_node/<node>/shards%2F<range>%2F<db><suffix>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -28,6 +29,27 @@ pub enum CopyState {
     Missing,
     /// 412 `nodedown`: the node is not connected to the one we asked.
     NodeDown,
+}
+
+/// Every database's shard map, and apart from them the maps this tool cannot read: one odd map
+/// (written by hand, or by another tool; CouchDB checks little, trap 12) must not hide the rest.
+#[derive(Debug, Default)]
+pub struct ShardDocs {
+    pub docs: Vec<ShardDoc>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A shard map that could not be read: its database, and why (never its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub db: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard map of {}: {}", self.db, self.why)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,8 +84,19 @@ pub fn segment(s: &str) -> String {
 }
 
 impl Client {
-    /// Every database's shard map, as `via` has them, with conflicts.
-    pub fn shard_docs(&self, via: &NodeAddr) -> NodeResult<Vec<ShardDoc>> {
+    /// Every database's shard map, as `via` has them, with conflicts; an error only when
+    /// there is one that cannot be read (for the steps that must see every map).
+    pub fn all_shard_docs(&self, via: &NodeAddr) -> NodeResult<Vec<ShardDoc>> {
+        let read = self.shard_docs(via)?;
+        match read.unreadable.first() {
+            None => Ok(read.docs),
+            Some(odd) => Err(malformed(via, SHARD_DOCS, &odd.to_string())),
+        }
+    }
+
+    /// Every database's shard map, as `via` has them, with conflicts; those that cannot be
+    /// read are named apart.
+    pub fn shard_docs(&self, via: &NodeAddr) -> NodeResult<ShardDocs> {
         #[derive(Deserialize)]
         struct Row {
             id: String,
@@ -73,8 +106,7 @@ impl Client {
         struct Page {
             rows: Vec<Row>,
         }
-        let what = "GET /_node/_local/_dbs/_all_docs";
-        let mut docs = Vec::new();
+        let mut read = ShardDocs::default();
         let mut start: Option<String> = None;
         loop {
             let mut path = format!(
@@ -87,7 +119,7 @@ impl Client {
                     segment(&Value::from(id.as_str()).to_string())
                 );
             }
-            let page: Page = self.get(via, &path, what)?;
+            let page: Page = self.get(via, &path, SHARD_DOCS)?;
             let mut rows = page.rows;
             // One row more than a page says there is another page, which starts with it. A
             // server that ignored `limit` sent everything at once.
@@ -100,13 +132,21 @@ impl Client {
                 if row.id.starts_with("_design/") {
                     continue;
                 }
-                let doc = row
-                    .doc
-                    .ok_or_else(|| malformed(via, what, "a row without its doc"))?;
-                docs.push(ShardDoc::parse(doc).map_err(|e| malformed(via, what, &e))?);
+                let parsed = match row.doc {
+                    Some(doc) => ShardDoc::parse(doc),
+                    None => Err("a row without its doc".into()),
+                };
+                match parsed {
+                    Ok(doc) => read.docs.push(doc),
+                    Err(why) => {
+                        let prefix = format!("shard map of {}: ", row.id);
+                        let why = why.strip_prefix(&prefix).unwrap_or(&why).to_string();
+                        read.unreadable.push(Unreadable { db: row.id, why });
+                    }
+                }
             }
             if start.is_none() {
-                return Ok(docs);
+                return Ok(read);
             }
         }
     }
