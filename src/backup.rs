@@ -9,7 +9,8 @@
 //!    (`PUT /<db>`, nothing else: no `enable_single_node`, trap 19).
 //! 4. **replications** — one continuous `_replicator` doc per database, written only where no
 //!    doc writes into that database yet: a second doc for the same pair would fail (trap 20),
-//!    and someone else's is reported, not doubled.
+//!    and someone else's is reported, not doubled. Ours is written anew where its credentials
+//!    are no longer the current ones (a password changed: its job gets 401s, trap 19).
 //! 5. **arrival** — documents, not states (trap 17): wait, within the deadline, until the backup
 //!    holds as many documents (live and deleted) as the source held when the survey read it. A
 //!    crashed job restarts only after 30 s × 2^(crashes−1) on CouchDB's 60 s tick (trap 18): the
@@ -76,8 +77,12 @@ impl<'s, 'a> Backup<'s, 'a> {
         if !started.is_empty() {
             actions.push(format!("started {} replication(s)", started.len()));
         }
+        let renewed = self.renew(&dbs)?;
+        if !renewed.is_empty() {
+            actions.push(format!("renewed {} replication(s)", renewed.len()));
+        }
         let before: Vec<Option<u64>> = dbs.iter().map(|d| d.target).collect();
-        let dbs = self.arrival(dbs, !started.is_empty())?;
+        let dbs = self.arrival(dbs, !started.is_empty() || !renewed.is_empty())?;
         let progressed: Vec<bool> = dbs.iter().zip(before).map(|(d, b)| d.target > b).collect();
         self.report(&dbs, &progressed)?;
         Ok(actions)
@@ -248,23 +253,12 @@ impl<'s, 'a> Backup<'s, 'a> {
             if d.source.is_none() {
                 continue;
             }
-            let source = Endpoint {
-                node: &source_node,
-                db: &d.db,
-                user: &self.session.cfg.user,
-                password: &self.session.cfg.password,
-            };
-            let target = Endpoint {
-                node: &self.cfg.target,
-                db: &d.db,
-                user: &self.cfg.user,
-                password: &self.cfg.password,
-            };
+            let (source, target) = self.endpoints(&source_node, &d.db);
             let id = doc_id(&d.db);
             match self.session.read(|| {
                 self.session
                     .client
-                    .put_replication(cluster, &id, &source, &target)
+                    .put_replication(cluster, &id, &source, &target, None)
             })? {
                 Put::Created => started.push(d.db.clone()),
                 Put::AlreadyThere => debug!("backup: {id} was written meanwhile (409)"),
@@ -280,6 +274,82 @@ impl<'s, 'a> Backup<'s, 'a> {
             );
         }
         Ok(started)
+    }
+
+    /// Our docs (`backup:<db>`) that still carry credentials other than the current ones — a
+    /// password changed since they were written, so their jobs get 401s (trap 19) — written
+    /// anew with the current ones. CouchDB replaces a doc's job when its endpoints change, auth
+    /// included (`couch_replicator_doc_processor:updated_doc/3`). Reads one doc per database;
+    /// writes only where one is out of date.
+    fn renew(&self, dbs: &[DbBackup]) -> Result<Vec<String>> {
+        let source_node = self.source_node();
+        let ours: Vec<&DbBackup> = dbs
+            .iter()
+            .filter(|d| d.source.is_some())
+            .filter(|d| {
+                d.doc
+                    .as_ref()
+                    .is_some_and(|doc| doc.doc_id == doc_id(&d.db))
+            })
+            .collect();
+        let outdated = each_bounded(&ours, PARALLEL, |d| {
+            let (source, target) = self.endpoints(&source_node, &d.db);
+            let rev = self.session.read(|| {
+                self.session.client.outdated_replication(
+                    self.cluster,
+                    &doc_id(&d.db),
+                    &source,
+                    &target,
+                )
+            })?;
+            Ok::<_, anyhow::Error>(rev.map(|rev| (d.db.clone(), rev)))
+        });
+        let mut renewed = Vec::new();
+        for found in outdated {
+            let Some((db, rev)) = found? else {
+                continue;
+            };
+            let (source, target) = self.endpoints(&source_node, &db);
+            let id = doc_id(&db);
+            match self.session.read(|| {
+                self.session
+                    .client
+                    .put_replication(self.cluster, &id, &source, &target, Some(&rev))
+            })? {
+                Put::Created => renewed.push(db),
+                Put::AlreadyThere => debug!("backup: {id} changed meanwhile (409); left as it is"),
+            }
+        }
+        if !renewed.is_empty() {
+            info!(
+                "backup: renewed {} replication(s) that carried old credentials (a password changed since \
+                 they were written): {}",
+                renewed.len(),
+                list_some(&renewed)
+            );
+        }
+        Ok(renewed)
+    }
+
+    /// Both ends of `db`'s replication, with the credentials each side takes now.
+    fn endpoints<'e>(
+        &'e self,
+        source_node: &'e NodeAddr,
+        db: &'e str,
+    ) -> (Endpoint<'e>, Endpoint<'e>) {
+        let source = Endpoint {
+            node: source_node,
+            db,
+            user: &self.session.cfg.user,
+            password: &self.session.cfg.password,
+        };
+        let target = Endpoint {
+            node: &self.cfg.target,
+            db,
+            user: &self.cfg.user,
+            password: &self.cfg.password,
+        };
+        (source, target)
     }
 
     /// The cluster as the nodes reach it: whichever member runs a job reads the source there.

@@ -187,6 +187,51 @@ fn the_backup_stopped_is_reported_and_recovers_once_it_is_back() {
 }
 
 #[test]
+fn a_changed_backup_password_renews_our_replication_and_documents_arrive_again() {
+    const NEW: &str = "bk-rotated-Qz4-never-logged";
+    let rig = Rig::new(&[("app", 20), ("orders", 5)]);
+    rig.run(&["backup"], &[]).assert_code(0);
+    // The operator rotates the backup's password, then writes on: the job still holds the old
+    // one, its session stops working (the cookie is bound to the hash) and documents stop
+    // arriving.
+    rig.backup.node(0).set_config("admins", BACKUP_USER, NEW);
+    rig.cluster.node(0).write_docs("app", &ids("app", 20, 30));
+    rig.reset();
+    let r = rig.run(
+        &["backup"],
+        &[("COUCHDB_BACKUP_PASSWORD", NEW), ("RUST_LOG", "trace")],
+    );
+    r.assert_code(0);
+    r.assert_says(&["renewed 2 replication(s)", "app", "orders"]);
+    let mut writes = rig.our_writes();
+    writes.sort();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[0].starts_with("PUT /_replicator/backup%3Aapp"),
+        "{writes:?}"
+    );
+    assert!(
+        writes[1].starts_with("PUT /_replicator/backup%3Aorders"),
+        "{writes:?}"
+    );
+    assert_eq!(rig.backup_docs("app"), 30);
+    // Still one doc per database (trap 20), and nothing written once they are current.
+    let mut docs = rig.replicator_ids();
+    docs.sort();
+    assert_eq!(docs, ["backup:app", "backup:orders"]);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for secret in [PASSWORD, BACKUP_PASSWORD, NEW] {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+    rig.reset();
+    let r = rig.run(&["backup"], &[("COUCHDB_BACKUP_PASSWORD", NEW)]);
+    r.assert_code(0);
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+    rig.cluster.node(2).write_docs("app", &["after-rotation"]);
+    rig.arrives("app", "after-rotation");
+}
+
+#[test]
 fn another_doc_replicating_the_same_pair_is_reported_not_doubled() {
     let rig = Rig::new(&[("app", 10)]);
     let source = format!("{}/app", rig.cluster.node(0).url());

@@ -2,8 +2,9 @@
 //! CouchDB, writing a `_replicator` doc, and what the replication scheduler says about every
 //! `_replicator` doc.
 //!
-//! `_replicator` docs hold both passwords in clear (trap 21): they are written here and never
-//! read back. The scheduler's answers carry no credentials, but every text taken from them is
+//! `_replicator` docs hold both passwords in clear (trap 21): they are written here, and read
+//! back only to be compared with what would be written now — the passwords never leave this
+//! file. The scheduler's answers carry no credentials, but every text taken from them is
 //! scrubbed of `user:password@` all the same, and an error is cut to one short line.
 
 use serde::Deserialize;
@@ -48,7 +49,8 @@ pub struct Endpoint<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Put {
     Created,
-    /// 409: a doc with this id exists already (transcript 14: the same `_id` again → 409).
+    /// 409: a doc with this id exists already (transcript 14: the same `_id` again → 409), or
+    /// the revision written over is no longer the doc's.
     AlreadyThere,
 }
 
@@ -80,6 +82,17 @@ impl SchedulerDoc {
     pub fn reads_from(&self, node: &NodeAddr, db: &str) -> bool {
         self.source.trim_end_matches('/') == db_url(node, db)
     }
+}
+
+/// The `_replicator` doc of a continuous replication, with both passwords in it.
+fn replication_doc(source: &Endpoint, target: &Endpoint) -> Value {
+    let end = |e: &Endpoint| {
+        json!({
+            "url": db_url(e.node, e.db),
+            "auth": {"basic": {"username": e.user, "password": e.password.expose()}},
+        })
+    };
+    json!({"source": end(source), "target": end(target), "continuous": true})
 }
 
 /// `http://host:port/<db>`, the database's name as one path segment.
@@ -132,7 +145,8 @@ impl Client {
         }
     }
 
-    /// Writes a continuous replication as `_replicator/<id>`, unless a doc with that id exists.
+    /// Writes a continuous replication as `_replicator/<id>`: a new doc (`rev` `None`), unless
+    /// one with that id exists; or a new revision of the doc at `rev`, unless it changed since.
     /// The body holds both passwords: it is built here, sent, and never logged or kept.
     pub fn put_replication(
         &self,
@@ -140,14 +154,12 @@ impl Client {
         id: &str,
         source: &Endpoint,
         target: &Endpoint,
+        rev: Option<&str>,
     ) -> NodeResult<Put> {
-        let end = |e: &Endpoint| {
-            json!({
-                "url": db_url(e.node, e.db),
-                "auth": {"basic": {"username": e.user, "password": e.password.expose()}},
-            })
-        };
-        let doc = json!({"source": end(source), "target": end(target), "continuous": true});
+        let mut doc = replication_doc(source, target);
+        if let Some(rev) = rev {
+            doc["_rev"] = rev.into();
+        }
         let what = format!("PUT /_replicator/{id}");
         let path = format!("/_replicator/{}", segment(id));
         let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
@@ -156,6 +168,39 @@ impl Client {
             409 => Ok(Put::AlreadyThere),
             _ => Err(self.unexpected(node, &what, status, &body)),
         }
+    }
+
+    /// The revision of `_replicator/<id>` if it replicates between `source`'s and `target`'s
+    /// URLs with other credentials than theirs — a password changed since it was written, and
+    /// its job gets 401s; `None` when they are the same, when it replicates between other URLs
+    /// (not a credential to renew), or when there is no such doc.
+    pub fn outdated_replication(
+        &self,
+        node: &NodeAddr,
+        id: &str,
+        source: &Endpoint,
+        target: &Endpoint,
+    ) -> NodeResult<Option<String>> {
+        let what = format!("GET /_replicator/{id}");
+        let path = format!("/_replicator/{}", segment(id));
+        let (status, body) = self.call(node, "GET", &path, None, true, &what)?;
+        let doc: Value = match status {
+            200 => parse(node, &what, &body)?,
+            404 => return Ok(None),
+            _ => return Err(self.unexpected(node, &what, status, &body)),
+        };
+        let now = replication_doc(source, target);
+        let url = |doc: &Value, end: &str| doc.get(end).and_then(|e| e.get("url")).cloned();
+        let same_urls = ["source", "target"]
+            .iter()
+            .all(|end| url(&doc, end) == url(&now, end));
+        let same = ["source", "target", "continuous"]
+            .iter()
+            .all(|key| doc.get(key) == now.get(key));
+        Ok(match doc.get("_rev").and_then(Value::as_str) {
+            Some(rev) if same_urls && !same => Some(rev.to_string()),
+            _ => None,
+        })
     }
 
     /// Every doc of the cluster's `_replicator`, with the state of its replication. Any member
