@@ -285,12 +285,7 @@ impl<'s, 'a> Backup<'s, 'a> {
         let source_node = self.source_node();
         let ours: Vec<&DbBackup> = dbs
             .iter()
-            .filter(|d| d.source.is_some())
-            .filter(|d| {
-                d.doc
-                    .as_ref()
-                    .is_some_and(|doc| doc.doc_id == doc_id(&d.db))
-            })
+            .filter(|d| d.source.is_some() && d.by_us())
             .collect();
         let outdated = each_bounded(&ours, PARALLEL, |d| {
             let (source, target) = self.endpoints(&source_node, &d.db);

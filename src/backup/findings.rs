@@ -37,6 +37,13 @@ impl DbBackup {
         Some(self.source?.saturating_sub(self.target?))
     }
 
+    /// Is the doc replicating this database ours (`backup:<db>`)?
+    pub(super) fn by_us(&self) -> bool {
+        self.doc
+            .as_ref()
+            .is_some_and(|doc| doc.doc_id == doc_id(&self.db))
+    }
+
     pub(super) fn caught_up(&self) -> bool {
         self.lag() == Some(0)
     }
@@ -61,7 +68,7 @@ impl DbBackup {
         };
         let mut line = format!("{}: {counts}, {}", self.db, self.state());
         if let Some(doc) = &self.doc {
-            if !doc.doc_id.eq(&doc_id(&self.db)) {
+            if !self.by_us() {
                 line += &format!(" (doc `{}`, not ours)", doc.doc_id);
             }
             if let Some(error) = doc.error.as_ref().filter(|_| in_trouble(doc)) {
@@ -174,7 +181,7 @@ pub(super) fn judge(
             continue;
         }
         if let Some(doc) = &d.doc {
-            if doc.doc_id != doc_id(&d.db) {
+            if !d.by_us() {
                 note(
                     "already replicated to the backup by a doc of their own, not adding a second (CouchDB would fail it)",
                     format!("{} by `{}` from {}", d.db, doc.doc_id, doc.source),
