@@ -1,9 +1,9 @@
 //! The command line: which procedure to run, and the help text. Options are parsed here only;
-//! everything else comes from the environment (src/config.rs).
+//! everything else comes from the environment (src/util/config.rs).
 
-use crate::config::{BACKUP_VARIABLES, VARIABLES};
-use crate::exit::TABLE;
-use crate::{rebalance, remove, status};
+use crate::commands::{rebalance, remove, status};
+use crate::util::config::{BACKUP_VARIABLES, VARIABLES};
+use crate::util::exit::TABLE;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -1,12 +1,12 @@
 use std::process::ExitCode;
 
 use couchdb_cluster_init::cli::{self, Command, VERSION};
-use couchdb_cluster_init::clock::SystemClock;
-use couchdb_cluster_init::config::Config;
-use couchdb_cluster_init::exit::{status_of, Status};
-use couchdb_cluster_init::formation::Formation;
-use couchdb_cluster_init::logging;
-use couchdb_cluster_init::{rebalance, remove, status};
+use couchdb_cluster_init::commands::formation::Formation;
+use couchdb_cluster_init::commands::{rebalance, remove, status};
+use couchdb_cluster_init::util::clock::SystemClock;
+use couchdb_cluster_init::util::config::Config;
+use couchdb_cluster_init::util::exit::{status_of, Status};
+use couchdb_cluster_init::util::logging;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,7 +1,7 @@
 //! The README's tables are copies of the code's: keep them equal.
 
-use couchdb_cluster_init::config::{BACKUP_VARIABLES, VARIABLES};
-use couchdb_cluster_init::exit::TABLE;
+use couchdb_cluster_init::util::config::{BACKUP_VARIABLES, VARIABLES};
+use couchdb_cluster_init::util::exit::TABLE;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")

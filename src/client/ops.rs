@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::shard_doc::ShardDoc;
 use super::{parse, Client, NodeError, NodeResult};
-use crate::config::NodeAddr;
+use crate::util::config::NodeAddr;
 
 /// Shard map docs per `_all_docs` page: a few hundred KB at most.
 const PAGE: usize = 500;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse, segment, Client, NodeResult};
-use crate::config::{NodeAddr, Secret};
+use crate::util::config::{NodeAddr, Secret};
 
 /// The longest scheduler error passed on: CouchDB's are Erlang terms, some of them kilobytes.
 const MAX_ERROR: usize = 300;

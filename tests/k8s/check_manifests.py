@@ -5,7 +5,7 @@ example app and the README agree — names, ports, labels, the Secret's keys, ex
     python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
     # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
 
-Also reads k8s/example-app.yaml, compose.yaml, src/exit.rs and README.md. Prints one line per check and ends
+Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs and README.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
 """
 
@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 # The official Helm chart's Secret keys: a chart user can point the Job at the chart's Secret.
 SECRET_KEYS = {"adminUsername", "adminPassword", "cookieAuthSecret", "erlangCookie"}
-# Exit codes a retry cannot fix (src/exit.rs): configuration, wrong password, unsafe to join.
+# Exit codes a retry cannot fix (src/util/exit.rs): configuration, wrong password, unsafe to join.
 NEVER_RETRIED = {2, 4, 5}
 
 results = []
@@ -157,9 +157,9 @@ def main(all_yaml, helm_yaml):
     check("Job: fails at once on 2, 4 and 5, retries the rest", codes == NEVER_RETRIED, codes)
     check("Job: the failure policy names the init container",
           all(r["onExitCodes"].get("containerName") == init["name"] for r in fail))
-    exit_rs = (ROOT / "src" / "exit.rs").read_text()
+    exit_rs = (ROOT / "src" / "util" / "exit.rs").read_text()
     for code, word in [(2, "Config"), (4, "Auth"), (5, "Unsafe")]:
-        check(f"exit code {code} is still {word} in src/exit.rs", re.search(rf"Status::{word}, {code},", exit_rs))
+        check(f"exit code {code} is still {word} in src/util/exit.rs", re.search(rf"Status::{word}, {code},", exit_rs))
     check("Job: restartPolicy Never, ttlSecondsAfterFinished",
           jpod.get("restartPolicy") == "Never" and job["spec"].get("ttlSecondsAfterFinished", 0) > 0)
     restricted("Job", jpod, init)

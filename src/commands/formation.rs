@@ -14,17 +14,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use log::{debug, info, warn};
 
-use crate::backup::Backup;
 use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
-use crate::clock::{poll, Clock};
-use crate::config::{self, Config};
-use crate::discovery;
-use crate::exit::{Failure, Status};
-use crate::session::{each, Nodes, Session, Waiting};
-use crate::text::{list_compact, list_some};
+use crate::cluster::health::{config_drift, SYSTEM_DBS};
+use crate::cluster::session::{each, Nodes, Session, Waiting};
+use crate::commands::backup::Backup;
+use crate::util::clock::{poll, Clock};
+use crate::util::config::{self, Config};
+use crate::util::discovery;
+use crate::util::exit::{Failure, Status};
+use crate::util::text::{list_compact, list_some};
 
-/// The databases `finish_cluster` creates; the cluster is not usable without them.
-pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 /// CouchDB's own default for `[cluster] n` when the node's config does not set it.
 const COUCHDB_DEFAULT_N: usize = 3;
 /// `check` is for healthchecks and people: it should answer quickly.
@@ -709,41 +708,6 @@ fn effective_n(coordinator: &NodeConfig) -> Result<usize> {
     }
 }
 
-/// Which of admin hash, uuid and secret differ from the coordinator's, and where. Never prints them.
-pub fn config_drift(nodes: &Nodes, configs: &[NodeConfig]) -> Option<String> {
-    let reference = &configs[nodes.coordinator];
-    // "admin hash and [couchdb] uuid" → the nodes where exactly those differ.
-    let mut drift: Vec<(String, Vec<String>)> = Vec::new();
-    for (i, (node, c)) in nodes.all.iter().zip(configs).enumerate() {
-        if i == nodes.coordinator {
-            continue;
-        }
-        let mut what = Vec::new();
-        if c.admin_hash != reference.admin_hash {
-            what.push("admin hash");
-        }
-        if c.uuid != reference.uuid {
-            what.push("[couchdb] uuid");
-        }
-        if c.secret != reference.secret {
-            what.push("[chttpd_auth] secret");
-        }
-        if what.is_empty() {
-            continue;
-        }
-        let what = what.join(" and ");
-        match drift.iter_mut().find(|(w, _)| *w == what) {
-            Some((_, where_)) => where_.push(node.addr.label.clone()),
-            None => drift.push((what, vec![node.addr.label.clone()])),
-        }
-    }
-    let said: Vec<String> = drift
-        .iter()
-        .map(|(what, where_)| format!("{what} differs on {}", list_compact(where_)))
-        .collect();
-    (!said.is_empty()).then(|| format!("config drift: {}", said.join("; ")))
-}
-
 /// Every range of `db` must live on `want` distinct nodes, all of them members.
 pub fn check_shards(
     db: &str,
@@ -777,8 +741,8 @@ pub fn check_shards(
 mod tests {
     use super::*;
     use crate::client::NodeConfig;
-    use crate::config::{NodeAddr, Secret};
-    use crate::session::Identified;
+    use crate::cluster::session::Identified;
+    use crate::util::config::{NodeAddr, Secret};
 
     fn ident(n: usize) -> Nodes {
         let all = (1..=n)
@@ -814,7 +778,7 @@ mod tests {
 
     fn status(r: Result<Plan>) -> (Status, String) {
         let e = r.expect_err("expected a refusal");
-        (crate::exit::status_of(&e), format!("{e:#}"))
+        (crate::util::exit::status_of(&e), format!("{e:#}"))
     }
 
     #[test]

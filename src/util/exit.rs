@@ -1,9 +1,9 @@
-//! Exit codes: the one table, and the one place where an error becomes a code.
+//! Exit codes: the one table, the errors that carry a code (`Failure`, `NodeError`), and the one
+//! place where an error becomes a code.
 
 use std::fmt;
 
-use crate::client::NodeError;
-use crate::config::ConfigError;
+use crate::util::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -55,6 +55,72 @@ impl Status {
             .map_or(1, |(_, code, _)| *code)
     }
 }
+
+/// How one request to a node failed. The client makes these; they live here, beside the table,
+/// because each kind ends a run with its own code (`status_of`).
+#[derive(Debug)]
+pub enum NodeError {
+    /// Refused, timed out, name did not resolve: worth waiting for.
+    Unreachable { node: String, reason: String },
+    /// 401: never retried, 5 failures lock the account for 5 minutes.
+    Unauthorized { node: String, reason: String },
+    /// 403 lockout after repeated failures.
+    Locked { node: String },
+    /// A status this request should never get.
+    Unexpected {
+        node: String,
+        what: String,
+        status: u16,
+        reason: String,
+    },
+    /// Not JSON, not the JSON we expect, or far too large.
+    Malformed {
+        node: String,
+        what: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Unreachable { node, reason } => {
+                write!(f, "node {node} is unreachable: {reason}")
+            }
+            NodeError::Unauthorized { node, reason } => write!(
+                f,
+                "node {node} refused COUCHDB_USER/COUCHDB_PASSWORD ({reason}); not retried, \
+                 because 5 failures lock the account on that node for 5 minutes. Changed the \
+                 password (e.g. a new .env)? A node keeps the admin it was first started with \
+                 (in its config volume): use that password again, or change it on every node \
+                 first (PUT /_node/_local/_config/admins/<user>)"
+            ),
+            NodeError::Locked { node } => write!(
+                f,
+                "node {node} has temporarily locked the account after repeated wrong passwords; \
+                 fix COUCHDB_PASSWORD and retry in 5 minutes"
+            ),
+            NodeError::Unexpected {
+                node,
+                what,
+                status,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "node {node} answered {what} with HTTP {status}: {reason}"
+                )
+            }
+            NodeError::Malformed { node, what, reason } => {
+                write!(f, "node {node} answered {what} with {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+pub type NodeResult<T> = Result<T, NodeError>;
 
 /// An error that knows its exit status; the message is what the operator reads.
 #[derive(Debug)]

@@ -1,5 +1,5 @@
 //! Where copies should go: pure functions over shard maps, no I/O. `rebalance` and `remove`
-//! plan here, the move engine (src/moves.rs) checks every edit here before it PUTs it, and
+//! plan here, the move engine (src/cluster/moves.rs) checks every edit here before it PUTs it, and
 //! `--dry-run` prints these plans.
 //!
 //! Rules: never two copies of a range on one node; as few moves as possible; a database is

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, ToSocketAddrs};
 
-use crate::config::NodeAddr;
+use crate::util::config::NodeAddr;
 
 /// The addresses `host` resolves to, sorted, duplicates removed. IPv4 only when there is any:
 /// on a dual-stack cluster every pod has one address of each family, and counting both would

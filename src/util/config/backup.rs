@@ -287,7 +287,7 @@ fn is_db_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::{status_of, Status};
+    use crate::util::exit::{status_of, Status};
 
     fn nodes() -> NodeList {
         NodeList::Listed {

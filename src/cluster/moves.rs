@@ -24,12 +24,12 @@ use anyhow::Result;
 use log::{debug, info, warn};
 
 use crate::client::{CopyState, Gone, Move, NodeError, Saved, ShardDoc, ShardMap};
-use crate::clock::poll;
-use crate::config::NodeAddr;
-use crate::exit::{status_of, Failure, Status};
-use crate::planner::{check_edit, unfinished, Leftover, Rules};
-use crate::session::{each_bounded, Session};
-use crate::survey::{Survey, PARALLEL};
+use crate::cluster::planner::{check_edit, unfinished, Leftover, Rules};
+use crate::cluster::session::{each_bounded, Session};
+use crate::cluster::survey::{Survey, PARALLEL};
+use crate::util::clock::poll;
+use crate::util::config::NodeAddr;
+use crate::util::exit::{status_of, Failure, Status};
 
 /// Read-decide-write rounds per database before giving up: each edit is one round, and a
 /// conflict or a 409 costs one more.
@@ -79,7 +79,7 @@ pub fn every_map_readable(s: &Survey) -> Result<()> {
         "{} shard map(s) cannot be read, so where their copies are is unknown: {}. Fix or recreate \
          those maps first (`status` names them)",
         odd.len(),
-        crate::text::list_some(&odd)
+        crate::util::text::list_some(&odd)
     )))
 }
 

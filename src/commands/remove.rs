@@ -5,7 +5,7 @@
 //!    or in maintenance, a range NODE holds has no other copy anyone can read, or the other
 //!    members cannot hold n copies of every range (unless `--accept-fewer-copies`);
 //! 3. move every copy NODE holds — every database, `_users` and `_replicator` included — to a
-//!    member lacking that range, each move verified (src/moves.rs);
+//!    member lacking that range, each move verified (src/cluster/moves.rs);
 //! 4. check that no shard map lists NODE any more; report (or delete) its leftover files;
 //! 5. only then delete its `_nodes` doc (trap 14: never the other way round), and wait until
 //!    every other member has dropped it;
@@ -20,14 +20,14 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::{Gone, NodeError};
-use crate::clock::{poll, Clock};
-use crate::config::{parse_node, Config, NodeAddr};
-use crate::exit::{Failure, Status};
-use crate::moves::{every_map_readable, incomplete, refused, Engine, Step};
-use crate::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
-use crate::session::{each_bounded, Session};
-use crate::survey::{Survey, PARALLEL};
-use crate::text::list_compact;
+use crate::cluster::moves::{every_map_readable, incomplete, refused, Engine, Step};
+use crate::cluster::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
+use crate::cluster::session::{each_bounded, Session};
+use crate::cluster::survey::{Survey, PARALLEL};
+use crate::util::clock::{poll, Clock};
+use crate::util::config::{parse_node, Config, NodeAddr};
+use crate::util::exit::{Failure, Status};
+use crate::util::text::list_compact;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -95,7 +95,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
              copies of those ranges",
             serving.len(),
             short.len(),
-            crate::text::list_some(&ranges),
+            crate::util::text::list_some(&ranges),
             opts.node
         ))
     })?;
@@ -146,7 +146,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         } else {
             Err(incomplete(format!(
                 "{} still list {leaving} (a database created meanwhile?); its _nodes doc was not deleted: run it again",
-                crate::text::list_some(&still)
+                crate::util::text::list_some(&still)
             )))
         }
     })?;
@@ -230,7 +230,7 @@ fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
         return Err(refused(format!(
             "{leaving} is not connected and no connected node holds another copy of {}: start {leaving} again \
              so that its copies can be read",
-            crate::text::list_some(&unreadable)
+            crate::util::text::list_some(&unreadable)
         )));
     }
     Ok(others.into_iter().cloned().collect())
@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(listed_as(&c, "couchdb-2:6984").unwrap(), Some(1));
         assert_eq!(listed_as(&c, "http://couchdb-1:5984").unwrap(), Some(0));
         let e = listed_as(&c, "couchdb-3").unwrap_err();
-        assert_eq!(crate::exit::status_of(&e), Status::Config);
+        assert_eq!(crate::util::exit::status_of(&e), Status::Config);
         assert!(format!("{e}").contains("couchdb-1, couchdb-2:6984"), "{e}");
     }
 }

@@ -3,8 +3,8 @@
 //! will retry a crashed job (trap 18), and the verdict — judged by documents first (trap 17).
 
 use crate::client::SchedulerDoc;
-use crate::config::NodeAddr;
-use crate::text::SHOWN;
+use crate::util::config::NodeAddr;
+use crate::util::text::SHOWN;
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
 /// 30 s × 2^(crashes−1), the exponent capped at 10, applied on the scheduler's 60 s tick.

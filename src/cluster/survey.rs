@@ -11,10 +11,10 @@ use anyhow::{anyhow, Result};
 use crate::client::{
     CopyState, Membership, NodeConfig, NodeError, ShardDoc, ShardDocs, Unreadable, Up,
 };
-use crate::config::{NodeAddr, NodeList};
-use crate::discovery;
-use crate::session::{each_bounded, Session};
-use crate::text::natural_cmp;
+use crate::cluster::session::{each_bounded, Session};
+use crate::util::config::{NodeAddr, NodeList};
+use crate::util::discovery;
+use crate::util::text::natural_cmp;
 
 /// Requests in flight at once: enough to read 32 nodes and 200 databases in a second or two,
 /// few enough for a small CouchDB and for the 2 cores the tool may share with it.

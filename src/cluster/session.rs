@@ -9,11 +9,11 @@ use anyhow::{anyhow, Result};
 use log::{debug, info, warn};
 
 use crate::client::{Client, NodeError, NodeResult, Up};
-use crate::clock::{self, poll, Clock, Progress};
-use crate::config::{Config, NodeAddr, NodeList};
-use crate::discovery;
-use crate::exit::{Failure, Status};
-use crate::text::{list_compact, list_some, natural_cmp};
+use crate::util::clock::{self, poll, Clock, Progress};
+use crate::util::config::{Config, NodeAddr, NodeList};
+use crate::util::discovery;
+use crate::util::exit::{Failure, Status};
+use crate::util::text::{list_compact, list_some, natural_cmp};
 
 /// A node and the Erlang name it reported.
 #[derive(Debug, Clone)]
@@ -450,7 +450,7 @@ mod tests {
             ("couch db@a.b", "characters"),
         ] {
             let e = check_erlang_name("couchdb-1", name).expect_err(name);
-            assert_eq!(crate::exit::status_of(&e), Status::Config);
+            assert_eq!(crate::util::exit::status_of(&e), Status::Config);
             assert!(format!("{e}").contains(expect), "{name}: {e}");
         }
         check_erlang_name("a", "couchdb@10.0.0.1").unwrap();

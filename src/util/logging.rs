@@ -59,7 +59,10 @@ mod tests {
             );
             assert!(allowed(target, Level::Warn));
         }
-        assert!(allowed("couchdb_cluster_init::formation", Level::Trace));
+        assert!(allowed(
+            "couchdb_cluster_init::commands::formation",
+            Level::Trace
+        ));
         assert!(
             allowed("ureqx", Level::Trace),
             "only the crates themselves are capped"

@@ -5,10 +5,10 @@
 //! 2. refuse, writing nothing, when a member is down or in maintenance, a node in
 //!    COUCHDB_NODES is not a member, or a shard map names a node that is not a member (that is
 //!    `remove`'s job);
-//! 3. plan (src/planner.rs): each database's copies as even over the members as q × n allows,
+//! 3. plan (src/cluster/planner.rs): each database's copies as even over the members as q × n allows,
 //!    never two copies of a range on one node, as few moves as possible; `--dry-run` prints
 //!    the plan and stops;
-//! 4. carry it out, one database at a time, each move verified (src/moves.rs); moves an
+//! 4. carry it out, one database at a time, each move verified (src/cluster/moves.rs); moves an
 //!    interrupted run left, and conflicts in a shard map, are finished and resolved on the way;
 //! 5. report (or delete) the leftover shard files.
 //!
@@ -17,12 +17,12 @@
 use anyhow::Result;
 use log::info;
 
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::moves::{every_map_readable, refused, Engine, Step};
-use crate::planner::{balance, leftovers, load, plan_rebalance, render_plan, settled};
-use crate::session::Session;
-use crate::survey::Survey;
+use crate::cluster::moves::{every_map_readable, refused, Engine, Step};
+use crate::cluster::planner::{balance, leftovers, load, plan_rebalance, render_plan, settled};
+use crate::cluster::session::Session;
+use crate::cluster::survey::Survey;
+use crate::util::clock::Clock;
+use crate::util::config::Config;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {

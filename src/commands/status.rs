@@ -1,6 +1,6 @@
 //! `status` and `check`: the cluster at a glance, read-only, with the one verdict of
-//! src/health.rs. `status` prints a table for people (or `--json` for scripts) and exits 0 only
-//! when the cluster is healthy; `check` waits up to 10 s for the nodes, then gives the same
+//! src/cluster/health.rs. `status` prints a table for people (or `--json` for scripts) and exits
+//! 0 only when the cluster is healthy; `check` waits up to 10 s for the nodes, then gives the same
 //! verdict in one line.
 //!
 //! Requests: 4 per node in COUCHDB_NODES, 2 per member that is not listed, one per 500
@@ -13,18 +13,18 @@ use anyhow::Result;
 use log::info;
 use serde::Serialize;
 
-use crate::backup::{status_problems, Backup, DbBackup};
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::config::NodeAddr;
-use crate::exit::status_of as status_of_error;
-use crate::exit::{Failure, Status};
-use crate::formation::{Summary, CHECK_AGAIN, CHECK_WAIT};
-use crate::health::{databases, status_of, verdict, DbView, Problem};
-use crate::planner::{leftovers, plan_rebalance, Leftover};
-use crate::session::{Session, Waiting};
-use crate::survey::{CopyKey, State, Survey};
-use crate::text::list_some;
+use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
+use crate::cluster::planner::{leftovers, plan_rebalance, Leftover};
+use crate::cluster::session::{Session, Waiting};
+use crate::cluster::survey::{CopyKey, State, Survey};
+use crate::commands::backup::{status_problems, Backup, DbBackup};
+use crate::commands::formation::{Summary, CHECK_AGAIN, CHECK_WAIT};
+use crate::util::clock::Clock;
+use crate::util::config::Config;
+use crate::util::config::NodeAddr;
+use crate::util::exit::status_of as status_of_error;
+use crate::util::exit::{Failure, Status};
+use crate::util::text::list_some;
 
 /// Unhealthy databases listed in the table before "and N more".
 const SHOWN_DBS: usize = 20;

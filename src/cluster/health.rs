@@ -16,13 +16,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::client::{CopyState, Move};
-use crate::exit::Status;
-use crate::formation::{config_drift, SYSTEM_DBS};
-use crate::planner::unfinished;
-use crate::session::{check_erlang_name, Identified, Nodes};
-use crate::survey::{State, Survey};
-use crate::text::list_some;
+use crate::client::{CopyState, Move, NodeConfig};
+use crate::cluster::planner::unfinished;
+use crate::cluster::session::{check_erlang_name, Identified, Nodes};
+use crate::cluster::survey::{State, Survey};
+use crate::util::exit::Status;
+use crate::util::text::{list_compact, list_some};
+
+/// The databases `finish_cluster` creates; the cluster is not usable without them.
+pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -400,4 +402,39 @@ fn gaps(expected: &BTreeSet<String>, seen: &[String], what: &str) -> Vec<String>
         ));
     }
     out
+}
+
+/// Which of admin hash, uuid and secret differ from the coordinator's, and where. Never prints them.
+pub fn config_drift(nodes: &Nodes, configs: &[NodeConfig]) -> Option<String> {
+    let reference = &configs[nodes.coordinator];
+    // "admin hash and [couchdb] uuid" → the nodes where exactly those differ.
+    let mut drift: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, (node, c)) in nodes.all.iter().zip(configs).enumerate() {
+        if i == nodes.coordinator {
+            continue;
+        }
+        let mut what = Vec::new();
+        if c.admin_hash != reference.admin_hash {
+            what.push("admin hash");
+        }
+        if c.uuid != reference.uuid {
+            what.push("[couchdb] uuid");
+        }
+        if c.secret != reference.secret {
+            what.push("[chttpd_auth] secret");
+        }
+        if what.is_empty() {
+            continue;
+        }
+        let what = what.join(" and ");
+        match drift.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, where_)) => where_.push(node.addr.label.clone()),
+            None => drift.push((what, vec![node.addr.label.clone()])),
+        }
+    }
+    let said: Vec<String> = drift
+        .iter()
+        .map(|(what, where_)| format!("{what} differs on {}", list_compact(where_)))
+        .collect();
+    (!said.is_empty()).then(|| format!("config drift: {}", said.join("; ")))
 }

@@ -4,14 +4,13 @@
 //! `reason` fields: config answers carry the chttpd secret and the admin hash.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{NodeAddr, Secret};
+use crate::util::config::{NodeAddr, Secret};
 
 mod ops;
 mod shard_doc;
@@ -21,73 +20,11 @@ pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 mod replication;
 
 pub use replication::{DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
+// Defined with the exit codes, which map each kind to one; made here.
+pub use crate::util::exit::{NodeError, NodeResult};
 
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
-
-#[derive(Debug)]
-pub enum NodeError {
-    /// Refused, timed out, name did not resolve: worth waiting for.
-    Unreachable { node: String, reason: String },
-    /// 401: never retried, 5 failures lock the account for 5 minutes.
-    Unauthorized { node: String, reason: String },
-    /// 403 lockout after repeated failures.
-    Locked { node: String },
-    /// A status this request should never get.
-    Unexpected {
-        node: String,
-        what: String,
-        status: u16,
-        reason: String,
-    },
-    /// Not JSON, not the JSON we expect, or far too large.
-    Malformed {
-        node: String,
-        what: String,
-        reason: String,
-    },
-}
-
-impl fmt::Display for NodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NodeError::Unreachable { node, reason } => {
-                write!(f, "node {node} is unreachable: {reason}")
-            }
-            NodeError::Unauthorized { node, reason } => write!(
-                f,
-                "node {node} refused COUCHDB_USER/COUCHDB_PASSWORD ({reason}); not retried, \
-                 because 5 failures lock the account on that node for 5 minutes. Changed the \
-                 password (e.g. a new .env)? A node keeps the admin it was first started with \
-                 (in its config volume): use that password again, or change it on every node \
-                 first (PUT /_node/_local/_config/admins/<user>)"
-            ),
-            NodeError::Locked { node } => write!(
-                f,
-                "node {node} has temporarily locked the account after repeated wrong passwords; \
-                 fix COUCHDB_PASSWORD and retry in 5 minutes"
-            ),
-            NodeError::Unexpected {
-                node,
-                what,
-                status,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "node {node} answered {what} with HTTP {status}: {reason}"
-                )
-            }
-            NodeError::Malformed { node, what, reason } => {
-                write!(f, "node {node} answered {what} with {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for NodeError {}
-
-pub type NodeResult<T> = Result<T, NodeError>;
 
 /// What `/_up` says.
 #[derive(Debug, PartialEq, Eq)]

@@ -22,13 +22,13 @@ use anyhow::Result;
 use log::{debug, info, warn};
 
 use crate::client::{Client, DbCreated, Endpoint, NodeError, NodeResult, Put, Up};
-use crate::clock::poll;
-use crate::config::{self, NodeAddr, NodeList};
-use crate::discovery;
-use crate::exit::{Failure, Status};
-use crate::session::{each_bounded, Session, Waiting};
-use crate::survey::PARALLEL;
-use crate::text::list_some;
+use crate::cluster::session::{each_bounded, Session, Waiting};
+use crate::cluster::survey::PARALLEL;
+use crate::util::clock::poll;
+use crate::util::config::{self, NodeAddr, NodeList};
+use crate::util::discovery;
+use crate::util::exit::{Failure, Status};
+use crate::util::text::list_some;
 
 mod findings;
 

@@ -1,0 +1,10 @@
+//! Plumbing: what every layer may use and what uses nothing of ours but itself — the
+//! configuration read from the environment, the exit codes (the one table), time behind a
+//! seam, short text for log lines, logging, and DNS.
+
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod exit;
+pub mod logging;
+pub mod text;
