@@ -1,21 +1,24 @@
-//! The README's tables are copies of the code's: keep them equal.
+//! The tables in docs/configuration.md are copies of the code's: keep them equal.
 
 use couchdb_cluster_init::config::{BACKUP_VARIABLES, VARIABLES};
 use couchdb_cluster_init::exit::TABLE;
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+/// The page that holds the variables and exit-code tables.
+const TABLES: &str = "docs/configuration.md";
+
+fn tables_page() -> String {
+    std::fs::read_to_string(format!("{}/{TABLES}", env!("CARGO_MANIFEST_DIR"))).expect(TABLES)
 }
 
 /// The data rows of the markdown table between `<!-- marker… -->` and `<!-- /marker -->`.
 fn rows(marker: &str) -> Vec<(String, String)> {
-    let text = readme();
+    let text = tables_page();
     let start = text
         .find(&format!("<!-- {marker}"))
-        .unwrap_or_else(|| panic!("no {marker} in README"));
+        .unwrap_or_else(|| panic!("no {marker} in {TABLES}"));
     let end = text
         .find(&format!("<!-- /{marker} -->"))
-        .unwrap_or_else(|| panic!("no /{marker} in README"));
+        .unwrap_or_else(|| panic!("no /{marker} in {TABLES}"));
     text[start..end]
         .lines()
         .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
@@ -36,7 +39,7 @@ fn exit_code_table_matches_the_code() {
     assert_eq!(rows("exit-table"), expected);
 }
 
-/// A variables table as the README must show it.
+/// A variables table as docs/configuration.md must show it.
 fn variables(table: &[(&str, &str)]) -> Vec<(String, String)> {
     table
         .iter()
