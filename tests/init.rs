@@ -1,4 +1,4 @@
-//! The real binary against the simulator: every behaviour the README promises.
+//! The real binary against the simulator: every behaviour the README and docs/ promise.
 
 mod common;
 

@@ -325,7 +325,7 @@ print(int(t.timestamp()) * 10**9 + int((frac + "000000000")[:9]))' "$1"
 log "docker compose up -d (Traefik on 127.0.0.1:$port)"
 python3 "$root/tests/compose/through_traefik.py" "$port" probe --deadline 240 >"$work/probe.log" 2>&1 &
 prober=$!
-# On Compose v2 the way the README says to wait for Traefik: `up -d --wait`.
+# On Compose v2 the way docs/compose.md says to wait for Traefik: `up -d --wait`.
 up_wait=()
 [ "$compose_flavour" = v2 ] && up_wait=(--wait)
 compose up -d "${up_wait[@]}" --no-build >&2 || fail "compose up -d ${up_wait[*]} failed"
@@ -378,7 +378,7 @@ else
   log "skipped: the healthcheck with the host's own sh/curl/grep needs root and nsenter"
 fi
 
-# 5. Through Traefik: the sticky cookie as the README shows it; with it one node, without it all.
+# 5. Through Traefik: the sticky cookie as docs/compose.md shows it; with it one node, without it all.
 set_cookie="$(traefik_client cookie)" || fail "no Set-Cookie on GET /_up"
 [[ "$set_cookie" =~ ^couchdb_sticky=[0-9a-f]+\;\ Path=/\;\ HttpOnly\;\ SameSite=Lax$ ]] \
   || fail "Set-Cookie is '$set_cookie', expected couchdb_sticky=…; Path=/; HttpOnly; SameSite=Lax"
@@ -514,13 +514,13 @@ since="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
 run_logged "$work/up-changed.log" compose up -d --no-build
 sed 's/^/  compose | /' "$work/up-changed.log" >&2
 [ "$code" != 0 ] || fail "up -d with a changed password exited 0"
-# What the README quotes each Compose saying when the init fails.
+# What docs/compose.md quotes each Compose saying when the init fails.
 if [ "$compose_flavour" = v1 ]; then
   said='ERROR: for traefik  Container "[0-9a-f]+" exited with code 4\.'
 else
   said='service "couchdb-cluster-init" didn.t complete successfully: exit 4'
 fi
-grep -qE "$said" "$work/up-changed.log" || fail "$compose_version did not say what the README quotes: /$said/"
+grep -qE "$said" "$work/up-changed.log" || fail "$compose_version did not say what docs/compose.md quotes: /$said/"
 init_code="$(wait_init)"
 docker logs --since "$since" "$(service_container couchdb-cluster-init)" >"$work/init-changed.log" 2>&1
 [ "$init_code" = 4 ] || { show_log "$work/init-changed.log"; fail "with a changed password the init exited $init_code, expected 4"; }
@@ -532,7 +532,7 @@ for _ in $(seq 1 10); do
   sleep 0.3
 done
 [[ "$answers" != *200* ]] || fail "with the nodes' password changed, Traefik still routed to a node:$answers"
-pass "a changed password: up -d exits $code saying what the README quotes, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
+pass "a changed password: up -d exits $code saying what docs/compose.md quotes, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
 cp "$work/e2e.env.good" "$env_file"
 compose up -d --no-build >&2 || fail "up -d with the old password back failed"
 for n in 1 2 3; do

