@@ -20,7 +20,7 @@ const DEFAULT_PORT: u16 = 5984;
 /// More nodes than this in COUCHDB_NODES (or COUCHDB_EXPECT) is a typo, e.g. `{0..1000}`.
 pub const MAX_NODES: usize = 256;
 
-/// The variables we read, for `--help` and the README: (name, meaning).
+/// The variables we read, for `--help` and docs/configuration.md: (name, meaning).
 pub const VARIABLES: &[(&str, &str)] = &[
     ("COUCHDB_USER", "admin user every node shares (required)"),
     (

@@ -32,7 +32,7 @@ pub enum Status {
     Backup,
 }
 
-/// (status, code, meaning): printed by `--help`, copied in the README (a test keeps them equal).
+/// (status, code, meaning): printed by `--help`, copied in docs/configuration.md (a test keeps them equal).
 pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Formed, 0, "done: cluster formed and verified (init), healthy (check, status), copies moved (remove, rebalance)"),
     (Status::Failed, 1, "unexpected error, e.g. a node answered something that is not CouchDB"),

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{invalid, parse_node, required, secret_from, NodeAddr, NodeList, Secret};
 
-/// The backup variables, for `--help` and the README's backup table: (name, meaning).
+/// The backup variables, for `--help` and docs/configuration.md's backup table: (name, meaning).
 pub const BACKUP_VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_BACKUP_URL",
