@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::docs::{Page, WriteError};
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::epmd::Registry;
+use crate::net::epmd::Registry;
 use serde_json::{json, Value};
 
 use crate::copies::Edit;

@@ -12,7 +12,7 @@ use crate::copies::Edit;
 use crate::docs::Leaf;
 use crate::ejson::Ej;
 use crate::fabric::{self, DocReply, Failure};
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, NodeInner};
 use crate::{repdoc, repl_http, shards, util};
 

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientRequest, ClientResponse};
-use crate::epmd::long_name_ok;
-use crate::http::{self, HttpRequest, Response};
+use crate::net::client::{self, ClientRequest, ClientResponse};
+use crate::net::epmd::long_name_ok;
+use crate::net::http::{self, HttpRequest, Response};
 use crate::node::{lock, log_line, NodeInner, Parts, SyncPayload};
 use crate::{copies, util};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, FaultSlot, NodeInner};
 use crate::spec::Fault;
 

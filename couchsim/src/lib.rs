@@ -16,7 +16,6 @@
 
 mod answers;
 mod auth;
-mod client;
 mod cluster;
 mod clustered;
 mod copies;
@@ -24,12 +23,11 @@ mod dist;
 mod docproc;
 mod docs;
 mod ejson;
-mod epmd;
 mod fabric;
 mod faults;
-mod http;
 mod isync;
 mod jobs;
+mod net;
 mod node;
 mod repdoc;
 mod repl_http;
@@ -50,7 +48,7 @@ mod worker;
 pub mod binary;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};
-pub use epmd::{DnsEpmd, Epmd, Registry};
 pub use jobs::Replication;
+pub use net::epmd::{DnsEpmd, Epmd, Registry};
 pub use shared::ShardMapEvent;
 pub use spec::{Delays, Fault, NodeSpec, Request};

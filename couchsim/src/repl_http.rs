@@ -16,7 +16,7 @@ use crate::copies;
 use crate::docs::{Doc, Leaf};
 use crate::ejson::Ej;
 use crate::fabric::{self, Failure};
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, NodeInner};
 use crate::seq::{self, Pos};
 use crate::util;

@@ -12,7 +12,7 @@ use crate::answers::{
 };
 use crate::auth::{self, Check};
 use crate::ejson::Ej;
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, DbsEdit, FileExists, NodeInner};
 use crate::{clustered, copies, dist, faults, replicator, setup, shards, util};
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientRequest};
 use crate::jobs::{RunHandle, Stats};
+use crate::net::client::{self, ClientRequest};
 use crate::repdoc::{Endpoint, Rep};
 use crate::spec::Delays;
 use crate::util;
