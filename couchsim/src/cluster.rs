@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::copies::Edit;
 use crate::docs::{Page, WriteError};
 use crate::ejson::Ej;
-use crate::jobs::Replication;
+use crate::jobs::{ReplState, Replication};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
 use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
@@ -203,6 +203,7 @@ impl Node {
         let health = self.inner.delays.repl_health;
         lock(&self.inner.vol)
             .repl
+            .get::<ReplState>()
             .replications(&self.inner.name, health)
     }
 

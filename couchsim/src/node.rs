@@ -2,6 +2,7 @@
 //! server (a thread per connection, keep-alive), its lifecycle (start/stop/restart) and the
 //! request log and fault hooks the tests use.
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,7 +18,6 @@ use serde_json::{json, Value};
 use crate::auth::{self, AuthState};
 use crate::docs::{DocDb, Leaf, WriteError};
 use crate::ejson::Ej;
-use crate::jobs::ReplState;
 use crate::net::epmd::Epmd;
 use crate::net::http::HttpRequest;
 use crate::shards;
@@ -121,8 +121,8 @@ pub struct Volatile {
     pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
     pub nodes_creating: bool,
-    /// The replicator's docs and jobs (`replicator.rs`).
-    pub repl: ReplState,
+    /// The replicator's docs and jobs (`jobs::ReplState`, kept by `replicator.rs`).
+    pub repl: Slot,
     pub started_at: Instant,
     pub start_time_us: u128,
 }
@@ -146,10 +146,32 @@ impl Volatile {
             repairs: Vec::new(),
             auth_ddoc_due: None,
             nodes_creating: false,
-            repl: ReplState::default(),
+            repl: Slot::default(),
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
         }
+    }
+}
+
+/// State a layer above the node keeps per run without the node naming its type: the
+/// replicator's lives with the replicator, which uses the node, so naming it here would make
+/// the two import each other. Empty at each start like the rest of `Volatile`, filled on first
+/// use.
+#[derive(Default)]
+pub struct Slot(Option<Box<dyn Any + Send>>);
+
+impl Slot {
+    pub fn get<T: Any + Send + Default>(&mut self) -> &mut T {
+        self.0
+            .get_or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("a slot holds one type of state")
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Slot(..)" } else { "Slot" })
     }
 }
 

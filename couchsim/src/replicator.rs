@@ -16,7 +16,7 @@ use crate::docproc::{self, Clock, Effect, OwnedDoc, Spawn};
 use crate::docs::Page;
 use crate::ejson::Ej;
 use crate::fabric;
-use crate::jobs::{self, doc_from_db};
+use crate::jobs::{self, doc_from_db, ReplState};
 use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, NodeInner};
 use crate::repdoc;
@@ -36,7 +36,7 @@ pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
     let stable = {
         let mut v = lock(&node.vol);
         let booted = v.started_at;
-        let st = &mut v.repl;
+        let st = v.repl.get::<ReplState>();
         if st.members != live {
             if !st.members.is_empty() {
                 st.last_change = Some(now);
@@ -53,7 +53,7 @@ pub fn tick(node: &Arc<NodeInner>, epoch: u64) {
         wall: util::unix_now(),
     };
     let effects = docproc::step(
-        &mut lock(&node.vol).repl,
+        lock(&node.vol).repl.get::<ReplState>(),
         owned.as_deref(),
         &uuid,
         clock,
@@ -167,9 +167,10 @@ fn mark_failed(node: &NodeInner, id: &str, rev: &str, reason: &str) {
 /// This node's own docs and jobs as JSON text (already in CouchDB's key order):
 /// `{"docs":{"<id>":"<doc>"}, "jobs":["<job>"]}`.
 pub fn local_view(node: &NodeInner) -> Response {
-    let v = lock(&node.vol);
-    let docs = v.repl.docs_json(&node.name, node.delays.repl_health);
-    let jobs = v.repl.jobs_json(&node.name);
+    let mut v = lock(&node.vol);
+    let st = v.repl.get::<ReplState>();
+    let docs = st.docs_json(&node.name, node.delays.repl_health);
+    let jobs = st.jobs_json(&node.name);
     Response::json(200, &json!({"docs": docs, "jobs": jobs}))
 }
 
