@@ -10,13 +10,14 @@ use crate::net::epmd::Registry;
 use serde_json::{json, Value};
 
 use crate::copies::Edit;
-use crate::docs::{Page, WriteError};
-use crate::ejson::Ej;
 use crate::jobs::{ReplState, Replication};
+use crate::node::docs::{Page, WriteError};
+use crate::node::ejson::Ej;
+use crate::node::shards;
+use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
-use crate::shared::{Pin, ShardMapEvent, Shared};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{fabric, faults, server, shards};
+use crate::{fabric, faults, server};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]

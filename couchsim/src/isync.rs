@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::docs::Leaf;
+use crate::node::docs::Leaf;
 use crate::node::{lock, NodeInner};
 use crate::{dist, util};
 

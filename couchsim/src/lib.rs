@@ -15,14 +15,11 @@
 //! ```
 
 mod answers;
-mod auth;
 mod cluster;
 mod clustered;
 mod copies;
 mod dist;
 mod docproc;
-mod docs;
-mod ejson;
 mod fabric;
 mod faults;
 mod isync;
@@ -37,10 +34,7 @@ mod scheduler;
 mod seq;
 mod server;
 mod setup;
-mod shards;
-mod shared;
 mod spec;
-mod store;
 mod ticker;
 mod util;
 mod worker;
@@ -50,5 +44,5 @@ pub mod binary;
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use jobs::Replication;
 pub use net::epmd::{DnsEpmd, Epmd, Registry};
-pub use shared::ShardMapEvent;
+pub use node::shared::ShardMapEvent;
 pub use spec::{Delays, Fault, NodeSpec, Request};

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use crate::answers;
 use crate::copies;
-use crate::docs::{Doc, Leaf};
-use crate::ejson::Ej;
 use crate::fabric::{self, Failure};
 use crate::net::http::{HttpRequest, Response};
+use crate::node::docs::{Doc, Leaf};
+use crate::node::ejson::Ej;
 use crate::node::{lock, NodeInner};
 use crate::seq::{self, Pos};
 use crate::util;

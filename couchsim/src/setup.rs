@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::ejson::Ej;
 use crate::net::client::{self, ClientRequest};
 use crate::net::http::{self, HttpRequest, Response};
+use crate::node::ejson::Ej;
 use crate::node::{lock, log_line, FileExists, NodeInner};
 use crate::{answers, dist, fabric, util};
 

@@ -1,10 +1,23 @@
 //! One simulated CouchDB node: its state (persistent `Store`, volatile `Volatile`), its HTTP
 //! server (a thread per connection, keep-alive), its lifecycle (start/stop/restart) and the
 //! request log and fault hooks the tests use.
+//!
+//! The node layer: this file and what a node is made of on its own — its database files
+//! (`docs`, with bodies and revs in `ejson`), what it keeps on disk (`store`), the shard maps in
+//! its `_dbs` (`shards`, mem3's rules), how it checks its admins (`auth`), and what the nodes of
+//! one in-process cluster share (`shared`). It uses `net`, `spec` and `util` only: what a node
+//! does with other nodes is `cluster/`, above it, and the acceptor and ticker it runs are handed
+//! to it (`Workers`).
+
+pub(crate) mod auth;
+pub(crate) mod docs;
+pub(crate) mod ejson;
+pub(crate) mod shards;
+pub(crate) mod shared;
+pub(crate) mod store;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,16 +28,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{self, AuthState};
-use crate::docs::{DocDb, Leaf, WriteError};
-use crate::ejson::Ej;
 use crate::net::epmd::Epmd;
 use crate::net::http::HttpRequest;
-use crate::shards;
-use crate::shared::Shared;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::store::Store;
 use crate::util::{self, Rng};
+
+use self::auth::AuthState;
+use self::docs::{DocDb, Leaf, WriteError};
+use self::ejson::Ej;
+use self::shared::Shared;
+use self::store::Store;
 
 /// Requests kept per node (the older half is dropped beyond this).
 const MAX_LOG: usize = 200_000;
@@ -510,7 +523,7 @@ impl NodeInner {
     /// `PUT /_node/_local/_dbs/<db>`: `mem3_bdu`'s checks (403 reasons), the rev check (409),
     /// then the change takes effect here and goes round the ring.
     pub fn edit_dbs(&self, db: &str, rev: Option<&str>, fields: Ej) -> Result<String, DbsEdit> {
-        shards::validate(&fields).map_err(DbsEdit::Forbidden)?;
+        self::shards::validate(&fields).map_err(DbsEdit::Forbidden)?;
         let rev = lock(&self.store)
             .dbs
             .put(db, rev, fields)
@@ -698,7 +711,7 @@ impl NodeInner {
 
     /// The other holders of `file`'s range in this node's map (none for an orphan file).
     pub fn other_holders(&self, file: &str) -> Vec<String> {
-        let Some((range, db, suffix)) = shards::parse_file_name(file) else {
+        let Some((range, db, suffix)) = self::shards::parse_file_name(file) else {
             return Vec::new();
         };
         match lock(&self.store).map(&db) {
