@@ -15,7 +15,7 @@
 //! ```
 
 mod answers;
-mod cluster;
+mod api;
 mod clustered;
 mod copies;
 mod dist;
@@ -41,7 +41,7 @@ mod worker;
 
 pub mod binary;
 
-pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use api::{Cluster, ClusterBuilder, Node};
 pub use jobs::Replication;
 pub use net::epmd::{DnsEpmd, Epmd, Registry};
 pub use node::shared::ShardMapEvent;
