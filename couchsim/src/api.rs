@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::net::epmd::Registry;
 use serde_json::{json, Value};
 
-use crate::copies::Edit;
+use crate::cluster::copies::Edit;
+use crate::cluster::fabric;
 use crate::jobs::{ReplState, Replication};
 use crate::node::docs::{Page, WriteError};
 use crate::node::ejson::Ej;
@@ -17,7 +18,7 @@ use crate::node::shards;
 use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{fabric, faults, server};
+use crate::{faults, server};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]

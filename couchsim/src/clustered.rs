@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::answers::{self, Who};
-use crate::copies::Edit;
-use crate::fabric::{self, DocReply, Failure};
+use crate::cluster::copies::Edit;
+use crate::cluster::fabric::{self, DocReply, Failure};
 use crate::net::http::{HttpRequest, Response};
 use crate::node::docs::Leaf;
 use crate::node::ejson::Ej;

@@ -16,13 +16,10 @@
 
 mod answers;
 mod api;
+mod cluster;
 mod clustered;
-mod copies;
-mod dist;
 mod docproc;
-mod fabric;
 mod faults;
-mod isync;
 mod jobs;
 mod net;
 mod node;
@@ -31,7 +28,6 @@ mod repl_http;
 mod replicator;
 mod routes;
 mod scheduler;
-mod seq;
 mod server;
 mod setup;
 mod spec;

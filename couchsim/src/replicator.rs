@@ -10,10 +10,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::answers;
-use crate::copies::{self, Edit};
-use crate::dist;
+use crate::cluster::copies::{self, Edit};
+use crate::cluster::dist;
+use crate::cluster::fabric;
 use crate::docproc::{self, Clock, Effect, OwnedDoc, Spawn};
-use crate::fabric;
 use crate::jobs::{self, doc_from_db, ReplState};
 use crate::net::http::{HttpRequest, Response};
 use crate::node::docs::Page;

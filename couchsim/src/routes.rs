@@ -10,12 +10,14 @@ use crate::answers::{
     self, db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed,
     unread_body, write_error, Who,
 };
+use crate::cluster::copies;
+use crate::cluster::dist;
 use crate::net::http::{HttpRequest, Response};
 use crate::node::auth::{self, Check};
 use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::{lock, DbsEdit, FileExists, NodeInner};
-use crate::{clustered, copies, dist, faults, replicator, setup, util};
+use crate::{clustered, faults, replicator, setup, util};
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash

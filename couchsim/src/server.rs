@@ -6,10 +6,11 @@ use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 
+use crate::cluster::dist;
 use crate::net::client;
 use crate::net::http::{self, HttpRequest, ReadError, Response};
 use crate::node::{NodeInner, Workers};
-use crate::{dist, faults, routes, ticker, util};
+use crate::{faults, routes, ticker, util};
 
 /// Starts `node` (boot delay, listener, acceptor, ticker); returns once it listens.
 pub fn start(node: &Arc<NodeInner>) {
