@@ -20,6 +20,7 @@ mod cluster;
 mod clustered;
 mod docproc;
 mod faults;
+mod http;
 mod jobs;
 mod net;
 mod node;

@@ -12,12 +12,13 @@ use crate::answers::{
 };
 use crate::cluster::copies;
 use crate::cluster::dist;
+use crate::http::scheduler;
 use crate::net::http::{HttpRequest, Response};
 use crate::node::auth::{self, Check};
 use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::{lock, DbsEdit, FileExists, NodeInner};
-use crate::{clustered, faults, replicator, setup, util};
+use crate::{clustered, faults, setup, util};
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash
@@ -150,7 +151,7 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
         }
         ["_scheduler", rest @ ..] => {
             admin!(who, req);
-            replicator::handle(node, req, rest, epoch)
+            scheduler::handle(node, req, rest, epoch)
         }
         ["_node", name, rest @ ..] => {
             admin!(who, req);
@@ -303,7 +304,7 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
             "GET" => Response::json(200, &json!({"name": node.name})),
             _ => unread_body(method_not_allowed("GET"), req),
         },
-        [replicator::LOCAL_VIEW] => replicator::local_view(node),
+        [scheduler::LOCAL_VIEW] => scheduler::local_view(node),
         ["_config"] => match m {
             "GET" => Response::json(200, &json!(lock(&node.store).config)),
             _ => unread_body(method_not_allowed("GET"), req),
