@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 
 use crate::cluster::copies::Edit;
 use crate::cluster::fabric;
-use crate::jobs::{ReplState, Replication};
 use crate::node::docs::{Page, WriteError};
 use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
+use crate::replication::jobs::{ReplState, Replication};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
 use crate::{faults, server};
 

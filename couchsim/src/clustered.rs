@@ -15,7 +15,8 @@ use crate::node::docs::Leaf;
 use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::{lock, NodeInner};
-use crate::{repdoc, repl_http, util};
+use crate::replication::repdoc;
+use crate::{repl_http, util};
 
 const NOT_AUTHORIZED: &str = "You are not authorized to access this db.";
 

@@ -7,7 +7,7 @@ use crate::cluster::dist;
 use crate::cluster::fabric;
 use crate::cluster::isync;
 use crate::node::NodeInner;
-use crate::replicator;
+use crate::replication::replicator;
 
 pub fn run(node: Arc<NodeInner>, epoch: u64) {
     while node.alive(epoch) {

@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 use crate::answers;
 use crate::cluster::dist;
 use crate::cluster::fabric;
-use crate::jobs::{self, doc_from_db, ReplState};
 use crate::net::http::{HttpRequest, Response};
 use crate::node::docs::Page;
 use crate::node::{lock, NodeInner};
-use crate::repdoc;
-use crate::replicator::DB;
+use crate::replication::jobs::{self, doc_from_db, ReplState};
+use crate::replication::repdoc;
+use crate::replication::replicator::DB;
 
 /// The node-local path a member answers its own replicator state on (forwarded over the
 /// distribution like any `/_node/<name>/…`).

@@ -134,7 +134,7 @@ pub struct Volatile {
     pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
     pub nodes_creating: bool,
-    /// The replicator's docs and jobs (`jobs::ReplState`, kept by `replicator.rs`).
+    /// The replicator's docs and jobs (a `replication::jobs::ReplState`).
     pub repl: Slot,
     pub started_at: Instant,
     pub start_time_us: u128,

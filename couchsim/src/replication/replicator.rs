@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::docproc::{self, Clock, Effect, OwnedDoc, Spawn};
+use super::jobs::ReplState;
+use super::repdoc;
+use super::worker;
 use crate::cluster::copies::{self, Edit};
 use crate::cluster::fabric;
-use crate::docproc::{self, Clock, Effect, OwnedDoc, Spawn};
-use crate::jobs::ReplState;
 use crate::node::ejson::Ej;
 use crate::node::{lock, NodeInner};
-use crate::repdoc;
 use crate::util;
-use crate::worker;
 
 /// Where the documents this replicator acts on live.
 pub const DB: &str = "_replicator";
