@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 use crate::cluster::copies::Edit;
 use crate::cluster::fabric;
+use crate::http::faults;
+use crate::http::server;
 use crate::node::docs::{Page, WriteError};
 use crate::node::ejson::Ej;
 use crate::node::shards;
@@ -18,7 +20,6 @@ use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
 use crate::replication::jobs::{ReplState, Replication};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{faults, server};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -285,7 +286,7 @@ impl Node {
     /// As if `finish_cluster` ran on this node alone: `_users` and `_replicator` with every
     /// shard on itself.
     pub fn finish_alone(&self) {
-        for db in crate::setup::SYSTEM_DBS {
+        for db in crate::http::setup::SYSTEM_DBS {
             fabric::create_db_alone(&self.inner, db);
         }
     }

@@ -9,10 +9,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::server;
 use crate::net::epmd::{long_name_ok, DnsEpmd, NONODE};
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
 use crate::spec::{Delays, NodeSpec};
-use crate::{server, util};
+use crate::util;
 
 mod tools;
 

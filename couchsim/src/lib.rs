@@ -14,19 +14,12 @@
 //! # let _ = url;
 //! ```
 
-mod answers;
 mod api;
 mod cluster;
-mod clustered;
-mod faults;
 mod http;
 mod net;
 mod node;
-mod repl_http;
 mod replication;
-mod routes;
-mod server;
-mod setup;
 mod spec;
 mod ticker;
 mod util;

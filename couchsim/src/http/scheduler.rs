@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::answers;
+use super::answers;
 use crate::cluster::dist;
 use crate::cluster::fabric;
 use crate::net::http::{HttpRequest, Response};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::answers;
+use super::answers;
 use crate::cluster::copies;
 use crate::cluster::fabric::{self, Failure};
 use crate::cluster::seq::{self, Pos};

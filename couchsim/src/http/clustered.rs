@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::answers::{self, Who};
+use super::answers::{self, Who};
+use super::repl_http;
 use crate::cluster::copies::Edit;
 use crate::cluster::fabric::{self, DocReply, Failure};
 use crate::net::http::{HttpRequest, Response};
@@ -16,7 +17,7 @@ use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::{lock, NodeInner};
 use crate::replication::repdoc;
-use crate::{repl_http, util};
+use crate::util;
 
 const NOT_AUTHORIZED: &str = "You are not authorized to access this db.";
 

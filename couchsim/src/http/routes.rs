@@ -1,4 +1,6 @@
-//! The public HTTP API of one node (everything but `/_cluster_setup`, which is `setup.rs`).
+//! The public HTTP API of one node. Every request passes here; `/_cluster_setup` is answered
+//! in `http/setup.rs`, `/_scheduler/*` in `http/scheduler.rs` and databases in
+//! `http/clustered.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,10 +8,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::answers::{
+use super::answers::{
     self, db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed,
     unread_body, write_error, Who,
 };
+use super::clustered;
+use super::faults;
+use super::setup;
 use crate::cluster::copies;
 use crate::cluster::dist;
 use crate::http::scheduler;
@@ -18,7 +23,7 @@ use crate::node::auth::{self, Check};
 use crate::node::ejson::Ej;
 use crate::node::shards;
 use crate::node::{lock, DbsEdit, FileExists, NodeInner};
-use crate::{clustered, faults, setup, util};
+use crate::util;
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash
