@@ -13,44 +13,39 @@
 //! let url = cluster.node(0).url(); // http://127.0.0.1:PORT
 //! # let _ = url;
 //! ```
+//!
+//! The top-level modules (folders, and a few single files) are the layers, each using only
+//! those listed before it; `tests/layers.rs` fails when one reaches back up, or when two files
+//! use each other:
+//!
+//! - `util` — self-contained helpers: PRNG, hashes, encodings, dates;
+//! - `net` — HTTP/1.1 messages both ways, and Erlang's port mapper and node names;
+//! - `spec` — the public knobs: `Delays`, `Fault`, `NodeSpec`, `Request`;
+//! - `node` — one node and what it is made of on its own: database files, what it keeps on
+//!   disk, the shard maps in its `_dbs`, its admins' checks;
+//! - `cluster` — what a node does with the others: the distribution stand-in, shard copies,
+//!   clustered databases, internal replication;
+//! - `replication` — the replicator: `_replicator` docs, the scheduler's jobs, their runs;
+//! - `ticker` — a running node's background work, for the cluster and the replicator;
+//! - `http` — a node as its clients see it: server, faults, routes, `/_cluster_setup`,
+//!   databases, `/_scheduler/*`;
+//! - `api` (the in-process `Cluster`) and `binary` (`couchsim` as a process, and its `curl`,
+//!   `grep` and `sh`), side by side on top.
 
-mod answers;
-mod auth;
-mod client;
+mod api;
 mod cluster;
-mod clustered;
-mod copies;
-mod dist;
-mod docproc;
-mod docs;
-mod ejson;
-mod epmd;
-mod fabric;
-mod faults;
 mod http;
-mod isync;
-mod jobs;
+mod net;
 mod node;
-mod repdoc;
-mod repl_http;
-mod replicator;
-mod routes;
-mod scheduler;
-mod seq;
-mod server;
-mod setup;
-mod shards;
-mod shared;
+mod replication;
 mod spec;
-mod store;
 mod ticker;
 mod util;
-mod worker;
 
 pub mod binary;
 
-pub use cluster::{Cluster, ClusterBuilder, Node};
-pub use epmd::{DnsEpmd, Epmd, Registry};
-pub use jobs::Replication;
-pub use shared::ShardMapEvent;
+pub use api::{Cluster, ClusterBuilder, Node};
+pub use net::epmd::{DnsEpmd, Epmd, Registry};
+pub use node::shared::ShardMapEvent;
+pub use replication::jobs::Replication;
 pub use spec::{Delays, Fault, NodeSpec, Request};

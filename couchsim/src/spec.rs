@@ -241,7 +241,7 @@ impl NodeSpec {
 
     /// Started without `NODENAME`: the node is `nonode@nohost` and never connects.
     pub fn nonode(mut self) -> Self {
-        self.name = crate::epmd::NONODE.to_string();
+        self.name = crate::net::epmd::NONODE.to_string();
         self
     }
 

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::cluster::dist;
+use crate::cluster::fabric;
+use crate::cluster::isync;
 use crate::node::NodeInner;
-use crate::{dist, fabric, isync, replicator};
+use crate::replication::replicator;
 
 pub fn run(node: Arc<NodeInner>, epoch: u64) {
     while node.alive(epoch) {

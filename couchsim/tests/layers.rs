@@ -1,39 +1,44 @@
-//! Layers point one way: no module of couchsim (`couchsim/src`) or of the product (`src`)
-//! reaches itself through `crate::` paths — no two files that import each other, directly or
-//! round a loop. A module depends on another when its non-test code names `crate::<other>`
-//! (in a `use`, grouped `use crate::{a, b}` included, or inline in code).
+//! Layers point one way, in couchsim (`couchsim/src`) and in the product (`src`), at two
+//! scales:
+//! - files: no file reaches itself through the modules it names — no two files that import
+//!   each other, directly or round a loop;
+//! - layers: no top-level module does either (a folder and everything in it is one layer, a
+//!   top-level file is one too), so each layer uses only layers below it.
+//!
+//! A file is the module its path names (`replication/scheduler.rs` is `replication::scheduler`;
+//! `x/mod.rs` and `x.rs` are `x`). It depends on what its non-test code names through
+//! `crate::`, `super::` or `self::` — in a `use`, grouped or nested, or inline in code — each
+//! path standing for the longest of its prefixes that is a module file
+//! (`crate::node::docs::DocDb` is `node::docs`). Paths without those prefixes are not followed:
+//! a module re-exporting its own files (`pub use ops::Move`) while they use its items is how a
+//! folder's front door is written, not a loop between layers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// A module path: `["replication", "scheduler"]`.
+type Module = Vec<String>;
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Module name → the source of that module (top-level files; `dir/mod.rs` and the other
-/// files of `dir/` count as module `dir`).
-fn modules(src: &Path) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    let entries = std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-    for e in entries.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
+/// Every `.rs` file under `src`, by the module it is.
+fn files(src: &Path) -> BTreeMap<Module, String> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![(src.to_path_buf(), Module::new())];
+    while let Some((dir, prefix)) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let text = std::fs::read_dir(&p)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|f| f.path().extension().is_some_and(|x| x == "rs"))
-                        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .unwrap_or_default();
-            out.insert(name, text);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            let name = p
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(name, std::fs::read_to_string(&p).unwrap_or_default());
+            let path = e.path();
+            let mut module = prefix.clone();
+            if path.is_dir() {
+                module.push(name);
+                dirs.push((path, module));
+            } else if let Some(stem) = name.strip_suffix(".rs") {
+                if stem != "mod" {
+                    module.push(stem.to_string());
+                }
+                out.insert(module, std::fs::read_to_string(&path).unwrap_or_default());
+            }
         }
     }
     out
@@ -44,10 +49,12 @@ fn non_test(text: &str) -> &str {
     text.split("#[cfg(test)]").next().unwrap_or("")
 }
 
-fn ident(s: &str) -> String {
-    s.chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn ident(s: &str) -> &str {
+    &s[..s.find(|c| !is_ident(c)).unwrap_or(s.len())]
 }
 
 /// The comma-separated items of a `{…}` group (`text` starts right after its `{`), nested
@@ -74,40 +81,98 @@ fn top_level_items(text: &str) -> Vec<&str> {
     items
 }
 
-/// The modules `text` names through `crate::`.
-fn references(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (i, _) in text.match_indices("crate::") {
-        let rest = &text[i + "crate::".len()..];
+/// The paths spelt from `base` by `text` (what follows a `…::`): `a::b::C`, `{a, b::{c, self}}`;
+/// `super` steps up, `self` stays.
+fn expand(mut base: Module, text: &str, out: &mut Vec<Module>) {
+    let mut rest = text.trim_start();
+    loop {
         if let Some(group) = rest.strip_prefix('{') {
-            for part in top_level_items(group) {
-                let first = ident(part.trim());
-                if !first.is_empty() && first != "self" {
-                    out.insert(first);
-                }
+            for item in top_level_items(group) {
+                expand(base.clone(), item, out);
             }
-        } else {
-            let first = ident(rest);
-            if !first.is_empty() {
-                out.insert(first);
+            return;
+        }
+        match ident(rest) {
+            "" => break,
+            "super" => {
+                base.pop();
             }
+            "self" => {}
+            name => base.push(name.to_string()),
+        }
+        rest = &rest[ident(rest).len()..];
+        match rest.strip_prefix("::") {
+            Some(r) => rest = r,
+            None => break,
+        }
+    }
+    out.push(base);
+}
+
+/// The paths the code of module `me` names through `crate::`, `super::` and `self::`, from the
+/// crate root.
+fn paths(me: &[String], text: &str) -> Vec<Module> {
+    let parent = me[..me.len().saturating_sub(1)].to_vec();
+    let mut out = Vec::new();
+    for (word, start) in [
+        ("crate::", vec![]),
+        ("self::", me.to_vec()),
+        ("super::", parent),
+    ] {
+        for (i, _) in text.match_indices(word) {
+            // `super::super::x` is read whole from its first `super`; `my_crate::` is no path.
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| is_ident(c) || c == ':') {
+                continue;
+            }
+            expand(start.clone(), &text[i + word.len()..], &mut out);
         }
     }
     out
 }
 
+/// The longest prefix of `path` that is a module file.
+fn resolve<'a>(path: &[String], modules: &'a BTreeSet<Module>) -> Option<&'a Module> {
+    (1..=path.len()).rev().find_map(|n| modules.get(&path[..n]))
+}
+
+/// File → the files it names.
 fn graph(src: &Path) -> Graph {
-    let mods = modules(src);
-    let names: BTreeSet<String> = mods.keys().cloned().collect();
-    mods.iter()
-        .map(|(m, text)| {
-            let deps = references(non_test(text))
-                .into_iter()
-                .filter(|d| d != m && names.contains(d))
+    let files = files(src);
+    let modules: BTreeSet<Module> = files.keys().cloned().collect();
+    files
+        .iter()
+        .map(|(me, text)| {
+            let deps = paths(me, non_test(text))
+                .iter()
+                .filter_map(|path| resolve(path, &modules))
+                .filter(|dep| *dep != me)
+                .map(|dep| dep.join("::"))
                 .collect();
-            (m.clone(), deps)
+            (me.join("::"), deps)
         })
         .collect()
+}
+
+/// The top-level module a file belongs to: its layer.
+fn layer(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+/// A file is its own group when a loop of files is explained.
+fn file(module: &str) -> &str {
+    module
+}
+
+/// Layer → the layers its files name.
+fn layers(by_file: &Graph) -> Graph {
+    let mut out = Graph::new();
+    for (from, deps) in by_file {
+        let uses = out.entry(layer(from).to_string()).or_default();
+        let others = deps.iter().map(|d| layer(d)).filter(|l| *l != layer(from));
+        uses.extend(others.map(str::to_string));
+    }
+    out
 }
 
 /// Strongly connected components with more than one module (Tarjan), each sorted.
@@ -171,56 +236,158 @@ fn cycles(g: &Graph) -> Vec<Vec<String>> {
     t.out
 }
 
+/// The file edges inside each cycle (of a cycle of layers, those between its layers), one per
+/// line, for the failure message.
+fn explain(by_file: &Graph, cycles: &[Vec<String>], group: fn(&str) -> &str) -> String {
+    let mut out = String::new();
+    for c in cycles {
+        let inside = |m: &str| c.iter().any(|x| x == group(m));
+        for (from, deps) in by_file {
+            for to in deps {
+                if group(from) != group(to) && inside(from) && inside(to) {
+                    out.push_str(&format!("  {from} -> {to}\n"));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn assert_one_way(src: &Path) {
+    let by_file = graph(src);
+    let by_layer = layers(&by_file);
+    for (what, g, group) in [
+        ("files", &by_file, file as fn(&str) -> &str),
+        ("layers", &by_layer, layer),
+    ] {
+        let found = cycles(g);
+        assert!(
+            found.is_empty(),
+            "import cycles among the {what} of {}:\n{}",
+            src.display(),
+            explain(&by_file, &found, group)
+        );
+    }
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
-fn couchsim_modules_import_one_way() {
-    let g = graph(&root().join("src"));
-    assert!(g.len() > 10, "couchsim/src not found: {g:?}");
-    assert_eq!(
-        cycles(&g),
-        Vec::<Vec<String>>::new(),
-        "import cycles in couchsim/src"
-    );
+fn couchsim_files_and_layers_import_one_way() {
+    let src = root().join("src");
+    assert!(graph(&src).len() > 10, "couchsim/src not found");
+    assert_one_way(&src);
 }
 
 #[test]
-fn product_modules_import_one_way() {
-    let g = graph(&root().join("../src"));
-    assert!(g.contains_key("client"), "the product's src/ not found");
-    assert_eq!(
-        cycles(&g),
-        Vec::<Vec<String>>::new(),
-        "import cycles in src/"
+fn product_files_and_layers_import_one_way() {
+    let src = root().join("../src");
+    assert!(
+        layers(&graph(&src)).contains_key("client"),
+        "the product's src/ not found"
     );
+    assert_one_way(&src);
+}
+
+fn module(s: &str) -> Module {
+    s.split("::").map(str::to_string).collect()
+}
+
+fn from_edges(edges: &[(&str, &str)]) -> Graph {
+    edges.iter().fold(Graph::new(), |mut g, (x, y)| {
+        g.entry(x.to_string()).or_default().insert(y.to_string());
+        g.entry(y.to_string()).or_default();
+        g
+    })
 }
 
 #[test]
-fn the_check_finds_cycles_and_reads_every_form_of_crate_path() {
-    let refs = references(
+fn the_check_reads_every_form_of_path() {
+    let me = module("cluster::fabric");
+    let found: BTreeSet<Module> = paths(
+        &me,
         "use crate::a::X;\nuse crate::{b, c::Y, self};\nfn f() { crate::d::g(); }\n\
-         use crate::{\n    e::{F, G},\n    h,\n};",
-    );
-    let want: BTreeSet<String> = ["a", "b", "c", "d", "e", "h"]
+         use crate::{\n    e::{F, G},\n    h::{self, I},\n};\nuse super::copies::{self, Edit};\n\
+         use super::super::util;\nuse self::inner::Z;\nlet t = my_crate::q::R;",
+    )
+    .into_iter()
+    .collect();
+    let want: BTreeSet<Module> = [
+        "a::X",
+        "b",
+        "c::Y",
+        "cluster::copies",
+        "cluster::copies::Edit",
+        "cluster::fabric::inner::Z",
+        "d::g",
+        "e::F",
+        "e::G",
+        "h",
+        "h::I",
+        "util",
+    ]
+    .iter()
+    .map(|s| module(s))
+    .chain([Module::new()]) // `crate::{self}`: the root
+    .collect();
+    assert_eq!(found, want);
+    let modules: BTreeSet<Module> = ["node", "node::docs", "cluster::fabric"]
         .iter()
-        .map(|s| s.to_string())
+        .map(|s| module(s))
         .collect();
-    assert_eq!(refs, want);
+    assert_eq!(
+        resolve(&module("node::docs::DocDb"), &modules),
+        Some(&module("node::docs"))
+    );
+    assert_eq!(
+        resolve(&module("node::lock"), &modules),
+        Some(&module("node"))
+    );
+    assert_eq!(resolve(&module("cluster::seq"), &modules), None);
     assert_eq!(
         non_test("use crate::a;\n#[cfg(test)]\nmod tests { use crate::b; }"),
         "use crate::a;\n"
     );
-    let g: Graph = [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a"), ("e", "e")]
-        .iter()
-        .fold(Graph::new(), |mut g, (x, y)| {
-            g.entry(x.to_string()).or_default().insert(y.to_string());
-            g.entry(y.to_string()).or_default();
-            g
-        });
+}
+
+#[test]
+fn the_check_finds_cycles_of_files_and_of_layers() {
+    let loop_of_files = from_edges(&[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a"), ("e", "e")]);
     assert_eq!(
-        cycles(&g),
+        cycles(&loop_of_files),
         vec![vec!["a".to_string(), "b".into(), "c".into()]]
+    );
+
+    // Two files of `node` and two of `http`, each file pointing one way: no loop among files,
+    // but `node` and `http` use each other.
+    let dir = std::env::temp_dir().join(format!("layers-check-{}", std::process::id()));
+    let write = |path: &str, text: &str| {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("has a folder")).expect("temp dir");
+        std::fs::write(p, text).expect("temp file");
+    };
+    write("lib.rs", "mod http;\nmod node;\n");
+    write(
+        "node/mod.rs",
+        "pub mod store;\nuse crate::http::answers::ok;\n",
+    );
+    write("node/store.rs", "pub struct Store;\n");
+    write("http/mod.rs", "pub mod answers;\npub mod routes;\n");
+    write("http/answers.rs", "pub fn ok() {}\n");
+    write("http/routes.rs", "use crate::node::store::Store;\n");
+    let by_file = graph(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(cycles(&by_file), Vec::<Vec<String>>::new());
+    let by_layer = layers(&by_file);
+    assert_eq!(
+        cycles(&by_layer),
+        vec![vec!["http".to_string(), "node".into()]]
+    );
+    assert_eq!(
+        explain(&by_file, &cycles(&by_layer), layer),
+        "  http::routes -> node::store\n  node -> http::answers\n\n"
     );
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use crate::client::{self, ClientRequest};
+use crate::net::client::{self, ClientRequest};
 
 /// Splits a shell word list (single and double quotes, backslash escapes). No expansion.
 pub fn shell_words(s: &str) -> Vec<String> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::node::{lock, FaultSlot, NodeInner};
 use crate::spec::Fault;
 
@@ -54,8 +54,8 @@ pub fn injected_error(status: u16, req: &HttpRequest) -> Response {
     let (error, reason): (&str, String) = match status {
         400 if p.starts_with("/_cluster_setup") => ("bad_request", "Invalid Action'".into()),
         400 => ("bad_request", "Bad request".into()),
-        401 => ("unauthorized", crate::auth::BAD_CREDENTIALS.into()),
-        403 => ("forbidden", crate::auth::LOCKED.into()),
+        401 => ("unauthorized", crate::node::auth::BAD_CREDENTIALS.into()),
+        403 => ("forbidden", crate::node::auth::LOCKED.into()),
         404 if p.starts_with("/_node/") => {
             ("not_found", format!("no such node: {}", node_in_path(p)))
         }

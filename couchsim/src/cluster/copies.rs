@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::docs::{Doc, DocDb, Leaf, WriteError};
-use crate::ejson::Ej;
+use crate::node::docs::{Doc, DocDb, Leaf, WriteError};
+use crate::node::ejson::Ej;
 use crate::node::{lock, NodeInner};
 
 /// One interactive edit of one doc (a PUT, a DELETE, a `_bulk_docs` entry).

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 
+use super::store::Store;
 use crate::spec::Request;
-use crate::store::Store;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -92,7 +92,7 @@ impl Shared {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
         let mut doc_counts = BTreeMap::new();
         for (range, holders) in &map {
-            let file = crate::shards::file_name(range, db, suffix);
+            let file = super::shards::file_name(range, db, suffix);
             let counts = holders
                 .iter()
                 .map(|h| {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::RwLock;
 
-use crate::client;
+use super::client;
 
 /// The name of a node started without `NODENAME`.
 pub const NONODE: &str = "nonode@nohost";

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::docs::DocDb;
-use crate::ejson::Ej;
-use crate::shards::ShardMap;
+use super::docs::DocDb;
+use super::ejson::Ej;
+use super::shards::ShardMap;
 
 /// The node-local databases every node lists besides its shard files.
 pub const LOCAL_DBS: [&str; 3] = ["_dbs", "_nodes", "_users"];

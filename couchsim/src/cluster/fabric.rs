@@ -12,13 +12,14 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::copies::{self, Edit, Summary};
-use crate::docs::{Doc, DocDb, Leaf, Page};
-use crate::ejson::{self, Ej};
+use super::copies::{self, Edit, Summary};
+use super::dist;
+use super::seq::{self, Pos};
+use crate::node::docs::{Doc, DocDb, Leaf, Page};
+use crate::node::ejson::{self, Ej};
+use crate::node::shards::{self, ShardMap};
 use crate::node::{lock, log_line, NodeInner, Repair};
-use crate::seq::{self, Pos};
-use crate::shards::{self, ShardMap};
-use crate::{dist, util};
+use crate::util;
 
 /// Why a clustered operation could not be done.
 #[derive(Debug, Clone, PartialEq)]

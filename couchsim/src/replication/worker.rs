@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientRequest};
-use crate::jobs::{RunHandle, Stats};
-use crate::repdoc::{Endpoint, Rep};
+use super::jobs::{RunHandle, Stats};
+use super::repdoc::{Endpoint, Rep};
+use crate::net::client::{self, ClientRequest};
 use crate::spec::Delays;
 use crate::util;
 

@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::client::{self, ClientRequest};
-use crate::ejson::Ej;
-use crate::http::{self, HttpRequest, Response};
+use super::answers;
+use crate::cluster::dist;
+use crate::cluster::fabric;
+use crate::net::client::{self, ClientRequest};
+use crate::net::http::{self, HttpRequest, Response};
+use crate::node::ejson::Ej;
 use crate::node::{lock, log_line, FileExists, NodeInner};
-use crate::{answers, dist, fabric, util};
+use crate::util;
 
 /// The dbs `finish_cluster` creates (3.x no longer creates `_global_changes`).
 pub const SYSTEM_DBS: [&str; 2] = ["_users", "_replicator"];

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::docs::{Page, WriteError};
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
+use crate::node::docs::{Page, WriteError};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! `_changes` (normal and long-poll), `_revs_diff`, `_bulk_get`, `_ensure_full_commit` and
 //! `_local` docs (checkpoints: per node and per db instance, never copied between nodes).
 //! Reads take each range from one copy, as clustered reads do; `_changes` resumes each range
-//! on the copy its `since` names (`seq.rs`) and starts that range over on another copy when
+//! on the copy its `since` names (`cluster/seq.rs`) and starts that range over on another copy when
 //! that one is gone.
 
 use std::collections::BTreeMap;
@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::answers;
-use crate::copies;
-use crate::docs::{Doc, Leaf};
-use crate::ejson::Ej;
-use crate::fabric::{self, Failure};
-use crate::http::{HttpRequest, Response};
+use super::answers;
+use crate::cluster::copies;
+use crate::cluster::fabric::{self, Failure};
+use crate::cluster::seq::{self, Pos};
+use crate::net::http::{HttpRequest, Response};
+use crate::node::docs::{Doc, Leaf};
+use crate::node::ejson::Ej;
 use crate::node::{lock, NodeInner};
-use crate::seq::{self, Pos};
 use crate::util;
 
 /// How often a long-poll looks for new changes.

@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::repdoc::Rep;
-use crate::scheduler::{Event, History, State};
+use super::repdoc::Rep;
+use super::scheduler::{Event, History, State};
 use crate::util::{iso8601, js, obj};
 
 /// A job's counters (`info`), kept across the job's restarts as CouchDB does.
@@ -348,7 +348,7 @@ impl ReplState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repdoc;
+    use crate::replication::repdoc;
     use serde_json::json;
 
     const NODE3: &str = "node3@127.0.0.1";

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::http::{HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
 use crate::util;
 
 pub const NOT_ADMIN: &str = "You are not a server admin.";

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::client;
-use crate::ejson::Ej;
+use crate::net::client;
+use crate::node::ejson::Ej;
 use crate::util;
 
 /// One end of a replication.

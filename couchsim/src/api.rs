@@ -6,17 +6,20 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::epmd::Registry;
+use crate::net::epmd::Registry;
 use serde_json::{json, Value};
 
-use crate::copies::Edit;
-use crate::docs::{Page, WriteError};
-use crate::ejson::Ej;
-use crate::jobs::Replication;
+use crate::cluster::copies::Edit;
+use crate::cluster::fabric;
+use crate::http::faults;
+use crate::http::server;
+use crate::node::docs::{Page, WriteError};
+use crate::node::ejson::Ej;
+use crate::node::shards;
+use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
-use crate::shared::{Pin, ShardMapEvent, Shared};
+use crate::replication::jobs::{ReplState, Replication};
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::{fabric, faults, server, shards};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -203,6 +206,7 @@ impl Node {
         let health = self.inner.delays.repl_health;
         lock(&self.inner.vol)
             .repl
+            .get::<ReplState>()
             .replications(&self.inner.name, health)
     }
 
@@ -282,7 +286,7 @@ impl Node {
     /// As if `finish_cluster` ran on this node alone: `_users` and `_replicator` with every
     /// shard on itself.
     pub fn finish_alone(&self) {
-        for db in crate::setup::SYSTEM_DBS {
+        for db in crate::http::setup::SYSTEM_DBS {
             fabric::create_db_alone(&self.inner, db);
         }
     }

@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::answers::{self, Who};
-use crate::copies::Edit;
-use crate::docs::Leaf;
-use crate::ejson::Ej;
-use crate::fabric::{self, DocReply, Failure};
-use crate::http::{HttpRequest, Response};
+use super::answers::{self, Who};
+use super::repl_http;
+use crate::cluster::copies::Edit;
+use crate::cluster::fabric::{self, DocReply, Failure};
+use crate::net::http::{HttpRequest, Response};
+use crate::node::docs::Leaf;
+use crate::node::ejson::Ej;
+use crate::node::shards;
 use crate::node::{lock, NodeInner};
-use crate::{repdoc, repl_http, shards, util};
+use crate::replication::repdoc;
+use crate::util;
 
 const NOT_AUTHORIZED: &str = "You are not authorized to access this db.";
 
@@ -110,7 +113,7 @@ pub fn handle(
 
 fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
     if !who.is_admin() {
-        return answers::unread_body(crate::auth::not_admin(), req);
+        return answers::unread_body(crate::node::auth::not_admin(), req);
     }
     if !shards::valid_db_name(db) {
         return answers::illegal_db_name(db);

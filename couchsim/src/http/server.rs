@@ -6,9 +6,13 @@ use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 
-use crate::http::{self, HttpRequest, ReadError, Response};
+use super::faults;
+use super::routes;
+use crate::cluster::dist;
+use crate::net::client;
+use crate::net::http::{self, HttpRequest, ReadError, Response};
 use crate::node::{NodeInner, Workers};
-use crate::{client, dist, faults, routes, ticker, util};
+use crate::{ticker, util};
 
 /// Starts `node` (boot delay, listener, acceptor, ticker); returns once it listens.
 pub fn start(node: &Arc<NodeInner>) {

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::docs::Leaf;
+use super::dist;
+use crate::node::docs::Leaf;
 use crate::node::{lock, NodeInner};
-use crate::{dist, util};
+use crate::util;
 
 /// Starts the pushes that are due (one thread runs them one after the other).
 pub fn tick(node: &Arc<NodeInner>, epoch: u64) {

@@ -1,4 +1,6 @@
-//! The public HTTP API of one node (everything but `/_cluster_setup`, which is `setup.rs`).
+//! The public HTTP API of one node. Every request passes here; `/_cluster_setup` is answered
+//! in `http/setup.rs`, `/_scheduler/*` in `http/scheduler.rs` and databases in
+//! `http/clustered.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,15 +8,22 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::answers::{
+use super::answers::{
     self, db_not_found, doc_written, file_exists_race, illegal_db_name, method_not_allowed,
     unread_body, write_error, Who,
 };
-use crate::auth::{self, Check};
-use crate::ejson::Ej;
-use crate::http::{HttpRequest, Response};
+use super::clustered;
+use super::faults;
+use super::setup;
+use crate::cluster::copies;
+use crate::cluster::dist;
+use crate::http::scheduler;
+use crate::net::http::{HttpRequest, Response};
+use crate::node::auth::{self, Check};
+use crate::node::ejson::Ej;
+use crate::node::shards;
 use crate::node::{lock, DbsEdit, FileExists, NodeInner};
-use crate::{clustered, copies, dist, faults, replicator, setup, shards, util};
+use crate::util;
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
 /// failures per user and the request's peer address. The first successful check of a hash
@@ -147,7 +156,7 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
         }
         ["_scheduler", rest @ ..] => {
             admin!(who, req);
-            replicator::handle(node, req, rest, epoch)
+            scheduler::handle(node, req, rest, epoch)
         }
         ["_node", name, rest @ ..] => {
             admin!(who, req);
@@ -300,7 +309,7 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
             "GET" => Response::json(200, &json!({"name": node.name})),
             _ => unread_body(method_not_allowed("GET"), req),
         },
-        [replicator::LOCAL_VIEW] => replicator::local_view(node),
+        [scheduler::LOCAL_VIEW] => scheduler::local_view(node),
         ["_config"] => match m {
             "GET" => Response::json(200, &json!(lock(&node.store).config)),
             _ => unread_body(method_not_allowed("GET"), req),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ejson::{self, Ej};
+use super::ejson::{self, Ej};
 use crate::util;
 
 /// One branch of a document's revision tree: its leaf rev first, then its ancestors.

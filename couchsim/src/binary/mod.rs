@@ -1,6 +1,10 @@
 //! Binary mode: `couchsim` standing in for `couchdb:3.4.2` in docker-compose, and the `curl`,
 //! `grep` and `sh` multi-call modes for healthchecks in a `FROM scratch` image (`tools`). Kept
 //! in the library so it is testable; `main.rs` only dispatches.
+//!
+//! A top layer beside the in-process API (neither uses the other): it builds a node from the
+//! environment (`node`, `net`, `spec`), starts it with `http::server`, and `tools` talk HTTP
+//! through `net::client`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -9,10 +13,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::epmd::{long_name_ok, DnsEpmd, NONODE};
+use crate::http::server;
+use crate::net::epmd::{long_name_ok, DnsEpmd, NONODE};
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
 use crate::spec::{Delays, NodeSpec};
-use crate::{server, util};
+use crate::util;
 
 mod tools;
 

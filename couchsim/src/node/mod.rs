@@ -1,9 +1,23 @@
 //! One simulated CouchDB node: its state (persistent `Store`, volatile `Volatile`), its HTTP
 //! server (a thread per connection, keep-alive), its lifecycle (start/stop/restart) and the
 //! request log and fault hooks the tests use.
+//!
+//! The node layer: this file and what a node is made of on its own — its database files
+//! (`docs`, with bodies and revs in `ejson`), what it keeps on disk (`store`), the shard maps in
+//! its `_dbs` (`shards`, mem3's rules), how it checks its admins (`auth`), and what the nodes of
+//! one in-process cluster share (`shared`). It uses `net`, `spec` and `util` only: what a node
+//! does with other nodes is `cluster/`, above it, and the acceptor and ticker it runs are handed
+//! to it (`Workers`).
 
+pub(crate) mod auth;
+pub(crate) mod docs;
+pub(crate) mod ejson;
+pub(crate) mod shards;
+pub(crate) mod shared;
+pub(crate) mod store;
+
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,17 +28,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{self, AuthState};
-use crate::docs::{DocDb, Leaf, WriteError};
-use crate::ejson::Ej;
-use crate::epmd::Epmd;
-use crate::http::HttpRequest;
-use crate::jobs::ReplState;
-use crate::shards;
-use crate::shared::Shared;
+use crate::net::epmd::Epmd;
+use crate::net::http::HttpRequest;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
-use crate::store::Store;
 use crate::util::{self, Rng};
+
+use self::auth::AuthState;
+use self::docs::{DocDb, Leaf, WriteError};
+use self::ejson::Ej;
+use self::shared::Shared;
+use self::store::Store;
 
 /// Requests kept per node (the older half is dropped beyond this).
 const MAX_LOG: usize = 200_000;
@@ -121,8 +134,8 @@ pub struct Volatile {
     pub auth_ddoc_due: Option<Instant>,
     /// The first write to a fresh `_nodes` is under way (trap 22).
     pub nodes_creating: bool,
-    /// The replicator's docs and jobs (`replicator.rs`).
-    pub repl: ReplState,
+    /// The replicator's docs and jobs (a `replication::jobs::ReplState`).
+    pub repl: Slot,
     pub started_at: Instant,
     pub start_time_us: u128,
 }
@@ -146,10 +159,32 @@ impl Volatile {
             repairs: Vec::new(),
             auth_ddoc_due: None,
             nodes_creating: false,
-            repl: ReplState::default(),
+            repl: Slot::default(),
             started_at: Instant::now(),
             start_time_us: util::unix_now().as_micros(),
         }
+    }
+}
+
+/// State a layer above the node keeps per run without the node naming its type: the
+/// replicator's lives with the replicator, which uses the node, so naming it here would make
+/// the two import each other. Empty at each start like the rest of `Volatile`, filled on first
+/// use.
+#[derive(Default)]
+pub struct Slot(Option<Box<dyn Any + Send>>);
+
+impl Slot {
+    pub fn get<T: Any + Send + Default>(&mut self) -> &mut T {
+        self.0
+            .get_or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("a slot holds one type of state")
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Slot(..)" } else { "Slot" })
     }
 }
 
@@ -488,7 +523,7 @@ impl NodeInner {
     /// `PUT /_node/_local/_dbs/<db>`: `mem3_bdu`'s checks (403 reasons), the rev check (409),
     /// then the change takes effect here and goes round the ring.
     pub fn edit_dbs(&self, db: &str, rev: Option<&str>, fields: Ej) -> Result<String, DbsEdit> {
-        shards::validate(&fields).map_err(DbsEdit::Forbidden)?;
+        self::shards::validate(&fields).map_err(DbsEdit::Forbidden)?;
         let rev = lock(&self.store)
             .dbs
             .put(db, rev, fields)
@@ -676,7 +711,7 @@ impl NodeInner {
 
     /// The other holders of `file`'s range in this node's map (none for an orphan file).
     pub fn other_holders(&self, file: &str) -> Vec<String> {
-        let Some((range, db, suffix)) = shards::parse_file_name(file) else {
+        let Some((range, db, suffix)) = self::shards::parse_file_name(file) else {
             return Vec::new();
         };
         match lock(&self.store).map(&db) {

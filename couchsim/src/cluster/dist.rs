@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientRequest, ClientResponse};
-use crate::epmd::long_name_ok;
-use crate::http::{self, HttpRequest, Response};
+use super::copies;
+use crate::net::client::{self, ClientRequest, ClientResponse};
+use crate::net::epmd::long_name_ok;
+use crate::net::http::{self, HttpRequest, Response};
 use crate::node::{lock, log_line, NodeInner, Parts, SyncPayload};
-use crate::{copies, util};
+use crate::util;
 
 pub const PREFIX: &str = "/_couchsim/";
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::jobs::{DocEntry, Job, Phase, ReplState, RunHandle, Stats};
-use crate::repdoc::{self, Rep};
-use crate::scheduler::{self, Event, History};
+use super::jobs::{DocEntry, Job, Phase, ReplState, RunHandle, Stats};
+use super::repdoc::{self, Rep};
+use super::scheduler::{self, Event, History};
 use crate::spec::Delays;
 
 /// A live `_replicator` doc this node owns.
@@ -281,7 +281,7 @@ fn restart_crashed(st: &mut ReplState, clock: Clock, d: &Delays, fx: &mut Vec<Ef
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::State;
+    use crate::replication::scheduler::State;
     use serde_json::json;
 
     const UUID: &str = "fb2b1ef6a8a3e0b5b0c1a7d1e0f3c9a1";

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ejson::Ej;
+use super::ejson::Ej;
 use crate::util;
 
 /// A db's map as mem3 uses it: the ranges that have copies, each with its nodes (descending,
@@ -355,7 +355,7 @@ mod tests {
         );
         let doc = map_doc(&by_range, ".1795524961", true);
         assert_eq!(
-            crate::ejson::new_rev(false, None, &doc),
+            crate::node::ejson::new_rev(false, None, &doc),
             "1-0293fe5aaf3ccc3d035c10d3a2a5654a",
             "the same body (and rev) as transcript 11 line 32"
         );
@@ -384,7 +384,7 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            crate::ejson::new_rev(false, None, &map_doc(&by_range, ".1795525313", false)),
+            crate::node::ejson::new_rev(false, None, &map_doc(&by_range, ".1795525313", false)),
             "1-b973d51d292a4549127493f03717737f"
         );
     }
