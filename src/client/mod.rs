@@ -15,7 +15,7 @@ use crate::util::config::{NodeAddr, Secret};
 mod ops;
 mod shard_doc;
 
-pub use ops::{segment, CopyInfo, CopyState, Gone, Saved, ShardDocs, Unreadable};
+pub use ops::{segment, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs, Unreadable};
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 mod replication;
 

@@ -19,6 +19,15 @@ const SHARD_DOCS: &str = "GET /_node/_local/_dbs/_all_docs";
 pub struct CopyInfo {
     pub doc_count: u64,
     pub doc_del_count: u64,
+    #[serde(default)]
+    pub sizes: CopySizes,
+}
+
+/// A copy's `sizes`: `file` is the bytes its shard file takes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct CopySizes {
+    #[serde(default)]
+    pub file: u64,
 }
 
 /// What a node says about one of its files.
@@ -352,7 +361,8 @@ mod tests {
             info,
             CopyInfo {
                 doc_count: 88,
-                doc_del_count: 0
+                doc_del_count: 0,
+                sizes: CopySizes { file: 24776 }
             }
         );
     }

@@ -18,7 +18,9 @@
 //! the operation, except a copy dropped on purpose (`remove --accept-fewer-copies`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use log::{debug, info, warn};
@@ -30,12 +32,15 @@ use crate::cluster::survey::{Survey, PARALLEL};
 use crate::util::clock::poll;
 use crate::util::config::NodeAddr;
 use crate::util::exit::{status_of, Failure, Status};
+use crate::util::text::list_some;
 
 /// Read-decide-write rounds per database before giving up: each edit is one round, and a
 /// conflict or a 409 costs one more.
 const ROUNDS: usize = 8;
 /// How often `_sync_shards` is asked again while a new copy fills.
 const RESYNC: Duration = Duration::from_secs(5);
+/// How often `carry_out_all` says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What to do to one database next, decided from its map as just read.
 #[derive(Debug, Default)]
@@ -51,6 +56,42 @@ pub struct Done {
     pub moved: Vec<Move>,
     pub dropped: Vec<(String, String)>,
     pub resolved: usize,
+}
+
+/// One database to bring to its plan, and the copies the plan moves in it (for progress lines).
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub db: String,
+    pub copies: usize,
+}
+
+/// How far `carry_out_all` got.
+struct Tally {
+    moved: usize,
+    /// Databases with a move under way.
+    filling: BTreeSet<String>,
+    said: Instant,
+}
+
+impl Tally {
+    fn line(&self, total: usize) -> String {
+        let filling: Vec<String> = self.filling.iter().cloned().collect();
+        format!(
+            "moved {} of {total} copies, {} filling{}",
+            self.moved,
+            filling.len(),
+            if filling.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", list_some(&filling))
+            }
+        )
+    }
+}
+
+/// A lock whose holder panicked still holds plain counts: use them.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Engine<'a> {
@@ -101,6 +142,74 @@ impl<'a> Engine<'a> {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// Carries out `jobs`, `concurrency` databases at once — never two moves of one database at
+    /// once, each database with its own verified steps (`carry_out`); `plan(i, map)` is job
+    /// `i`'s next step from its map as just read. At the first failure no further database is
+    /// started; those under way finish, and the first failure is returned. Says how far it got
+    /// every few seconds: "moved 412 of 750 copies, 3 filling: a, b, c".
+    pub fn carry_out_all(
+        &self,
+        jobs: &[Job],
+        concurrency: usize,
+        plan: &(dyn Fn(usize, &ShardDoc) -> Step + Sync),
+    ) -> Result<Vec<Done>> {
+        let clock = self.session.clock;
+        let total: usize = jobs.iter().map(|j| j.copies).sum();
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let progress = Mutex::new(Tally {
+            moved: 0,
+            filling: BTreeSet::new(),
+            said: clock.now(),
+        });
+        let results: Mutex<Vec<(usize, Done)>> = Mutex::new(Vec::new());
+        let workers = concurrency.clamp(1, jobs.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    if lock(&failed).is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else {
+                        return;
+                    };
+                    lock(&progress).filling.insert(job.db.clone());
+                    let outcome = self.carry_out(&job.db, &mut |doc| plan(i, doc));
+                    let mut tally = lock(&progress);
+                    tally.filling.remove(&job.db);
+                    match outcome {
+                        Ok(done) => {
+                            tally.moved += done.moved.len();
+                            if clock.now().duration_since(tally.said) >= PROGRESS_EVERY {
+                                tally.said = clock.now();
+                                info!("move: {}", tally.line(total));
+                            }
+                            lock(&results).push((i, done));
+                        }
+                        Err(e) => {
+                            let mut first = lock(&failed);
+                            if first.is_none() {
+                                *first = Some(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = lock(&failed).take() {
+            let tally = lock(&progress);
+            warn!(
+                "move: stopped after the first failure: {}",
+                tally.line(total)
+            );
+            return Err(e);
+        }
+        let mut done = std::mem::take(&mut *lock(&results));
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Brings `db` to what `plan` asks for, one verified edit at a time.
@@ -203,7 +312,7 @@ impl<'a> Engine<'a> {
             may_add_on: self.may_add_on.clone(),
             ..Rules::default()
         };
-        info!("move: {}: adding {}", doc.db, describe(moves));
+        debug!("move: {}: adding {}", doc.db, describe(moves));
         self.put(doc, &after, moves, &rules)?;
         Ok(())
     }

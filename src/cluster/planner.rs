@@ -68,20 +68,6 @@ pub fn load<'a>(maps: impl IntoIterator<Item = &'a ShardMap>) -> Load {
     load
 }
 
-fn apply(load: &mut Load, moves: &[Move], drops: &[(String, String)]) {
-    for m in moves {
-        if let Some(c) = load.get_mut(&m.from) {
-            *c = c.saturating_sub(1);
-        }
-        *load.entry(m.to.clone()).or_default() += 1;
-    }
-    for (_, node) in drops {
-        if let Some(c) = load.get_mut(node) {
-            *c = c.saturating_sub(1);
-        }
-    }
-}
-
 /// Copies of this database per member (members holding none included).
 fn counts(map: &ShardMap, members: &[String]) -> BTreeMap<String, usize> {
     let mut counts: BTreeMap<String, usize> = members.iter().map(|m| (m.clone(), 0)).collect();
@@ -197,65 +183,369 @@ pub fn evacuate(
     (moves, homeless)
 }
 
-/// `rebalance`: every database balanced in turn, each one's choices tie-broken by the load
-/// the plans before it leave.
-pub fn plan_rebalance(docs: &[ShardDoc], members: &[String]) -> Vec<DbPlan> {
-    let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
-    let mut load = load(&settled);
-    docs.iter()
-        .zip(&settled)
-        .map(|(doc, map)| {
-            let moves = balance(map, members, &load);
-            apply(&mut load, &moves, &[]);
-            DbPlan {
-                db: doc.db.clone(),
-                unfinished: unfinished(doc),
-                moves,
-                drops: Vec::new(),
+/// Bytes of each copy whose size was read: (database, range, node) → its file's size.
+pub type Sizes = BTreeMap<(String, String, String), u64>;
+
+/// What one node holds over all databases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeLoad {
+    pub copies: usize,
+    /// The sizes of the copies it holds whose size is known.
+    pub bytes: u64,
+}
+
+/// Copies and bytes per node over all databases, as `maps` place them (every node a map
+/// names; `members` holding nothing are listed with zero).
+pub fn node_loads(
+    docs: &[ShardDoc],
+    sizes: &Sizes,
+    members: &[String],
+) -> BTreeMap<String, NodeLoad> {
+    let mut loads: BTreeMap<String, NodeLoad> = members
+        .iter()
+        .map(|m| (m.clone(), NodeLoad::default()))
+        .collect();
+    for doc in docs {
+        for (range, nodes) in &doc.map {
+            let bytes = range_bytes(doc, range, sizes);
+            for node in nodes {
+                let l = loads.entry(node.clone()).or_default();
+                l.copies += 1;
+                l.bytes += sizes
+                    .get(&(doc.db.clone(), range.clone(), node.clone()))
+                    .copied()
+                    .unwrap_or(bytes);
             }
+        }
+    }
+    loads
+}
+
+/// What a copy of `range` weighs once filled: the largest of its copies whose size is known.
+fn range_bytes(doc: &ShardDoc, range: &str, sizes: &Sizes) -> u64 {
+    doc.map
+        .get(range)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| sizes.get(&(doc.db.clone(), range.to_string(), n.clone())))
+        .max()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The whole cluster while a plan is made: each database's map with the moves planned so far,
+/// and what each node holds.
+struct Placement<'a> {
+    docs: &'a [ShardDoc],
+    maps: Vec<ShardMap>,
+    moves: Vec<Vec<Move>>,
+    loads: BTreeMap<String, NodeLoad>,
+    /// (database index, range) → bytes of one filled copy.
+    weight: BTreeMap<(usize, String), u64>,
+    /// node → the (database index, range) copies it holds.
+    held: BTreeMap<String, BTreeSet<(usize, String)>>,
+}
+
+impl<'a> Placement<'a> {
+    fn new(docs: &'a [ShardDoc], maps: Vec<ShardMap>, sizes: &Sizes, members: &[String]) -> Self {
+        let mut loads: BTreeMap<String, NodeLoad> = members
+            .iter()
+            .map(|m| (m.clone(), NodeLoad::default()))
+            .collect();
+        let mut weight = BTreeMap::new();
+        let mut held: BTreeMap<String, BTreeSet<(usize, String)>> = BTreeMap::new();
+        for (i, (doc, map)) in docs.iter().zip(&maps).enumerate() {
+            for (range, nodes) in map {
+                let w = range_bytes(doc, range, sizes);
+                weight.insert((i, range.clone()), w);
+                for node in nodes {
+                    let l = loads.entry(node.clone()).or_default();
+                    l.copies += 1;
+                    l.bytes += w;
+                    held.entry(node.clone())
+                        .or_default()
+                        .insert((i, range.clone()));
+                }
+            }
+        }
+        let moves = vec![Vec::new(); docs.len()];
+        Placement {
+            docs,
+            maps,
+            moves,
+            loads,
+            weight,
+            held,
+        }
+    }
+
+    fn copies(&self, node: &str) -> usize {
+        self.loads.get(node).map_or(0, |l| l.copies)
+    }
+
+    fn loads_by_copies(&self) -> Load {
+        self.loads
+            .iter()
+            .map(|(n, l)| (n.clone(), l.copies))
+            .collect()
+    }
+
+    /// Moves the copy of (`db`, `range`) from `from` to `to`, folding it into a move planned
+    /// earlier for that copy (a → b then b → c is a → c; a → b then b → a is no move).
+    fn shift(&mut self, db: usize, range: &str, from: &str, to: &str) {
+        if let Some(nodes) = self.maps[db].get_mut(range) {
+            nodes.retain(|n| n != from);
+            nodes.push(to.to_string());
+        }
+        let w = self
+            .weight
+            .get(&(db, range.to_string()))
+            .copied()
+            .unwrap_or(0);
+        if let Some(l) = self.loads.get_mut(from) {
+            l.copies = l.copies.saturating_sub(1);
+            l.bytes = l.bytes.saturating_sub(w);
+        }
+        let l = self.loads.entry(to.to_string()).or_default();
+        l.copies += 1;
+        l.bytes += w;
+        if let Some(h) = self.held.get_mut(from) {
+            h.remove(&(db, range.to_string()));
+        }
+        self.held
+            .entry(to.to_string())
+            .or_default()
+            .insert((db, range.to_string()));
+        let moves = &mut self.moves[db];
+        match moves.iter().position(|m| m.range == range && m.to == from) {
+            Some(i) if moves[i].from == to => {
+                moves.remove(i);
+            }
+            Some(i) => moves[i].to = to.to_string(),
+            None => moves.push(Move {
+                range: range.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            }),
+        }
+    }
+
+    /// Copies of database `db` on `node`.
+    fn db_copies(&self, db: usize, node: &str) -> usize {
+        self.maps[db]
+            .values()
+            .filter(|nodes| nodes.iter().any(|n| n == node))
+            .count()
+    }
+
+    /// Evens out the copies per member over the whole cluster: while the most loaded member
+    /// holds two or more copies more than the least loaded, one copy goes from the one to the
+    /// other (never onto a node holding that range; never making its database less even).
+    /// Among the copies that could go, the one that best evens out the bytes of the two, then
+    /// the smaller, then by name. `retarget_only`: only copies already planned to move may
+    /// (`remove`: their new home changes, no move is added).
+    fn level(&mut self, members: &[String], retarget_only: bool) {
+        loop {
+            let mut order: Vec<&String> = members.iter().collect();
+            order.sort_by_key(|n| {
+                let l = self.loads.get(*n).copied().unwrap_or_default();
+                (l.copies, l.bytes, (*n).clone())
+            });
+            let (Some(low), Some(high)) = (order.first(), order.last()) else {
+                return;
+            };
+            if self.copies(high) < self.copies(low) + 2 {
+                return;
+            }
+            let mut found = None;
+            'pairs: for from in order.iter().rev() {
+                for to in &order {
+                    if self.copies(from) < self.copies(to) + 2 {
+                        break;
+                    }
+                    if let Some(pick) = self.pick(from, to, retarget_only) {
+                        found = Some((pick, (*from).clone(), (*to).clone()));
+                        break 'pairs;
+                    }
+                }
+            }
+            let Some(((db, range), from, to)) = found else {
+                return;
+            };
+            self.shift(db, &range, &from, &to);
+        }
+    }
+
+    fn pick(&self, from: &str, to: &str, retarget_only: bool) -> Option<(usize, String)> {
+        let (f, t) = (
+            self.loads.get(from).copied().unwrap_or_default(),
+            self.loads.get(to).copied().unwrap_or_default(),
+        );
+        let gap = f.bytes as i128 - t.bytes as i128;
+        self.held
+            .get(from)?
+            .iter()
+            .filter(|(db, range)| {
+                !self.maps[*db][range].iter().any(|n| n == to)
+                    && self.db_copies(*db, from) > self.db_copies(*db, to)
+                    && (!retarget_only
+                        || self.moves[*db]
+                            .iter()
+                            .any(|m| m.range == *range && m.to == from))
+            })
+            .min_by_key(|(db, range)| {
+                let w = self.weight.get(&(*db, range.clone())).copied().unwrap_or(0);
+                (
+                    (gap - 2 * w as i128).abs(),
+                    w,
+                    self.docs[*db].db.clone(),
+                    range.clone(),
+                )
+            })
+            .cloned()
+    }
+}
+
+/// `rebalance`: each database spread evenly over `members` on its own, then the copies per
+/// member evened out over the whole cluster (`Placement::level`). `sizes`: the copies' bytes,
+/// to choose among equal moves.
+pub fn plan_rebalance(docs: &[ShardDoc], members: &[String], sizes: &Sizes) -> Vec<DbPlan> {
+    let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
+    let mut p = Placement::new(docs, settled.clone(), sizes, members);
+    for (i, map) in settled.iter().enumerate() {
+        for m in balance(map, members, &p.loads_by_copies()) {
+            p.shift(i, &m.range, &m.from, &m.to);
+        }
+    }
+    p.level(members, false);
+    docs.iter()
+        .zip(p.moves)
+        .map(|(doc, moves)| DbPlan {
+            db: doc.db.clone(),
+            unfinished: unfinished(doc),
+            moves,
+            drops: Vec::new(),
         })
         .collect()
 }
 
-/// `remove`: every copy on `leaving` gets a new home; with `accept_fewer`, a copy no member can
-/// take is dropped, else it is listed in the `Err` as (database, range).
+/// `remove`: every copy on `leaving` gets a new home, on the member lacking that range that
+/// holds the fewest copies of its database, then over all; then the new homes are evened out
+/// over the whole cluster (no move added). With `accept_fewer`, a copy no member can take is
+/// dropped, else it is listed in the `Err` as (database, range).
 pub fn plan_removal(
     docs: &[ShardDoc],
     leaving: &str,
     members: &[String],
     accept_fewer: bool,
+    sizes: &Sizes,
 ) -> Result<Vec<DbPlan>, Vec<(String, String)>> {
     let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
-    let mut load = load(&settled);
-    let mut plans = Vec::new();
+    let others: Vec<String> = members.iter().filter(|m| *m != leaving).cloned().collect();
+    let mut p = Placement::new(docs, settled.clone(), sizes, &others);
+    let mut drops = vec![Vec::new(); docs.len()];
     let mut short = Vec::new();
-    for (doc, map) in docs.iter().zip(&settled) {
-        let (moves, homeless) = evacuate(map, leaving, members, &load);
-        let drops: Vec<(String, String)> = homeless
-            .into_iter()
-            .map(|r| (r, leaving.to_string()))
-            .collect();
-        if !accept_fewer {
-            short.extend(drops.iter().map(|(r, _)| (doc.db.clone(), r.clone())));
+    for (i, (doc, map)) in docs.iter().zip(&settled).enumerate() {
+        let (moves, homeless) = evacuate(map, leaving, members, &p.loads_by_copies());
+        for m in moves {
+            p.shift(i, &m.range, &m.from, &m.to);
         }
-        apply(&mut load, &moves, &drops);
-        plans.push(DbPlan {
+        for r in homeless {
+            if accept_fewer {
+                drops[i].push((r, leaving.to_string()));
+            } else {
+                short.push((doc.db.clone(), r));
+            }
+        }
+    }
+    if !short.is_empty() {
+        return Err(short);
+    }
+    p.level(&others, true);
+    Ok(docs
+        .iter()
+        .zip(p.moves)
+        .zip(drops)
+        .map(|((doc, moves), drops)| DbPlan {
             db: doc.db.clone(),
             unfinished: unfinished(doc),
             moves,
-            drops: if accept_fewer { drops } else { Vec::new() },
-        });
+            drops,
+        })
+        .collect())
+}
+
+/// The planned moves that still apply to `map` as just read: the old copy is there and the
+/// new node lacks the range. A rerun after a kill finds the moves it finished gone.
+pub fn still_to_do(planned: &[Move], map: &ShardMap) -> Vec<Move> {
+    planned
+        .iter()
+        .filter(|m| {
+            map.get(&m.range)
+                .is_some_and(|nodes| nodes.contains(&m.from) && !nodes.contains(&m.to))
+        })
+        .cloned()
+        .collect()
+}
+
+/// "unbalanced: node4 holds 2 of 312 copies (even would be 78)": the member furthest from an
+/// even share, when the most and least loaded members differ by two copies or more; `None`
+/// when they do not (whether moves can even them out is `plan_rebalance`'s to say).
+pub fn imbalance(loads: &BTreeMap<String, NodeLoad>, members: &[String]) -> Option<String> {
+    let counts: Vec<(&String, usize)> = members
+        .iter()
+        .map(|m| (m, loads.get(m).map_or(0, |l| l.copies)))
+        .collect();
+    let total: usize = counts.iter().map(|c| c.1).sum();
+    let (min, max) = (
+        counts.iter().map(|c| c.1).min()?,
+        counts.iter().map(|c| c.1).max()?,
+    );
+    if max < min + 2 {
+        return None;
     }
-    if short.is_empty() {
-        Ok(plans)
+    let even = total as f64 / members.len() as f64;
+    let (node, held) = counts
+        .iter()
+        .max_by(|a, b| {
+            (a.1 as f64 - even)
+                .abs()
+                .total_cmp(&(b.1 as f64 - even).abs())
+                .then_with(|| b.0.cmp(a.0))
+        })
+        .copied()?;
+    Some(format!(
+        "unbalanced: {node} holds {held} of {total} copies (even would be {})",
+        (even.round() as usize)
+    ))
+}
+
+/// `1.2 GB`, `830 KB`, `512 B`: for logs and tables.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
     } else {
-        Err(short)
+        format!("{v:.0} {}", UNITS[unit])
     }
 }
 
 /// A plan in words, for `--dry-run` and the log: one line per database that changes, then
 /// the copies per node before and after.
-pub fn render_plan(docs: &[ShardDoc], plans: &[DbPlan]) -> String {
+pub fn render_plan(
+    docs: &[ShardDoc],
+    plans: &[DbPlan],
+    sizes: &Sizes,
+    members: &[String],
+) -> String {
     let changing: Vec<&DbPlan> = plans.iter().filter(|p| !p.is_empty()).collect();
     let moves: usize = changing
         .iter()
@@ -293,18 +583,51 @@ pub fn render_plan(docs: &[ShardDoc], plans: &[DbPlan]) -> String {
         }
         out.push(format!("  {}: {}", p.db, parts.join("; ")));
     }
-    let before = load(docs.iter().map(|d| &d.map));
-    let mut after = load(docs.iter().map(settled).collect::<Vec<_>>().iter());
-    for p in plans {
-        apply(&mut after, &p.moves, &p.drops);
-    }
-    let nodes: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    let per_node: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{n} {} → {}", global(&before, n), global(&after, n)))
-        .collect();
-    out.push(format!("copies per node: {}", per_node.join(", ")));
+    out.push(per_node_text(docs, plans, sizes, members));
     out.join("\n")
+}
+
+/// Copies and bytes per node, before → after the plan: one line per node.
+fn per_node_text(docs: &[ShardDoc], plans: &[DbPlan], sizes: &Sizes, members: &[String]) -> String {
+    let before = node_loads(docs, sizes, members);
+    let planned: Vec<ShardDoc> = docs
+        .iter()
+        .zip(plans)
+        .map(|(doc, plan)| {
+            let mut map = settled(doc);
+            for m in &plan.moves {
+                if let Some(nodes) = map.get_mut(&m.range) {
+                    nodes.retain(|n| *n != m.from);
+                    nodes.push(m.to.clone());
+                }
+            }
+            for (range, node) in &plan.drops {
+                if let Some(nodes) = map.get_mut(range) {
+                    nodes.retain(|n| n != node);
+                }
+            }
+            let mut planned = doc.clone();
+            planned.map = map;
+            planned
+        })
+        .collect();
+    let after = node_loads(&planned, sizes, members);
+    let nodes: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut lines = vec!["per node (copies, bytes), before → after:".to_string()];
+    for n in nodes {
+        let (b, a) = (
+            before.get(n).copied().unwrap_or_default(),
+            after.get(n).copied().unwrap_or_default(),
+        );
+        lines.push(format!(
+            "  {n} {} → {} copies, {} → {}",
+            b.copies,
+            a.copies,
+            bytes(b.bytes),
+            bytes(a.bytes)
+        ));
+    }
+    lines.join("\n")
 }
 
 /// A shard file on a node whose shard map does not list that copy (trap 16).
@@ -621,7 +944,8 @@ mod tests {
     #[test]
     fn removal_is_refused_when_members_cannot_hold_n_copies() {
         let docs = [doc("a", map(&[(A, &[1, 2, 3]), (B, &[1, 2, 3])]), vec![])];
-        let short = plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), false).unwrap_err();
+        let short =
+            plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), false, &Sizes::new()).unwrap_err();
         assert_eq!(
             short,
             [
@@ -629,7 +953,7 @@ mod tests {
                 ("a".to_string(), B.to_string())
             ]
         );
-        let plans = plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), true).unwrap();
+        let plans = plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), true, &Sizes::new()).unwrap();
         assert_eq!(
             plans[0].drops,
             [(A.to_string(), n(3)), (B.to_string(), n(3))]
@@ -650,14 +974,221 @@ mod tests {
             vec![m.clone()],
         );
         assert_eq!(settled(&d), map(&[(A, &[1, 2, 4]), (B, &[1, 2, 3])]));
-        let plans = plan_rebalance(std::slice::from_ref(&d), &nodes(&[1, 2, 3, 4, 5]));
+        let plans = plan_rebalance(
+            std::slice::from_ref(&d),
+            &nodes(&[1, 2, 3, 4, 5]),
+            &Sizes::new(),
+        );
         assert_eq!(plans[0].unfinished, [m]);
         // The rest of the plan starts from the settled map: one more move, onto node5.
         assert_eq!(plans[0].moves.len(), 1);
         assert_eq!(plans[0].moves[0].to, n(5));
         // A database without intent, with four copies, was made with n = 4: left alone.
         let d4 = doc("n4", map(&[(A, &[1, 2, 3, 4]), (B, &[2, 3, 4, 5])]), vec![]);
-        assert!(plan_rebalance(&[d4], &nodes(&[1, 2, 3, 4, 5]))[0].is_empty());
+        assert!(plan_rebalance(&[d4], &nodes(&[1, 2, 3, 4, 5]), &Sizes::new())[0].is_empty());
+    }
+
+    const WHOLE: &str = "00000000-ffffffff";
+
+    /// `count` single-range databases, database i on the nodes `place(i)`.
+    fn single_range(count: usize, place: impl Fn(usize) -> Vec<usize>) -> Vec<ShardDoc> {
+        (0..count)
+            .map(|i| doc(&format!("db{i:04}"), map(&[(WHOLE, &place(i))]), vec![]))
+            .collect()
+    }
+
+    /// The maps once `plans` are carried out.
+    fn carried_out(docs: &[ShardDoc], plans: &[DbPlan]) -> Vec<ShardDoc> {
+        docs.iter()
+            .zip(plans)
+            .map(|(d, p)| {
+                let mut m = after(settled(d), &p.moves);
+                for (range, node) in &p.drops {
+                    m.get_mut(range).unwrap().retain(|x| x != node);
+                }
+                doc(&d.db, m, vec![])
+            })
+            .collect()
+    }
+
+    fn spread(docs: &[ShardDoc], members: &[String]) -> (usize, usize) {
+        let loads = node_loads(docs, &Sizes::new(), members);
+        let counts: Vec<usize> = members.iter().map(|m| loads[m].copies).collect();
+        (*counts.iter().min().unwrap(), *counts.iter().max().unwrap())
+    }
+
+    fn assert_every_range_keeps_distinct_copies(before: &[ShardDoc], after: &[ShardDoc]) {
+        for (b, a) in before.iter().zip(after) {
+            for (range, nodes) in &a.map {
+                let distinct: BTreeSet<&String> = nodes.iter().collect();
+                assert_eq!(distinct.len(), nodes.len(), "{} {range}: {nodes:?}", a.db);
+                assert_eq!(nodes.len(), b.map[range].len(), "{} {range}", a.db);
+            }
+        }
+    }
+
+    #[test]
+    fn growth_with_many_single_range_databases_evens_out_the_whole_cluster() {
+        // Issue 17: 100 databases of q=1, n=3 on 3 nodes, grown to 4. Each database on its own
+        // is "balanced" (1,1,1,0), but node4 would hold nothing.
+        let docs = single_range(100, |_| vec![1, 2, 3]);
+        let members = nodes(&[1, 2, 3, 4]);
+        let plans = plan_rebalance(&docs, &members, &Sizes::new());
+        let moves: usize = plans.iter().map(|p| p.moves.len()).sum();
+        // 300 copies: 75 each; node4 gets 75, the fewest moves there can be.
+        assert_eq!(moves, 75);
+        let done = carried_out(&docs, &plans);
+        assert_eq!(spread(&done, &members), (75, 75));
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        // Nothing moves between the old nodes: every move goes onto node4.
+        assert!(plans.iter().flat_map(|p| &p.moves).all(|m| m.to == n(4)));
+        // Once carried out, nothing is left to do.
+        assert!(plan_rebalance(&done, &members, &Sizes::new())
+            .iter()
+            .all(DbPlan::is_empty));
+    }
+
+    #[test]
+    fn plans_are_the_same_for_the_same_maps() {
+        let docs = single_range(60, |i| vec![1 + i % 3, 1 + (i + 1) % 3, 1 + (i + 2) % 3]);
+        let members = nodes(&[1, 2, 3, 4, 5]);
+        let sizes: Sizes = docs
+            .iter()
+            .flat_map(|d| {
+                d.map[WHOLE]
+                    .iter()
+                    .map(|node| {
+                        (
+                            (d.db.clone(), WHOLE.to_string(), node.clone()),
+                            4096 * d.db.len() as u64,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let first = plan_rebalance(&docs, &members, &sizes);
+        assert_eq!(first, plan_rebalance(&docs, &members, &sizes));
+        let done = carried_out(&docs, &first);
+        let (low, high) = spread(&done, &members);
+        assert!(high - low <= 1, "{low}..{high}");
+    }
+
+    #[test]
+    fn mixed_shapes_at_scale_end_within_one_copy_and_never_double_a_range() {
+        // 1000 databases, some q=2 and q=4, all made on 3 nodes, grown to 8.
+        let members = nodes(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let docs: Vec<ShardDoc> = (0..1000)
+            .map(|i| {
+                let q = [1, 1, 1, 2, 4][i % 5];
+                let ranges: Vec<(String, Vec<usize>)> = (0..q)
+                    .map(|r| (format!("{r:08x}-{r:08x}"), vec![1, 2, 3]))
+                    .collect();
+                let m: ShardMap = ranges
+                    .into_iter()
+                    .map(|(r, ids)| (r, nodes(&ids)))
+                    .collect();
+                doc(&format!("db{i:04}"), m, vec![])
+            })
+            .collect();
+        let plans = plan_rebalance(&docs, &members, &Sizes::new());
+        let done = carried_out(&docs, &plans);
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        let (low, high) = spread(&done, &members);
+        assert!(high - low <= 1, "{low}..{high}");
+        // Each database stays spread within itself.
+        for d in &done {
+            let c = per_node(&d.map, &members);
+            assert!(
+                c.iter().max().unwrap() - c.iter().min().unwrap() <= 1,
+                "{}: {c:?}",
+                d.db
+            );
+        }
+    }
+
+    #[test]
+    fn among_equal_moves_the_ones_that_even_out_bytes_win() {
+        // 12 databases on 3 nodes: 3 large (1 MB a copy), 9 small (10 KB). Node4 gets 9
+        // copies; it should get about a quarter of the bytes, not 9 small copies.
+        let docs = single_range(12, |_| vec![1, 2, 3]);
+        let members = nodes(&[1, 2, 3, 4]);
+        let size = |i: usize| if i < 3 { 1_000_000 } else { 10_000 };
+        let sizes: Sizes = docs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                [1, 2, 3].map(|node| ((d.db.clone(), WHOLE.to_string(), n(node)), size(i)))
+            })
+            .collect();
+        let plans = plan_rebalance(&docs, &members, &sizes);
+        let done = carried_out(&docs, &plans);
+        assert_eq!(spread(&done, &members), (9, 9));
+        let loads = node_loads(&done, &sizes, &members);
+        let total: u64 = loads.values().map(|l| l.bytes).sum();
+        for (node, l) in &loads {
+            let share = l.bytes as f64 / total as f64;
+            assert!(
+                (0.15..0.35).contains(&share),
+                "{node}: {} of {total} bytes",
+                l.bytes
+            );
+        }
+    }
+
+    #[test]
+    fn removal_leaves_the_remaining_members_even() {
+        // 100 single-range databases spread evenly over 5 nodes; node5 leaves.
+        let docs = single_range(100, |i| vec![1 + i % 5, 1 + (i + 1) % 5, 1 + (i + 2) % 5]);
+        let members = nodes(&[1, 2, 3, 4, 5]);
+        let plans = plan_removal(&docs, &n(5), &members, false, &Sizes::new()).unwrap();
+        let moves: usize = plans.iter().map(|p| p.moves.len()).sum();
+        assert_eq!(moves, 60, "only node5's copies move");
+        assert!(plans.iter().flat_map(|p| &p.moves).all(|m| m.from == n(5)));
+        let done = carried_out(&docs, &plans);
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        let rest = nodes(&[1, 2, 3, 4]);
+        assert_eq!(spread(&done, &rest), (75, 75));
+        assert_eq!(node_loads(&done, &Sizes::new(), &members)[&n(5)].copies, 0);
+    }
+
+    #[test]
+    fn imbalance_names_the_member_furthest_from_even() {
+        let docs = single_range(104, |_| vec![1, 2, 3]);
+        let mut docs = docs;
+        docs.push(doc("_users", map(&[(A, &[1, 4]), (B, &[2, 4])]), vec![]));
+        let members = nodes(&[1, 2, 3, 4]);
+        let loads = node_loads(&docs, &Sizes::new(), &members);
+        assert_eq!(
+            imbalance(&loads, &members).unwrap(),
+            format!(
+                "unbalanced: {} holds 2 of 316 copies (even would be 79)",
+                n(4)
+            )
+        );
+        let even = single_range(4, |i| vec![1 + i % 4, 1 + (i + 1) % 4, 1 + (i + 2) % 4]);
+        assert_eq!(
+            imbalance(&node_loads(&even, &Sizes::new(), &members), &members),
+            None
+        );
+    }
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(24_776), "25 KB");
+        assert_eq!(bytes(1_234_567), "1.2 MB");
+        assert_eq!(bytes(3_000_000_000), "3.0 GB");
+    }
+
+    #[test]
+    fn planned_moves_already_done_are_not_done_again() {
+        let planned = [Move {
+            range: A.into(),
+            from: n(3),
+            to: n(4),
+        }];
+        assert_eq!(still_to_do(&planned, &map(&[(A, &[1, 2, 3])])), planned);
+        assert_eq!(still_to_do(&planned, &map(&[(A, &[1, 2, 4])])), []);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Result};
 use crate::client::{
     CopyState, Membership, NodeConfig, NodeError, ShardDoc, ShardDocs, Unreadable, Up,
 };
+use crate::cluster::planner::{self, NodeLoad, Sizes};
 use crate::cluster::session::{each_bounded, Session};
 use crate::util::config::{NodeAddr, NodeList};
 use crate::util::discovery;
@@ -86,6 +87,9 @@ pub struct Survey {
     pub copies: BTreeMap<CopyKey, CopyState>,
     /// member → its files (`GET /_node/<member>/_all_dbs`), when they were read.
     pub files: BTreeMap<String, Vec<String>>,
+    /// Each copy's file size, when read (`read_sizes`). Apart from `copies`: a size is read at
+    /// one moment for a report, not to judge whether a copy has filled.
+    pub sizes: Sizes,
 }
 
 impl Survey {
@@ -102,6 +106,41 @@ impl Survey {
 
     pub fn doc(&self, db: &str) -> Option<&ShardDoc> {
         self.docs.iter().find(|d| d.db == db)
+    }
+
+    /// The bytes of every copy whose size was read (`Session::read_sizes`, and the copies
+    /// whose counts were read).
+    pub fn sizes(&self) -> Sizes {
+        let mut sizes = self.sizes.clone();
+        for (key, state) in &self.copies {
+            if let CopyState::Present(info) = state {
+                sizes.insert(key.clone(), info.sizes.file);
+            }
+        }
+        sizes
+    }
+
+    /// Copies and bytes per node over all databases (every member, and any other node a map
+    /// names); bytes count only the copies whose size was read, a copy not read weighs what
+    /// the other copies of its range weigh.
+    pub fn node_loads(&self) -> BTreeMap<String, NodeLoad> {
+        let members: Vec<String> = self.members.iter().cloned().collect();
+        planner::node_loads(&self.docs, &self.sizes(), &members)
+    }
+
+    /// Every copy on a connected node: what `read_sizes` reads.
+    pub fn every_copy(&self) -> Vec<CopyKey> {
+        self.docs
+            .iter()
+            .flat_map(|d| {
+                d.map.iter().flat_map(move |(range, nodes)| {
+                    nodes
+                        .iter()
+                        .filter(|n| self.connected.contains(*n))
+                        .map(move |n| (d.db.clone(), range.clone(), n.clone()))
+                })
+            })
+            .collect()
     }
 }
 
@@ -173,6 +212,7 @@ impl Session<'_> {
             cluster_n,
             copies: BTreeMap::new(),
             files: BTreeMap::new(),
+            sizes: Sizes::new(),
         })
     }
 
@@ -276,6 +316,30 @@ impl Session<'_> {
         });
         for ((key, _), state) in jobs.into_iter().zip(states) {
             survey.copies.insert(key, state?);
+        }
+        Ok(())
+    }
+
+    /// Reads the file size of every copy on a connected node whose counts were not read
+    /// already: one request per copy, `PARALLEL` at once.
+    pub fn read_sizes(&self, survey: &mut Survey) -> Result<()> {
+        let via = survey.via.clone();
+        let jobs: Vec<(CopyKey, String)> = survey
+            .every_copy()
+            .into_iter()
+            .filter(|k| !survey.copies.contains_key(k))
+            .filter_map(|key| {
+                let file = survey.doc(&key.0)?.file(&key.1);
+                Some((key, file))
+            })
+            .collect();
+        let states = each_bounded(&jobs, PARALLEL, |((_, _, node), file)| {
+            self.client.copy(&via, node, file)
+        });
+        for ((key, _), state) in jobs.into_iter().zip(states) {
+            if let CopyState::Present(info) = state? {
+                survey.sizes.insert(key, info.sizes.file);
+            }
         }
         Ok(())
     }

@@ -5,11 +5,13 @@
 //! 2. refuse, writing nothing, when a member is down or in maintenance, a node in
 //!    COUCHDB_NODES is not a member, or a shard map names a node that is not a member (that is
 //!    `remove`'s job);
-//! 3. plan (src/cluster/planner.rs): each database's copies as even over the members as q × n allows,
-//!    never two copies of a range on one node, as few moves as possible; `--dry-run` prints
-//!    the plan and stops;
-//! 4. carry it out, one database at a time, each move verified (src/cluster/moves.rs); moves an
-//!    interrupted run left, and conflicts in a shard map, are finished and resolved on the way;
+//! 3. read every copy's file size, and plan (src/cluster/planner.rs): each database's copies
+//!    as even over the members as q × n allows, then the copies per member over all databases
+//!    within one of even, preferring moves that even out bytes and move less; never two copies
+//!    of a range on one node, as few moves as possible; `--dry-run` prints the plan and stops;
+//! 4. carry it out, COUCHDB_MOVE_CONCURRENCY databases at once, each move verified
+//!    (src/cluster/moves.rs); moves an interrupted run left, and conflicts in a shard map, are
+//!    finished and resolved on the way;
 //! 5. report (or delete) the leftover shard files.
 //!
 //! On a balanced cluster it writes nothing.
@@ -17,8 +19,10 @@
 use anyhow::Result;
 use log::info;
 
-use crate::cluster::moves::{every_map_readable, refused, Engine, Step};
-use crate::cluster::planner::{balance, leftovers, load, plan_rebalance, render_plan, settled};
+use crate::cluster::moves::{every_map_readable, refused, Engine, Job, Step};
+use crate::cluster::planner::{
+    leftovers, plan_rebalance, render_plan, settled, still_to_do, DbPlan,
+};
 use crate::cluster::session::Session;
 use crate::cluster::survey::Survey;
 use crate::util::clock::Clock;
@@ -34,40 +38,49 @@ pub struct Options {
 pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
     let session = Session::new(cfg, clock, cfg.init_timeout);
     let addrs = session.phase("wait", &session.wait_what(), || session.wait_up())?;
-    let survey = session.phase("survey", "every node and shard map", || {
+    let mut survey = session.phase("survey", "every node and shard map", || {
         session.survey(&addrs, None)
     })?;
     let members = preflight(&survey)?;
-    let plans = plan_rebalance(&survey.docs, &members);
-    let text = render_plan(&survey.docs, &plans);
+    session.phase("sizes", "every copy's file size", || {
+        session.read_sizes(&mut survey)
+    })?;
+    let sizes = survey.sizes();
+    let plans = plan_rebalance(&survey.docs, &members, &sizes);
+    let text = render_plan(&survey.docs, &plans, &sizes, &members);
     if opts.dry_run {
         println!("{text}");
         return Ok("plan printed (--dry-run); nothing written".into());
     }
     info!("rebalance: {}", text.lines().next().unwrap_or_default());
 
+    // Every database with something to do: its planned moves, or an interrupted move or a
+    // conflict to finish first.
+    let todo: Vec<&DbPlan> = survey
+        .docs
+        .iter()
+        .zip(&plans)
+        .filter(|(doc, plan)| {
+            !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
+        })
+        .map(|(_, plan)| plan)
+        .collect();
+    let jobs: Vec<Job> = todo
+        .iter()
+        .map(|p| Job {
+            db: p.db.clone(),
+            copies: p.moves.len() + p.unfinished.len(),
+        })
+        .collect();
     let engine = Engine::new(&session, &survey, members.iter().cloned().collect());
-    let (moved, resolved) = session.phase("move", "spreading the databases", || {
-        let mut load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
-        let (mut moved, mut resolved) = (0, 0);
-        for (doc, plan) in survey.docs.iter().zip(&plans) {
-            if plan.is_empty() && doc.conflicts.is_empty() && doc.moves.is_empty() {
-                continue;
-            }
-            let done = engine.carry_out(&doc.db, &mut |current| Step {
-                moves: balance(&settled(current), &members, &load),
-                drops: Vec::new(),
-            })?;
-            for m in &done.moved {
-                let from = load.entry(m.from.clone()).or_default();
-                *from = from.saturating_sub(1);
-                *load.entry(m.to.clone()).or_default() += 1;
-            }
-            moved += done.moved.len();
-            resolved += done.resolved;
-        }
-        Ok((moved, resolved))
+    let done = session.phase("move", "spreading the copies over the members", || {
+        engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| Step {
+            moves: still_to_do(&todo[i].moves, &settled(current)),
+            drops: Vec::new(),
+        })
     })?;
+    let moved = done.iter().map(|d| d.moved.len()).sum();
+    let resolved = done.iter().map(|d| d.resolved).sum();
 
     let mut after = session.survey(&addrs, None)?;
     // The leftovers are a report: a node that will not list its files costs that report only.

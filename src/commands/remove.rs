@@ -5,7 +5,9 @@
 //!    or in maintenance, a range NODE holds has no other copy anyone can read, or the other
 //!    members cannot hold n copies of every range (unless `--accept-fewer-copies`);
 //! 3. move every copy NODE holds — every database, `_users` and `_replicator` included — to a
-//!    member lacking that range, each move verified (src/cluster/moves.rs);
+//!    member lacking that range, chosen so that the members left hold even numbers of copies
+//!    over all databases; COUCHDB_MOVE_CONCURRENCY databases at once, each move verified
+//!    (src/cluster/moves.rs);
 //! 4. check that no shard map lists NODE any more; report (or delete) its leftover files;
 //! 5. only then delete its `_nodes` doc (trap 14: never the other way round), and wait until
 //!    every other member has dropped it;
@@ -20,8 +22,10 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::{Gone, NodeError};
-use crate::cluster::moves::{every_map_readable, incomplete, refused, Engine, Step};
-use crate::cluster::planner::{evacuate, leftovers, load, plan_removal, render_plan, settled};
+use crate::cluster::moves::{every_map_readable, incomplete, refused, Engine, Job, Step};
+use crate::cluster::planner::{
+    evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do, DbPlan,
+};
 use crate::cluster::session::{each_bounded, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
 use crate::util::clock::{poll, Clock};
@@ -46,7 +50,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     let listed = listed_as(&addrs, &opts.node)?;
     // No wait for `/_up`: NODE may be down for good, and a member that is down is a reason to
     // refuse (below), not to wait.
-    let (survey, leaving) = session.phase("survey", "every node and shard map", || {
+    let (mut survey, leaving) = session.phase("survey", "every node and shard map", || {
         let leaving = match listed {
             None => opts.node.clone(),
             // Asked once: a node that does not answer may be down for good.
@@ -87,7 +91,15 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         ));
     }
     let serving = preflight(&survey, &leaving)?;
-    let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer).map_err(|short| {
+    // Sizes only choose among equal homes: a copy whose size cannot be read weighs what its
+    // range's other copies weigh.
+    if let Err(e) = session.phase("sizes", "every copy's file size", || {
+        session.read_sizes(&mut survey)
+    }) {
+        warn!("remove: could not read every copy's size, planning by copies alone: {e:#}");
+    }
+    let sizes = survey.sizes();
+    let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer, &sizes).map_err(|short| {
         let ranges: Vec<String> = short.iter().map(|(db, r)| format!("{db} {r}")).collect();
         refused(format!(
             "the other {} member(s) cannot hold every copy {leaving} holds: {} range(s) already have a copy on \
@@ -99,7 +111,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
             opts.node
         ))
     })?;
-    let text = render_plan(&survey.docs, &plans);
+    let text = render_plan(&survey.docs, &plans, &sizes, &serving);
     if opts.dry_run {
         println!("{text}");
         return Ok(format!(
@@ -109,29 +121,47 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     info!("remove: {}", text.lines().next().unwrap_or_default());
 
     let engine = Engine::new(&session, &survey, serving.iter().cloned().collect());
+    let todo: Vec<&DbPlan> = survey
+        .docs
+        .iter()
+        .zip(&plans)
+        .filter(|(doc, plan)| {
+            !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
+        })
+        .map(|(_, plan)| plan)
+        .collect();
+    let jobs: Vec<Job> = todo
+        .iter()
+        .map(|p| Job {
+            db: p.db.clone(),
+            copies: p.moves.len() + p.unfinished.len(),
+        })
+        .collect();
+    let load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
     let moved = session.phase("move", &format!("every copy off {leaving}"), || {
-        let mut load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
-        let mut count = (0, 0);
-        for (doc, plan) in survey.docs.iter().zip(&plans) {
-            if plan.is_empty() && doc.conflicts.is_empty() && doc.moves.is_empty() {
-                continue;
-            }
-            let done = engine.carry_out(&doc.db, &mut |current| {
-                let (moves, homeless) = evacuate(&settled(current), &leaving, &serving, &load);
-                let drops = if opts.accept_fewer {
-                    homeless.into_iter().map(|r| (r, leaving.clone())).collect()
-                } else {
-                    Vec::new()
+        let done = engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| {
+            let map = settled(current);
+            let planned = still_to_do(&todo[i].moves, &map);
+            if !planned.is_empty() {
+                return Step {
+                    moves: planned,
+                    drops: Vec::new(),
                 };
-                Step { moves, drops }
-            })?;
-            for m in &done.moved {
-                *load.entry(m.to.clone()).or_default() += 1;
             }
-            count.0 += done.moved.len();
-            count.1 += done.dropped.len();
-        }
-        Ok(count)
+            // What the plan did not foresee (the map changed meanwhile), and what no member
+            // can take.
+            let (moves, homeless) = evacuate(&map, &leaving, &serving, &load);
+            let drops = if opts.accept_fewer {
+                homeless.into_iter().map(|r| (r, leaving.clone())).collect()
+            } else {
+                Vec::new()
+            };
+            Step { moves, drops }
+        })?;
+        Ok((
+            done.iter().map(|d| d.moved.len()).sum::<usize>(),
+            done.iter().map(|d| d.dropped.len()).sum::<usize>(),
+        ))
     })?;
 
     session.phase("verify", &format!("no shard map lists {leaving}"), || {

@@ -4,8 +4,9 @@
 //! verdict in one line.
 //!
 //! Requests: 4 per node in COUCHDB_NODES, 2 per member that is not listed, one per 500
-//! databases for the shard maps, one per member for its files — and one per copy only where a
-//! copy's own count matters: databases with a move under way, `--details`, `status <db>`.
+//! databases for the shard maps, one per member for its files, and (`status` only, not
+//! `check`) one per copy for its file size, the bytes per node. A copy's own count is judged
+//! only where it matters: databases with a move under way, `--details`, `status <db>`.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use log::info;
 use serde::Serialize;
 
 use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
-use crate::cluster::planner::{leftovers, plan_rebalance, Leftover};
+use crate::cluster::planner::{bytes, imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
 use crate::cluster::session::{Session, Waiting};
 use crate::cluster::survey::{CopyKey, State, Survey};
 use crate::commands::backup::{status_problems, Backup, DbBackup};
@@ -44,8 +45,14 @@ pub struct Report {
     pub dbs: Vec<DbView>,
     pub problems: Vec<Problem>,
     pub leftovers: Vec<Leftover>,
-    /// Copies `rebalance` would move (databases not spread evenly over the members).
+    /// Copies `rebalance` would move (databases not spread evenly over the members, or members
+    /// holding uneven numbers of copies over all databases).
     pub unbalanced: usize,
+    /// Copies and bytes per node over all databases (bytes only where sizes were read).
+    pub loads: BTreeMap<String, NodeLoad>,
+    /// "unbalanced: node4 holds 2 of 312 copies (even would be 78)": a warning, not a problem
+    /// (`check` stays healthy), when `rebalance` can even the members out.
+    pub imbalance: Option<String>,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
     /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
@@ -158,6 +165,13 @@ fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> R
     }
     let wanted = copies_to_read(&survey, opts);
     session.read_copies(&mut survey, wanted)?;
+    // Bytes per node, for people: one request per copy, so `status` only, not `check` (which
+    // an init container may ask every 2 s). Like the leftovers, a report, not a verdict.
+    if files {
+        if let Err(e) = session.read_sizes(&mut survey) {
+            log::warn!("status: could not read every copy's size: {e:#}");
+        }
+    }
     // Leftovers are a report, not a verdict: a node that will not list its files costs that
     // line only.
     let files_unknown = match files {
@@ -176,11 +190,19 @@ fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> R
         .filter(|m| survey.serving(m))
         .cloned()
         .collect();
-    let unbalanced = plan_rebalance(&survey.docs, &serving)
+    let unbalanced = plan_rebalance(&survey.docs, &serving, &survey.sizes())
         .iter()
         .map(|p| p.moves.len())
         .sum();
+    let loads = survey.node_loads();
+    let imbalance = if unbalanced > 0 {
+        imbalance(&loads, &serving)
+    } else {
+        None
+    };
     Ok(Report {
+        loads,
+        imbalance,
         survey,
         dbs,
         problems,
@@ -327,12 +349,22 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
         copies
     ));
     out.push(String::new());
-    let mut rows = vec![
-        ["node", "address", "state", "connected", "member", "copies"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![[
+        "node",
+        "address",
+        "state",
+        "connected",
+        "member",
+        "copies",
+        "bytes",
+    ]
+    .map(String::from)
+    .to_vec()];
     for r in node_rows(s) {
+        let held = report
+            .loads
+            .get(&r.name)
+            .map_or("-".into(), |l| bytes(l.bytes));
         rows.push(vec![
             r.name,
             r.address,
@@ -340,6 +372,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
             yes(r.connected).into(),
             yes(r.member).into(),
             r.copies.to_string(),
+            held,
         ]);
     }
     out.push(table(&rows));
@@ -385,7 +418,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     }
     out.push(String::new());
     out.push(if report.unbalanced == 0 {
-        "balance: every database is spread evenly over the members".to_string()
+        "balance: every database is spread evenly over the members, and the members hold as even numbers of copies as the maps allow".to_string()
     } else {
         format!(
             "balance: uneven; `rebalance` would move {} cop{} (`rebalance --dry-run` shows where)",
@@ -393,6 +426,10 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
             if report.unbalanced == 1 { "y" } else { "ies" }
         )
     });
+    if let Some(finding) = &report.imbalance {
+        out.push(finding.clone());
+    }
+
     out.push(match &report.files_unknown {
         Some(why) => format!("leftover shard files: unknown ({why})"),
         None => leftover_line(&report.leftovers),
@@ -490,6 +527,8 @@ struct JsonReport<'a> {
     leftovers: Vec<JsonLeftover<'a>>,
     /// Copies `rebalance` would move.
     rebalance_moves: usize,
+    /// "unbalanced: …" when `rebalance` can even out the members (a warning: `healthy` stays).
+    unbalanced: Option<&'a str>,
     /// With COUCHDB_BACKUP_URL only.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<JsonBackup<'a>>,
@@ -503,6 +542,8 @@ struct JsonNode {
     connected: bool,
     member: bool,
     copies: usize,
+    /// The file sizes of the copies it holds (a copy not read counts as its range's others).
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -553,6 +594,7 @@ pub fn render_json(report: &Report) -> String {
                 connected: r.connected,
                 member: r.member,
                 copies: r.copies,
+                bytes: report.loads.get(&r.name).map_or(0, |l| l.bytes),
                 name: r.name,
             })
             .collect(),
@@ -587,6 +629,7 @@ pub fn render_json(report: &Report) -> String {
             })
             .collect(),
         rebalance_moves: report.unbalanced,
+        unbalanced: report.imbalance.as_deref(),
         backup: report.backup.as_ref().map(backup_json),
         leftovers: report
             .leftovers

@@ -56,6 +56,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "deadline of one HTTP request, e.g. 500ms, 15s (default 15s)",
     ),
     (
+        "COUCHDB_MOVE_CONCURRENCY",
+        "remove/rebalance: moves of different databases carried out at once, 1 to 32 (default 4)",
+    ),
+    (
         "RUST_LOG",
         "log level: error, warn, info (default), debug, trace",
     ),
@@ -127,6 +131,8 @@ pub struct Config {
     pub nodes: NodeList,
     pub init_timeout: Duration,
     pub request_timeout: Duration,
+    /// COUCHDB_MOVE_CONCURRENCY: databases `remove`/`rebalance` move at once.
+    pub move_concurrency: usize,
     /// COUCHDB_BACKUP_*: `None` when backup is off.
     pub backup: Option<Backup>,
 }
@@ -145,6 +151,7 @@ struct Raw {
     coordinator: Option<String>,
     init_timeout: Option<String>,
     request_timeout: Option<String>,
+    move_concurrency: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -210,6 +217,7 @@ impl Config {
             raw.request_timeout,
             DEFAULT_REQUEST_TIMEOUT,
         )?;
+        let move_concurrency = move_concurrency(raw.move_concurrency)?;
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -219,6 +227,7 @@ impl Config {
             nodes,
             init_timeout,
             request_timeout,
+            move_concurrency,
             backup,
         })
     }
@@ -514,6 +523,24 @@ fn find_coordinator(nodes: &[NodeAddr], wanted: &str) -> Result<usize> {
         })
 }
 
+/// Moves of different databases at once when COUCHDB_MOVE_CONCURRENCY is not set: a few fill at
+/// once without crowding a small CouchDB.
+pub const DEFAULT_MOVE_CONCURRENCY: usize = 4;
+/// More than this at once only queues on the nodes (each move also reads its copies 8 at a time).
+pub const MAX_MOVE_CONCURRENCY: usize = 32;
+
+fn move_concurrency(value: Option<String>) -> Result<usize> {
+    let Some(v) = value else {
+        return Ok(DEFAULT_MOVE_CONCURRENCY);
+    };
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_MOVE_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(invalid(format!(
+            "COUCHDB_MOVE_CONCURRENCY=`{v}`: expected a whole number from 1 to {MAX_MOVE_CONCURRENCY}"
+        ))),
+    }
+}
+
 fn duration_var(name: &str, value: Option<String>, default: Duration) -> Result<Duration> {
     match value {
         None => Ok(default),
@@ -603,6 +630,17 @@ mod tests {
         );
         assert_eq!(coordinator, 0);
         assert_eq!(c.init_timeout, DEFAULT_INIT_TIMEOUT);
+        assert_eq!(c.move_concurrency, DEFAULT_MOVE_CONCURRENCY);
+    }
+
+    #[test]
+    fn move_concurrency_is_a_small_whole_number() {
+        let c = with(&[("COUCHDB_MOVE_CONCURRENCY", "8")]).unwrap();
+        assert_eq!(c.move_concurrency, 8);
+        for bad in ["0", "33", "four", "-1", ""] {
+            let e = config_error(with(&[("COUCHDB_MOVE_CONCURRENCY", bad)]));
+            assert!(e.contains("COUCHDB_MOVE_CONCURRENCY"), "{e}");
+        }
     }
 
     fn listed(c: Config) -> (Vec<String>, usize) {
