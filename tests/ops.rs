@@ -1123,3 +1123,189 @@ fn a_target_node_restarting_during_a_rebalance_loses_nothing() {
     assert_readable(&c, "app", &[0, 1, 2, 3, 4], &docs);
     status(&c, &[]).assert_code(0);
 }
+
+// ---- placement over the whole cluster (issue 17) ------------------------------------------------
+
+/// The single-range databases of `many`: `count` of q=1, n=3, the first `large` holding 300
+/// documents each, the others 3.
+struct Many {
+    dbs: Vec<String>,
+    docs: Vec<Vec<String>>,
+}
+
+/// A formed cluster of `first` nodes with `count` q=1 databases (a mix of large and small),
+/// grown to `total` nodes (the new ones joined by init).
+fn many(first: usize, total: usize, count: usize, large: usize) -> (Cluster, Many) {
+    let mut c = cluster(first, |b| b);
+    run(&c).assert_code(0);
+    let dbs: Vec<String> = (0..count).map(|i| format!("tenant{i:03}")).collect();
+    assert_eq!(c.node(0).create_dbs_q_n(&dbs, 1, 3), count);
+    let docs: Vec<Vec<String>> = (0..count)
+        .map(|i| ids("doc", if i < large { 300 } else { 3 }))
+        .collect();
+    for (db, ids) in dbs.iter().zip(&docs) {
+        write_all(&c, db, ids);
+    }
+    for _ in first..total {
+        c.add_node(|s| s);
+    }
+    if total > first {
+        run(&c).assert_code(0);
+    }
+    let mut all: Vec<&str> = vec!["_users", "_replicator"];
+    all.extend(dbs.iter().map(String::as_str));
+    settle(&c, &all);
+    c.reset_counters();
+    c.clear_shard_map_events();
+    (c, Many { dbs, docs })
+}
+
+impl Many {
+    fn all(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = vec!["_users", "_replicator"];
+        all.extend(self.dbs.iter().map(String::as_str));
+        all
+    }
+}
+
+/// Copies per member (those in `members`) over every database: (fewest, most).
+fn spread_over(c: &Cluster, dbs: &[&str], members: &[usize]) -> (usize, usize) {
+    let per = copies_per_node(c, dbs);
+    let on: Vec<usize> = members.iter().map(|&i| per[i]).collect();
+    (*on.iter().min().unwrap(), *on.iter().max().unwrap())
+}
+
+/// Every range of every database has `n` copies on `n` different nodes.
+fn assert_copies_kept(c: &Cluster, dbs: &[&str], n: usize) {
+    for db in dbs {
+        for (range, holders) in c.node(0).shards(db).expect("db exists") {
+            let mut distinct = holders.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), n, "{db} {range}: {holders:?}");
+        }
+    }
+}
+
+#[test]
+fn rebalance_after_growth_with_many_single_range_databases_evens_out_the_whole_cluster() {
+    let (c, m) = many(3, 4, 60, 6);
+    let all = m.all();
+    let node4 = c.node(3).name();
+    // Before: every database is spread within itself (1,1,1,0), but node4 holds nothing.
+    let s = status(&c, &[]);
+    s.assert_code(0);
+    s.assert_shows(&[
+        &format!("unbalanced: {node4} holds 0 of 192 copies (even would be 48)"),
+        "verdict: healthy",
+    ]);
+    let j = json(&status(&c, &["--json"]));
+    assert!(j["unbalanced"].as_str().unwrap().contains(&node4));
+    assert!(j["nodes"][0]["bytes"].as_u64().unwrap() > 0);
+
+    // --dry-run: the plan with copies and bytes per node, and no write.
+    let dry = run_args(&c, &["rebalance", "--dry-run"], &[]);
+    dry.assert_code(0);
+    dry.assert_shows(&[
+        "per node (copies, bytes), before → after:",
+        &format!("{node4} 0 → 48 copies, 0 B → "),
+    ]);
+    assert_eq!(c.count_writes(), 0);
+
+    let before: Vec<_> = m.dbs.iter().map(|db| counts_before(&c, db)).collect();
+    let r = run_args(&c, &["rebalance"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["48 copies moved"]);
+    // 192 copies over 4 members: 48 each, and every database kept its 3 copies.
+    assert_eq!(spread_over(&c, &all, &[0, 1, 2, 3]), (48, 48));
+    assert_copies_kept(&c, &all, 3);
+    for (db, counts) in m.dbs.iter().zip(&before) {
+        if c.shard_map_events().iter().any(|e| e.db == *db) {
+            assert_never_short(&c, db, counts, 3);
+        }
+    }
+    for (db, ids) in m.dbs.iter().zip(&m.docs) {
+        assert_readable(&c, db, &[0, 1, 2, 3], ids);
+    }
+    // Bytes moved too: node4 holds a share of the large databases, not only small ones.
+    let j = json(&status(&c, &["--json"]));
+    let bytes: Vec<u64> = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["bytes"].as_u64().unwrap())
+        .collect();
+    let total: u64 = bytes.iter().sum();
+    for b in &bytes {
+        assert!(*b * 8 > total, "bytes per node {bytes:?}");
+    }
+    assert!(j["unbalanced"].is_null());
+
+    // A rerun writes nothing; status reports no imbalance.
+    c.reset_counters();
+    let again = run_args(&c, &["rebalance"], &[]);
+    again.assert_code(0);
+    again.assert_says(&["nothing moved"]);
+    assert_eq!(c.count_writes(), 0, "{}", again.stderr);
+    let s = status(&c, &[]);
+    s.assert_code(0);
+    s.assert_shows(&["spread evenly"]);
+    assert!(!s.stdout.contains("unbalanced:"), "{}", s.stdout);
+}
+
+#[test]
+fn moves_of_different_databases_run_concurrently_and_report_progress() {
+    let (c, m) = many(3, 4, 24, 0);
+    let r = run_args(
+        &c,
+        &["rebalance"],
+        &[("COUCHDB_MOVE_CONCURRENCY", "8"), ("RUST_LOG", "debug")],
+    );
+    r.assert_code(0);
+    assert_eq!(spread_over(&c, &m.all(), &[0, 1, 2, 3]), (21, 21));
+    assert_copies_kept(&c, &m.all(), 3);
+    // Several databases were under way at once: an "adding" of one came before the "removed"
+    // of another.
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    let first_done = lines
+        .iter()
+        .position(|l| l.contains("removed the old copies"))
+        .expect("a move finished");
+    let added_before = lines[..first_done]
+        .iter()
+        .filter(|l| l.contains(": adding "))
+        .count();
+    assert!(added_before > 1, "{}", r.stderr);
+    // Never two edits of one database at once: each database's maps went add → remove.
+    for db in &m.dbs {
+        let events: Vec<_> = c
+            .shard_map_events()
+            .into_iter()
+            .filter(|e| e.db == *db && e.node == c.node(0).name())
+            .collect();
+        assert!(events.len() <= 2, "{db}: {events:?}");
+    }
+}
+
+#[test]
+fn remove_on_a_cluster_of_many_databases_leaves_the_others_even() {
+    let (c, m) = many(3, 5, 40, 4);
+    let all = m.all();
+    run_args(&c, &["rebalance"], &[]).assert_code(0);
+    let (low, high) = spread_over(&c, &all, &[0, 1, 2, 3, 4]);
+    assert!(high - low <= 1, "{low}..{high}");
+    let node5 = c.node(4).name();
+    let env = [("COUCHDB_NODES", listing(&c, &[0, 1, 2, 3]))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let r = run_args(&c, &["remove", &node5], &env);
+    r.assert_code(0);
+    for db in &all {
+        assert!(!holds(&c, db, &node5), "{db} still lists {node5}");
+    }
+    assert_copies_kept(&c, &all, 3);
+    let (low, high) = spread_over(&c, &all, &[0, 1, 2, 3]);
+    assert!(high - low <= 1, "{low}..{high}");
+    for (db, ids) in m.dbs.iter().zip(&m.docs) {
+        assert_readable(&c, db, &[0, 1, 2, 3], ids);
+    }
+}

@@ -113,6 +113,12 @@ impl Node {
         fabric::create_db(&self.inner, name, Some(q), Some(n), fabric::Origin::Http)
     }
 
+    /// `PUT /<name>?q=&n=` through this node for each of `names`, with one push of `_dbs` at
+    /// the end instead of one per database. Returns how many were created.
+    pub fn create_dbs_q_n(&self, names: &[String], q: u64, n: u64) -> usize {
+        fabric::create_dbs(&self.inner, names, Some(q), Some(n))
+    }
+
     /// A clustered `_bulk_docs` through this node: each id gets the body `{"n":<its index>}`
     /// (as the recordings wrote them). Returns how many docs got a revision.
     pub fn write_docs<S: AsRef<str>>(&self, db: &str, ids: &[S]) -> usize {

@@ -430,8 +430,9 @@ pub fn plan_rebalance(docs: &[ShardDoc], members: &[String], sizes: &Sizes) -> V
 }
 
 /// `remove`: every copy on `leaving` gets a new home, on the member lacking that range that
-/// holds the fewest copies of its database, then over all; then the new homes are evened out
-/// over the whole cluster (no move added). With `accept_fewer`, a copy no member can take is
+/// holds the fewest copies of its database, then over all; then the members left are evened
+/// out over the whole cluster: first by choosing other new homes, then, where that is not
+/// enough, by moving other copies between them. With `accept_fewer`, a copy no member can take is
 /// dropped, else it is listed in the `Err` as (database, range).
 pub fn plan_removal(
     docs: &[ShardDoc],
@@ -461,7 +462,10 @@ pub fn plan_removal(
     if !short.is_empty() {
         return Err(short);
     }
+    // First only the new homes change; where that cannot even the members out (the copies
+    // leaving sit beside the same few members), other copies move too, as `rebalance` would.
     p.level(&others, true);
+    p.level(&others, false);
     Ok(docs
         .iter()
         .zip(p.moves)
@@ -1149,6 +1153,24 @@ mod tests {
         let rest = nodes(&[1, 2, 3, 4]);
         assert_eq!(spread(&done, &rest), (75, 75));
         assert_eq!(node_loads(&done, &Sizes::new(), &members)[&n(5)].copies, 0);
+    }
+
+    #[test]
+    fn removal_evens_out_the_rest_even_when_the_leaving_copies_sit_beside_the_same_members() {
+        // node5's copies all sit beside node1 and node4: only node2 and node3 can take them.
+        let docs = single_range(40, |i| {
+            if i < 20 {
+                vec![1, 4, 5]
+            } else {
+                vec![1 + i % 2, 2 + i % 2, 4]
+            }
+        });
+        let members = nodes(&[1, 2, 3, 4, 5]);
+        let plans = plan_removal(&docs, &n(5), &members, false, &Sizes::new()).unwrap();
+        let done = carried_out(&docs, &plans);
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        let (low, high) = spread(&done, &nodes(&[1, 2, 3, 4]));
+        assert!(high - low <= 1, "{low}..{high}");
     }
 
     #[test]
