@@ -235,29 +235,28 @@ fn range_bytes(doc: &ShardDoc, range: &str, sizes: &Sizes) -> u64 {
 
 /// The whole cluster while a plan is made: each database's map with the moves planned so far,
 /// and what each node holds.
-struct Placement<'a> {
-    docs: &'a [ShardDoc],
+struct Placement {
     maps: Vec<ShardMap>,
     moves: Vec<Vec<Move>>,
     loads: BTreeMap<String, NodeLoad>,
-    /// (database index, range) → bytes of one filled copy.
-    weight: BTreeMap<(usize, String), u64>,
+    /// Per database (by index), range → bytes of one filled copy.
+    weight: Vec<BTreeMap<String, u64>>,
     /// node → the (database index, range) copies it holds.
     held: BTreeMap<String, BTreeSet<(usize, String)>>,
 }
 
-impl<'a> Placement<'a> {
-    fn new(docs: &'a [ShardDoc], maps: Vec<ShardMap>, sizes: &Sizes, members: &[String]) -> Self {
+impl Placement {
+    fn new(docs: &[ShardDoc], maps: Vec<ShardMap>, sizes: &Sizes, members: &[String]) -> Self {
         let mut loads: BTreeMap<String, NodeLoad> = members
             .iter()
             .map(|m| (m.clone(), NodeLoad::default()))
             .collect();
-        let mut weight = BTreeMap::new();
+        let mut weight = vec![BTreeMap::new(); docs.len()];
         let mut held: BTreeMap<String, BTreeSet<(usize, String)>> = BTreeMap::new();
         for (i, (doc, map)) in docs.iter().zip(&maps).enumerate() {
             for (range, nodes) in map {
                 let w = range_bytes(doc, range, sizes);
-                weight.insert((i, range.clone()), w);
+                weight[i].insert(range.clone(), w);
                 for node in nodes {
                     let l = loads.entry(node.clone()).or_default();
                     l.copies += 1;
@@ -270,13 +269,16 @@ impl<'a> Placement<'a> {
         }
         let moves = vec![Vec::new(); docs.len()];
         Placement {
-            docs,
             maps,
             moves,
             loads,
             weight,
             held,
         }
+    }
+
+    fn weight(&self, db: usize, range: &str) -> u64 {
+        self.weight[db].get(range).copied().unwrap_or(0)
     }
 
     fn copies(&self, node: &str) -> usize {
@@ -297,11 +299,7 @@ impl<'a> Placement<'a> {
             nodes.retain(|n| n != from);
             nodes.push(to.to_string());
         }
-        let w = self
-            .weight
-            .get(&(db, range.to_string()))
-            .copied()
-            .unwrap_or(0);
+        let w = self.weight(db, range);
         if let Some(l) = self.loads.get_mut(from) {
             l.copies = l.copies.saturating_sub(1);
             l.bytes = l.bytes.saturating_sub(w);
@@ -393,14 +391,10 @@ impl<'a> Placement<'a> {
                             .iter()
                             .any(|m| m.range == *range && m.to == from))
             })
+            // Ties: databases in the order read (`_all_docs`: by name), then ranges by name.
             .min_by_key(|(db, range)| {
-                let w = self.weight.get(&(*db, range.clone())).copied().unwrap_or(0);
-                (
-                    (gap - 2 * w as i128).abs(),
-                    w,
-                    self.docs[*db].db.clone(),
-                    range.clone(),
-                )
+                let w = self.weight(*db, range);
+                ((gap - 2 * w as i128).abs(), w, *db, range.as_str())
             })
             .cloned()
     }

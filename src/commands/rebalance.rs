@@ -46,7 +46,11 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
         session.read_sizes(&mut survey)
     })?;
     let sizes = survey.sizes();
-    let plans = plan_rebalance(&survey.docs, &members, &sizes);
+    let plans = session.phase(
+        "plan",
+        "copies per member even over the whole cluster",
+        || Ok(plan_rebalance(&survey.docs, &members, &sizes)),
+    )?;
     let text = render_plan(&survey.docs, &plans, &sizes, &members);
     if opts.dry_run {
         println!("{text}");
