@@ -53,7 +53,7 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     ),
     (
         "rebalance",
-        "[--dry-run] [--delete-leftovers]  spread every database evenly over the members",
+        "[--dry-run] [--delete-leftovers]  even out the copies per member over the whole cluster",
     ),
     (
         "backup",

@@ -787,6 +787,23 @@ mod tests {
     }
 
     #[test]
+    fn progress_lines_stay_short_at_any_number_of_databases() {
+        let mut t = Tally {
+            moved: 412,
+            filling: (0..32).map(|i| format!("tenant{i:04}")).collect(),
+            said: Instant::now(),
+        };
+        let line = t.line(750);
+        assert!(
+            line.starts_with("moved 412 of 750 copies, 32 filling: tenant0000, "),
+            "{line}"
+        );
+        assert!(line.ends_with("and 27 more"), "{line}");
+        t.filling.clear();
+        assert_eq!(t.line(750), "moved 412 of 750 copies, 0 filling");
+    }
+
+    #[test]
     fn revision_positions() {
         assert_eq!(rev_pos("12-abc"), 12);
         assert_eq!(rev_pos("junk"), 0);
