@@ -1309,3 +1309,38 @@ fn remove_on_a_cluster_of_many_databases_leaves_the_others_even() {
         assert_readable(&c, db, &[0, 1, 2, 3], ids);
     }
 }
+
+#[test]
+fn concurrent_moves_killed_part_way_then_run_again_converge() {
+    // Four databases under way at once when the kill lands: each rerun finishes them all.
+    for k in [3, 11, 26, 45] {
+        let (c, m) = many(3, 4, 24, 3);
+        let all = m.all();
+        let before: Vec<_> = m.dbs.iter().map(|db| counts_before(&c, db)).collect();
+        let env = [("COUCHDB_MOVE_CONCURRENCY", "4")];
+        let killed = killed_after_write(&c, &["rebalance"], &env, k);
+        assert!(killed, "the run ended before its write {k}");
+        run_args(&c, &["rebalance"], &env).assert_code(0);
+        assert_eq!(
+            spread_over(&c, &all, &[0, 1, 2, 3]),
+            (21, 21),
+            "kill at {k}"
+        );
+        assert_copies_kept(&c, &all, 3);
+        for (db, counts) in m.dbs.iter().zip(&before) {
+            if c.shard_map_events().iter().any(|e| e.db == *db) {
+                assert_never_short(&c, db, counts, 3);
+            }
+        }
+        for (db, ids) in m.dbs.iter().zip(&m.docs) {
+            assert_readable(&c, db, &[0, 1, 2, 3], ids);
+        }
+        c.reset_counters();
+        run_args(&c, &["rebalance"], &env).assert_code(0);
+        assert_eq!(
+            c.count_writes(),
+            0,
+            "after a kill at write {k}, a third run still wrote"
+        );
+    }
+}
