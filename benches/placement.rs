@@ -27,9 +27,10 @@ const COOKIE: &str = "bench-cookie-3f9c";
 
 /// The recorded delays, made deterministic (no one-in-five slow `_nodes` copy).
 fn delays() -> Delays {
-    let mut d = Delays::default();
-    d.slow_copy_one_in = 0;
-    d
+    Delays {
+        slow_copy_one_in: 0,
+        ..Delays::default()
+    }
 }
 
 fn binary() -> PathBuf {

@@ -1166,6 +1166,19 @@ impl Many {
         all.extend(self.dbs.iter().map(String::as_str));
         all
     }
+
+    /// No range of these databases was ever short of 3 complete copies (`before`: each one's
+    /// counts before the operation), and every document is readable through `through`.
+    fn assert_nothing_lost(&self, c: &Cluster, before: &[Vec<(String, u64)>], through: &[usize]) {
+        for (db, counts) in self.dbs.iter().zip(before) {
+            if c.shard_map_events().iter().any(|e| e.db == *db) {
+                assert_never_short(c, db, counts, 3);
+            }
+        }
+        for (db, ids) in self.dbs.iter().zip(&self.docs) {
+            assert_readable(c, db, through, ids);
+        }
+    }
 }
 
 /// Copies per member (those in `members`) over every database: (fewest, most).
@@ -1219,14 +1232,7 @@ fn rebalance_after_growth_with_many_single_range_databases_evens_out_the_whole_c
     // 192 copies over 4 members: 48 each, and every database kept its 3 copies.
     assert_eq!(spread_over(&c, &all, &[0, 1, 2, 3]), (48, 48));
     assert_copies_kept(&c, &all, 3);
-    for (db, counts) in m.dbs.iter().zip(&before) {
-        if c.shard_map_events().iter().any(|e| e.db == *db) {
-            assert_never_short(&c, db, counts, 3);
-        }
-    }
-    for (db, ids) in m.dbs.iter().zip(&m.docs) {
-        assert_readable(&c, db, &[0, 1, 2, 3], ids);
-    }
+    m.assert_nothing_lost(&c, &before, &[0, 1, 2, 3]);
     // Bytes moved too: node4 holds a share of the large databases, not only small ones.
     let j = json(&status(&c, &["--json"]));
     let bytes: Vec<u64> = j["nodes"]
@@ -1297,6 +1303,8 @@ fn remove_on_a_cluster_of_many_databases_leaves_the_others_even() {
     let node5 = c.node(4).name();
     let env = [("COUCHDB_NODES", listing(&c, &[0, 1, 2, 3]))];
     let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let before: Vec<_> = m.dbs.iter().map(|db| counts_before(&c, db)).collect();
+    c.clear_shard_map_events();
     let r = run_args(&c, &["remove", &node5], &env);
     r.assert_code(0);
     for db in &all {
@@ -1305,9 +1313,7 @@ fn remove_on_a_cluster_of_many_databases_leaves_the_others_even() {
     assert_copies_kept(&c, &all, 3);
     let (low, high) = spread_over(&c, &all, &[0, 1, 2, 3]);
     assert!(high - low <= 1, "{low}..{high}");
-    for (db, ids) in m.dbs.iter().zip(&m.docs) {
-        assert_readable(&c, db, &[0, 1, 2, 3], ids);
-    }
+    m.assert_nothing_lost(&c, &before, &[0, 1, 2, 3]);
 }
 
 #[test]
@@ -1327,14 +1333,7 @@ fn concurrent_moves_killed_part_way_then_run_again_converge() {
             "kill at {k}"
         );
         assert_copies_kept(&c, &all, 3);
-        for (db, counts) in m.dbs.iter().zip(&before) {
-            if c.shard_map_events().iter().any(|e| e.db == *db) {
-                assert_never_short(&c, db, counts, 3);
-            }
-        }
-        for (db, ids) in m.dbs.iter().zip(&m.docs) {
-            assert_readable(&c, db, &[0, 1, 2, 3], ids);
-        }
+        m.assert_nothing_lost(&c, &before, &[0, 1, 2, 3]);
         c.reset_counters();
         run_args(&c, &["rebalance"], &env).assert_code(0);
         assert_eq!(

@@ -26,7 +26,7 @@ use anyhow::Result;
 use log::{debug, info, warn};
 
 use crate::client::{CopyState, Gone, Move, NodeError, Saved, ShardDoc, ShardMap};
-use crate::cluster::planner::{check_edit, unfinished, Leftover, Rules};
+use crate::cluster::planner::{check_edit, unfinished, DbPlan, Leftover, Rules};
 use crate::cluster::session::{each_bounded, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
 use crate::util::clock::poll;
@@ -63,6 +63,27 @@ pub struct Done {
 pub struct Job {
     pub db: String,
     pub copies: usize,
+}
+
+/// The databases with something to do — planned moves, or an interrupted move or a conflict
+/// in their shard map to finish first — each with its plan, as jobs for `carry_out_all`.
+pub fn jobs<'p>(docs: &[ShardDoc], plans: &'p [DbPlan]) -> (Vec<&'p DbPlan>, Vec<Job>) {
+    let todo: Vec<&DbPlan> = docs
+        .iter()
+        .zip(plans)
+        .filter(|(doc, plan)| {
+            !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
+        })
+        .map(|(_, plan)| plan)
+        .collect();
+    let jobs = todo
+        .iter()
+        .map(|p| Job {
+            db: p.db.clone(),
+            copies: p.moves.len() + p.unfinished.len(),
+        })
+        .collect();
+    (todo, jobs)
 }
 
 /// How far `carry_out_all` got.

@@ -128,10 +128,11 @@ impl Survey {
         planner::node_loads(&self.docs, &self.sizes(), &members)
     }
 
-    /// Every copy on a connected node: what `read_sizes` reads.
-    pub fn every_copy(&self) -> Vec<CopyKey> {
+    /// Every copy on a connected node of the databases `keep` picks.
+    pub fn copies_of(&self, keep: impl Fn(&ShardDoc) -> bool) -> Vec<CopyKey> {
         self.docs
             .iter()
+            .filter(|d| keep(d))
             .flat_map(|d| {
                 d.map.iter().flat_map(move |(range, nodes)| {
                     nodes
@@ -303,18 +304,7 @@ impl Session<'_> {
 
     /// Reads the given copies' counts, through the reference node.
     pub fn read_copies(&self, survey: &mut Survey, wanted: Vec<CopyKey>) -> Result<()> {
-        let via = survey.via.clone();
-        let jobs: Vec<(CopyKey, String)> = wanted
-            .into_iter()
-            .filter_map(|key| {
-                let file = survey.doc(&key.0)?.file(&key.1);
-                Some((key, file))
-            })
-            .collect();
-        let states = each_bounded(&jobs, PARALLEL, |((_, _, node), file)| {
-            self.client.copy(&via, node, file)
-        });
-        for ((key, _), state) in jobs.into_iter().zip(states) {
+        for (key, state) in self.copy_states(survey, wanted) {
             survey.copies.insert(key, state?);
         }
         Ok(())
@@ -323,25 +313,36 @@ impl Session<'_> {
     /// Reads the file size of every copy on a connected node whose counts were not read
     /// already: one request per copy, `PARALLEL` at once.
     pub fn read_sizes(&self, survey: &mut Survey) -> Result<()> {
-        let via = survey.via.clone();
-        let jobs: Vec<(CopyKey, String)> = survey
-            .every_copy()
+        let wanted: Vec<CopyKey> = survey
+            .copies_of(|_| true)
             .into_iter()
             .filter(|k| !survey.copies.contains_key(k))
+            .collect();
+        for (key, state) in self.copy_states(survey, wanted) {
+            if let CopyState::Present(info) = state? {
+                survey.sizes.insert(key, info.sizes.file);
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /_node/<node>/shards%2F…` of each copy, `PARALLEL` at once, through the reference.
+    fn copy_states(
+        &self,
+        survey: &Survey,
+        wanted: Vec<CopyKey>,
+    ) -> Vec<(CopyKey, Result<CopyState, NodeError>)> {
+        let jobs: Vec<(CopyKey, String)> = wanted
+            .into_iter()
             .filter_map(|key| {
                 let file = survey.doc(&key.0)?.file(&key.1);
                 Some((key, file))
             })
             .collect();
         let states = each_bounded(&jobs, PARALLEL, |((_, _, node), file)| {
-            self.client.copy(&via, node, file)
+            self.client.copy(&survey.via, node, file)
         });
-        for ((key, _), state) in jobs.into_iter().zip(states) {
-            if let CopyState::Present(info) = state? {
-                survey.sizes.insert(key, info.sizes.file);
-            }
-        }
-        Ok(())
+        jobs.into_iter().map(|(key, _)| key).zip(states).collect()
     }
 
     /// Reads every connected member's files (to find leftover copies).

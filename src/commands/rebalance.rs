@@ -19,10 +19,8 @@
 use anyhow::Result;
 use log::info;
 
-use crate::cluster::moves::{every_map_readable, refused, Engine, Job, Step};
-use crate::cluster::planner::{
-    leftovers, plan_rebalance, render_plan, settled, still_to_do, DbPlan,
-};
+use crate::cluster::moves::{every_map_readable, jobs, refused, Engine, Step};
+use crate::cluster::planner::{leftovers, plan_rebalance, render_plan, settled, still_to_do};
 use crate::cluster::session::Session;
 use crate::cluster::survey::Survey;
 use crate::util::clock::Clock;
@@ -58,24 +56,7 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
     }
     info!("rebalance: {}", text.lines().next().unwrap_or_default());
 
-    // Every database with something to do: its planned moves, or an interrupted move or a
-    // conflict to finish first.
-    let todo: Vec<&DbPlan> = survey
-        .docs
-        .iter()
-        .zip(&plans)
-        .filter(|(doc, plan)| {
-            !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
-        })
-        .map(|(_, plan)| plan)
-        .collect();
-    let jobs: Vec<Job> = todo
-        .iter()
-        .map(|p| Job {
-            db: p.db.clone(),
-            copies: p.moves.len() + p.unfinished.len(),
-        })
-        .collect();
+    let (todo, jobs) = jobs(&survey.docs, &plans);
     let engine = Engine::new(&session, &survey, members.iter().cloned().collect());
     let done = session.phase("move", "spreading the copies over the members", || {
         engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| Step {

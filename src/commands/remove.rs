@@ -22,9 +22,9 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::{Gone, NodeError};
-use crate::cluster::moves::{every_map_readable, incomplete, refused, Engine, Job, Step};
+use crate::cluster::moves::{every_map_readable, incomplete, jobs, refused, Engine, Step};
 use crate::cluster::planner::{
-    evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do, DbPlan,
+    evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do,
 };
 use crate::cluster::session::{each_bounded, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
@@ -121,22 +121,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     info!("remove: {}", text.lines().next().unwrap_or_default());
 
     let engine = Engine::new(&session, &survey, serving.iter().cloned().collect());
-    let todo: Vec<&DbPlan> = survey
-        .docs
-        .iter()
-        .zip(&plans)
-        .filter(|(doc, plan)| {
-            !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
-        })
-        .map(|(_, plan)| plan)
-        .collect();
-    let jobs: Vec<Job> = todo
-        .iter()
-        .map(|p| Job {
-            db: p.db.clone(),
-            copies: p.moves.len() + p.unfinished.len(),
-        })
-        .collect();
+    let (todo, jobs) = jobs(&survey.docs, &plans);
     let load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
     let moved = session.phase("move", &format!("every copy off {leaving}"), || {
         let done = engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| {

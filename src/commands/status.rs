@@ -216,20 +216,9 @@ fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> R
 /// Copies whose own count is read: every copy of a database with a move under way (is the
 /// new copy filled?), and every copy with `--details` or of `status <db>`.
 fn copies_to_read(s: &Survey, opts: &Options) -> Vec<CopyKey> {
-    s.docs
-        .iter()
-        .filter(|d| {
-            opts.details || opts.db.as_deref() == Some(d.db.as_str()) || !d.moves.is_empty()
-        })
-        .flat_map(|d| {
-            d.map.iter().flat_map(move |(range, nodes)| {
-                nodes
-                    .iter()
-                    .filter(|n| s.connected.contains(*n))
-                    .map(move |n| (d.db.clone(), range.clone(), n.clone()))
-            })
-        })
-        .collect()
+    s.copies_of(|d| {
+        opts.details || opts.db.as_deref() == Some(d.db.as_str()) || !d.moves.is_empty()
+    })
 }
 
 /// `Err` naming the problems when there are any.
