@@ -224,9 +224,14 @@ fn main() {
         let again = run(&c, &["rebalance"], k);
         let rewrites = c.count_writes();
         failed |= rewrites > 0 || !again.ok;
+        let phases: Vec<String> = phases(&again.stderr)
+            .into_iter()
+            .map(|(p, t)| format!("{p} {t}"))
+            .collect();
         println!(
-            "| … rerun on the balanced cluster | {:.2?}, {} requests, {rewrites} writes |",
+            "| … rerun on the balanced cluster | {:.2?} ({}), {} requests, {rewrites} writes |",
             again.wall,
+            phases.join(", "),
             c.requests().len()
         );
     }
