@@ -40,9 +40,13 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
         session.survey(&addrs, None)
     })?;
     let members = preflight(&survey)?;
-    session.phase("sizes", "every copy's file size", || {
+    // Sizes only choose among equal moves: a copy whose size cannot be read weighs what its
+    // range's other copies weigh.
+    if let Err(e) = session.phase("sizes", "every copy's file size", || {
         session.read_sizes(&mut survey)
-    })?;
+    }) {
+        log::warn!("rebalance: could not read every copy's size, planning by copies alone: {e:#}");
+    }
     let sizes = survey.sizes();
     let plans = session.phase(
         "plan",
