@@ -339,8 +339,8 @@ impl Placement {
     /// Evens out the copies per member over the whole cluster: while the most loaded member
     /// holds two or more copies more than the least loaded, one copy goes from the one to the
     /// other (never onto a node holding that range; never making its database less even).
-    /// Among the copies that could go, the one that best evens out the bytes of the two, then
-    /// the smaller, then by name. `retarget_only`: only copies already planned to move may
+    /// Among the copies that could go, the one whose bytes best bring both toward the average
+    /// bytes per member (`pick`), then the smaller, then by name. `retarget_only`: only copies already planned to move may
     /// (`remove`: their new home changes, no move is added).
     fn level(&mut self, members: &[String], retarget_only: bool) {
         loop {
@@ -361,7 +361,7 @@ impl Placement {
                     if self.copies(from) < self.copies(to) + 2 {
                         break;
                     }
-                    if let Some(pick) = self.pick(from, to, retarget_only) {
+                    if let Some(pick) = self.pick(from, to, members, retarget_only) {
                         found = Some((pick, (*from).clone(), (*to).clone()));
                         break 'pairs;
                     }
@@ -374,12 +374,30 @@ impl Placement {
         }
     }
 
-    fn pick(&self, from: &str, to: &str, retarget_only: bool) -> Option<(usize, String)> {
+    /// The copy on `from` to move to `to`. Bytes: `to` should end near the average bytes per
+    /// member, so each copy it still takes should weigh about what it lacks divided by the
+    /// copies it lacks; likewise for what `from` has too much. The copy nearest both wins.
+    fn pick(
+        &self,
+        from: &str,
+        to: &str,
+        members: &[String],
+        retarget_only: bool,
+    ) -> Option<(usize, String)> {
         let (f, t) = (
             self.loads.get(from).copied().unwrap_or_default(),
             self.loads.get(to).copied().unwrap_or_default(),
         );
-        let gap = f.bytes as i128 - t.bytes as i128;
+        let share = |field: fn(&NodeLoad) -> f64| {
+            members
+                .iter()
+                .map(|m| self.loads.get(m).map_or(0.0, field))
+                .sum::<f64>()
+                / members.len().max(1) as f64
+        };
+        let (bytes, copies) = (share(|l| l.bytes as f64), share(|l| l.copies as f64));
+        let ideal_in = ((bytes - t.bytes as f64) / (copies - t.copies as f64).max(1.0)).max(0.0);
+        let ideal_out = ((f.bytes as f64 - bytes) / (f.copies as f64 - copies).max(1.0)).max(0.0);
         self.held
             .get(from)?
             .iter()
@@ -391,10 +409,12 @@ impl Placement {
                             .iter()
                             .any(|m| m.range == *range && m.to == from))
             })
-            // Ties: databases in the order read (`_all_docs`: by name), then ranges by name.
+            // Ties: the smaller copy, then databases in the order read (`_all_docs`: by name),
+            // then ranges by name.
             .min_by_key(|(db, range)| {
                 let w = self.weight(*db, range);
-                ((gap - 2 * w as i128).abs(), w, *db, range.as_str())
+                let off = (w as f64 - ideal_in).abs() + (w as f64 - ideal_out).abs();
+                (off as u64, w, *db, range.as_str())
             })
             .cloned()
     }
