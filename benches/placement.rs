@@ -205,14 +205,14 @@ fn main() {
         }
         let even = per.iter().max().unwrap_or(&0) - per.iter().min().unwrap_or(&0) <= 1;
         failed |= !even;
-        let phases: Vec<String> = phases(&r.stderr)
+        let took: Vec<String> = phases(&r.stderr)
             .into_iter()
             .map(|(p, t)| format!("{p} {t}"))
             .collect();
         println!(
             "| Rebalance 3 → 4, {count} × q=1, COUCHDB_MOVE_CONCURRENCY={k}: wall | {:.2?} ({}) |",
             r.wall,
-            phases.join(", ")
+            took.join(", ")
         );
         println!(
             "| … requests / writes | {} requests, {writes} writes; {} |",
@@ -224,14 +224,14 @@ fn main() {
         let again = run(&c, &["rebalance"], k);
         let rewrites = c.count_writes();
         failed |= rewrites > 0 || !again.ok;
-        let phases: Vec<String> = phases(&again.stderr)
+        let rerun: Vec<String> = phases(&again.stderr)
             .into_iter()
             .map(|(p, t)| format!("{p} {t}"))
             .collect();
         println!(
             "| … rerun on the balanced cluster | {:.2?} ({}), {} requests, {rewrites} writes |",
             again.wall,
-            phases.join(", "),
+            rerun.join(", "),
             c.requests().len()
         );
     }
