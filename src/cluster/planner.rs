@@ -3,13 +3,17 @@
 //! `--dry-run` prints these plans.
 //!
 //! Rules: never two copies of a range on one node; as few moves as possible; a database is
-//! balanced when its copies per member differ by at most one (as even as q × n allows); among
-//! equal choices, the node holding fewer copies over all databases wins, then the lower name,
-//! so a plan is the same every time for the same maps.
+//! balanced when its copies per member differ by at most one (as even as q × n allows), and the
+//! cluster when its members' copies over all databases do too, where moves can get there
+//! (`Placement::level`); among equal choices, the copy whose bytes best even out the members'
+//! bytes, then the node holding fewer copies, then the lower name, so a plan is the same every
+//! time for the same maps. `node_loads` gives copies and bytes per node for `status` (and any
+//! other report).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::client::{parse_file, Move, ShardDoc, ShardMap};
+use crate::util::text::bytes;
 
 /// Copies per node over all databases.
 pub type Load = BTreeMap<String, usize>;
@@ -536,24 +540,6 @@ pub fn imbalance(loads: &BTreeMap<String, NodeLoad>, members: &[String]) -> Opti
         "unbalanced: {node} holds {held} of {total} copies (even would be {})",
         (even.round() as usize)
     ))
-}
-
-/// `1.2 GB`, `830 KB`, `512 B`: for logs and tables.
-pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else if v < 10.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
 }
 
 /// A plan in words, for `--dry-run` and the log: one line per database that changes, then
@@ -1206,14 +1192,6 @@ mod tests {
             imbalance(&node_loads(&even, &Sizes::new(), &members), &members),
             None
         );
-    }
-
-    #[test]
-    fn bytes_read_as_people_write_them() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(24_776), "25 KB");
-        assert_eq!(bytes(1_234_567), "1.2 MB");
-        assert_eq!(bytes(3_000_000_000), "3.0 GB");
     }
 
     #[test]

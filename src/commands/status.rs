@@ -15,7 +15,7 @@ use log::info;
 use serde::Serialize;
 
 use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
-use crate::cluster::planner::{bytes, imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
+use crate::cluster::planner::{imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
 use crate::cluster::session::{Session, Waiting};
 use crate::cluster::survey::{CopyKey, State, Survey};
 use crate::commands::backup::{status_problems, Backup, DbBackup};
@@ -25,7 +25,7 @@ use crate::util::config::Config;
 use crate::util::config::NodeAddr;
 use crate::util::exit::status_of as status_of_error;
 use crate::util::exit::{Failure, Status};
-use crate::util::text::list_some;
+use crate::util::text::{bytes, list_some};
 
 /// Unhealthy databases listed in the table before "and N more".
 const SHOWN_DBS: usize = 20;

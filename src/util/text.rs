@@ -17,6 +17,24 @@ pub fn list_some(items: &[String]) -> String {
     }
 }
 
+/// `1.2 GB`, `830 KB`, `512 B`: for logs and tables.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
 /// Names that differ only in one number, folded back into ranges, then cut like `list_some`:
 /// `couchdb@couchdb-{0..31}.couchdb.default.svc.cluster.local` — the inverse of the ranges
 /// COUCHDB_NODES takes. Order of first appearance is kept; names that do not fit stay as they are.
@@ -146,6 +164,14 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(24_776), "25 KB");
+        assert_eq!(bytes(1_234_567), "1.2 MB");
+        assert_eq!(bytes(3_000_000_000), "3.0 GB");
+    }
 
     #[test]
     fn numbered_names_fold_into_ranges() {
