@@ -238,143 +238,150 @@ fn range_bytes(doc: &ShardDoc, range: &str, sizes: &Sizes) -> u64 {
 }
 
 /// The whole cluster while a plan is made: each database's map with the moves planned so far,
-/// and what each node holds.
+/// and what each node holds. Nodes and ranges are numbered (nodes in name order, so comparing
+/// numbers compares names): choosing among thousands of copies is then a scan of small arrays.
 struct Placement {
-    maps: Vec<ShardMap>,
-    moves: Vec<Vec<Move>>,
-    loads: BTreeMap<String, NodeLoad>,
-    /// Per database (by index), range → bytes of one filled copy.
-    weight: Vec<BTreeMap<String, u64>>,
-    /// node → the (database index, range) copies it holds.
-    held: BTreeMap<String, BTreeSet<(usize, String)>>,
+    /// Node number → name, in name order.
+    nodes: Vec<String>,
+    /// Per database: its ranges' names, and per range the numbers of the nodes holding it.
+    ranges: Vec<Vec<String>>,
+    maps: Vec<Vec<Vec<usize>>>,
+    /// Per database, per range: bytes of one filled copy.
+    weight: Vec<Vec<u64>>,
+    /// Per database: (range, from, to) moves planned.
+    moves: Vec<Vec<(usize, usize, usize)>>,
+    /// Per node number.
+    loads: Vec<NodeLoad>,
+    /// Per node number: the (database, range) copies it holds.
+    held: Vec<BTreeSet<(usize, usize)>>,
 }
 
 impl Placement {
-    fn new(docs: &[ShardDoc], maps: Vec<ShardMap>, sizes: &Sizes, members: &[String]) -> Self {
-        let mut loads: BTreeMap<String, NodeLoad> = members
+    fn new(docs: &[ShardDoc], maps: &[ShardMap], sizes: &Sizes, members: &[String]) -> Self {
+        let names: BTreeSet<&String> = members
             .iter()
-            .map(|m| (m.clone(), NodeLoad::default()))
+            .chain(maps.iter().flat_map(|m| m.values().flatten()))
             .collect();
-        let mut weight = vec![BTreeMap::new(); docs.len()];
-        let mut held: BTreeMap<String, BTreeSet<(usize, String)>> = BTreeMap::new();
-        for (i, (doc, map)) in docs.iter().zip(&maps).enumerate() {
-            for (range, nodes) in map {
+        let nodes: Vec<String> = names.into_iter().cloned().collect();
+        let mut p = Placement {
+            loads: vec![NodeLoad::default(); nodes.len()],
+            held: vec![BTreeSet::new(); nodes.len()],
+            nodes,
+            ranges: Vec::new(),
+            maps: Vec::new(),
+            weight: Vec::new(),
+            moves: vec![Vec::new(); docs.len()],
+        };
+        for (i, (doc, map)) in docs.iter().zip(maps).enumerate() {
+            let mut ranges = Vec::new();
+            let mut holders = Vec::new();
+            let mut weights = Vec::new();
+            for (r, (range, on)) in map.iter().enumerate() {
                 let w = range_bytes(doc, range, sizes);
-                weight[i].insert(range.clone(), w);
-                for node in nodes {
-                    let l = loads.entry(node.clone()).or_default();
-                    l.copies += 1;
-                    l.bytes += w;
-                    held.entry(node.clone())
-                        .or_default()
-                        .insert((i, range.clone()));
+                let on: Vec<usize> = on.iter().filter_map(|n| p.node(n)).collect();
+                for &n in &on {
+                    p.loads[n].copies += 1;
+                    p.loads[n].bytes += w;
+                    p.held[n].insert((i, r));
                 }
+                ranges.push(range.clone());
+                holders.push(on);
+                weights.push(w);
             }
+            p.ranges.push(ranges);
+            p.maps.push(holders);
+            p.weight.push(weights);
         }
-        let moves = vec![Vec::new(); docs.len()];
-        Placement {
-            maps,
-            moves,
-            loads,
-            weight,
-            held,
-        }
+        p
     }
 
-    fn weight(&self, db: usize, range: &str) -> u64 {
-        self.weight[db].get(range).copied().unwrap_or(0)
+    fn node(&self, name: &str) -> Option<usize> {
+        self.nodes.binary_search_by(|n| n.as_str().cmp(name)).ok()
     }
 
-    fn copies(&self, node: &str) -> usize {
-        self.loads.get(node).map_or(0, |l| l.copies)
+    fn numbers(&self, names: &[String]) -> Vec<usize> {
+        names.iter().filter_map(|n| self.node(n)).collect()
     }
 
+    /// Copies per node, by name: the tie-break `balance` and `evacuate` take.
     fn loads_by_copies(&self) -> Load {
-        self.loads
+        self.nodes
             .iter()
+            .zip(&self.loads)
             .map(|(n, l)| (n.clone(), l.copies))
             .collect()
     }
 
-    /// Moves the copy of (`db`, `range`) from `from` to `to`, folding it into a move planned
-    /// earlier for that copy (a → b then b → c is a → c; a → b then b → a is no move).
-    fn shift(&mut self, db: usize, range: &str, from: &str, to: &str) {
-        if let Some(nodes) = self.maps[db].get_mut(range) {
-            nodes.retain(|n| n != from);
-            nodes.push(to.to_string());
-        }
-        let w = self.weight(db, range);
-        if let Some(l) = self.loads.get_mut(from) {
-            l.copies = l.copies.saturating_sub(1);
-            l.bytes = l.bytes.saturating_sub(w);
-        }
-        let l = self.loads.entry(to.to_string()).or_default();
-        l.copies += 1;
-        l.bytes += w;
-        if let Some(h) = self.held.get_mut(from) {
-            h.remove(&(db, range.to_string()));
-        }
-        self.held
-            .entry(to.to_string())
-            .or_default()
-            .insert((db, range.to_string()));
-        let moves = &mut self.moves[db];
-        match moves.iter().position(|m| m.range == range && m.to == from) {
-            Some(i) if moves[i].from == to => {
-                moves.remove(i);
-            }
-            Some(i) => moves[i].to = to.to_string(),
-            None => moves.push(Move {
-                range: range.to_string(),
-                from: from.to_string(),
-                to: to.to_string(),
-            }),
+    /// `shift` for a move named as `balance` and `evacuate` name it.
+    fn shift_named(&mut self, db: usize, m: &Move) {
+        let r = self.ranges[db].iter().position(|r| *r == m.range);
+        if let (Some(r), Some(from), Some(to)) = (r, self.node(&m.from), self.node(&m.to)) {
+            self.shift(db, r, from, to);
         }
     }
 
-    /// Copies of database `db` on `node`.
-    fn db_copies(&self, db: usize, node: &str) -> usize {
-        self.maps[db]
-            .values()
-            .filter(|nodes| nodes.iter().any(|n| n == node))
-            .count()
+    /// Moves the copy of range `r` of `db` from `from` to `to`, folding it into a move planned
+    /// earlier for that copy (a → b then b → c is a → c; a → b then b → a is no move).
+    fn shift(&mut self, db: usize, r: usize, from: usize, to: usize) {
+        let on = &mut self.maps[db][r];
+        on.retain(|n| *n != from);
+        on.push(to);
+        let w = self.weight[db][r];
+        let l = &mut self.loads[from];
+        l.copies = l.copies.saturating_sub(1);
+        l.bytes = l.bytes.saturating_sub(w);
+        self.loads[to].copies += 1;
+        self.loads[to].bytes += w;
+        self.held[from].remove(&(db, r));
+        self.held[to].insert((db, r));
+        let moves = &mut self.moves[db];
+        match moves.iter().position(|m| m.0 == r && m.2 == from) {
+            Some(i) if moves[i].1 == to => {
+                moves.remove(i);
+            }
+            Some(i) => moves[i].2 = to,
+            None => moves.push((r, from, to)),
+        }
+    }
+
+    /// Copies of database `db` on node `n`.
+    fn db_copies(&self, db: usize, n: usize) -> usize {
+        self.maps[db].iter().filter(|on| on.contains(&n)).count()
     }
 
     /// Evens out the copies per member over the whole cluster: while the most loaded member
     /// holds two or more copies more than the least loaded, one copy goes from the one to the
     /// other (never onto a node holding that range; never making its database less even).
     /// Among the copies that could go, the one whose bytes best bring both toward the average
-    /// bytes per member (`pick`), then the smaller, then by name. `retarget_only`: only copies already planned to move may
-    /// (`remove`: their new home changes, no move is added).
+    /// bytes per member (`pick`), then the smaller, then by name. `retarget_only`: only copies
+    /// already planned to move may (`remove`: their new home changes, no move is added).
     fn level(&mut self, members: &[String], retarget_only: bool) {
+        let members = self.numbers(members);
         loop {
-            let mut order: Vec<&String> = members.iter().collect();
-            order.sort_by_key(|n| {
-                let l = self.loads.get(*n).copied().unwrap_or_default();
-                (l.copies, l.bytes, (*n).clone())
-            });
-            let (Some(low), Some(high)) = (order.first(), order.last()) else {
+            let mut order = members.clone();
+            order.sort_by_key(|&n| (self.loads[n].copies, self.loads[n].bytes, n));
+            let (Some(&low), Some(&high)) = (order.first(), order.last()) else {
                 return;
             };
-            if self.copies(high) < self.copies(low) + 2 {
+            if self.loads[high].copies < self.loads[low].copies + 2 {
                 return;
             }
             let mut found = None;
-            'pairs: for from in order.iter().rev() {
-                for to in &order {
-                    if self.copies(from) < self.copies(to) + 2 {
+            'pairs: for &from in order.iter().rev() {
+                for &to in &order {
+                    if self.loads[from].copies < self.loads[to].copies + 2 {
                         break;
                     }
-                    if let Some(pick) = self.pick(from, to, members, retarget_only) {
-                        found = Some((pick, (*from).clone(), (*to).clone()));
+                    if let Some((db, r)) = self.pick(from, to, &members, retarget_only) {
+                        found = Some((db, r, from, to));
                         break 'pairs;
                     }
                 }
             }
-            let Some(((db, range), from, to)) = found else {
+            let Some((db, r, from, to)) = found else {
                 return;
             };
-            self.shift(db, &range, &from, &to);
+            self.shift(db, r, from, to);
         }
     }
 
@@ -383,44 +390,63 @@ impl Placement {
     /// copies it lacks; likewise for what `from` has too much. The copy nearest both wins.
     fn pick(
         &self,
-        from: &str,
-        to: &str,
-        members: &[String],
+        from: usize,
+        to: usize,
+        members: &[usize],
         retarget_only: bool,
-    ) -> Option<(usize, String)> {
-        let (f, t) = (
-            self.loads.get(from).copied().unwrap_or_default(),
-            self.loads.get(to).copied().unwrap_or_default(),
-        );
-        let share = |field: fn(&NodeLoad) -> f64| {
-            members
-                .iter()
-                .map(|m| self.loads.get(m).map_or(0.0, field))
-                .sum::<f64>()
-                / members.len().max(1) as f64
-        };
-        let (bytes, copies) = (share(|l| l.bytes as f64), share(|l| l.copies as f64));
+    ) -> Option<(usize, usize)> {
+        let (f, t) = (self.loads[from], self.loads[to]);
+        let count = members.len().max(1) as f64;
+        let bytes = members
+            .iter()
+            .map(|&m| self.loads[m].bytes as f64)
+            .sum::<f64>()
+            / count;
+        let copies = members
+            .iter()
+            .map(|&m| self.loads[m].copies as f64)
+            .sum::<f64>()
+            / count;
         let ideal_in = ((bytes - t.bytes as f64) / (copies - t.copies as f64).max(1.0)).max(0.0);
         let ideal_out = ((f.bytes as f64 - bytes) / (f.copies as f64 - copies).max(1.0)).max(0.0);
-        self.held
-            .get(from)?
+        let mut best: Option<((u64, u64), (usize, usize))> = None;
+        // In (database, range) order, so that among equal keys the first found wins: databases
+        // in the order read (`_all_docs`: by name), then ranges by name.
+        for &(db, r) in &self.held[from] {
+            let w = self.weight[db][r];
+            let off = ((w as f64 - ideal_in).abs() + (w as f64 - ideal_out).abs()) as u64;
+            if best.is_some_and(|(key, _)| key <= (off, w))
+                || self.maps[db][r].contains(&to)
+                || self.db_copies(db, from) <= self.db_copies(db, to)
+                || (retarget_only && !self.moves[db].iter().any(|m| m.0 == r && m.2 == from))
+            {
+                continue;
+            }
+            best = Some(((off, w), (db, r)));
+            if (off, w) == (0, 0) {
+                break;
+            }
+        }
+        best.map(|(_, copy)| copy)
+    }
+
+    /// The moves planned, per database, by name.
+    fn into_moves(self) -> Vec<Vec<Move>> {
+        let (nodes, ranges) = (&self.nodes, &self.ranges);
+        self.moves
             .iter()
-            .filter(|(db, range)| {
-                !self.maps[*db][range].iter().any(|n| n == to)
-                    && self.db_copies(*db, from) > self.db_copies(*db, to)
-                    && (!retarget_only
-                        || self.moves[*db]
-                            .iter()
-                            .any(|m| m.range == *range && m.to == from))
+            .enumerate()
+            .map(|(db, moves)| {
+                moves
+                    .iter()
+                    .map(|&(r, from, to)| Move {
+                        range: ranges[db][r].clone(),
+                        from: nodes[from].clone(),
+                        to: nodes[to].clone(),
+                    })
+                    .collect()
             })
-            // Ties: the smaller copy, then databases in the order read (`_all_docs`: by name),
-            // then ranges by name.
-            .min_by_key(|(db, range)| {
-                let w = self.weight(*db, range);
-                let off = (w as f64 - ideal_in).abs() + (w as f64 - ideal_out).abs();
-                (off as u64, w, *db, range.as_str())
-            })
-            .cloned()
+            .collect()
     }
 }
 
@@ -429,15 +455,15 @@ impl Placement {
 /// to choose among equal moves.
 pub fn plan_rebalance(docs: &[ShardDoc], members: &[String], sizes: &Sizes) -> Vec<DbPlan> {
     let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
-    let mut p = Placement::new(docs, settled.clone(), sizes, members);
+    let mut p = Placement::new(docs, &settled, sizes, members);
     for (i, map) in settled.iter().enumerate() {
         for m in balance(map, members, &p.loads_by_copies()) {
-            p.shift(i, &m.range, &m.from, &m.to);
+            p.shift_named(i, &m);
         }
     }
     p.level(members, false);
     docs.iter()
-        .zip(p.moves)
+        .zip(p.into_moves())
         .map(|(doc, moves)| DbPlan {
             db: doc.db.clone(),
             unfinished: unfinished(doc),
@@ -461,13 +487,13 @@ pub fn plan_removal(
 ) -> Result<Vec<DbPlan>, Vec<(String, String)>> {
     let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
     let others: Vec<String> = members.iter().filter(|m| *m != leaving).cloned().collect();
-    let mut p = Placement::new(docs, settled.clone(), sizes, &others);
+    let mut p = Placement::new(docs, &settled, sizes, &others);
     let mut drops = vec![Vec::new(); docs.len()];
     let mut short = Vec::new();
     for (i, (doc, map)) in docs.iter().zip(&settled).enumerate() {
         let (moves, homeless) = evacuate(map, leaving, members, &p.loads_by_copies());
         for m in moves {
-            p.shift(i, &m.range, &m.from, &m.to);
+            p.shift_named(i, &m);
         }
         for r in homeless {
             if accept_fewer {
@@ -486,7 +512,7 @@ pub fn plan_removal(
     p.level(&others, false);
     Ok(docs
         .iter()
-        .zip(p.moves)
+        .zip(p.into_moves())
         .zip(drops)
         .map(|((doc, moves), drops)| DbPlan {
             db: doc.db.clone(),
