@@ -71,15 +71,16 @@ fn run(c: &Cluster, args: &[&str], concurrency: usize) -> Run {
     }
 }
 
-/// "<phase>: done in 1.23s" lines.
-fn phases(log: &str) -> Vec<(String, String)> {
+/// The "<phase>: done in 1.23s" lines, as "phase 1.23s, …".
+fn phases(log: &str) -> String {
     log.lines()
         .filter_map(|l| {
             let l = l.split("] ").nth(1).unwrap_or(l);
             let (phase, took) = l.split_once(": done in ")?;
-            Some((phase.to_string(), took.to_string()))
+            Some(format!("{phase} {took}"))
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A 3-node cluster with `count` single-range databases, grown to 4 and settled.
@@ -221,14 +222,10 @@ fn main() {
         }
         let even = per.iter().max().unwrap_or(&0) - per.iter().min().unwrap_or(&0) <= 1;
         failed |= !even;
-        let took: Vec<String> = phases(&r.stderr)
-            .into_iter()
-            .map(|(p, t)| format!("{p} {t}"))
-            .collect();
         println!(
             "| Rebalance 3 → 4, {count} × q=1, COUCHDB_MOVE_CONCURRENCY={k}: wall | {:.2?} ({}) |",
             r.wall,
-            took.join(", ")
+            phases(&r.stderr)
         );
         println!(
             "| … requests / writes | {} requests, {writes} writes; {} |",
@@ -240,14 +237,10 @@ fn main() {
         let again = run(&c, &["rebalance"], k);
         let rewrites = c.count_writes();
         failed |= rewrites > 0 || !again.ok;
-        let rerun: Vec<String> = phases(&again.stderr)
-            .into_iter()
-            .map(|(p, t)| format!("{p} {t}"))
-            .collect();
         println!(
             "| … rerun on the balanced cluster | {:.2?} ({}), {} requests, {rewrites} writes |",
             again.wall,
-            rerun.join(", "),
+            phases(&again.stderr),
             c.requests().len()
         );
     }
