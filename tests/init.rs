@@ -384,3 +384,16 @@ fn a_stopped_member_fails_the_rerun_naming_it() {
     r.assert_code(3);
     r.assert_says(&[&common::label(&c, 1)]);
 }
+
+#[test]
+fn with_expect_below_the_node_count_forms_those_up_and_a_rerun_joins_the_rest() {
+    let c = cluster(4, |b| b.configure(3, |n| n.stopped()));
+    let r = run_with(&c, &[("COUCHDB_EXPECT", "3")]);
+    r.assert_code(0);
+    r.assert_says(&["left for a later run", &common::label(&c, 3)]);
+    let (_, members) = c.node(0).membership();
+    assert_eq!(members.len(), 3, "{members:?}");
+    c.node(3).start();
+    run_with(&c, &[("COUCHDB_EXPECT", "3")]).assert_code(0);
+    assert_formed(&c);
+}

@@ -41,7 +41,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "COUCHDB_EXPECT",
-        "with COUCHDB_SERVICE (required there): wait until at least this many addresses resolve",
+        "how many nodes must answer before forming: with COUCHDB_SERVICE (required there) addresses that resolve; with COUCHDB_NODES (default: all) nodes up, the coordinator among them",
     ),
     (
         "COUCHDB_COORDINATOR",
@@ -113,6 +113,9 @@ pub enum NodeList {
         nodes: Vec<NodeAddr>,
         /// Index into `nodes`.
         coordinator: usize,
+        /// COUCHDB_EXPECT: how many must answer before forming (the others are joined by a later
+        /// run, or by `watch`); all of them unless set.
+        expect: usize,
     },
     /// COUCHDB_SERVICE: every address the name resolves to is a node; at least `expect` of them.
     Service { service: NodeAddr, expect: usize },
@@ -286,17 +289,25 @@ fn node_list(
             "COUCHDB_NODES is not set (nor COUCHDB_SERVICE, to find the nodes by DNS)".into(),
         )),
         (Some(list), None) => {
-            if expect.is_some() {
-                return Err(invalid(
-                    "COUCHDB_EXPECT is only for COUCHDB_SERVICE: COUCHDB_NODES lists every node already".into(),
-                ));
-            }
             let nodes = parse_nodes(&required("COUCHDB_NODES", Some(list))?)?;
             let coordinator = match coordinator {
                 None => 0,
                 Some(c) => find_coordinator(&nodes, &c)?,
             };
-            Ok(NodeList::Listed { nodes, coordinator })
+            let expect = match expect {
+                None => nodes.len(),
+                Some(text) => expect_count(&text, nodes.len()).map_err(|_| {
+                    invalid(format!(
+                        "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {}, the nodes COUCHDB_NODES lists",
+                        nodes.len()
+                    ))
+                })?,
+            };
+            Ok(NodeList::Listed {
+                nodes,
+                coordinator,
+                expect,
+            })
         }
         (None, Some(service)) => {
             let service = parse_node(
@@ -317,16 +328,21 @@ fn node_list(
                         .into(),
                 )
             })?;
-            let expect = match text.parse::<usize>() {
-                Ok(n) if (1..=MAX_NODES).contains(&n) => n,
-                _ => {
-                    return Err(invalid(format!(
-                        "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
-                    )))
-                }
-            };
+            let expect = expect_count(&text, MAX_NODES).map_err(|_| {
+                invalid(format!(
+                    "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
+                ))
+            })?;
             Ok(NodeList::Service { service, expect })
         }
+    }
+}
+
+/// COUCHDB_EXPECT: a whole number from 1 to `max`.
+fn expect_count(text: &str, max: usize) -> std::result::Result<usize, ()> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(()),
     }
 }
 
@@ -589,7 +605,10 @@ mod tests {
     #[test]
     fn parses_nodes_in_three_forms() {
         let c = with(&[]).unwrap();
-        let NodeList::Listed { nodes, coordinator } = c.nodes else {
+        let NodeList::Listed {
+            nodes, coordinator, ..
+        } = c.nodes
+        else {
             panic!("listed")
         };
         let urls: Vec<_> = nodes.iter().map(|n| n.url.as_str()).collect();
@@ -607,9 +626,9 @@ mod tests {
 
     fn listed(c: Config) -> (Vec<String>, usize) {
         match c.nodes {
-            NodeList::Listed { nodes, coordinator } => {
-                (nodes.into_iter().map(|n| n.label).collect(), coordinator)
-            }
+            NodeList::Listed {
+                nodes, coordinator, ..
+            } => (nodes.into_iter().map(|n| n.label).collect(), coordinator),
             other => panic!("not listed: {other:?}"),
         }
     }
@@ -764,7 +783,20 @@ mod tests {
             let e = config_error(service(&extra));
             assert!(e.contains(says), "{extra:?}: {e}");
         }
-        assert!(config_error(with(&[("COUCHDB_EXPECT", "3")])).contains("only for COUCHDB_SERVICE"));
+        // With COUCHDB_NODES, at most the nodes it lists; all of them unless set.
+        let expect = |c: Config| match c.nodes {
+            NodeList::Listed { expect, .. } => expect,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(expect(with(&[]).unwrap()), 3);
+        assert_eq!(expect(with(&[("COUCHDB_EXPECT", "2")]).unwrap()), 2);
+        for bad in ["4", "0", "two"] {
+            let m = config_error(with(&[("COUCHDB_EXPECT", bad)]));
+            assert!(
+                m.contains(&format!("COUCHDB_EXPECT=`{bad}`")) && m.contains("from 1 to 3"),
+                "{m}"
+            );
+        }
     }
 
     #[test]
