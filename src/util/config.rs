@@ -17,6 +17,12 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// must be allowed comfortably more than that.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_PORT: u16 = 5984;
+/// `watch` looks every 15 s: a new pod is joined within ~15 s of answering, and an idle look
+/// costs each node a few GETs (docs/performance.md) — nothing a CouchDB notices at 4 a minute.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(15);
+/// 9985: beside 9984, the port of the community couchdb-prometheus-exporter, so both can run in
+/// one pod; every interface, so that Prometheus on the pod network can scrape it.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9985";
 /// More nodes than this in COUCHDB_NODES (or COUCHDB_EXPECT) is a typo, e.g. `{0..1000}`.
 pub const MAX_NODES: usize = 256;
 
@@ -54,6 +60,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_REQUEST_TIMEOUT",
         "deadline of one HTTP request, e.g. 500ms, 15s (default 15s)",
+    ),
+    (
+        "COUCHDB_WATCH_INTERVAL",
+        "watch: how often it looks at the cluster, e.g. 5s, 1m (default 15s)",
+    ),
+    (
+        "COUCHDB_METRICS_ADDR",
+        "watch: address:port serving /metrics and /healthz (default 0.0.0.0:9985)",
     ),
     (
         "RUST_LOG",
@@ -132,6 +146,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// COUCHDB_BACKUP_*: `None` when backup is off.
     pub backup: Option<Backup>,
+    /// `watch` only: the time between two looks, and where its metrics are served.
+    pub watch_interval: Duration,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -148,6 +165,8 @@ struct Raw {
     coordinator: Option<String>,
     init_timeout: Option<String>,
     request_timeout: Option<String>,
+    watch_interval: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -213,6 +232,28 @@ impl Config {
             raw.request_timeout,
             DEFAULT_REQUEST_TIMEOUT,
         )?;
+        let watch_interval = duration_var(
+            "COUCHDB_WATCH_INTERVAL",
+            raw.watch_interval,
+            DEFAULT_WATCH_INTERVAL,
+        )?;
+        if watch_interval < Duration::from_millis(100) {
+            return Err(invalid(format!(
+                "COUCHDB_WATCH_INTERVAL={watch_interval:?} is too short: at least 100ms"
+            )));
+        }
+        let metrics_addr = raw
+            .metrics_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_ADDR)
+            .trim()
+            .parse()
+            .map_err(|_| {
+                invalid(format!(
+                    "COUCHDB_METRICS_ADDR=`{}` is not an address and port like 0.0.0.0:9985 or [::]:9985",
+                    raw.metrics_addr.as_deref().unwrap_or_default()
+                ))
+            })?;
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -223,6 +264,8 @@ impl Config {
             init_timeout,
             request_timeout,
             backup,
+            watch_interval,
+            metrics_addr,
         })
     }
 }
@@ -803,6 +846,29 @@ mod tests {
     fn refuses_unusable_cookies() {
         assert!(config_error(with(&[("COUCHDB_COOKIE", "monster")])).contains("monster"));
         assert!(config_error(with(&[("COUCHDB_COOKIE", "a b")])).contains("COUCHDB_COOKIE"));
+    }
+
+    #[test]
+    fn watch_settings_have_defaults_and_bad_ones_are_named() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.watch_interval, DEFAULT_WATCH_INTERVAL);
+        assert_eq!(c.metrics_addr.port(), 9985);
+        let c = with(&[
+            ("COUCHDB_WATCH_INTERVAL", "2s"),
+            ("COUCHDB_METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(c.watch_interval, Duration::from_secs(2));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9100");
+        for (var, bad) in [
+            ("COUCHDB_WATCH_INTERVAL", "15"),
+            ("COUCHDB_WATCH_INTERVAL", "10ms"),
+            ("COUCHDB_METRICS_ADDR", "9985"),
+            ("COUCHDB_METRICS_ADDR", "localhost:x"),
+        ] {
+            let m = config_error(with(&[(var, bad)]));
+            assert!(m.contains(var), "{m}");
+        }
     }
 
     #[test]
