@@ -313,3 +313,96 @@ fn a_metrics_port_in_use_is_a_configuration_error() {
     r.assert_code(2);
     r.assert_says(&["COUCHDB_METRICS_ADDR"]);
 }
+
+#[test]
+fn config_drift_is_repaired_on_the_next_tick() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let w = Watcher::start(&c, &[]);
+    w.until("couchdb_cluster_healthy", "1");
+    c.node(1).rehash_admin();
+    let t = Instant::now();
+    while c.node(1).config("admins", "admin") != c.node(0).config("admins", "admin") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "drift never repaired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.until("couchdb_cluster_healthy", "1");
+    let r = w.stop();
+    r.assert_code(0);
+    r.assert_says(&["repaired config drift"]);
+}
+
+#[test]
+fn with_a_backup_a_database_created_later_is_backed_up_and_its_lag_published() {
+    const USER: &str = "backup-admin";
+    const PASSWORD: &str = "bk-Vw7-never-logged";
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let backup = cluster(1, |b| {
+        b.admin(USER, PASSWORD)
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    });
+    let url = backup.node(0).url();
+    c.node(0).create_db("app");
+    c.node(0).write_docs("app", &["a1", "a2"]);
+    let w = Watcher::start(
+        &c,
+        &[
+            ("COUCHDB_BACKUP_URL", &url),
+            ("COUCHDB_BACKUP_USER", USER),
+            ("COUCHDB_BACKUP_PASSWORD", PASSWORD),
+        ],
+    );
+    w.until("couchdb_backup_databases_unreplicated", "0");
+    w.until("couchdb_backup_docs_behind", "0");
+    c.node(0).create_db("later");
+    c.node(0).write_docs("later", &["l1", "l2", "l3"]);
+    let t = Instant::now();
+    while backup.node(0).doc_ids("later").map_or(0, |ids| ids.len()) < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "later never backed up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.until("couchdb_backup_docs_behind", "0");
+    w.until("couchdb_backup_databases_unreplicated", "0");
+    let r = w.stop();
+    r.assert_code(0);
+    r.assert_says(&["started 1 replication(s)"]);
+    assert!(!r.stderr.contains(PASSWORD) && !r.stderr.contains(common::PASSWORD));
+}
+
+#[test]
+fn a_wrong_backup_password_ends_it_with_exit_4() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let backup = cluster(1, |b| {
+        b.admin("backup-admin", "right")
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    });
+    let url = backup.node(0).url();
+    let r = Watcher::start(
+        &c,
+        &[
+            ("COUCHDB_BACKUP_URL", &url),
+            ("COUCHDB_BACKUP_USER", "backup-admin"),
+            ("COUCHDB_BACKUP_PASSWORD", "wrong"),
+        ],
+    )
+    .wait();
+    r.assert_code(4);
+    r.assert_says(&["COUCHDB_BACKUP"]);
+    let authenticated = backup
+        .node(0)
+        .requests()
+        .iter()
+        .filter(|q| q.user.is_some())
+        .count();
+    assert_eq!(authenticated, 1);
+}

@@ -302,12 +302,19 @@ fn back_up(
     // One authenticated request first: a wrong backup password is sent once, and ends the
     // watcher like the cluster's own (every tick would send it again and lock the account).
     let probe = Client::new(&b.user, &b.password, cfg.request_timeout, session.deadline);
-    if let Err(e @ (NodeError::Unauthorized { .. } | NodeError::Locked { .. })) =
-        probe.server_uuid(&b.target)
-    {
+    let refused = match probe.server_uuid(&b.target) {
+        Err(NodeError::Unauthorized { reason, .. }) => Some(reason),
+        Err(NodeError::Locked { .. }) => Some("the account is locked after wrong passwords".into()),
+        _ => None,
+    };
+    if let Some(reason) = refused {
         return Err(Failure::new(
             Status::Auth,
-            format!("the backup CouchDB refused {}: {e}", b.credentials),
+            format!(
+                "the backup CouchDB {} refused {} ({reason}); stopped, not retried: 5 failures lock the \
+                 account there for 5 minutes",
+                b.target.label, b.credentials
+            ),
         )
         .into());
     }
