@@ -264,7 +264,8 @@ fn state(report: &Report) -> String {
 
 fn snapshot(report: &Report) -> Snapshot {
     let s = &report.survey;
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    // Every member, those that hold nothing yet too (a new node, before `rebalance`).
+    let mut copies: BTreeMap<String, usize> = s.members.iter().map(|m| (m.clone(), 0)).collect();
     for node in s.docs.iter().flat_map(|d| d.map.values().flatten()) {
         *copies.entry(node.clone()).or_default() += 1;
     }

@@ -236,6 +236,7 @@ for n in 3 4; do
 done
 until_metric couchdb_cluster_healthy 1 >/dev/null
 expect_members "every pod lists the five" grow-4.grow 5
+{ echo "dns: the watcher's /metrics at 5 pods:"; in_ns "$work/curl" -fsS "http://127.0.0.1:9985/metrics" | sed 's/^/  | /'; } >&2
 kill -TERM "$watch_pid"
 watch_code=0
 wait "$watch_pid" || watch_code=$?
