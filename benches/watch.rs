@@ -88,7 +88,16 @@ fn spawn(binary: &Path, c: &Cluster, port: u16, interval: &str) -> Child {
         .expect("run the binary")
 }
 
-fn measure(binary: &Path, case: String, c: &Cluster, interval: &str, looks: u64) -> Row {
+/// `dbs` databases are created once the watcher has formed the cluster, and counted by it before
+/// the looks are measured.
+fn measure(
+    binary: &Path,
+    case: String,
+    c: &Cluster,
+    interval: &str,
+    looks: u64,
+    dbs: usize,
+) -> Row {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -101,6 +110,20 @@ fn measure(binary: &Path, case: String, c: &Cluster, interval: &str, looks: u64)
             "{case}: never healthy"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if dbs > 0 {
+        eprintln!("bench: creating {dbs} databases");
+        for i in 0..dbs {
+            c.node(i % c.len()).create_db(&format!("userdb-{i:05}"));
+        }
+        let t = Instant::now();
+        while metric(port, "couchdb_cluster_databases") != Some(dbs as u64 + 2) {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{case}: never saw the databases"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // Start counting at the end of a look.
     let first = metric(port, "couchdb_watch_ticks_total").unwrap_or(0);
@@ -176,20 +199,24 @@ fn main() {
     let mut rows = Vec::new();
     for &n in &ns {
         let c = cluster(n);
-        rows.push(measure(&binary, format!("{n} nodes"), &c, &interval, looks));
+        rows.push(measure(
+            &binary,
+            format!("{n} nodes"),
+            &c,
+            &interval,
+            looks,
+            0,
+        ));
     }
     if dbs > 0 {
         let c = cluster(3);
-        eprintln!("bench: creating {dbs} databases");
-        for i in 0..dbs {
-            c.node(i % 3).create_db(&format!("userdb-{i:05}"));
-        }
         rows.push(measure(
             &binary,
             format!("3 nodes, {dbs} databases"),
             &c,
             &interval,
             looks,
+            dbs,
         ));
     }
 
