@@ -290,18 +290,7 @@ fn a_wrong_password_ends_it_with_exit_4_at_once() {
     let c = cluster(3, |b| b);
     let w = Watcher::start(&c, &[("COUCHDB_PASSWORD", "wrong-password")]);
     let r = w.wait();
-    r.assert_code(4);
-    r.assert_says(&["COUCHDB_PASSWORD"]);
-    for i in 0..3 {
-        let authenticated = c
-            .node(i)
-            .requests()
-            .iter()
-            .filter(|q| q.user.is_some())
-            .count();
-        assert!(authenticated <= 1, "node {i}: {authenticated}");
-    }
-    assert_eq!(c.count_writes(), 0);
+    common::assert_stopped_at_a_wrong_password(&c, &r);
 }
 
 #[test]
@@ -398,11 +387,5 @@ fn a_wrong_backup_password_ends_it_with_exit_4() {
     .wait();
     r.assert_code(4);
     r.assert_says(&["COUCHDB_BACKUP"]);
-    let authenticated = backup
-        .node(0)
-        .requests()
-        .iter()
-        .filter(|q| q.user.is_some())
-        .count();
-    assert_eq!(authenticated, 1);
+    assert_eq!(common::authenticated(backup.node(0)), 1);
 }

@@ -85,41 +85,44 @@ impl Shared {
     }
 }
 
+/// A gauge read from a snapshot: (name, help, value).
+type Count = (&'static str, &'static str, fn(&Snapshot) -> usize);
+
 /// The `/metrics` page.
 pub fn render(s: &Shared) -> String {
     let mut out = String::new();
     let snap = s.snapshot.as_ref();
-    let get = |f: fn(&Snapshot) -> usize| snap.map(f);
     gauge(
         &mut out,
         "couchdb_cluster_healthy",
         "1 when the cluster passes `couchdb-cluster-init check`, else 0 (also when no node answers)",
         Some(u64::from(snap.is_some_and(|s| s.healthy))),
     );
-    gauge(
-        &mut out,
-        "couchdb_cluster_members",
-        "nodes in the cluster's membership",
-        get(|s| s.members).map(|v| v as u64),
-    );
-    gauge(
-        &mut out,
-        "couchdb_cluster_nodes_up",
-        "members connected and serving (not in maintenance mode)",
-        get(|s| s.nodes_up).map(|v| v as u64),
-    );
-    gauge(
-        &mut out,
-        "couchdb_cluster_databases",
-        "databases in the cluster",
-        get(|s| s.databases).map(|v| v as u64),
-    );
-    gauge(
-        &mut out,
-        "couchdb_cluster_ranges_below_n",
-        "shard ranges with fewer copies than n on members that are up",
-        get(|s| s.ranges_below_n).map(|v| v as u64),
-    );
+    let counts: [Count; 4] = [
+        (
+            "couchdb_cluster_members",
+            "nodes in the cluster's membership",
+            |s| s.members,
+        ),
+        (
+            "couchdb_cluster_nodes_up",
+            "members connected and serving (not in maintenance mode)",
+            |s| s.nodes_up,
+        ),
+        (
+            "couchdb_cluster_databases",
+            "databases in the cluster",
+            |s| s.databases,
+        ),
+        (
+            "couchdb_cluster_ranges_below_n",
+            "shard ranges with fewer copies than n on members that are up",
+            |s| s.ranges_below_n,
+        ),
+    ];
+    for (name, help, value) in counts {
+        gauge(&mut out, name, help, snap.map(|s| value(s) as u64));
+    }
     if let Some(snap) = snap {
         labelled(
             &mut out,
