@@ -133,18 +133,23 @@ enum Work {
     Form(Vec<NodeAddr>, String),
 }
 
-fn tick(cfg: &Config, clock: &dyn Clock) -> Result<Look> {
-    // A look waits for nothing: a node that does not answer is reported, not waited for.
+/// `check`'s survey and verdict. A look waits for nothing: a node that does not answer is
+/// reported, not waited for; its deadline is `check`'s.
+fn look(cfg: &Config, clock: &dyn Clock, addrs: &[NodeAddr]) -> Result<Report> {
     let session = Session::new(cfg, clock, cfg.init_timeout.min(CHECK_WAIT));
+    status::read(&session, addrs, &status::Options::default(), false)
+}
+
+fn tick(cfg: &Config, clock: &dyn Clock) -> Result<Look> {
     let addrs = find(cfg)?;
-    let mut report = status::read(&session, &addrs, &status::Options::default(), false)?;
+    let mut report = look(cfg, clock, &addrs)?;
     let mut actions = Vec::new();
     let work = work(cfg, &report);
     if let Work::Form(up, why) = &work {
         log::debug!("watch: running init's procedure: {why}");
         let formed = Formation::new(cfg, clock, cfg.init_timeout).form(up)?;
         actions = formed.actions;
-        report = status::read(&session, &addrs, &status::Options::default(), false)?;
+        report = look(cfg, clock, &addrs)?;
     }
     let mut snapshot = snapshot(&report);
     let mut backup_error = None;
