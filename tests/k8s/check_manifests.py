@@ -257,6 +257,16 @@ def main(all_yaml, helm_yaml):
     check("docs/kubernetes.md: scale-up is `kubectl scale`, the watcher joins",
           "kubectl scale statefulset couchdb --replicas=4" in page and "watch" in page)
 
+    hwatch = one(load(helm_yaml), "Deployment", WATCH)
+    hwpod = hwatch["spec"]["template"]["spec"]
+    hwc = hwpod["containers"][0]
+    check("Helm watch: the chart's headless Service and Secret, otherwise our watcher",
+          env_of(hwc)["COUCHDB_SERVICE"]["value"] == chart_name
+          and {n for n, _ in secret_refs(hwpod)} == {chart_name}
+          and set(env_of(hwc)) == set(wenv) and hwpod["securityContext"] == wpod["securityContext"]
+          and env_of(hwc)["COUCHDB_EXPECT"] == env_of(hinit)["COUCHDB_EXPECT"])
+    file_vars_point_into_secret("Helm watch", hwpod, hwc)
+
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]
     check("no manifest hard-codes cluster.local", not hard_coded, hard_coded)
