@@ -41,7 +41,7 @@ use crate::util::text::{list_compact, list_some};
 mod metrics;
 mod serve;
 
-pub use metrics::{render, BackupLag, Shared, Snapshot, PROBLEM_DBS};
+use metrics::{BackupLag, Shared, Snapshot, PROBLEM_DBS};
 
 /// Runs until SIGTERM/SIGINT (Ok) or a wrong password (Err, exit 4).
 pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
