@@ -406,3 +406,35 @@ fn a_wrong_backup_password_ends_it_with_exit_4() {
     r.assert_says(&["COUCHDB_BACKUP"]);
     assert_eq!(common::authenticated(backup.node(0)), 1);
 }
+
+#[test]
+fn a_new_node_waits_while_a_member_does_not_answer() {
+    let c = cluster(4, |b| b.configure(3, |n| n.stopped()));
+    let w = Watcher::start(&c, &[("COUCHDB_EXPECT", "3")]);
+    w.until("couchdb_cluster_members", "3");
+    w.until("couchdb_cluster_nodes_up", "3");
+    c.node(1).stop();
+    w.until("couchdb_cluster_nodes_up", "2");
+    c.reset_counters();
+    c.node(3).start();
+    let ticks: u64 = w
+        .metric("couchdb_watch_ticks_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.until_count("couchdb_watch_ticks_total", ticks + 3);
+    assert_eq!(
+        c.count_writes(),
+        0,
+        "joined around a stopped member: {:?}",
+        writes(&c)
+    );
+    assert_eq!(w.metric("couchdb_cluster_members").as_deref(), Some("3"));
+    c.node(1).start();
+    w.until("couchdb_cluster_members", "4");
+    w.until("couchdb_cluster_healthy", "1");
+    assert_formed(&c);
+    let r = w.stop();
+    r.assert_code(0);
+    r.assert_says(&["waits until every member answers", &c.node(1).name()]);
+}
