@@ -24,6 +24,8 @@ pub enum Command {
     Rebalance(rebalance::Options),
     /// On a formed cluster: every database continuously replicated to COUCHDB_BACKUP_URL.
     Backup,
+    /// Keep running: form, join new nodes, repair drift, keep backups; serve metrics.
+    Watch,
     Help,
     Version,
 }
@@ -58,6 +60,11 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     (
         "backup",
         "on a formed cluster: every database replicated to COUCHDB_BACKUP_URL, documents arriving",
+    ),
+    (
+        "watch",
+        "keep running: form once COUCHDB_EXPECT nodes answer, join nodes that appear, repair drift, \
+         keep backups; metrics on COUCHDB_METRICS_ADDR; exits 0 on SIGTERM",
     ),
 ];
 
@@ -107,6 +114,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }))
         }
         ["backup"] => Ok(Command::Backup),
+        ["watch"] => Ok(Command::Watch),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
@@ -180,6 +188,8 @@ mod tests {
         );
         assert!(parse(&args(&["init", "--wait"])).is_err());
         assert_eq!(parse(&args(&["backup"])), Ok(Command::Backup));
+        assert_eq!(parse(&args(&["watch"])), Ok(Command::Watch));
+        assert!(parse(&args(&["watch", "now"])).is_err());
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert!(parse(&args(&["check", "extra"])).is_err());
         assert_eq!(

@@ -2,11 +2,12 @@ use std::process::ExitCode;
 
 use couchdb_cluster_init::cli::{self, Command, VERSION};
 use couchdb_cluster_init::commands::formation::Formation;
-use couchdb_cluster_init::commands::{rebalance, remove, status};
+use couchdb_cluster_init::commands::{rebalance, remove, status, watch};
 use couchdb_cluster_init::util::clock::SystemClock;
 use couchdb_cluster_init::util::config::Config;
 use couchdb_cluster_init::util::exit::{status_of, Status};
 use couchdb_cluster_init::util::logging;
+use couchdb_cluster_init::util::signals;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Command::Init => Formation::new(&cfg, &clock, cfg.init_timeout)
             .init()
             .map(|summary| Some(summary.line())),
+        Command::Watch => watch::watch(&cfg, signals::stop_flag()).map(|()| None),
         // Answered above, before the environment is read.
         Command::Help | Command::Version => Ok(None),
     });

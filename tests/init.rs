@@ -86,21 +86,7 @@ fn growing_from_three_to_four_joins_only_the_new_node() {
 fn a_wrong_password_stops_at_once_without_locking_the_account() {
     let c = cluster(3, |b| b);
     let r = run_with(&c, &[("COUCHDB_PASSWORD", "wrong-password")]);
-    r.assert_code(4);
-    r.assert_says(&["COUCHDB_PASSWORD"]);
-    for i in 0..3 {
-        let authenticated = c
-            .node(i)
-            .requests()
-            .iter()
-            .filter(|q| q.user.is_some())
-            .count();
-        assert!(
-            authenticated <= 1,
-            "node {i} got {authenticated} authenticated requests"
-        );
-    }
-    assert_eq!(c.count_writes(), 0);
+    common::assert_stopped_at_a_wrong_password(&c, &r);
 }
 
 #[test]
@@ -383,4 +369,17 @@ fn a_stopped_member_fails_the_rerun_naming_it() {
     let r = run_with(&c, &[("COUCHDB_INIT_TIMEOUT", "1s")]);
     r.assert_code(3);
     r.assert_says(&[&common::label(&c, 1)]);
+}
+
+#[test]
+fn with_expect_below_the_node_count_forms_those_up_and_a_rerun_joins_the_rest() {
+    let c = cluster(4, |b| b.configure(3, |n| n.stopped()));
+    let r = run_with(&c, &[("COUCHDB_EXPECT", "3")]);
+    r.assert_code(0);
+    r.assert_says(&["left for a later run", &common::label(&c, 3)]);
+    let (_, members) = c.node(0).membership();
+    assert_eq!(members.len(), 3, "{members:?}");
+    c.node(3).start();
+    run_with(&c, &[("COUCHDB_EXPECT", "3")]).assert_code(0);
+    assert_formed(&c);
 }

@@ -271,34 +271,8 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             format!("{member} is a member but not in {}", s.source),
         );
     }
-    let answered: Vec<Identified> = s
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            Some(Identified {
-                addr: n.addr.clone()?,
-                name: n.name.clone()?,
-            })
-        })
-        .collect();
-    let configs: Vec<_> = s
-        .nodes
-        .iter()
-        .filter(|n| n.addr.is_some() && n.name.is_some())
-        .filter_map(|n| n.config.clone())
-        .collect();
-    if configs.len() == answered.len() && !answered.is_empty() {
-        let coordinator = answered
-            .iter()
-            .position(|n| Some(&n.name) == s.nodes[s.reference].name.as_ref())
-            .unwrap_or(0);
-        let nodes = Nodes {
-            all: answered,
-            coordinator,
-        };
-        if let Some(drift) = config_drift(&nodes, &configs) {
-            say(Status::Unverified, drift);
-        }
+    if let Some(drift) = drift(s) {
+        say(Status::Unverified, drift);
     }
     for odd in &s.unreadable {
         say(
@@ -379,6 +353,38 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Config drift among the nodes that answered (all of them read), if any: what `init` repairs.
+pub fn drift(s: &Survey) -> Option<String> {
+    let answered: Vec<Identified> = s
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some(Identified {
+                addr: n.addr.clone()?,
+                name: n.name.clone()?,
+            })
+        })
+        .collect();
+    let configs: Vec<_> = s
+        .nodes
+        .iter()
+        .filter(|n| n.addr.is_some() && n.name.is_some())
+        .filter_map(|n| n.config.clone())
+        .collect();
+    if configs.len() == answered.len() && !answered.is_empty() {
+        let coordinator = answered
+            .iter()
+            .position(|n| Some(&n.name) == s.nodes[s.reference].name.as_ref())
+            .unwrap_or(0);
+        let nodes = Nodes {
+            all: answered,
+            coordinator,
+        };
+        return config_drift(&nodes, &configs);
+    }
+    None
 }
 
 /// The exit status for a list of problems: the first one's (nodes come first).

@@ -128,6 +128,10 @@ impl<'a> Session<'a> {
     /// What the wait phase waits for, for its first log line.
     pub fn wait_what(&self) -> String {
         match &self.cfg.nodes {
+            NodeList::Listed { nodes, expect, .. } if *expect < nodes.len() => format!(
+                "/_up of at least {expect} of {} nodes, the coordinator among them",
+                nodes.len()
+            ),
             NodeList::Listed { nodes, .. } => format!("/_up of {} nodes", nodes.len()),
             NodeList::Service { service, expect } => format!(
                 "at least {expect} addresses for {}, then their /_up",
@@ -139,11 +143,37 @@ impl<'a> Session<'a> {
     // ---- wait -------------------------------------------------------------------------------
 
     /// Finds the nodes — COUCHDB_NODES, or every address of COUCHDB_SERVICE once at least
-    /// COUCHDB_EXPECT resolve — and waits until every one answers `/_up`.
+    /// COUCHDB_EXPECT resolve — and waits until every one answers `/_up`. With COUCHDB_NODES and
+    /// a COUCHDB_EXPECT below their number: until that many answer, the coordinator among them;
+    /// those are the nodes of this run (a later run, or `watch`, joins the others).
     pub fn wait_up(&self) -> Result<Vec<NodeAddr>> {
         let nodes = self.addresses()?;
-        self.wait_up_on(&nodes)?;
-        Ok(nodes)
+        match &self.cfg.nodes {
+            NodeList::Listed {
+                coordinator,
+                expect,
+                ..
+            } if *expect < nodes.len() => {
+                let up = self.wait_up_on_some(&nodes, *expect, Some(*coordinator))?;
+                let later: Vec<String> = (0..nodes.len())
+                    .filter(|i| !up.contains(i))
+                    .map(|i| nodes[i].label.clone())
+                    .collect();
+                if !later.is_empty() {
+                    info!(
+                        "wait: {} of {} nodes up (COUCHDB_EXPECT={expect}); left for a later run: {}",
+                        up.len(),
+                        nodes.len(),
+                        list_some(&later)
+                    );
+                }
+                Ok(up.into_iter().map(|i| nodes[i].clone()).collect())
+            }
+            _ => {
+                self.wait_up_on(&nodes)?;
+                Ok(nodes)
+            }
+        }
     }
 
     /// The nodes of this run: COUCHDB_NODES, or the addresses COUCHDB_SERVICE resolves to once
@@ -194,6 +224,17 @@ impl<'a> Session<'a> {
 
     /// Polls `/_up` on the nodes that are not up yet, all at once, until none is left.
     pub fn wait_up_on(&self, nodes: &[NodeAddr]) -> Result<()> {
+        self.wait_up_on_some(nodes, nodes.len(), None).map(|_| ())
+    }
+
+    /// Polls `/_up` on the nodes that are not up yet until at least `need` are, `must` (an index)
+    /// among them; returns the indices of those up.
+    fn wait_up_on_some(
+        &self,
+        nodes: &[NodeAddr],
+        need: usize,
+        must: Option<usize>,
+    ) -> Result<Vec<usize>> {
         let mut waiting = Waiting::new("wait", self.clock, self.deadline);
         // None once the node is up; else what it does instead.
         let mut states: Vec<Option<String>> = vec![Some("not asked yet".into()); nodes.len()];
@@ -219,7 +260,8 @@ impl<'a> Session<'a> {
                 states[i] = state;
             }
             let down = down(&states);
-            if down.is_empty() {
+            let must_up = must.is_none_or(|i| states[i].is_none());
+            if nodes.len() - down.len() >= need && must_up {
                 return Ok(Some(()));
             }
             waiting.report(|| {
@@ -233,7 +275,7 @@ impl<'a> Session<'a> {
             Ok::<_, NodeError>(None)
         })?;
         if up.is_some() {
-            return Ok(());
+            return Ok((0..nodes.len()).filter(|&i| states[i].is_none()).collect());
         }
         let down = down(&states);
         Err(Failure::new(
@@ -251,7 +293,7 @@ impl<'a> Session<'a> {
 
     /// `None` when the node is up; else what it does instead, in words. A name that does not
     /// resolve is said to be one: in Kubernetes, a pod's name resolves once it has an address.
-    fn up_state(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
+    pub fn up_state(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
         match self.client.up(node) {
             Ok(Up::Ready) => Ok(None),
             Ok(Up::NotReady(state)) => Ok(Some(format!("answers /_up with `{state}`"))),
@@ -290,7 +332,21 @@ impl<'a> Session<'a> {
             });
         }
         let coordinator = match &self.cfg.nodes {
-            NodeList::Listed { coordinator, .. } => *coordinator,
+            // The coordinator by its address: a run may have only some of the listed nodes.
+            NodeList::Listed {
+                nodes, coordinator, ..
+            } => all
+                .iter()
+                .position(|n| n.addr == nodes[*coordinator])
+                .ok_or_else(|| {
+                    Failure::new(
+                        Status::Unreachable,
+                        format!(
+                            "the coordinator {} is not among the nodes that answer",
+                            nodes[*coordinator].label
+                        ),
+                    )
+                })?,
             NodeList::Service { .. } => {
                 all.sort_by(|a, b| natural_cmp(&a.name, &b.name));
                 let names: Vec<String> = all.iter().map(|n| n.name.clone()).collect();

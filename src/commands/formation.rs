@@ -19,7 +19,7 @@ use crate::cluster::health::{config_drift, SYSTEM_DBS};
 use crate::cluster::session::{each, Nodes, Session, Waiting};
 use crate::commands::backup::Backup;
 use crate::util::clock::{poll, Clock};
-use crate::util::config::{self, Config};
+use crate::util::config::{self, Config, NodeAddr};
 use crate::util::discovery;
 use crate::util::exit::{Failure, Status};
 use crate::util::text::{list_compact, list_some};
@@ -98,8 +98,14 @@ impl<'a> Formation<'a> {
     /// Form (or confirm) the cluster and verify it.
     pub fn init(&self) -> Result<Summary> {
         let addrs = self.phase("wait", &self.wait_what(), || self.wait_up())?;
+        self.form(&addrs)
+    }
+
+    /// Everything `init` does after the wait, on nodes that answer: identify, preflight, join,
+    /// converge, finish, verify, backup. `watch` calls it with the nodes it found up.
+    pub fn form(&self, addrs: &[NodeAddr]) -> Result<Summary> {
         let nodes = self.phase("identify", "each node's Erlang name", || {
-            self.identify(&addrs)
+            self.identify(addrs)
         })?;
         let plan = self.phase(
             "preflight",

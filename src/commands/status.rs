@@ -149,7 +149,7 @@ fn until_healthy(session: &Session, addrs: &[NodeAddr]) -> Result<Report> {
 }
 
 /// `files`: also list every member's files, to report leftover copies (not part of the verdict).
-fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> Result<Report> {
+pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) -> Result<Report> {
     let mut survey = session.survey(addrs, None)?;
     if let Some(db) = &opts.db {
         if let Some(odd) = survey.unreadable.iter().find(|u| u.db == *db) {

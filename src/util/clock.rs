@@ -1,10 +1,16 @@
 //! Time behind a seam: the real clock for the binary, a fake one for tests of the polling logic.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub trait Clock: Sync {
     fn now(&self) -> Instant;
     fn sleep(&self, d: Duration);
+    /// Asked to stop (SIGTERM, for `watch`): every wait ends as at its deadline, so the request
+    /// in hand finishes and no new one starts.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 pub struct SystemClock;
@@ -15,6 +21,33 @@ impl Clock for SystemClock {
     }
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d)
+    }
+}
+
+/// The real clock, stopped by a flag (set by a signal handler): sleeps in slices of at most
+/// `STOP_SLICE`, so a stop is noticed within that.
+pub struct Stoppable<'a> {
+    pub flag: &'a AtomicBool,
+}
+
+pub const STOP_SLICE: Duration = Duration::from_millis(100);
+
+impl Clock for Stoppable<'_> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(STOP_SLICE));
+        }
+    }
+    fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
     }
 }
 
@@ -102,7 +135,7 @@ pub fn poll<T, E>(
         clock.sleep(backoff.next_delay().min(remaining));
         // No attempt at the deadline itself: it could not send a request, and its "deadline
         // reached" would hide what the last real attempt saw.
-        if clock.now() >= deadline {
+        if clock.now() >= deadline || clock.stopped() {
             return Ok(None);
         }
     }
@@ -200,6 +233,21 @@ mod tests {
         assert_eq!(p.due(), None, "once per period");
         clock.sleep(Duration::from_millis(10_500));
         assert_eq!(left(p.due().unwrap()), "5 s left");
+    }
+
+    #[test]
+    fn a_stopped_clock_ends_waits_and_sleeps_at_once() {
+        let flag = AtomicBool::new(false);
+        let clock = Stoppable { flag: &flag };
+        let t = Instant::now();
+        clock.sleep(Duration::from_millis(30));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        flag.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        clock.sleep(Duration::from_secs(60));
+        let r: Result<Option<()>, ()> = poll(&clock, t + Duration::from_secs(60), || Ok(None));
+        assert_eq!(r, Ok(None));
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

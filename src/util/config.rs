@@ -17,6 +17,12 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// must be allowed comfortably more than that.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_PORT: u16 = 5984;
+/// `watch` looks every 15 s: a new pod is joined within ~15 s of answering, and an idle look
+/// costs each node a few GETs (docs/performance.md) — nothing a CouchDB notices at 4 a minute.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(15);
+/// 9985: beside 9984, the port of the community couchdb-prometheus-exporter, so both can run in
+/// one pod; every interface, so that Prometheus on the pod network can scrape it.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9985";
 /// More nodes than this in COUCHDB_NODES (or COUCHDB_EXPECT) is a typo, e.g. `{0..1000}`.
 pub const MAX_NODES: usize = 256;
 
@@ -41,7 +47,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "COUCHDB_EXPECT",
-        "with COUCHDB_SERVICE (required there): wait until at least this many addresses resolve",
+        "how many nodes must answer before forming: with COUCHDB_SERVICE (required there) addresses that resolve; with COUCHDB_NODES (default: all) nodes up, the coordinator among them",
     ),
     (
         "COUCHDB_COORDINATOR",
@@ -58,6 +64,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_MOVE_CONCURRENCY",
         "remove/rebalance: moves of different databases carried out at once, 1 to 32 (default 4)",
+    ),
+    (
+        "COUCHDB_WATCH_INTERVAL",
+        "watch: how often it looks at the cluster, e.g. 5s, 1m (default 15s)",
+    ),
+    (
+        "COUCHDB_METRICS_ADDR",
+        "watch: address:port serving /metrics and /healthz (default 0.0.0.0:9985)",
     ),
     (
         "RUST_LOG",
@@ -117,6 +131,9 @@ pub enum NodeList {
         nodes: Vec<NodeAddr>,
         /// Index into `nodes`.
         coordinator: usize,
+        /// COUCHDB_EXPECT: how many must answer before forming (the others are joined by a later
+        /// run, or by `watch`); all of them unless set.
+        expect: usize,
     },
     /// COUCHDB_SERVICE: every address the name resolves to is a node; at least `expect` of them.
     Service { service: NodeAddr, expect: usize },
@@ -135,6 +152,9 @@ pub struct Config {
     pub move_concurrency: usize,
     /// COUCHDB_BACKUP_*: `None` when backup is off.
     pub backup: Option<Backup>,
+    /// `watch` only: the time between two looks, and where its metrics are served.
+    pub watch_interval: Duration,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -152,6 +172,8 @@ struct Raw {
     init_timeout: Option<String>,
     request_timeout: Option<String>,
     move_concurrency: Option<String>,
+    watch_interval: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -218,6 +240,28 @@ impl Config {
             DEFAULT_REQUEST_TIMEOUT,
         )?;
         let move_concurrency = move_concurrency(raw.move_concurrency)?;
+        let watch_interval = duration_var(
+            "COUCHDB_WATCH_INTERVAL",
+            raw.watch_interval,
+            DEFAULT_WATCH_INTERVAL,
+        )?;
+        if watch_interval < Duration::from_millis(100) {
+            return Err(invalid(format!(
+                "COUCHDB_WATCH_INTERVAL={watch_interval:?} is too short: at least 100ms"
+            )));
+        }
+        let metrics_addr = raw
+            .metrics_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_ADDR)
+            .trim()
+            .parse()
+            .map_err(|_| {
+                invalid(format!(
+                    "COUCHDB_METRICS_ADDR=`{}` is not an address and port like 0.0.0.0:9985 or [::]:9985",
+                    raw.metrics_addr.as_deref().unwrap_or_default()
+                ))
+            })?;
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -229,6 +273,8 @@ impl Config {
             request_timeout,
             move_concurrency,
             backup,
+            watch_interval,
+            metrics_addr,
         })
     }
 }
@@ -295,17 +341,25 @@ fn node_list(
             "COUCHDB_NODES is not set (nor COUCHDB_SERVICE, to find the nodes by DNS)".into(),
         )),
         (Some(list), None) => {
-            if expect.is_some() {
-                return Err(invalid(
-                    "COUCHDB_EXPECT is only for COUCHDB_SERVICE: COUCHDB_NODES lists every node already".into(),
-                ));
-            }
             let nodes = parse_nodes(&required("COUCHDB_NODES", Some(list))?)?;
             let coordinator = match coordinator {
                 None => 0,
                 Some(c) => find_coordinator(&nodes, &c)?,
             };
-            Ok(NodeList::Listed { nodes, coordinator })
+            let expect = match expect {
+                None => nodes.len(),
+                Some(text) => expect_count(&text, nodes.len()).map_err(|_| {
+                    invalid(format!(
+                        "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {}, the nodes COUCHDB_NODES lists",
+                        nodes.len()
+                    ))
+                })?,
+            };
+            Ok(NodeList::Listed {
+                nodes,
+                coordinator,
+                expect,
+            })
         }
         (None, Some(service)) => {
             let service = parse_node(
@@ -326,16 +380,21 @@ fn node_list(
                         .into(),
                 )
             })?;
-            let expect = match text.parse::<usize>() {
-                Ok(n) if (1..=MAX_NODES).contains(&n) => n,
-                _ => {
-                    return Err(invalid(format!(
-                        "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
-                    )))
-                }
-            };
+            let expect = expect_count(&text, MAX_NODES).map_err(|_| {
+                invalid(format!(
+                    "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
+                ))
+            })?;
             Ok(NodeList::Service { service, expect })
         }
+    }
+}
+
+/// COUCHDB_EXPECT: a whole number from 1 to `max`.
+fn expect_count(text: &str, max: usize) -> std::result::Result<usize, ()> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(()),
     }
 }
 
@@ -616,7 +675,10 @@ mod tests {
     #[test]
     fn parses_nodes_in_three_forms() {
         let c = with(&[]).unwrap();
-        let NodeList::Listed { nodes, coordinator } = c.nodes else {
+        let NodeList::Listed {
+            nodes, coordinator, ..
+        } = c.nodes
+        else {
             panic!("listed")
         };
         let urls: Vec<_> = nodes.iter().map(|n| n.url.as_str()).collect();
@@ -645,9 +707,9 @@ mod tests {
 
     fn listed(c: Config) -> (Vec<String>, usize) {
         match c.nodes {
-            NodeList::Listed { nodes, coordinator } => {
-                (nodes.into_iter().map(|n| n.label).collect(), coordinator)
-            }
+            NodeList::Listed {
+                nodes, coordinator, ..
+            } => (nodes.into_iter().map(|n| n.label).collect(), coordinator),
             other => panic!("not listed: {other:?}"),
         }
     }
@@ -802,13 +864,49 @@ mod tests {
             let e = config_error(service(&extra));
             assert!(e.contains(says), "{extra:?}: {e}");
         }
-        assert!(config_error(with(&[("COUCHDB_EXPECT", "3")])).contains("only for COUCHDB_SERVICE"));
+        // With COUCHDB_NODES, at most the nodes it lists; all of them unless set.
+        let expect = |c: Config| match c.nodes {
+            NodeList::Listed { expect, .. } => expect,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(expect(with(&[]).unwrap()), 3);
+        assert_eq!(expect(with(&[("COUCHDB_EXPECT", "2")]).unwrap()), 2);
+        for bad in ["4", "0", "two"] {
+            let m = config_error(with(&[("COUCHDB_EXPECT", bad)]));
+            assert!(
+                m.contains(&format!("COUCHDB_EXPECT=`{bad}`")) && m.contains("from 1 to 3"),
+                "{m}"
+            );
+        }
     }
 
     #[test]
     fn refuses_unusable_cookies() {
         assert!(config_error(with(&[("COUCHDB_COOKIE", "monster")])).contains("monster"));
         assert!(config_error(with(&[("COUCHDB_COOKIE", "a b")])).contains("COUCHDB_COOKIE"));
+    }
+
+    #[test]
+    fn watch_settings_have_defaults_and_bad_ones_are_named() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.watch_interval, DEFAULT_WATCH_INTERVAL);
+        assert_eq!(c.metrics_addr.port(), 9985);
+        let c = with(&[
+            ("COUCHDB_WATCH_INTERVAL", "2s"),
+            ("COUCHDB_METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(c.watch_interval, Duration::from_secs(2));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9100");
+        for (var, bad) in [
+            ("COUCHDB_WATCH_INTERVAL", "15"),
+            ("COUCHDB_WATCH_INTERVAL", "10ms"),
+            ("COUCHDB_METRICS_ADDR", "9985"),
+            ("COUCHDB_METRICS_ADDR", "localhost:x"),
+        ] {
+            let m = config_error(with(&[(var, bad)]));
+            assert!(m.contains(var), "{m}");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Failed, 1, "unexpected error, e.g. a node answered something that is not CouchDB"),
     (Status::Config, 2, "configuration error: a variable, or a node's Erlang name (nonode@nohost, no dot, duplicate)"),
     (Status::Unreachable, 3, "a node did not answer /_up before COUCHDB_INIT_TIMEOUT (status: a node in COUCHDB_NODES does not answer)"),
-    (Status::Auth, 4, "wrong COUCHDB_USER/COUCHDB_PASSWORD, or the account is locked on a node"),
+    (Status::Auth, 4, "wrong COUCHDB_USER/COUCHDB_PASSWORD, or the account is locked on a node (watch: also the backup's COUCHDB_BACKUP_* credentials)"),
     (Status::Unsafe, 5, "unsafe to join (a node holds databases or belongs to another cluster): nothing written"),
     (Status::Unverified, 6, "not healthy: membership, copies of a range, shard maps (conflicts, unreadable) or config drift (init, check, status)"),
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),

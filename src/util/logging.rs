@@ -1,7 +1,34 @@
 //! Logging to stderr via `RUST_LOG` (default info). The HTTP library is capped at warn whatever
 //! `RUST_LOG` says: ureq's debug/trace levels dump requests, Authorization header included.
+//!
+//! `watch` runs init's procedures every tick, and each logs its phases at info (and a failed
+//! phase at warn); a long-running process must log only what changed. So `watch` turns
+//! `only_watch_at_info` on: info and warn lines of any other module are written at debug, and
+//! watch speaks for itself — one line per change, a failure once.
 
-use log::{LevelFilter, Log, Metadata, Record};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+static ONLY_WATCH_AT_INFO: AtomicBool = AtomicBool::new(false);
+const WATCH_TARGET: &str = "couchdb_cluster_init::commands::watch";
+
+/// From now on, info and warn lines from outside `commands::watch` are debug lines.
+pub fn only_watch_at_info() {
+    ONLY_WATCH_AT_INFO.store(true, Ordering::SeqCst);
+}
+
+/// The level a record is written at.
+pub fn level_of(target: &str, level: Level) -> Level {
+    if matches!(level, Level::Info | Level::Warn)
+        && ONLY_WATCH_AT_INFO.load(Ordering::Relaxed)
+        && !target.starts_with(WATCH_TARGET)
+    {
+        Level::Debug
+    } else {
+        level
+    }
+}
 
 const HTTP_CRATES: [&str; 2] = ["ureq", "ureq_proto"];
 
@@ -25,8 +52,28 @@ impl Log for Capped {
         allowed(metadata.target(), metadata.level()) && self.inner.enabled(metadata)
     }
     fn log(&self, record: &Record) {
-        if allowed(record.target(), record.level()) {
+        if !allowed(record.target(), record.level()) {
+            return;
+        }
+        let level = level_of(record.target(), record.level());
+        if level == record.level() {
             self.inner.log(record);
+            return;
+        }
+        let metadata = Metadata::builder()
+            .level(level)
+            .target(record.target())
+            .build();
+        if self.inner.enabled(&metadata) {
+            self.inner.log(
+                &Record::builder()
+                    .metadata(metadata)
+                    .args(*record.args())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            );
         }
     }
     fn flush(&self) {
@@ -67,5 +114,18 @@ mod tests {
             allowed("ureqx", Level::Trace),
             "only the crates themselves are capped"
         );
+    }
+
+    #[test]
+    fn under_watch_only_its_own_info_and_warn_lines_keep_their_level() {
+        let formation = "couchdb_cluster_init::commands::formation";
+        let watch = "couchdb_cluster_init::commands::watch";
+        only_watch_at_info();
+        assert_eq!(level_of(formation, Level::Info), Level::Debug);
+        assert_eq!(level_of(formation, Level::Warn), Level::Debug);
+        assert_eq!(level_of(formation, Level::Error), Level::Error);
+        assert_eq!(level_of(formation, Level::Trace), Level::Trace);
+        assert_eq!(level_of(watch, Level::Info), Level::Info);
+        assert_eq!(level_of(watch, Level::Warn), Level::Warn);
     }
 }

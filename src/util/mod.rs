@@ -1,10 +1,11 @@
 //! Plumbing: what every layer may use and what uses nothing of ours but itself — the
 //! configuration read from the environment, the exit codes (the one table), time behind a
-//! seam, short text for log lines, logging, and DNS.
+//! seam, short text for log lines, logging, DNS, and the stop signal of `watch`.
 
 pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod exit;
 pub mod logging;
+pub mod signals;
 pub mod text;

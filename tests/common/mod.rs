@@ -205,3 +205,24 @@ pub fn writes(c: &Cluster) -> Vec<String> {
         .map(|q| format!("{} {}", q.method, q.path))
         .collect()
 }
+
+/// The requests `node` answered that carried credentials: a wrong password must be sent at most
+/// once per node (5 failures lock the account).
+pub fn authenticated(node: &couchsim::Node) -> usize {
+    node.requests().iter().filter(|q| q.user.is_some()).count()
+}
+
+/// The run stopped with exit 4 naming the password, after at most one authenticated request
+/// per node, and wrote nothing.
+pub fn assert_stopped_at_a_wrong_password(c: &Cluster, r: &Run) {
+    r.assert_code(4);
+    r.assert_says(&["COUCHDB_PASSWORD"]);
+    for i in 0..c.len() {
+        let authenticated = authenticated(c.node(i));
+        assert!(
+            authenticated <= 1,
+            "node {i}: {authenticated} authenticated requests"
+        );
+    }
+    assert_eq!(c.count_writes(), 0, "{:?}", writes(c));
+}

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEYS = {"adminUsername", "adminPassword", "cookieAuthSecret", "erlangCookie"}
 # Exit codes a retry cannot fix (src/util/exit.rs): configuration, wrong password, unsafe to join.
 NEVER_RETRIED = {2, 4, 5}
+# The watcher's Deployment and Service (k8s/watch/), and its metrics port (COUCHDB_METRICS_ADDR).
+WATCH = "couchdb-cluster-init-watch"
 
 results = []
 
@@ -98,7 +100,7 @@ def main(all_yaml, helm_yaml):
     docs = load(all_yaml)
     sts = one(docs, "StatefulSet")
     headless = one(docs, "Service", sts["spec"]["serviceName"])
-    clients = [d for d in docs if d["kind"] == "Service" and d is not headless]
+    clients = [d for d in docs if d["kind"] == "Service" and d is not headless and d["metadata"]["name"] != WATCH]
     job = one(docs, "Job")
     pdb = one(docs, "PodDisruptionBudget")
     app = one(load(ROOT / "k8s" / "example-app.yaml"), "Deployment")
@@ -206,6 +208,64 @@ def main(all_yaml, helm_yaml):
     file_vars_point_into_secret("Helm Job", hpod, hinit)
     check("docs/kubernetes.md: the Helm section turns autoSetup off and applies k8s/helm/",
           "autoSetup.enabled=false" in page and "kubectl apply -k k8s/helm/" in page)
+
+    # The watcher: the Job's pods, security and Secret; one replica; its metrics Service.
+    watch = one(docs, "Deployment", WATCH)
+    wpod = watch["spec"]["template"]["spec"]
+    wc = wpod["containers"][0]
+    wenv = env_of(wc)
+    check("watch: runs `watch`, one replica, never two during a rollout",
+          wc.get("args") == ["watch"] and watch["spec"]["replicas"] == 1
+          and watch["spec"].get("strategy", {}).get("type") == "Recreate")
+    check("watch: selector matches its pod labels",
+          selects(watch["spec"]["selector"]["matchLabels"], watch["spec"]["template"]["metadata"]["labels"]))
+    check("watch: finds the same pods as the Job",
+          {k: wenv.get(k, {}).get("value") for k in ("COUCHDB_SERVICE", "COUCHDB_EXPECT")}
+          == {k: jenv[k]["value"] for k in ("COUCHDB_SERVICE", "COUCHDB_EXPECT")})
+    check("watch: the Job's security context, pod and container",
+          wpod["securityContext"] == jpod["securityContext"] and wc["securityContext"] == init["securityContext"])
+    check("watch: the Job's Secret, as the same files",
+          wpod["volumes"] == jpod["volumes"] and wc["volumeMounts"] == init["volumeMounts"]
+          and {k: v for k, v in wenv.items() if k.endswith("_FILE") or k == "COUCHDB_USER"}
+          == {k: v for k, v in jenv.items() if k.endswith("_FILE") or k == "COUCHDB_USER"})
+    restricted("watch", wpod, wc)
+    file_vars_point_into_secret("watch", wpod, wc)
+    addr = wenv.get("COUCHDB_METRICS_ADDR", {}).get("value", "0.0.0.0:9985")
+    metrics_port = int(addr.rsplit(":", 1)[1])
+    wports = {p["name"]: p["containerPort"] for p in wc.get("ports", [])}
+    check("watch: its metrics port is COUCHDB_METRICS_ADDR's, on every interface",
+          wports.get("metrics") == metrics_port and addr.startswith("0.0.0.0:"), f"{wports} vs {addr}")
+    live = wc.get("livenessProbe", {}).get("httpGet", {})
+    check("watch: liveness on /healthz of the metrics port",
+          live.get("path") == "/healthz" and live.get("port") in ("metrics", metrics_port), live)
+    wsvc = one(docs, "Service", WATCH)
+    check("watch Service selects the watcher, not CouchDB",
+          selects(wsvc["spec"]["selector"], watch["spec"]["template"]["metadata"]["labels"])
+          and not selects(wsvc["spec"]["selector"], labels))
+    sport = wsvc["spec"]["ports"][0]
+    notes = wsvc["metadata"].get("annotations", {})
+    check("watch Service: the metrics port, with scrape annotations naming it",
+          sport["name"] == "metrics" and sport["port"] == metrics_port
+          and wports.get(sport["targetPort"], sport["targetPort"]) == metrics_port
+          and notes.get("prometheus.io/scrape") == "true" and notes.get("prometheus.io/port") == str(metrics_port)
+          and notes.get("prometheus.io/path") == "/metrics", notes)
+    monitor = one(load(ROOT / "k8s" / "watch" / "servicemonitor.yaml"), "ServiceMonitor")
+    ends = monitor["spec"]["endpoints"]
+    check("the ServiceMonitor example selects the watch Service and scrapes its metrics port",
+          selects(monitor["spec"]["selector"]["matchLabels"], wsvc["metadata"]["labels"])
+          and [e["port"] for e in ends] == ["metrics"] and ends[0].get("path") == "/metrics")
+    check("docs/kubernetes.md: scale-up is `kubectl scale`, the watcher joins",
+          "kubectl scale statefulset couchdb --replicas=4" in page and "watch" in page)
+
+    hwatch = one(load(helm_yaml), "Deployment", WATCH)
+    hwpod = hwatch["spec"]["template"]["spec"]
+    hwc = hwpod["containers"][0]
+    check("Helm watch: the chart's headless Service and Secret, otherwise our watcher",
+          env_of(hwc)["COUCHDB_SERVICE"]["value"] == chart_name
+          and {n for n, _ in secret_refs(hwpod)} == {chart_name}
+          and set(env_of(hwc)) == set(wenv) and hwpod["securityContext"] == wpod["securityContext"]
+          and env_of(hwc)["COUCHDB_EXPECT"] == env_of(hinit)["COUCHDB_EXPECT"])
+    file_vars_point_into_secret("Helm watch", hwpod, hwc)
 
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]

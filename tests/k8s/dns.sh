@@ -13,7 +13,9 @@
 #   3. COUCHDB_SERVICE + COUCHDB_EXPECT=3 with the third pod appearing late;
 #   4. scale 3 → 4, run again with the same variables: the new pod is joined;
 #   5. 32 pods: the service's answer is longer than 512 bytes (truncated over UDP, checked with
-#      dig), and every pod is found and joined; `check` then passes, read-only.
+#      dig), and every pod is found and joined; `check` then passes, read-only;
+#   6. `watch` running while the "StatefulSet" grows 3 → 4 → 5: it forms the three, joins each
+#      new pod within two intervals, its metrics say so, and SIGTERM ends it with exit 0.
 # Everything it creates is named cci-k8s-dns-<pid> and removed on exit, by pid and by name.
 set -euo pipefail
 
@@ -197,6 +199,50 @@ expect_members "a pod lists all 32" big-31.big 32
 longest="$(awk '{ print length }' "$work/big" | sort -n | tail -n 1)"
 if [ "$longest" -le 400 ]; then ok "every log line is short at 32 nodes (longest $longest characters)"; else bad "a log line of $longest characters"; show big; fi
 expect_run "check, read-only, on the 32" check 0 COUCHDB_SERVICE=big COUCHDB_EXPECT=32 -- check
+
+# 6. A watcher while the StatefulSet grows 3 → 4 → 5.
+interval=2
+for i in 0 1 2; do pod grow "$i" "10.244.3.$((i + 1))"; done
+dns_restart
+# Not through in_ns: $! must be the watcher itself (ip netns exec and env exec into it).
+ip netns exec "$ns" env -i COUCHDB_USER="$user" COUCHDB_PASSWORD="$password" COUCHDB_COOKIE="$cookie" \
+  COUCHDB_SERVICE=grow COUCHDB_EXPECT=3 COUCHDB_WATCH_INTERVAL="${interval}s" \
+  COUCHDB_METRICS_ADDR=127.0.0.1:9985 RUST_LOG=info "$init" watch >"$work/watch" 2>&1 &
+watch_pid=$!
+pids+=("$watch_pid")
+metric() {
+  in_ns "$work/curl" -fsS "http://127.0.0.1:9985/metrics" 2>/dev/null | sed -n "s/^$1 //p"
+}
+# Seconds (with a decimal) until `metric NAME` reads VALUE, or 30.
+until_metric() {
+  local t0=$SECONDS
+  for _ in $(seq 300); do
+    [ "$(metric "$1")" = "$2" ] && break
+    sleep 0.1
+  done
+  echo $((SECONDS - t0))
+}
+took="$(until_metric couchdb_cluster_members 3)"
+if [ "$(metric couchdb_cluster_healthy)" = 1 ]; then ok "watch forms the three pods (${took} s)"; else bad "watch: not formed"; show watch; fi
+for n in 3 4; do
+  pod grow "$n" "10.244.3.$((n + 1))"
+  dns_restart
+  took="$(until_metric couchdb_cluster_members $((n + 1)))"
+  if [ "$(metric couchdb_cluster_members)" = $((n + 1)) ] && [ "$took" -le $((2 * interval)) ]; then
+    ok "scaled to $((n + 1)): the watcher joined grow-$n within two intervals (${took} s)"
+  else
+    bad "scaled to $((n + 1)): members $(metric couchdb_cluster_members) after ${took} s"; show watch
+  fi
+done
+until_metric couchdb_cluster_healthy 1 >/dev/null
+expect_members "every pod lists the five" grow-4.grow 5
+{ echo "dns: the watcher's /metrics at 5 pods:"; in_ns "$work/curl" -fsS "http://127.0.0.1:9985/metrics" | sed 's/^/  | /'; } >&2
+kill -TERM "$watch_pid"
+watch_code=0
+wait "$watch_pid" || watch_code=$?
+if [ "$watch_code" = 0 ]; then ok "SIGTERM ends the watcher with exit 0"; else bad "watcher: exit $watch_code"; show watch; fi
+expect_says "… which logged each join in one line" watch "watch: joined couchdb@grow-3.grow" \
+  "watch: joined couchdb@grow-4.grow" "stopped by a signal"
 
 echo "dns: $((SECONDS - started)) s in the namespace" >&2
 echo "$passed passed, $failed failed"

@@ -296,6 +296,7 @@ mod tests {
                 parse_node("COUCHDB_NODES", "couchdb-2").unwrap(),
             ],
             coordinator: 0,
+            expect: 2,
         }
     }
 
