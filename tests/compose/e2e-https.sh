@@ -90,14 +90,7 @@ https_step() {
   # What docs/compose.md shows curl seeing.
   https_curl -si "$https_url/_up" >"$work/https-up.txt" || fail "curl $https_url/_up failed"
   tr -d '\r' <"$work/https-up.txt" | sed 's/^/  https | /' >&2
-  out="$(tls_client cookie)" || fail "over HTTPS: $out"
-  [[ "$out" =~ ^couchdb_sticky=[0-9a-f]+\;\ Path=/\;\ HttpOnly\;\ Secure\;\ SameSite=Lax$ ]] \
-    || fail "over HTTPS Set-Cookie is '$out', expected couchdb_sticky=…; Path=/; HttpOnly; Secure; SameSite=Lax"
-  pass "over HTTPS, Set-Cookie: couchdb_sticky=…; Path=/; HttpOnly; Secure; SameSite=Lax"
-  out="$(tls_client sticky --count 20)" || fail "over HTTPS: $out"
-  pass "over HTTPS, ${out#ok }"
-  out="$(tls_client spread --count 12 --nodes 3)" || fail "over HTTPS: $out"
-  pass "over HTTPS, ${out#ok }"
+  sticky_checks tls_client "Path=/; HttpOnly; Secure; SameSite=Lax" "over HTTPS, "
 
   # Another host name on the same entry point: Traefik's own 404, never a CouchDB answer (with -k:
   # the certificate is not for that name; what matters is who answers).

@@ -285,6 +285,21 @@ can_nsenter=0
 if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1; then can_nsenter=1; fi
 host_curl="$(curl -V | head -n 1 | cut -d' ' -f1-2)"
 
+# Through the client function $1 (traefik_client, or e2e-https.sh's tls_client): GET /_up sets
+# the sticky cookie with the attributes $2; with it 20 of 20 requests reach one node, without it
+# 12 spread over the three. $3 starts every message.
+sticky_checks() {
+  local client="$1" attributes="$2" what="$3" set_cookie out
+  set_cookie="$("$client" cookie)" || fail "${what}no Set-Cookie on GET /_up: $set_cookie"
+  [[ "$set_cookie" =~ ^couchdb_sticky=[0-9a-f]+(\;.*)$ ]] && [ "${BASH_REMATCH[1]}" = "; $attributes" ] \
+    || fail "${what}Set-Cookie is '$set_cookie', expected couchdb_sticky=…; $attributes"
+  pass "${what}Set-Cookie: couchdb_sticky=…; $attributes"
+  out="$("$client" sticky --count 20)" || fail "$what$out"
+  pass "$what${out#ok }"
+  out="$("$client" spread --count 12 --nodes 3)" || fail "$what$out"
+  pass "$what${out#ok }"
+}
+
 # Waits up to $2 s for container $1's Docker health to be $3; prints the last one seen otherwise.
 wait_health() {
   local health="" _
@@ -379,14 +394,7 @@ else
 fi
 
 # 5. Through Traefik: the sticky cookie as docs/compose.md shows it; with it one node, without it all.
-set_cookie="$(traefik_client cookie)" || fail "no Set-Cookie on GET /_up"
-[[ "$set_cookie" =~ ^couchdb_sticky=[0-9a-f]+\;\ Path=/\;\ HttpOnly\;\ SameSite=Lax$ ]] \
-  || fail "Set-Cookie is '$set_cookie', expected couchdb_sticky=…; Path=/; HttpOnly; SameSite=Lax"
-pass "Set-Cookie: couchdb_sticky=…; Path=/; HttpOnly; SameSite=Lax"
-out="$(traefik_client sticky --count 20)" || fail "$out"
-pass "${out#ok }"
-out="$(traefik_client spread --count 12 --nodes 3)" || fail "$out"
-pass "${out#ok }"
+sticky_checks traefik_client "Path=/; HttpOnly; SameSite=Lax" ""
 
 # Another bundle's node on the same Docker host, with the same Traefik labels but another
 # COUCHDB_BUNDLE (and even on this network): this Traefik must not route to it.
