@@ -18,6 +18,22 @@
 # reaches Traefik as a read-only mount -> `up -d` without the override: the plain bundle as
 # before, and nothing listens for HTTPS any more.
 
+https_host=couchdb.example.test
+https_tls="$work/tls"
+https_port="" # websecure on 127.0.0.1, chosen by https_step
+https_url=""
+
+# curl as a client of https://couchdb.example.test:<port>, the name resolved to loopback and the
+# certificate checked against the throwaway CA.
+https_curl() { curl --cacert "$https_tls/ca.crt" --resolve "$https_host:$https_port:127.0.0.1" "$@"; }
+
+# tests/compose/through_traefik.py over TLS to the websecure port (credentials from the
+# environment, as traefik_client does).
+tls_client() {
+  CCI_E2E_USER="$admin_user" CCI_E2E_PASSWORD="$admin_password" \
+    python3 "$root/tests/compose/through_traefik.py" --https "$https_host" --cacert "$https_tls/ca.crt" "$https_port" "$@"
+}
+
 compose_https() {
   "${compose_cmd[@]}" --project-name "$project" --env-file "$env_file" \
     -f "$root/compose.yaml" -f "$root/compose/e2e.yaml" -f "$root/compose/https.yaml" "$@"
@@ -45,27 +61,19 @@ make_test_certificate() {
 }
 
 https_step() {
-  local tls="$work/tls" host=couchdb.example.test https_port out code n id health
-  log "HTTPS: a throwaway CA and a certificate for $host, then up -d with compose/https.yaml"
-  make_test_certificate "$host" "$tls"
+  local out code n id health
+  log "HTTPS: a throwaway CA and a certificate for $https_host, then up -d with compose/https.yaml"
+  make_test_certificate "$https_host" "$https_tls"
   https_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   cp "$env_file" "$work/e2e.env.plain"
   {
     echo "DEFAULT_URL=example.test"
-    echo "COUCHDB_TLS_CERT=$tls/couchdb.crt"
-    echo "COUCHDB_TLS_KEY=$tls/couchdb.key"
+    echo "COUCHDB_TLS_CERT=$https_tls/couchdb.crt"
+    echo "COUCHDB_TLS_KEY=$https_tls/couchdb.key"
     echo "COUCHDB_HTTPS_PUBLISH=127.0.0.1:$https_port"
-  } >>"$env_file"
-  # curl as a client of https://couchdb.example.test:<port>, the name resolved to loopback and the
-  # certificate checked against the throwaway CA.
-  https_curl() { curl --cacert "$tls/ca.crt" --resolve "$host:$https_port:127.0.0.1" "$@"; }
-  https_url="https://$host:$https_port"
-  # tests/compose/through_traefik.py over TLS to the websecure port (credentials from the
-  # environment, as traefik_client does).
-  tls_client() {
-    CCI_E2E_USER="$admin_user" CCI_E2E_PASSWORD="$admin_password" \
-      python3 "$root/tests/compose/through_traefik.py" --https "$host" --cacert "$tls/ca.crt" "$https_port" "$@"
-  }
+  } >"$work/https.env"
+  cat "$work/https.env" >>"$env_file"
+  https_url="https://$https_host:$https_port"
 
   compose_https config -q || fail "compose config rejects compose.yaml + compose/e2e.yaml + compose/https.yaml"
   local since
@@ -129,7 +137,7 @@ https_step() {
   compose_https logs --no-color >"$work/logs-https.txt" 2>&1
   docker logs "$(service_container traefik)" >>"$work/logs-https.txt" 2>&1
   local pem
-  for pem in "$tls/couchdb.key" "$tls/ca.key"; do
+  for pem in "$https_tls/couchdb.key" "$https_tls/ca.key"; do
     while read -r line; do
       if grep -qF -e "$line" "$work/inspect-https.json" "$work/logs-https.txt"; then
         fail "a line of $(basename "$pem") is in docker inspect or the logs"
@@ -158,4 +166,26 @@ https_step() {
   code="$(https_curl -s -o /dev/null -w '%{http_code}' "$https_url/_up")" || true
   [ "$code" = 000 ] || fail "without compose/https.yaml $https_url still answered $code"
   pass "up -d without the override: plain HTTP as before (${out#ok }); nothing answers on HTTPS"
+}
+
+# With the fourth node (compose/couchdb-4.yaml + compose/https-couchdb-4.yaml), run after
+# e2e.sh's step 10 joined couchdb-4: the override again, the init writes nothing, and over HTTPS
+# couchdb-4 answers too, requests spread over the four nodes. The env file keeps the HTTPS
+# settings from here on (the later steps ignore them).
+https_four_step() {
+  local out spread n health
+  log "HTTPS with the fourth node: up -d with compose/https.yaml and compose/https-couchdb-4.yaml"
+  cat "$work/https.env" >>"$env_file"
+  "${compose_cmd[@]}" --project-name "$project" --env-file "$env_file" \
+    -f "$root/compose.yaml" -f "$root/compose/couchdb-4.yaml" -f "$root/compose/https.yaml" \
+    -f "$root/compose/https-couchdb-4.yaml" -f "$root/compose/e2e.yaml" -f "$root/compose/e2e-couchdb-4.yaml" \
+    up -d --no-build >&2 || fail "up -d with the fourth node and compose/https.yaml failed"
+  record_volumes
+  [ "$(wait_init)" = 0 ] || fail "with the fourth node and compose/https.yaml the init failed"
+  for n in 1 2 3 4; do
+    health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health with HTTPS and four nodes"
+  done
+  out="$(tls_client reaches --name "$(node_name 4)" --deadline 30)" || fail "over HTTPS with four nodes: $out"
+  spread="$(tls_client spread --count 16 --nodes 4)" || fail "over HTTPS with four nodes: $spread"
+  pass "with compose/https-couchdb-4.yaml, over HTTPS ${out#ok }; ${spread#ok }"
 }
