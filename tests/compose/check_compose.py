@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Static checks of compose.yaml and its overrides (compose/*.yaml), Traefik's static
-configuration (its command) included: what Traefik and CouchDB need to be true of the files
+configuration (its TRAEFIK_* environment) included: what Traefik and CouchDB need to be true of the files
 before anything starts.
 
     python3 tests/compose/check_compose.py [compose.yaml]
@@ -95,6 +95,13 @@ def seconds(duration):
     return sum(float(v) * units[u] for v, u in parts) if parts else float("inf")
 
 
+def traefik_static(svc):
+    """Traefik's static configuration from a service's TRAEFIK_* environment, keyed by the rest
+    of the variable's name (`PROVIDERS_DOCKER_CONSTRAINTS`)."""
+    env = as_dict(svc.get("environment"))
+    return {k[len("TRAEFIK_"):]: v for k, v in env.items() if k.startswith("TRAEFIK_")}
+
+
 def check_node_healthcheck(n, hc):
     """The membership healthcheck: the node asks itself, with its own environment's credentials
     handed to curl on stdin, whether it serves the cluster's _users (a shard map of 2+ nodes)."""
@@ -165,6 +172,104 @@ def check_fourth_node(services, anchor_labels, anchor_healthcheck):
     check("couchdb-4.yaml: the init's COUCHDB_NODES names all four",
           as_dict(init.get("environment")).get("COUCHDB_NODES") == ",".join(NODES + ["couchdb-4"]), init.get("environment"))
     check_no_secret_on_command_lines("couchdb-4", node)
+
+TLS_SERVICE = "couchdb-tls"  # the HTTPS override's Traefik router and service
+SECRET_DIR = "/run/secrets"  # where Compose mounts a service's secrets
+
+
+def check_https(anchor_labels):
+    """compose/https.yaml (and its companions https-couchdb-4.yaml, https-letsencrypt.yaml): a
+    second router and service on every node for Host(couchdb.${DEFAULT_URL}) on `websecure`,
+    sticky and `Secure`; Traefik's entry point, file provider and the certificate as secrets; no
+    key material in any file; the copies identical to https.yaml's anchor."""
+    path = ROOT / "compose" / "https.yaml"
+    text = path.read_text()
+    graph = yaml.compose(text)
+    data = yaml.safe_load(text)
+    services = data.get("services") or {}
+    services_node = node_get(graph, "services")
+    nodes = [node_get(node_get(services_node, n), "labels") for n in NODES]
+    check("https.yaml: the three nodes' TLS labels are one YAML anchor",
+          nodes[0] is not None and all(x is nodes[0] for x in nodes))
+    tls = as_dict(services.get(NODES[0], {}).get("labels"))
+    check("https.yaml: adds labels only, none of compose.yaml's (an override would replace them)",
+          tls and not set(tls) & set(anchor_labels), sorted(set(tls) & set(anchor_labels)))
+    r, sv = f"traefik.http.routers.{TLS_SERVICE}", f"traefik.http.services.{TLS_SERVICE}.loadbalancer"
+    plain = f"traefik.http.services.{SERVICE}.loadbalancer"
+    check("https.yaml: router on `websecure`, TLS, to its own service",
+          tls.get(f"{r}.entrypoints") == "websecure" and tls.get(f"{r}.tls") == "true"
+          and tls.get(f"{r}.service") == TLS_SERVICE, tls)
+    check("https.yaml: the router's rule is Host(`couchdb.${DEFAULT_URL}`), DEFAULT_URL required",
+          re.fullmatch(r"Host\(`couchdb\.\$\{DEFAULT_URL:\?DEFAULT_URL is not set[^}]*\}`\)", tls.get(f"{r}.rule", "")),
+          tls.get(f"{r}.rule"))
+    routers = {k.split(".")[3] for k in tls if k.startswith("traefik.http.routers.")}
+    services_defined = {k.split(".")[3] for k in tls if k.startswith("traefik.http.services.")}
+    check("https.yaml: one router and one service, couchdb-tls", routers == services_defined == {TLS_SERVICE},
+          (routers, services_defined))
+    check("https.yaml: sticky cookie couchdb_sticky, Secure, HttpOnly, same sameSite as plain HTTP",
+          tls.get(f"{sv}.sticky.cookie") == "true" and tls.get(f"{sv}.sticky.cookie.name") == "couchdb_sticky"
+          and tls.get(f"{sv}.sticky.cookie.secure") == "true" and tls.get(f"{sv}.sticky.cookie.httpOnly") == "true"
+          and tls.get(f"{sv}.sticky.cookie.sameSite") == anchor_labels.get(f"{plain}.sticky.cookie.sameSite"), tls)
+    same = ["server.port", "healthcheck.path", "healthcheck.interval", "healthcheck.timeout",
+            "passivehealthcheck.maxfailedattempts", "passivehealthcheck.failurewindow"]
+    check("https.yaml: port, Traefik health checks and passive health check as the plain service's",
+          all(tls.get(f"{sv}.{k}") == anchor_labels.get(f"{plain}.{k}") for k in same),
+          {k: (tls.get(f"{sv}.{k}"), anchor_labels.get(f"{plain}.{k}")) for k in same})
+    check("https.yaml: the router retries like the plain one (same middleware)",
+          tls.get(f"{r}.middlewares") == anchor_labels.get(f"traefik.http.routers.{SERVICE}.middlewares"),
+          tls.get(f"{r}.middlewares"))
+
+    tr = services.get("traefik") or {}
+    static = traefik_static(tr)
+    check("https.yaml: Traefik gets no command (its static configuration is the environment it adds to)",
+          not tr.get("command") and not tr.get("entrypoint"), tr.get("command"))
+    check("https.yaml: entry point websecure on :443", static.get("ENTRYPOINTS_WEBSECURE_ADDRESS") == ":443", static)
+    check("https.yaml: websecure published on ${COUCHDB_HTTPS_PUBLISH:-127.0.0.1:443} (loopback by default)",
+          [str(p) for p in tr.get("ports") or []] == ["${COUCHDB_HTTPS_PUBLISH:-127.0.0.1:443}:443"], tr.get("ports"))
+    dynamic = static.get("PROVIDERS_FILE_FILENAME", "")
+    mounts = [str(v) for v in tr.get("volumes") or []]
+    check("https.yaml: the file provider reads traefik/dynamic/https.yaml, mounted read-only",
+          mounts == [f"./traefik/dynamic/https.yaml:{dynamic}:ro"], (dynamic, mounts))
+    secrets = data.get("secrets") or {}
+    check("https.yaml: certificate and key are Compose secrets from COUCHDB_TLS_CERT/COUCHDB_TLS_KEY (required)",
+          tr.get("secrets") == ["couchdb_tls_cert", "couchdb_tls_key"]
+          and re.fullmatch(r"\$\{COUCHDB_TLS_CERT:\?COUCHDB_TLS_CERT is not set[^}]*\}", (secrets.get("couchdb_tls_cert") or {}).get("file", ""))
+          and re.fullmatch(r"\$\{COUCHDB_TLS_KEY:\?COUCHDB_TLS_KEY is not set[^}]*\}", (secrets.get("couchdb_tls_key") or {}).get("file", "")),
+          (tr.get("secrets"), secrets))
+    dyn = yaml.safe_load((ROOT / "traefik" / "dynamic" / "https.yaml").read_text())
+    certs = ((dyn.get("tls") or {}).get("certificates") or [{}])
+    default = (((dyn.get("tls") or {}).get("stores") or {}).get("default") or {}).get("defaultCertificate") or {}
+    want = {"certFile": f"{SECRET_DIR}/couchdb_tls_cert", "keyFile": f"{SECRET_DIR}/couchdb_tls_key"}
+    check("traefik/dynamic/https.yaml: the certificate (and the default one) at the secrets' paths",
+          certs == [want] and default == want, (certs, default))
+    for f in [path, ROOT / "compose" / "https-couchdb-4.yaml", ROOT / "compose" / "https-letsencrypt.yaml",
+              ROOT / "traefik" / "dynamic" / "https.yaml"]:
+        check(f"{f.relative_to(ROOT)}: holds no key material", "-----BEGIN" not in f.read_text())
+    check_no_secret_on_command_lines("https.yaml traefik", tr)
+
+    four = yaml.safe_load((ROOT / "compose" / "https-couchdb-4.yaml").read_text())
+    labels4 = as_dict((((four.get("services") or {}).get("couchdb-4")) or {}).get("labels"))
+    check("https-couchdb-4.yaml: couchdb-4's TLS labels identical to https.yaml's anchor", labels4 == tls, labels4)
+
+    le = yaml.safe_load((ROOT / "compose" / "https-letsencrypt.yaml").read_text())
+    le_services = le.get("services") or {}
+    le_labels = [as_dict((le_services.get(n) or {}).get("labels")) for n in NODES]
+    check("https-letsencrypt.yaml: every node's labels are https.yaml's plus tls.certresolver=letsencrypt",
+          all(lb == {**tls, f"{r}.tls.certresolver": "letsencrypt"} for lb in le_labels), le_labels[0])
+    le_tr = le_services.get("traefik") or {}
+    le_static = traefik_static(le_tr)
+    acme = "CERTIFICATESRESOLVERS_LETSENCRYPT_ACME_"
+    check("https-letsencrypt.yaml: websecure on :443, no file provider, no command",
+          le_static.get("ENTRYPOINTS_WEBSECURE_ADDRESS") == ":443" and not any(k.startswith("PROVIDERS_FILE") for k in le_static)
+          and not le_tr.get("command"), le_static)
+    check("https-letsencrypt.yaml: resolver `letsencrypt`: TLS challenge, a required e-mail, storage on a volume",
+          le_static.get(acme + "TLSCHALLENGE") == "true"
+          and re.fullmatch(r"\$\{COUCHDB_ACME_EMAIL:\?[^}]+\}", le_static.get(acme + "EMAIL", ""))
+          and any(str(v).startswith("traefik-letsencrypt:") and le_static.get(acme + "STORAGE", "").startswith(str(v).split(":")[1] + "/")
+                  for v in le_tr.get("volumes") or []), (le_static, le_tr.get("volumes")))
+    check("https-letsencrypt.yaml: COUCHDB_HTTPS_PUBLISH required (the challenge must reach :443)",
+          [str(p) for p in le_tr.get("ports") or []] and all(
+              re.fullmatch(r"\$\{COUCHDB_HTTPS_PUBLISH:\?[^}]+\}:443", str(p)) for p in le_tr.get("ports")), le_tr.get("ports"))
 
 
 def main():
@@ -277,25 +382,27 @@ def main():
     mounts = [str(v) for v in tr.get("volumes") or []]
     check("traefik: no configuration file mounted (its static configuration is its command, one source)",
           not any("traefik.yml" in v or "traefik.toml" in v for v in mounts), mounts)
-    flags = dict(str(f).split("=", 1) if "=" in str(f) else (str(f), "true") for f in tr.get("command") or [])
-    check("traefik: static configuration as --flags", flags and all(k.startswith("--") for k in flags), flags)
+    static = traefik_static(tr)
+    check("traefik: static configuration as TRAEFIK_* environment, and no command (flags would make "
+          "Traefik ignore every variable)", static and not tr.get("command"), (tr.get("command"), static))
     check("traefik: Docker provider with exposedByDefault=false",
-          flags.get("--providers.docker.exposedByDefault") == "false", flags)
-    check("traefik: no API or dashboard", not any(k.startswith("--api") for k in flags), flags)
+          static.get("PROVIDERS_DOCKER_EXPOSEDBYDEFAULT") == "false", static)
+    check("traefik: no API or dashboard", not any(k.startswith("API") for k in static), static)
     bundle = lb.get("couchdb.bundle", "")
     check("traefik: routes only to this bundle's nodes (constraint on the nodes' couchdb.bundle label)",
-          bundle and flags.get("--providers.docker.constraints") == f"Label(`couchdb.bundle`,`{bundle}`)",
-          (bundle, flags.get("--providers.docker.constraints")))
+          bundle and static.get("PROVIDERS_DOCKER_CONSTRAINTS") == f"Label(`couchdb.bundle`,`{bundle}`)",
+          (bundle, static.get("PROVIDERS_DOCKER_CONSTRAINTS")))
     check("labels: the bundle's name comes from COUCHDB_BUNDLE", bundle == "${COUCHDB_BUNDLE:-couchdb}", bundle)
     router_eps = {lb.get(f"traefik.http.routers.{r}.entrypoints") for r in routers}
     check("traefik: the routers' entry point listens on :5984",
-          router_eps and all(flags.get(f"--entryPoints.{e}.address") == ":5984" for e in router_eps), (router_eps, flags))
-    dial = flags.get("--serversTransport.forwardingTimeouts.dialTimeout")
+          router_eps and all(static.get(f"ENTRYPOINTS_{e.upper()}_ADDRESS") == ":5984" for e in router_eps),
+          (router_eps, static))
+    dial = static.get("SERVERSTRANSPORT_FORWARDINGTIMEOUTS_DIALTIMEOUT")
     check("traefik: a short dialTimeout (a stopped node's address swallows connects)",
           dial is not None and seconds(dial) <= 2, dial)
     hc = (tr.get("healthcheck") or {}).get("test") or []
     check("traefik: healthcheck `traefik healthcheck --ping`, with ping on",
-          hc == ["CMD", "traefik", "healthcheck", "--ping"] and flags.get("--ping") == "true", (hc, flags.get("--ping")))
+          hc == ["CMD", "traefik", "healthcheck", "--ping"] and static.get("PING") == "true", (hc, static.get("PING")))
     check_failover_labels(lb)
 
     # --- the example dependant, the file as a whole -------------------------------------------------
@@ -324,6 +431,7 @@ def main():
           not any("monster" in v.lower() for v in scalars(data)))
 
     check_fourth_node(services, labels[0], services[NODES[0]].get("healthcheck"))
+    check_https(labels[0])
 
     example_env = (ROOT / ".env.example").read_text()
     keys = {line.split("=", 1)[0] for line in example_env.splitlines() if "=" in line and not line.startswith("#")}

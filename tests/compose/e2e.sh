@@ -17,12 +17,14 @@
 # the example dependant: the init writes nothing, the example app ran after it, through Traefik ->
 # no container has a secret in its command line, labels or healthcheck; the example app has no
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> the backup profile
-# (tests/compose/e2e-backup.sh) -> the watch profile (tests/compose/e2e-watch.sh) -> re-create a node: the init writes
+# (tests/compose/e2e-backup.sh) -> the watch profile (tests/compose/e2e-watch.sh) -> the HTTPS
+# override (tests/compose/e2e-https.sh) -> re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
 # changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
 # the old one back, all is well -> a fourth node (compose/couchdb-4.yaml): running but not joined, it gets no request and its
-# healthcheck fails; the init run with it joins it, then it gets requests -> stop a node: the
+# healthcheck fails; the init run with it joins it, then it gets requests -> with the HTTPS override for four
+# nodes it answers over HTTPS too -> stop a node: the
 # init fails naming it -> down: only the named volumes are left -> down -v: nothing is left.
 # The init runs at RUST_LOG=trace, which logs every request it sends: that is how writes are
 # counted, and no secret may appear in those logs.
@@ -285,6 +287,21 @@ can_nsenter=0
 if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1; then can_nsenter=1; fi
 host_curl="$(curl -V | head -n 1 | cut -d' ' -f1-2)"
 
+# Through the client function $1 (traefik_client, or e2e-https.sh's tls_client): GET /_up sets
+# the sticky cookie with the attributes $2; with it 20 of 20 requests reach one node, without it
+# 12 spread over the three. $3 starts every message.
+sticky_checks() {
+  local client="$1" attributes="$2" what="$3" set_cookie out
+  set_cookie="$("$client" cookie)" || fail "${what}no Set-Cookie on GET /_up: $set_cookie"
+  [[ "$set_cookie" =~ ^couchdb_sticky=[0-9a-f]+(\;.*)$ ]] && [ "${BASH_REMATCH[1]}" = "; $attributes" ] \
+    || fail "${what}Set-Cookie is '$set_cookie', expected couchdb_sticky=…; $attributes"
+  pass "${what}Set-Cookie: couchdb_sticky=…; $attributes"
+  out="$("$client" sticky --count 20)" || fail "$what$out"
+  pass "$what${out#ok }"
+  out="$("$client" spread --count 12 --nodes 3)" || fail "$what$out"
+  pass "$what${out#ok }"
+}
+
 # Waits up to $2 s for container $1's Docker health to be $3; prints the last one seen otherwise.
 wait_health() {
   local health="" _
@@ -379,14 +396,7 @@ else
 fi
 
 # 5. Through Traefik: the sticky cookie as docs/compose.md shows it; with it one node, without it all.
-set_cookie="$(traefik_client cookie)" || fail "no Set-Cookie on GET /_up"
-[[ "$set_cookie" =~ ^couchdb_sticky=[0-9a-f]+\;\ Path=/\;\ HttpOnly\;\ SameSite=Lax$ ]] \
-  || fail "Set-Cookie is '$set_cookie', expected couchdb_sticky=…; Path=/; HttpOnly; SameSite=Lax"
-pass "Set-Cookie: couchdb_sticky=…; Path=/; HttpOnly; SameSite=Lax"
-out="$(traefik_client sticky --count 20)" || fail "$out"
-pass "${out#ok }"
-out="$(traefik_client spread --count 12 --nodes 3)" || fail "$out"
-pass "${out#ok }"
+sticky_checks traefik_client "Path=/; HttpOnly; SameSite=Lax" ""
 
 # Another bundle's node on the same Docker host, with the same Traefik labels but another
 # COUCHDB_BUNDLE (and even on this network): this Traefik must not route to it.
@@ -469,6 +479,12 @@ backup_step
 . "$root/tests/compose/e2e-watch.sh"
 watch_step
 
+# The HTTPS override (tests/compose/e2e-https.sh): https://couchdb.example.test with a throwaway
+# CA; the plain bundle is back when the step ends.
+# shellcheck source=tests/compose/e2e-https.sh
+. "$root/tests/compose/e2e-https.sh"
+https_step
+
 # A re-created node keeps its data and its config (admin hash, uuid) on its two volumes, so the
 # cluster is still formed as it was: the init, run again, writes nothing (trap 5: without the
 # local.d volume the node would re-hash the admin password and drift).
@@ -544,7 +560,11 @@ compose up -d --no-build >&2 || fail "up -d with the old password back failed"
 for n in 1 2 3; do
   health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health with the old password back"
 done
-out="$(traefik_client reaches --name "$(node_name 3)" --deadline 20)" || fail "with the old password back: $out"
+# Each re-created node reaches Traefik's configuration on its own health event (throttled 2 s):
+# wait until every one answers before asking for the spread.
+for n in 1 2 3; do
+  out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "with the old password back: $out"
+done
 out="$(traefik_client spread --count 12 --nodes 3)" || fail "with the old password back: $out"
 pass "the old password back: up -d exits 0 and ${out#ok }"
 
@@ -585,6 +605,9 @@ if [ "$can_nsenter" = 1 ]; then
 fi
 out="$(traefik_client reaches --name "$(node_name 4)" --deadline 20)" || fail "after the init joined it: $out"
 pass "the init joined couchdb-4: healthy, and through Traefik ${out#ok }"
+
+# The HTTPS override with the fourth node (tests/compose/e2e-https.sh).
+https_four_step
 
 # 11. A node goes down; the init, run again, fails and names it.
 log "stopping couchdb-3, running the init again"

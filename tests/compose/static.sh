@@ -7,7 +7,9 @@
 #   (check-jsonschema);
 # - `config` accepts compose.yaml alone, with the fourth node (compose/couchdb-4.yaml) and with
 #   the test overrides, with a test .env, under every Compose found here (docker-compose 1.29,
-#   `docker compose` v2); the test overrides change nothing but images;
+#   `docker compose` v2); the test overrides change nothing but images; the HTTPS overrides
+#   (compose/https.yaml, with the fourth node, and compose/https-letsencrypt.yaml) are accepted,
+#   refuse to start without their required variables naming them, and only add to compose.yaml;
 # - `config` refuses to start when COUCHDB_USER, COUCHDB_PASSWORD, COUCHDB_COOKIE or COUCHDB_SECRET
 #   is missing, naming it; an .env written by scripts/gen-env is accepted;
 # - tests/compose/check_compose.py: the Traefik labels are one anchor, identical on every node,
@@ -55,6 +57,11 @@ COUCHDB_PASSWORD=static-test-password
 COUCHDB_COOKIE=static-test-cookie
 COUCHDB_SECRET=static-test-secret
 COUCHSIM_IMAGE=couchsim:static-test
+DEFAULT_URL=example.test
+COUCHDB_TLS_CERT=./tls/couchdb.crt
+COUCHDB_TLS_KEY=./tls/couchdb.key
+COUCHDB_ACME_EMAIL=ops@example.test
+COUCHDB_HTTPS_PUBLISH=0.0.0.0:443
 EOF
 
 for c in "${composes[@]}"; do
@@ -66,7 +73,10 @@ for c in "${composes[@]}"; do
     bad "$c ($version) config rejects compose.yaml: $out"
   fi
   for files in "compose.yaml compose/couchdb-4.yaml" "compose.yaml compose/e2e.yaml" \
-      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml"; do
+      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml" \
+      "compose.yaml compose/https.yaml" "compose.yaml compose/e2e.yaml compose/https.yaml" \
+      "compose.yaml compose/couchdb-4.yaml compose/https.yaml compose/https-couchdb-4.yaml" \
+      "compose.yaml compose/https-letsencrypt.yaml"; do
     # shellcheck disable=SC2086,SC2046 # $c is one or two words, $files a list, on purpose
     if out="$($c --env-file "$work/test.env" $(printf -- '-f %s ' $files) config -q 2>&1)"; then
       ok "$c ($version) config accepts ${files// / + }"
@@ -103,12 +113,60 @@ PY
       bad "$c config refuses to start without $var but does not name it: $out"
     fi
   done
+  # The HTTPS overrides' own required variables (compose.yaml alone needs none of them).
+  for case in "compose/https.yaml DEFAULT_URL" "compose/https.yaml COUCHDB_TLS_CERT" \
+      "compose/https.yaml COUCHDB_TLS_KEY" "compose/https-letsencrypt.yaml DEFAULT_URL" \
+      "compose/https-letsencrypt.yaml COUCHDB_ACME_EMAIL" "compose/https-letsencrypt.yaml COUCHDB_HTTPS_PUBLISH"; do
+    read -r file var <<<"$case"
+    grep -v "^$var=" "$work/test.env" >"$work/missing.env"
+    # shellcheck disable=SC2086
+    if out="$($c --env-file "$work/missing.env" -f compose.yaml -f "$file" config -q 2>&1)"; then
+      bad "$c config starts $file without $var"
+    elif grep -q "$var is not set" <<<"$out"; then
+      ok "$c config refuses to start $file without $var, and says so"
+    else
+      bad "$c config refuses to start $file without $var but does not name it: $out"
+    fi
+  done
+  # The HTTPS override adds, and takes nothing away: compose.yaml's Traefik environment, ports and
+  # volumes, and the nodes' labels, are all still there.
+  # shellcheck disable=SC2086
+  if python3 - <($c --env-file "$work/test.env" -f compose.yaml config 2>/dev/null) \
+      <($c --env-file "$work/test.env" -f compose.yaml -f compose/https.yaml config 2>/dev/null) <<'PY'
+import sys, yaml
+plain, https = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
+def kv(x):
+    if isinstance(x, dict):
+        return {(k, str(v)) for k, v in x.items()}
+    return {str(i) for i in x or []}
+ok = bool(plain and https)
+for name, svc in plain["services"].items():
+    for field in ("environment", "labels", "ports", "volumes"):
+        ok = ok and kv(svc.get(field)) <= kv(https["services"][name].get(field))
+tr = https["services"]["traefik"]
+ok = ok and "command" not in tr and any(str(p.get("target") if isinstance(p, dict) else p).split("/")[0].endswith(":443")
+                                       or (isinstance(p, dict) and p.get("target") == 443) for p in tr["ports"])
+sys.exit(0 if ok else 1)
+PY
+  then
+    ok "$c: compose/https.yaml keeps all of compose.yaml's Traefik environment, ports, volumes and node labels"
+  else
+    bad "$c: compose/https.yaml loses part of compose.yaml's configuration (or Traefik got a command)"
+  fi
 
   scripts/gen-env --output "$work/generated.env" 2>/dev/null
   if out="$($c --env-file "$work/generated.env" -f compose.yaml config -q 2>&1)"; then
     ok "$c config accepts an .env written by scripts/gen-env"
   else
     bad "$c config rejects an .env written by scripts/gen-env: $out"
+  fi
+  rm -f "$work/generated.env"
+  scripts/gen-env --https example.test --output "$work/generated.env" 2>/dev/null
+  if out="$($c --env-file "$work/generated.env" -f compose.yaml -f compose/https.yaml config 2>&1)" \
+      && grep -qF 'Host(`couchdb.example.test`)' <<<"$out"; then
+    ok "$c config accepts compose/https.yaml with an .env written by scripts/gen-env --https example.test"
+  else
+    bad "$c config rejects compose/https.yaml with an .env written by scripts/gen-env --https: $out"
   fi
   rm -f "$work/generated.env"
 done

@@ -11,6 +11,10 @@ scripts/bench-bundle call this. Standard library only.
     through_traefik.py PORT failover --container NAME=ID ... --seconds S
     through_traefik.py PORT leaves --name NODE --seconds S --within S
 
+With `--https NAME --cacert FILE` before PORT, every request goes over TLS to 127.0.0.1:PORT as
+https://NAME (SNI and Host NAME, the certificate verified against FILE: curl's --resolve and
+--cacert), as tests/compose/e2e-https.sh does through the HTTPS override.
+
 Which node answered is GET /_node/_local's `name` (admin only): the credentials come from the
 environment (CCI_E2E_USER, CCI_E2E_PASSWORD), never from the command line. Prints one line per
 check; exits 1 with the reason when a check fails.
@@ -21,12 +25,30 @@ import base64
 import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 
 COOKIE = "couchdb_sticky"
+TLS = {}  # {"name": NAME, "context": ssl.SSLContext} with --https
+
+
+class ResolvedHTTPS(http.client.HTTPSConnection):
+    """https://NAME:PORT with NAME resolved to 127.0.0.1 (curl's --resolve): the certificate is
+    checked for NAME, which is also the SNI and the Host header."""
+
+    def connect(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def connection(port, timeout):
+    if TLS:
+        return ResolvedHTTPS(TLS["name"], port, timeout=timeout, context=TLS["context"])
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
 
 class Client:
@@ -48,7 +70,7 @@ class Client:
         headers = dict(self.headers)
         if keep_cookie and self.cookie:
             headers["Cookie"] = f"{COOKIE}={self.cookie}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = connection(self.port, timeout)
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
@@ -213,6 +235,8 @@ def leaves(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--https", metavar="NAME")
+    p.add_argument("--cacert", metavar="FILE")
     p.add_argument("port", type=int)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("probe")
@@ -235,6 +259,10 @@ def main():
     s.add_argument("--seconds", type=float, default=6)
     s.add_argument("--within", type=float, required=True)
     args = p.parse_args()
+    if args.https:
+        if not args.cacert:
+            p.error("--https needs --cacert")
+        TLS.update(name=args.https, context=ssl.create_default_context(cafile=args.cacert))
     {"probe": probe, "cookie": cookie, "sticky": sticky, "spread": spread, "never": never,
      "reaches": reaches, "failover": failover, "leaves": leaves}[args.cmd](args)
 

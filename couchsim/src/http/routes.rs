@@ -14,6 +14,7 @@ use super::answers::{
 };
 use super::clustered;
 use super::faults;
+use super::fauxton;
 use super::setup;
 use crate::cluster::copies;
 use crate::cluster::dist;
@@ -126,6 +127,7 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
             _ => unread_body(method_not_allowed("GET,HEAD"), req),
         },
         ["_session"] => session(node, req, who),
+        ["_utils", rest @ ..] => fauxton::handle(req, rest),
         ["_uuids"] => match m {
             "GET" => uuids(node, req),
             _ => unread_body(method_not_allowed("GET"), req),
