@@ -19,6 +19,8 @@ pub struct Stats {
     pub docs_read: u64,
     pub docs_written: u64,
     pub doc_write_failures: u64,
+    /// Of `docs_read`, deletions (a one-shot session's `bulk_get_docs` leaves them out).
+    pub deleted_read: u64,
     /// `null` while streaming; `0` right after a restart, before the first batch.
     pub changes_pending: Option<u64>,
     /// `"0"` until a checkpoint succeeded.
@@ -35,6 +37,7 @@ impl Default for Stats {
             docs_read: 0,
             docs_written: 0,
             doc_write_failures: 0,
+            deleted_read: 0,
             changes_pending: None,
             checkpointed_source_seq: "0".into(),
             source_seq: "0".into(),
@@ -44,6 +47,27 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// A completed one-shot's counters (`info` and the doc's `_replication_stats` without
+    /// `start_time`): no `source_seq`/`through_seq`.
+    pub fn completed_info(&self, start_time: Option<Duration>) -> String {
+        let n = |v: u64| v.to_string();
+        let mut f = vec![
+            ("revisions_checked", n(self.revisions_checked)),
+            ("missing_revisions_found", n(self.missing_revisions_found)),
+            ("docs_read", n(self.docs_read)),
+            ("docs_written", n(self.docs_written)),
+            ("changes_pending", js(&self.changes_pending)),
+            ("doc_write_failures", n(self.doc_write_failures)),
+            ("bulk_get_docs", n(self.docs_read)),
+            ("bulk_get_attempts", n(self.docs_read)),
+            ("checkpointed_source_seq", js(&self.checkpointed_source_seq)),
+        ];
+        if let Some(t) = start_time {
+            f.push(("start_time", js(&iso8601(t))));
+        }
+        obj(&f)
+    }
+
     pub fn info(&self) -> String {
         let n = |v: u64| v.to_string();
         obj(&[
@@ -69,6 +93,8 @@ pub struct Progress {
     pub stats: Option<Stats>,
     /// Set when the run ended in a crash: the reason shown.
     pub crash: Option<String>,
+    /// A one-shot run that caught up with its source and checkpointed: done for good.
+    pub completed: bool,
 }
 
 /// One run of a job: its counters and crash, and the flag that stops it.
@@ -121,6 +147,14 @@ pub enum Phase {
     Duplicate { until: Instant, reason: String },
     /// Its job is in the scheduler.
     Scheduled(String),
+    /// Its one-shot job completed (and the doc was marked so); shown as `completed` until
+    /// `until`, then no longer held (the doc then shows `null`, as recorded in transcript 15).
+    Completed {
+        until: Instant,
+        stats: Stats,
+        start_time: Duration,
+        done_at: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +221,23 @@ pub fn doc_json(
     };
     let Some(job) = job else {
         return match &e.phase {
+            Phase::Completed {
+                stats,
+                start_time,
+                done_at,
+                ..
+            } => obj(&[
+                ("database", js("_replicator")),
+                ("doc_id", js(&e.doc_id)),
+                ("id", "null".into()),
+                ("source", js(e.rep.source.shown())),
+                ("target", js(e.rep.target.shown())),
+                ("state", js("completed")),
+                ("error_count", "0".into()),
+                ("info", stats.completed_info(None)),
+                ("start_time", js(&iso8601(*start_time))),
+                ("last_updated", js(&iso8601(*done_at))),
+            ]),
             Phase::Duplicate { .. } => {
                 let (src, tgt) = (e.rep.source.shown_from_doc(), e.rep.target.shown_from_doc());
                 doc_from_db(&e.doc_id, &src, &tgt, None)
