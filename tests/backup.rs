@@ -136,7 +136,12 @@ fn init_replicates_every_database_and_new_documents_arrive() {
     docs.sort();
     assert_eq!(
         docs,
-        ["backup:_users", "backup:app", "backup:empty", "backup:orders"]
+        [
+            "backup:_users",
+            "backup:app",
+            "backup:empty",
+            "backup:orders"
+        ]
     );
     // Continuous: a document written afterwards reaches the backup by itself.
     rig.cluster.node(1).write_docs("app", &["late"]);
@@ -544,14 +549,19 @@ fn security_objects_reach_the_backup_and_a_rerun_writes_nothing() {
     r.assert_code(11);
     r.assert_shows(&["NOT in place: 1 not backed up"]);
     assert!(
-        r.stdout.lines().any(|l| l.starts_with("app ") && l.contains("differs")),
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains("differs")),
         "{}",
         r.stdout
     );
     rig.reset();
     rig.run(&["backup"], &[]).assert_code(0);
     assert_eq!(rig.our_writes(), ["PUT /app/_security"]);
-    assert_eq!(security(&rig.backup, BACKUP_USER, BACKUP_PASSWORD, "app"), bob);
+    assert_eq!(
+        security(&rig.backup, BACKUP_USER, BACKUP_PASSWORD, "app"),
+        bob
+    );
     rig.reset();
     rig.run(&["backup"], &[]).assert_code(0);
     assert_eq!(rig.our_writes(), Vec::<String>::new());
@@ -563,7 +573,8 @@ fn users_are_backed_up_by_default_onto_a_bare_backup_and_can_be_left_out() {
     let rig = Rig::new(&[("app", 3)]);
     // A bare standalone CouchDB has no `_users` (trap 25).
     assert!(!rig.backup.node(0).all_dbs().contains(&"_users".to_string()));
-    let alice = serde_json::json!({"name": "alice", "password": "alice-pw-7", "roles": [], "type": "user"});
+    let alice =
+        serde_json::json!({"name": "alice", "password": "alice-pw-7", "roles": [], "type": "user"});
     assert_eq!(
         common::put_json(
             rig.cluster.node(0),

@@ -757,17 +757,21 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                         true
                     }
                     // a replication session, a one-shot job's id: random per run, bound
-                    "session_id" | "id"
-                        if ev.as_str().is_some_and(|x| is_hex(x, 32)) =>
-                    {
+                    "session_id" | "id" if ev.as_str().is_some_and(|x| is_hex(x, 32)) => {
                         match av.as_str() {
-                            Some(a) if is_hex(a, 32) => ctx.bind(ev.as_str().unwrap_or(""), a, &here, errs),
+                            Some(a) if is_hex(a, 32) => {
+                                ctx.bind(ev.as_str().unwrap_or(""), a, &here, errs)
+                            }
                             _ => errs.push(format!("{here}: {av} is not 32 hex like {ev}")),
                         }
                         true
                     }
                     // a `_users` doc's salted hash: random salt, so only the shape
-                    "salt" | "derived_key" if ev.as_str().is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit())) => {
+                    "salt" | "derived_key"
+                        if ev
+                            .as_str()
+                            .is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit())) =>
+                    {
                         let n = ev.as_str().map_or(0, str::len);
                         if !av.as_str().is_some_and(|a| is_hex(a, n)) {
                             errs.push(format!("{here}: {av} is not {n} hex like {ev}"));

@@ -2,14 +2,20 @@
 //! `_security` (replication never carries it: trap 24), creating a database with a chosen `q`,
 //! whether a view answers, and the conflicts in a database.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{parse, segment, Client, DbCreated, NodeResult};
 use crate::util::config::NodeAddr;
 
-/// How many documents one `_all_docs` page of the conflict scan asks for.
+/// How many documents one `_all_docs` page of the conflict scan asks for, and how many ids one
+/// `_revs_diff` carries.
 const PAGE: usize = 500;
+
+/// Every document's leaf revisions (`_changes?style=all_docs`): id → revs, deletions included.
+pub type Revisions = BTreeMap<String, Vec<String>>;
 
 impl Client {
     /// `GET /<db>/_security`; `None` if there is no such database. CouchDB 3.x answers
@@ -115,7 +121,12 @@ impl Client {
         loop {
             let from = start
                 .as_ref()
-                .map(|s| format!("&startkey={}", segment(&Value::from(s.as_str()).to_string())))
+                .map(|s| {
+                    format!(
+                        "&startkey={}",
+                        segment(&Value::from(s.as_str()).to_string())
+                    )
+                })
                 .unwrap_or_default();
             let path = format!(
                 "/{}/_all_docs?include_docs=true&conflicts=true&limit={}{from}",
@@ -138,5 +149,75 @@ impl Client {
             }
             start = page.rows.get(PAGE).map(|r| r.id.clone());
         }
+    }
+
+    /// Every document of `db` with its leaf revisions, from its changes feed; `None` if there
+    /// is no such database. Fails (Malformed) on a feed larger than the client reads.
+    pub fn revisions(&self, node: &NodeAddr, db: &str) -> NodeResult<Option<Revisions>> {
+        #[derive(Deserialize)]
+        struct Feed {
+            results: Vec<Change>,
+        }
+        #[derive(Deserialize)]
+        struct Change {
+            id: String,
+            changes: Vec<Rev>,
+        }
+        #[derive(Deserialize)]
+        struct Rev {
+            rev: String,
+        }
+        let what = format!("GET /{db}/_changes");
+        let path = format!("/{}/_changes?style=all_docs", segment(db));
+        let (status, body) = self.call(node, "GET", &path, None, true, &what)?;
+        let feed: Feed = match status {
+            200 => parse(node, &what, &body)?,
+            404 => return Ok(None),
+            _ => return Err(self.unexpected(node, &what, status, &body)),
+        };
+        Ok(Some(
+            feed.results
+                .into_iter()
+                .map(|c| (c.id, c.changes.into_iter().map(|r| r.rev).collect()))
+                .collect(),
+        ))
+    }
+
+    /// How many of `revs` `db` on `node` lacks (`POST /<db>/_revs_diff`, a read, in batches).
+    pub fn missing_revisions(
+        &self,
+        node: &NodeAddr,
+        db: &str,
+        revs: &Revisions,
+    ) -> NodeResult<u64> {
+        #[derive(Deserialize)]
+        struct Missing {
+            #[serde(default)]
+            missing: Vec<String>,
+        }
+        let what = format!("POST /{db}/_revs_diff");
+        let path = format!("/{}/_revs_diff", segment(db));
+        let ids: Vec<(&String, &Vec<String>)> = revs.iter().collect();
+        let mut missing = 0;
+        for batch in ids.chunks(PAGE) {
+            let body: serde_json::Map<String, Value> = batch
+                .iter()
+                .map(|(id, r)| ((*id).clone(), Value::from((*r).clone())))
+                .collect();
+            let (status, answer) = self.call(
+                node,
+                "POST",
+                &path,
+                Some(&Value::Object(body).to_string()),
+                true,
+                &what,
+            )?;
+            let diff: BTreeMap<String, Missing> = match status {
+                200 => parse(node, &what, &answer)?,
+                _ => return Err(self.unexpected(node, &what, status, &answer)),
+            };
+            missing += diff.values().map(|m| m.missing.len() as u64).sum::<u64>();
+        }
+        Ok(missing)
     }
 }

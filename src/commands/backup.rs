@@ -403,8 +403,9 @@ impl<'s, 'a> Backup<'s, 'a> {
         (source, target)
     }
 
-    /// The cluster as the nodes reach it: whichever member runs a job reads the source there.
-    fn source_node(&self) -> NodeAddr {
+    /// The cluster as the nodes reach it: whichever member runs a job reads the source there
+    /// (and `restore`'s jobs write there).
+    pub fn source_node(&self) -> NodeAddr {
         if let Some(source) = &self.cfg.source {
             return source.clone();
         }

@@ -668,9 +668,16 @@ fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Optio
         .collect();
     shown.sort_by_key(|d| status_problems(std::slice::from_ref(*d)).is_empty());
     let limit = if opts.details { shown.len() } else { SHOWN_DBS };
-    let mut rows = vec![["database", "replicated", "state", "lag", "_security", "last error"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "database",
+        "replicated",
+        "state",
+        "lag",
+        "_security",
+        "last error",
+    ]
+    .map(String::from)
+    .to_vec()];
     for d in shown.iter().take(limit) {
         rows.push(vec![
             d.db.clone(),

@@ -5,6 +5,13 @@ use std::time::{Duration, Instant};
 pub trait Clock: Sync {
     fn now(&self) -> Instant;
     fn sleep(&self, d: Duration);
+    /// Milliseconds since the Unix epoch: what names one run apart from another (`restore`'s
+    /// fresh `_replicator` ids).
+    fn unix_ms(&self) -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    }
 }
 
 pub struct SystemClock;

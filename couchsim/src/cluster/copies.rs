@@ -182,7 +182,9 @@ pub fn rpc(node: &NodeInner, req: &Value) -> Value {
             json!({ "exists": sec.is_some(), "security": sec.flatten().map(|s| s.text()) })
         }
         "set_security" => {
-            let body = req["security"].as_str().and_then(|t| Ej::parse(t.as_bytes()));
+            let body = req["security"]
+                .as_str()
+                .and_then(|t| Ej::parse(t.as_bytes()));
             with_file(node, file, |db| db.security = body);
             node.save();
             json!({"ok": true})

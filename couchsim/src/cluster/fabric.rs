@@ -313,7 +313,8 @@ pub fn sync_shards(node: &NodeInner, db: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// The `_security` of a db no one set (CouchDB 3.x: admin only), in CouchDB's key order.
-pub const DEFAULT_SECURITY: &str = r#"{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}"#;
+pub const DEFAULT_SECURITY: &str =
+    r#"{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}"#;
 
 /// `GET /<db>/_security`: every reachable copy is asked; the object most copies hold wins
 /// (so a copy that missed a write while its node was down is outvoted, as recorded in
@@ -489,14 +490,21 @@ pub fn merge_docs(
     let mut written = 0;
     for (range, docs) in &by_range {
         let file = m.file(db, range);
-        let took = m.by_range[range].iter().any(|h| {
-            on_holder(
-                node,
-                h,
-                json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
-            )
-            .is_some()
-        });
+        // Every reachable copy, as fabric_doc_update sends a replicated `_bulk_docs` to all
+        // of them (not only the first: a clustered count read right after would come back
+        // short from the others until internal replication caught up).
+        let took = m.by_range[range]
+            .iter()
+            .filter(|h| {
+                on_holder(
+                    node,
+                    h,
+                    json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
+                )
+                .is_some()
+            })
+            .count()
+            > 0;
         if took {
             written += docs.len();
         }

@@ -154,7 +154,9 @@ fn user_may(
         let names = sec[who]["names"].as_array().cloned().unwrap_or_default();
         let rs = sec[who]["roles"].as_array().cloned().unwrap_or_default();
         let named = names.iter().any(|n| n.as_str() == Some(name));
-        let in_role = rs.iter().any(|r| roles.iter().any(|x| r.as_str() == Some(x)));
+        let in_role = rs
+            .iter()
+            .any(|r| roles.iter().any(|x| r.as_str() == Some(x)));
         (named || in_role, names.is_empty() && rs.is_empty())
     };
     let (admin, _) = listed("admins");
@@ -170,11 +172,22 @@ fn user_may(
 /// `GET /<db>/_design/<ddoc>/_view/<view>`. Views are not computed: every map function is
 /// taken to emit one row per document (key its id, value null), which is what the recorded
 /// `function(d){ emit(d._id, null); }` does; a ddoc or view that does not exist is a 404.
-fn view_rows(node: &Arc<NodeInner>, req: &HttpRequest, db: &str, ddoc: &str, view: &str) -> Response {
+fn view_rows(
+    node: &Arc<NodeInner>,
+    req: &HttpRequest,
+    db: &str,
+    ddoc: &str,
+    view: &str,
+) -> Response {
     let Ok(d) = fabric::open_doc(node, db, &format!("_design/{ddoc}")) else {
         return Response::error(404, "not_found", "missing");
     };
-    if d.winner().body.get("views").and_then(|v| v.get(view)).is_none() {
+    if d.winner()
+        .body
+        .get("views")
+        .and_then(|v| v.get(view))
+        .is_none()
+    {
         return Response::error(404, "not_found", "missing_named_view");
     }
     let page = crate::node::docs::Page {
@@ -194,7 +207,10 @@ fn view_rows(node: &Arc<NodeInner>, req: &HttpRequest, db: &str, ddoc: &str, vie
         .filter_map(|r| r["id"].as_str())
         .filter(|id| !id.starts_with("_design/"))
         .collect();
-    let skip = req.query_param("skip").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let skip = req
+        .query_param("skip")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let limit = req
         .query_param("limit")
         .and_then(|v| v.parse().ok())
@@ -203,7 +219,13 @@ fn view_rows(node: &Arc<NodeInner>, req: &HttpRequest, db: &str, ddoc: &str, vie
         .iter()
         .skip(skip)
         .take(limit)
-        .map(|id| util::obj(&[("id", util::js(id)), ("key", util::js(id)), ("value", "null".into())]))
+        .map(|id| {
+            util::obj(&[
+                ("id", util::js(id)),
+                ("key", util::js(id)),
+                ("value", "null".into()),
+            ])
+        })
         .collect();
     Response::raw(
         200,

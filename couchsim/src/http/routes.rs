@@ -107,7 +107,11 @@ fn user_login(node: &NodeInner, user: &str, password: &str) -> Option<Who> {
     }
     let roles = body["roles"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     Some(Who::User(user.to_string(), roles))
 }

@@ -382,7 +382,11 @@ mod tests {
             target_security: Some(serde_json::json!({})),
             ..db("app", Some(doc(Some("running"), 0)), 3, 3)
         };
-        assert!(d.line().ends_with("_security differs on the backup"), "{}", d.line());
+        assert!(
+            d.line().ends_with("_security differs on the backup"),
+            "{}",
+            d.line()
+        );
         assert_eq!(status_problems(std::slice::from_ref(&d)).len(), 1);
         let same = DbBackup {
             target_security: Some(members),

@@ -1,0 +1,221 @@
+//! The real binary's `restore` against the simulator: a cluster backed up to a standalone
+//! CouchDB, lost, and rebuilt under other Erlang names; the restore brings back every database,
+//! its documents, deletions and design docs, its `_security`, and the application's users.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cluster, run_args, Run, PASSWORD};
+use couchsim::Cluster;
+use serde_json::{json, Value};
+
+const BACKUP_USER: &str = "backup-admin";
+const BACKUP_PASSWORD: &str = "bk-Rq2-never-logged";
+const ALICE_PASSWORD: &str = "alice-pw-7-never-logged";
+
+fn security() -> Value {
+    json!({
+        "admins": {"names": [], "roles": ["ops"]},
+        "members": {"names": ["alice"], "roles": ["staff"]}
+    })
+}
+
+/// A standalone backup CouchDB with its own admin and server uuid.
+fn backup_couch() -> Cluster {
+    cluster(1, |b| {
+        b.admin(BACKUP_USER, BACKUP_PASSWORD)
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    })
+}
+
+/// A formed three-node cluster whose nodes carry `prefix`-names (`couchdb@<prefix>1.example`…).
+fn formed(prefix: &'static str, seed: u64) -> Cluster {
+    let c = cluster(3, move |mut b| {
+        b = b.seed(seed);
+        for i in 0..3 {
+            b = b.configure(i, move |n| {
+                n.name(&format!("couchdb@{prefix}{}.example", i + 1))
+            });
+        }
+        b
+    });
+    common::run(&c).assert_code(0);
+    c
+}
+
+fn env(backup: &Cluster) -> Vec<(&'static str, String)> {
+    vec![
+        ("COUCHDB_BACKUP_URL", backup.node(0).url()),
+        ("COUCHDB_BACKUP_USER", BACKUP_USER.into()),
+        ("COUCHDB_BACKUP_PASSWORD", BACKUP_PASSWORD.into()),
+    ]
+}
+
+fn run(c: &Cluster, backup: &Cluster, args: &[&str], extra: &[(&str, &str)]) -> Run {
+    let mut e: Vec<(&str, String)> = env(backup);
+    e.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let pairs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_args(c, args, &pairs)
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+/// The old cluster's data: `app` (40 docs, a deletion, a design doc with a view, members-only
+/// `_security`), `orders` (12 docs, default `_security`), and the user alice.
+fn fill(c: &Cluster) {
+    let n = c.node(0);
+    n.create_db("app");
+    assert_eq!(n.write_docs("app", &ids("doc", 40)), 40);
+    n.put_doc("app", "gone", &json!({"x": 1})).expect("gone");
+    n.delete_doc("app", "gone").expect("deletion");
+    let view = json!({"views": {"all": {"map": "function(d){ emit(d._id, null); }"}}});
+    assert_eq!(common::put_json(n, "/app/_design/v", &view), 201);
+    assert_eq!(common::put_json(n, "/app/_security", &security()), 200);
+    n.create_db("orders");
+    assert_eq!(n.write_docs("orders", &ids("order", 12)), 12);
+    let alice = json!({"name": "alice", "password": ALICE_PASSWORD, "roles": [], "type": "user"});
+    assert_eq!(
+        common::put_json(n, "/_users/org.couchdb.user:alice", &alice),
+        201
+    );
+}
+
+/// `GET path` on `c`'s node `i` as `user`.
+fn get(c: &Cluster, i: usize, path: &str, user: (&str, &str)) -> (u16, Value) {
+    common::http(c.node(i), "GET", path, Some(user), None)
+}
+
+fn admin() -> (&'static str, &'static str) {
+    ("admin", PASSWORD)
+}
+
+/// What the binary wrote on either side: every write answered, except the replication jobs' own
+/// protocol (CouchDB's, not ours) and `_revs_diff`, a read sent as POST.
+fn our_writes(c: &Cluster, backup: &Cluster) -> Vec<String> {
+    const NOT_OURS: [&str; 6] = [
+        "/_session",
+        "/_local/",
+        "/_bulk_get",
+        "/_revs_diff",
+        "/_bulk_docs",
+        "/_ensure_full_commit",
+    ];
+    common::writes(c)
+        .into_iter()
+        .chain(common::writes(backup))
+        .filter(|w| !NOT_OURS.iter().any(|r| w.contains(r)))
+        .collect()
+}
+
+fn assert_no_secret(r: &Run) {
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for secret in [
+        PASSWORD,
+        BACKUP_PASSWORD,
+        ALICE_PASSWORD,
+        "YWRtaW46",
+        "YmFja3VwLWFkbWluOg",
+    ] {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+}
+
+/// A cluster backed up, then lost: the backup CouchDB holding its databases and users.
+fn lost_cluster() -> Cluster {
+    let backup = backup_couch();
+    let old = formed("old", 1);
+    fill(&old);
+    let r = run(&old, &backup, &["backup"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["3 database(s) replicated and caught up: _users, app, orders"]);
+    // The backup caught up (documents, users, `_security`) before the old cluster is dropped.
+    let started = Instant::now();
+    while backup
+        .node(0)
+        .doc("_users", "org.couchdb.user:alice")
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "alice never reached the backup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(old);
+    backup
+}
+
+#[test]
+fn a_cluster_rebuilt_under_other_names_gets_everything_back_and_a_rerun_only_reads() {
+    let backup = lost_cluster();
+    let new = formed("new", 2);
+    assert_eq!(get(&new, 0, "/app", admin()).0, 404);
+
+    // The plan first: nothing written.
+    new.reset_counters();
+    backup.reset_counters();
+    let r = run(&new, &backup, &["restore", "--dry-run"], &[]);
+    r.assert_code(0);
+    r.assert_shows(&[
+        "3 database(s)",
+        "app",
+        "missing: created",
+        "_users",
+        "exists",
+    ]);
+    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+
+    let r = run(&new, &backup, &["restore"], &[("RUST_LOG", "trace")]);
+    r.assert_code(0);
+    r.assert_says(&[
+        "created 2 database(s)",
+        "replicated 3 database(s)",
+        "wrote _security",
+    ]);
+    assert_no_secret(&r);
+
+    // Documents, the deletion, the design doc and its view, through any node.
+    let (status, info) = get(&new, 1, "/app", admin());
+    assert_eq!(status, 200);
+    assert_eq!(
+        (info["doc_count"].as_u64(), info["doc_del_count"].as_u64()),
+        (Some(41), Some(1))
+    );
+    assert_eq!(get(&new, 2, "/app/gone", admin()).0, 404);
+    let (status, view) = get(&new, 2, "/app/_design/v/_view/all?limit=0", admin());
+    assert_eq!((status, view["total_rows"].as_u64()), (200, Some(40)));
+    assert_eq!(
+        get(&new, 0, "/orders", admin()).1["doc_count"].as_u64(),
+        Some(12)
+    );
+    assert_eq!(get(&new, 1, "/app/_security", admin()).1, security());
+    // No replication doc left behind: they hold passwords in clear (trap 21).
+    let left: Vec<String> = new.node(0).doc_ids("_replicator").unwrap_or_default();
+    assert!(
+        left.iter().all(|id| !id.starts_with("restore:")),
+        "{left:?}"
+    );
+
+    // The application's user logs in and reads her database; not the one she is not in.
+    let alice = ("alice", ALICE_PASSWORD);
+    let (status, session) = get(&new, 2, "/_session", alice);
+    assert_eq!(
+        (status, &session["userCtx"]["name"]),
+        (200, &json!("alice"))
+    );
+    assert_eq!(get(&new, 0, "/app/doc-0001", alice).0, 200);
+    // `orders` kept CouchDB's default (admins only): refused to her, as on the old cluster.
+    assert_eq!(get(&new, 0, "/orders/order-0001", alice).0, 403);
+
+    // On a restored cluster a rerun only reads.
+    new.reset_counters();
+    backup.reset_counters();
+    let r = run(&new, &backup, &["restore"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["nothing to do, nothing written"]);
+    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+}
