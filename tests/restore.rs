@@ -219,3 +219,130 @@ fn a_cluster_rebuilt_under_other_names_gets_everything_back_and_a_rerun_only_rea
     r.assert_says(&["nothing to do, nothing written"]);
     assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
 }
+
+#[test]
+fn it_refuses_writing_nothing_when_a_database_is_not_on_the_backup_the_cluster_is_unhealthy_or_the_backup_is_the_cluster(
+) {
+    let backup = lost_cluster();
+    let new = formed("fresh", 3);
+    new.reset_counters();
+    backup.reset_counters();
+
+    let r = run(&new, &backup, &["restore", "app", "nosuchdb"], &[]);
+    r.assert_code(12);
+    r.assert_says(&[
+        "restore refused, nothing written",
+        "not on the backup",
+        "nosuchdb",
+    ]);
+    assert_no_secret(&r);
+
+    // The backup named by another address of one of the cluster's own nodes: same server uuid.
+    let own = new.node(1).url().replace("127.0.0.1", "localhost");
+    let r = run(
+        &new,
+        &backup,
+        &["restore"],
+        &[
+            ("COUCHDB_BACKUP_URL", &own),
+            ("COUCHDB_BACKUP_USER", "admin"),
+            ("COUCHDB_BACKUP_PASSWORD", PASSWORD),
+        ],
+    );
+    r.assert_code(12);
+    r.assert_says(&["this cluster's server uuid"]);
+
+    // A member in `_nodes` that never comes: not healthy.
+    assert_eq!(
+        common::put(new.node(0), "/_node/_local/_nodes/couchdb@ghost.example"),
+        201
+    );
+    let r = run(
+        &new,
+        &backup,
+        &["restore"],
+        &[("COUCHDB_INIT_TIMEOUT", "5s")],
+    );
+    r.assert_code(12);
+    r.assert_says(&["restore refused, nothing written", "not healthy"]);
+    let writes: Vec<String> = our_writes(&new, &backup)
+        .into_iter()
+        .filter(|w| !w.contains("ghost"))
+        .collect();
+    assert_eq!(writes, Vec::<String>::new());
+    assert_eq!(get(&new, 0, "/app", admin()).0, 404);
+}
+
+#[test]
+fn killed_part_way_a_rerun_finishes_and_leaves_no_replication_doc() {
+    let backup = backup_couch();
+    let old = formed("old", 4);
+    for i in 0..12 {
+        let db = format!("db{i:02}");
+        old.node(0).create_db(&db);
+        assert_eq!(old.node(0).write_docs(&db, &ids("d", 60)), 60);
+    }
+    run(&old, &backup, &["backup"], &[]).assert_code(0);
+    drop(old);
+    let new = formed("new", 5);
+
+    let mut e: Vec<(&str, String)> = env(&backup);
+    e.push(("RUST_LOG", "debug".into()));
+    let pairs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut child, started) = common::spawn(&new, &["restore"], &pairs);
+    // Killed once its first replications are written.
+    loop {
+        let ids = new.node(0).doc_ids("_replicator").unwrap_or_default();
+        if ids.iter().any(|id| id.starts_with("restore:")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no replication started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+
+    let r = run(&new, &backup, &["restore"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["restore: 13 database(s)"]);
+    for i in 0..12 {
+        let (_, info) = get(&new, 0, &format!("/db{i:02}"), admin());
+        assert_eq!(info["doc_count"].as_u64(), Some(60), "db{i:02}");
+    }
+    let left: Vec<String> = new.node(0).doc_ids("_replicator").unwrap_or_default();
+    assert!(
+        left.iter().all(|id| !id.starts_with("restore:")),
+        "{left:?}"
+    );
+    new.reset_counters();
+    backup.reset_counters();
+    run(&new, &backup, &["restore"], &[]).assert_code(0);
+    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+}
+
+#[test]
+fn into_an_existing_database_it_merges_keeps_the_clusters_documents_and_counts_conflicts() {
+    let backup = lost_cluster();
+    let new = formed("new", 6);
+    let n = new.node(0);
+    n.create_db("app");
+    // The cluster's own documents, one of them also in the backup with other contents.
+    n.put_doc("app", "only-here", &json!({"mine": true}))
+        .expect("only-here");
+    n.put_doc("app", "doc-0003", &json!({"changed": "here"}))
+        .expect("doc-0003");
+    let r = run(&new, &backup, &["restore", "app", "--q", "4"], &[]);
+    r.assert_code(0);
+    r.assert_says(&[
+        "1 document(s) with new conflicts",
+        "app: 1 document(s) changed on both sides",
+    ]);
+    assert!(n.doc("app", "only-here").is_some(), "kept");
+    let (_, info) = get(&new, 1, "/app", admin());
+    assert_eq!(info["doc_count"].as_u64(), Some(42));
+    // Named: only `app`; `orders` was not asked for.
+    assert_eq!(get(&new, 0, "/orders", admin()).0, 404);
+}
