@@ -17,7 +17,7 @@
 # the example dependant: the init writes nothing, the example app ran after it, through Traefik ->
 # no container has a secret in its command line, labels or healthcheck; the example app has no
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> the backup profile
-# (tests/compose/e2e-backup.sh) -> re-create a node: the init writes
+# (tests/compose/e2e-backup.sh) -> the restore drill (tests/compose/e2e-restore.sh) -> re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
 # changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
@@ -462,6 +462,12 @@ pass "'compose run --rm couchdb-cluster-init check' exits 0 on the formed cluste
 # shellcheck source=tests/compose/e2e-backup.sh
 . "$root/tests/compose/e2e-backup.sh"
 backup_step
+# The disaster-recovery drill (tests/compose/e2e-restore.sh): the cluster lost, a new one formed,
+# `restore` from the backup profile's CouchDB; then the profile is removed.
+# shellcheck source=tests/compose/e2e-restore.sh
+. "$root/tests/compose/e2e-restore.sh"
+restore_step
+backup_remove
 
 # A re-created node keeps its data and its config (admin hash, uuid) on its two volumes, so the
 # cluster is still formed as it was: the init, run again, writes nothing (trap 5: without the
