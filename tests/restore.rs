@@ -346,3 +346,29 @@ fn into_an_existing_database_it_merges_keeps_the_clusters_documents_and_counts_c
     // Named: only `app`; `orders` was not asked for.
     assert_eq!(get(&new, 0, "/orders", admin()).0, 404);
 }
+
+/// Not a check: prints the output docs/backup.md shows (`cargo test --test restore -- --ignored
+/// --nocapture docs_examples`): `status` with a backup whose `_security` differs, and a
+/// `restore --dry-run` into a cluster that has some of the databases.
+#[test]
+#[ignore]
+fn docs_examples() {
+    let backup = lost_cluster();
+    let new = formed("new", 7);
+    new.node(0).create_db("orders");
+    let r = run(&new, &backup, &["restore", "--dry-run"], &[]);
+    println!(
+        "$ couchdb-cluster-init restore --dry-run\n{}\n{}",
+        r.stderr, r.stdout
+    );
+    let r = run(&new, &backup, &["restore"], &[]);
+    println!("$ couchdb-cluster-init restore\n{}", r.stderr);
+    run(&new, &backup, &["backup"], &[]).assert_code(0);
+    let open = json!({"members": {"names": ["alice", "bob"]}});
+    assert_eq!(
+        common::put_json(new.node(0), "/orders/_security", &open),
+        200
+    );
+    let r = run(&new, &backup, &["status"], &[]);
+    println!("$ couchdb-cluster-init status\n{}\n{}", r.stdout, r.stderr);
+}

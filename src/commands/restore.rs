@@ -492,9 +492,9 @@ impl<'s, 'a> Restore<'s, 'a> {
         Ok(done)
     }
 
-    /// `3 of 12 database(s) done; app: 120 of 500 documents, orders: 0 of 40` (the ones running).
+    /// `9 of 12 database(s) to replicate (3 done); running: app: 120 of 500 documents, …`.
     fn progress(&self, done: usize, total: usize, active: &[(&DbPlan, String)]) -> String {
-        let mut line = format!("{} of {total} database(s)", total - done);
+        let mut line = format!("{} of {total} database(s) to replicate", total - done);
         let running: Vec<String> = active
             .iter()
             .map(|(p, _)| {

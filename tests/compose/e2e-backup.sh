@@ -61,8 +61,8 @@ backup_step() {
   show_log "$work/backup-1.log"
   no_secret_in "$work/backup-1.log" "the first backup run (RUST_LOG=trace)"
   [ "$code" = 0 ] || fail "the first backup run exited $code, expected 0"
-  grep -q '2 database(s) replicated and caught up: invoices, orders' "$work/backup-1.log" \
-    || fail "the first backup run does not say both databases are caught up"
+  grep -q '3 database(s) replicated and caught up: _users, invoices, orders' "$work/backup-1.log" \
+    || fail "the first backup run does not say the three databases (_users included) are caught up"
   local counts
   counts="$(backup_count orders) $(backup_count invoices)"
   [ "$counts" = "40 25" ] || fail "the backup holds $counts documents in orders and invoices, expected 40 25"
