@@ -83,23 +83,9 @@ impl Rig {
             .unwrap_or_default()
     }
 
-    /// The writes the binary sent: every write either side answered, but for the replication
-    /// jobs' own protocol (sessions, checkpoints, revs_diff, bulk reads and writes), which is
-    /// CouchDB's, not ours.
+    /// The writes the binary sent to either side (not the replication jobs' own).
     fn our_writes(&self) -> Vec<String> {
-        const REPLICATOR: [&str; 6] = [
-            "/_session",
-            "/_local/",
-            "/_bulk_get",
-            "/_revs_diff",
-            "/_bulk_docs",
-            "/_ensure_full_commit",
-        ];
-        common::writes(&self.cluster)
-            .into_iter()
-            .chain(common::writes(&self.backup))
-            .filter(|w| !REPLICATOR.iter().any(|r| w.contains(r)))
-            .collect()
+        common::our_writes(&[&self.cluster, &self.backup])
     }
 
     /// Requests the backup CouchDB got with credentials (a wrong password counts each time).

@@ -93,22 +93,9 @@ fn admin() -> (&'static str, &'static str) {
     ("admin", PASSWORD)
 }
 
-/// What the binary wrote on either side: every write answered, except the replication jobs' own
-/// protocol (CouchDB's, not ours) and `_revs_diff`, a read sent as POST.
+/// What the binary wrote on either side (not the replication jobs' own requests).
 fn our_writes(c: &Cluster, backup: &Cluster) -> Vec<String> {
-    const NOT_OURS: [&str; 6] = [
-        "/_session",
-        "/_local/",
-        "/_bulk_get",
-        "/_revs_diff",
-        "/_bulk_docs",
-        "/_ensure_full_commit",
-    ];
-    common::writes(c)
-        .into_iter()
-        .chain(common::writes(backup))
-        .filter(|w| !NOT_OURS.iter().any(|r| w.contains(r)))
-        .collect()
+    common::our_writes(&[c, backup])
 }
 
 fn assert_no_secret(r: &Run) {

@@ -14,6 +14,19 @@ use crate::util::config::NodeAddr;
 /// `_revs_diff` carries.
 const PAGE: usize = 500;
 
+/// `_all_docs?include_docs=true`, as far as these calls read it.
+#[derive(Deserialize)]
+struct Rows {
+    rows: Vec<Row>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    #[serde(default)]
+    doc: Option<Value>,
+}
+
 /// Every document's leaf revisions (`_changes?style=all_docs`): id → revs, deletions included.
 pub type Revisions = BTreeMap<String, Vec<String>>;
 
@@ -61,16 +74,6 @@ impl Client {
 
     /// The first view of the first design doc of `db` (`_design/x`, `view`), if it has one.
     pub fn first_view(&self, node: &NodeAddr, db: &str) -> NodeResult<Option<(String, String)>> {
-        #[derive(Deserialize)]
-        struct Rows {
-            rows: Vec<Row>,
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            id: String,
-            #[serde(default)]
-            doc: Option<Value>,
-        }
         let what = format!("GET /{db}/_all_docs (design docs)");
         let path = format!(
             "/{}/_all_docs?startkey=%22_design%2F%22&endkey=%22_design0%22&include_docs=true",
@@ -105,16 +108,6 @@ impl Client {
 
     /// How many documents of `db` have conflicts (`_all_docs?conflicts=true`, paged).
     pub fn conflicted_docs(&self, node: &NodeAddr, db: &str) -> NodeResult<u64> {
-        #[derive(Deserialize)]
-        struct Rows {
-            rows: Vec<Row>,
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            id: String,
-            #[serde(default)]
-            doc: Option<Value>,
-        }
         let what = format!("GET /{db}/_all_docs?conflicts=true");
         let mut start: Option<String> = None;
         let mut conflicted = 0;

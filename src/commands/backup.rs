@@ -35,8 +35,9 @@ use crate::util::text::list_some;
 
 mod findings;
 
+use crate::util::text::some_lines;
 pub use findings::{doc_id, expect_restart, status_problems, DbBackup};
-use findings::{failed, find_doc, judge, some_lines};
+use findings::{failed, find_doc, judge};
 
 pub struct Backup<'s, 'a> {
     session: &'s Session<'a>,
@@ -530,23 +531,28 @@ impl<'s, 'a> Backup<'s, 'a> {
     }
 
     fn target_error(&self, e: NodeError) -> anyhow::Error {
-        let label = &self.cfg.target.label;
-        backup_failure(match e {
-            NodeError::Unauthorized { reason, .. } => format!(
-                "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock the \
-                 account there for 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Locked { .. } => format!(
-                "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
-                 and retry in 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Unreachable { reason, .. } => {
-                format!("the backup CouchDB {label} is unreachable: {reason}")
-            }
-            other => format!("the backup CouchDB: {other}"),
-        })
+        backup_failure(backup_problem(self.cfg, e))
+    }
+}
+
+/// What went wrong with the backup CouchDB, worded with its own variables (for `restore` too).
+pub fn backup_problem(cfg: &config::Backup, e: NodeError) -> String {
+    let label = &cfg.target.label;
+    match e {
+        NodeError::Unauthorized { reason, .. } => format!(
+            "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock the \
+             account there for 5 minutes",
+            cfg.credentials
+        ),
+        NodeError::Locked { .. } => format!(
+            "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
+             and retry in 5 minutes",
+            cfg.credentials
+        ),
+        NodeError::Unreachable { reason, .. } => {
+            format!("the backup CouchDB {label} is unreachable: {reason}")
+        }
+        other => format!("the backup CouchDB: {other}"),
     }
 }
 

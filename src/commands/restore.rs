@@ -36,11 +36,11 @@ use crate::client::{Client, DbCreated, Endpoint, NodeError, OneShotDoc, Put, Up}
 use crate::cluster::health::{databases, verdict};
 use crate::cluster::session::{each_bounded, Session, Waiting};
 use crate::cluster::survey::PARALLEL;
-use crate::commands::backup::Backup;
+use crate::commands::backup::{backup_problem, Backup};
 use crate::util::clock::{poll, Clock};
 use crate::util::config::{self, Config, ConfigError, NodeAddr};
 use crate::util::exit::{Failure, Status};
-use crate::util::text::{list_some, SHOWN};
+use crate::util::text::{list_some, some_lines};
 
 /// At most this many one-shot replications run at once: each is a CouchDB job with its own
 /// `worker_processes` (4) connections; CouchDB runs up to `max_jobs` (500) but the nodes' disks
@@ -485,7 +485,7 @@ impl<'s, 'a> Restore<'s, 'a> {
             return Err(incomplete(format!(
                 "{} of {total} database(s) not restored: {}",
                 failed.len().max(total - done),
-                some(&failed)
+                some_lines(&failed)
             )));
         }
         info!("replicate: {done} database(s) replicated from the backup");
@@ -578,14 +578,14 @@ impl<'s, 'a> Restore<'s, 'a> {
             if wrong.is_empty() {
                 return Ok(Some(()));
             }
-            waiting.report(|| format!("{}: {}", wrong.len(), some(&wrong)));
+            waiting.report(|| format!("{}: {}", wrong.len(), some_lines(&wrong)));
             Ok::<_, anyhow::Error>(None)
         })?;
         if checked.is_none() {
             return Err(incomplete(format!(
                 "{} problem(s) after the restore: {}",
                 wrong.len(),
-                some(&wrong)
+                some_lines(&wrong)
             )));
         }
         let mut conflicts = 0;
@@ -654,25 +654,8 @@ impl<'s, 'a> Restore<'s, 'a> {
             })
     }
 
-    /// What went wrong with the backup CouchDB, worded with its own variables.
     fn backup_error(&self, e: NodeError) -> String {
-        let label = &self.cfg.target.label;
-        match e {
-            NodeError::Unauthorized { reason, .. } => format!(
-                "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock \
-                 the account there for 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Locked { .. } => format!(
-                "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
-                 and retry in 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Unreachable { reason, .. } => {
-                format!("the backup CouchDB {label} is unreachable: {reason}")
-            }
-            other => format!("the backup CouchDB: {other}"),
-        }
+        backup_problem(self.cfg, e)
     }
 }
 
@@ -691,20 +674,6 @@ fn render_plan(plan: &[DbPlan], backup: &str) -> String {
         let _ = writeln!(out, "{:<width$}  {:>9}  {}", p.db, p.backup_docs, p.state());
     }
     out.trim_end().to_string()
-}
-
-/// Up to `SHOWN` lines joined by `; `, then how many more.
-fn some(lines: &[String]) -> String {
-    let shown = lines
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    match lines.len().saturating_sub(SHOWN) {
-        0 => shown,
-        more => format!("{shown}; and {more} more"),
-    }
 }
 
 fn refused(message: String) -> anyhow::Error {

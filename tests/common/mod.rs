@@ -188,6 +188,25 @@ pub fn writes(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+/// The writes the binary sent to any of `clusters`: every write they answered but the
+/// replication jobs' own protocol (sessions, checkpoints, revs_diff, bulk reads and writes),
+/// which is CouchDB's, not ours (`_revs_diff` is a read sent as POST in any case).
+pub fn our_writes(clusters: &[&Cluster]) -> Vec<String> {
+    const REPLICATOR: [&str; 6] = [
+        "/_session",
+        "/_local/",
+        "/_bulk_get",
+        "/_revs_diff",
+        "/_bulk_docs",
+        "/_ensure_full_commit",
+    ];
+    clusters
+        .iter()
+        .flat_map(|c| writes(c))
+        .filter(|w| !REPLICATOR.iter().any(|r| w.contains(r)))
+        .collect()
+}
+
 /// One request straight to a simulated node as `user` (basic auth; `None`: anonymous):
 /// (status, JSON body, or Null).
 #[allow(dead_code)]

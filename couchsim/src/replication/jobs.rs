@@ -47,11 +47,10 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// A completed one-shot's counters (`info` and the doc's `_replication_stats` without
-    /// `start_time`): no `source_seq`/`through_seq`.
-    pub fn completed_info(&self, start_time: Option<Duration>) -> String {
+    /// The counters every view shows, in CouchDB's order.
+    fn counters(&self) -> Vec<(&'static str, String)> {
         let n = |v: u64| v.to_string();
-        let mut f = vec![
+        vec![
             ("revisions_checked", n(self.revisions_checked)),
             ("missing_revisions_found", n(self.missing_revisions_found)),
             ("docs_read", n(self.docs_read)),
@@ -61,7 +60,13 @@ impl Stats {
             ("bulk_get_docs", n(self.docs_read)),
             ("bulk_get_attempts", n(self.docs_read)),
             ("checkpointed_source_seq", js(&self.checkpointed_source_seq)),
-        ];
+        ]
+    }
+
+    /// A completed one-shot's counters (`info`, and with `start_time` the doc's
+    /// `_replication_stats`): no `source_seq`/`through_seq`.
+    pub fn completed_info(&self, start_time: Option<Duration>) -> String {
+        let mut f = self.counters();
         if let Some(t) = start_time {
             f.push(("start_time", js(&iso8601(t))));
         }
@@ -69,20 +74,10 @@ impl Stats {
     }
 
     pub fn info(&self) -> String {
-        let n = |v: u64| v.to_string();
-        obj(&[
-            ("revisions_checked", n(self.revisions_checked)),
-            ("missing_revisions_found", n(self.missing_revisions_found)),
-            ("docs_read", n(self.docs_read)),
-            ("docs_written", n(self.docs_written)),
-            ("changes_pending", js(&self.changes_pending)),
-            ("doc_write_failures", n(self.doc_write_failures)),
-            ("bulk_get_docs", n(self.docs_read)),
-            ("bulk_get_attempts", n(self.docs_read)),
-            ("checkpointed_source_seq", js(&self.checkpointed_source_seq)),
-            ("source_seq", js(&self.source_seq)),
-            ("through_seq", js(&self.through_seq)),
-        ])
+        let mut f = self.counters();
+        f.push(("source_seq", js(&self.source_seq)));
+        f.push(("through_seq", js(&self.through_seq)));
+        obj(&f)
     }
 }
 

@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use crate::client::SchedulerDoc;
 use crate::util::config::NodeAddr;
-use crate::util::text::SHOWN;
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
 /// 30 s × 2^(crashes−1), the exponent capped at 10, applied on the scheduler's 60 s tick.
@@ -223,20 +222,6 @@ pub(super) fn judge(
         }
     }
     v
-}
-
-/// Up to `SHOWN` lines joined by `; `, then how many more.
-pub(super) fn some_lines(lines: &[String]) -> String {
-    let shown = lines
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    match lines.len().saturating_sub(SHOWN) {
-        0 => shown,
-        more => format!("{shown}; and {more} more"),
-    }
 }
 
 #[cfg(test)]
