@@ -42,10 +42,12 @@ use crate::util::config::{self, Config, ConfigError, NodeAddr};
 use crate::util::exit::{Failure, Status};
 use crate::util::text::{list_some, some_lines};
 
-/// At most this many one-shot replications run at once: each is a CouchDB job with its own
-/// `worker_processes` (4) connections; CouchDB runs up to `max_jobs` (500) but the nodes' disks
-/// and the backup's are what the restore waits for.
-pub const AT_ONCE: usize = 4;
+/// At most this many one-shot replications run at once. Each is a CouchDB job that starts
+/// 0–5 s after its doc (`startup_jitter`), so many small databases are bound by that wait unless
+/// several run together; each job holds `worker_processes` (4) workers and up to
+/// `http_connections` (20) connections, and CouchDB starts new jobs at once only below `max_jobs`
+/// (500). 16 keeps both ends' load modest and the jitter off the critical path.
+pub const AT_ONCE: usize = 16;
 
 /// The id prefix of a restore's `_replicator` docs; a run's own are `restore:<ms>:<db>`.
 const DOC_PREFIX: &str = "restore:";
@@ -508,7 +510,7 @@ impl<'s, 'a> Restore<'s, 'a> {
                 format!("{}: {have} of {} documents", p.db, p.backup_docs)
             })
             .collect();
-        let _ = write!(line, " ({done} done); running: {}", running.join(", "));
+        let _ = write!(line, " ({done} done); running: {}", list_some(&running));
         line
     }
 
