@@ -215,6 +215,10 @@ fn it_refuses_writing_nothing_when_a_database_is_not_on_the_backup_the_cluster_i
     new.reset_counters();
     backup.reset_counters();
 
+    let r = run(&new, &backup, &["restore", "_replicator"], &[]);
+    r.assert_code(12);
+    r.assert_says(&["_replicator is never restored"]);
+
     let r = run(&new, &backup, &["restore", "app", "nosuchdb"], &[]);
     r.assert_code(12);
     r.assert_says(&[

@@ -265,6 +265,13 @@ impl<'s, 'a> Restore<'s, 'a> {
     fn plan(&self, named: &[String]) -> Result<Vec<DbPlan>> {
         let target = &self.cfg.target;
         let on_backup = self.on_backup(|b| b.all_dbs(target))?;
+        if named.iter().any(|db| db == "_replicator") {
+            return Err(refused(
+                "_replicator is never restored: its documents hold passwords in clear, and on this \
+                 cluster they would start replications nobody checked"
+                    .into(),
+            ));
+        }
         let absent: Vec<String> = named
             .iter()
             .filter(|db| !on_backup.contains(db))
@@ -295,13 +302,19 @@ impl<'s, 'a> Restore<'s, 'a> {
             };
             let backup_security = self.on_backup(|b| b.security(target, db))?;
             let cluster_docs = self.session.read(|| client.db_counts(self.via, db))?;
-            let (cluster_security, missing, conflicts_before) = match cluster_docs {
-                None => (None, None, 0),
+            let (cluster_security, missing) = match cluster_docs {
+                None => (None, None),
                 Some(_) => (
                     self.session.read(|| client.security(self.via, db))?,
                     self.missing(db, refused)?,
-                    self.session.read(|| client.conflicted_docs(self.via, db))?,
                 ),
+            };
+            // Conflicts already there, to tell the ones a merge makes: only where it will merge.
+            let conflicts_before = match (cluster_docs.map(|c| c.total()), missing) {
+                (Some(n), m) if n > 0 && m != Some(0) => {
+                    self.session.read(|| client.conflicted_docs(self.via, db))?
+                }
+                _ => 0,
             };
             Ok(Some(DbPlan {
                 db: db.clone(),
