@@ -64,14 +64,18 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
 }
 
-/// The old cluster's data: `app` (40 docs, a deletion, a design doc with a view, members-only
-/// `_security`), `orders` (12 docs, default `_security`), and the user alice.
+/// The old cluster's data: `app` (40 docs, one with an attachment, a deletion, a design doc
+/// with a view, members-only `_security`), `orders` (12 docs, default `_security`), and the user alice.
 fn fill(c: &Cluster) {
     let n = c.node(0);
     n.create_db("app");
     assert_eq!(n.write_docs("app", &ids("doc", 40)), 40);
     n.put_doc("app", "gone", &json!({"x": 1})).expect("gone");
     n.delete_doc("app", "gone").expect("deletion");
+    // "hello, attachment" in base64
+    let photo = json!({"title": "with a file", "_attachments": {"note.txt": {
+        "content_type": "text/plain", "data": "aGVsbG8sIGF0dGFjaG1lbnQ="}}});
+    assert_eq!(common::put_json(n, "/app/photo", &photo), 201);
     let view = json!({"views": {"all": {"map": "function(d){ emit(d._id, null); }"}}});
     assert_eq!(common::put_json(n, "/app/_design/v", &view), 201);
     assert_eq!(common::put_json(n, "/app/_security", &security()), 200);
@@ -170,11 +174,29 @@ fn a_cluster_rebuilt_under_other_names_gets_everything_back_and_a_rerun_only_rea
     assert_eq!(status, 200);
     assert_eq!(
         (info["doc_count"].as_u64(), info["doc_del_count"].as_u64()),
-        (Some(41), Some(1))
+        (Some(42), Some(1))
     );
     assert_eq!(get(&new, 2, "/app/gone", admin()).0, 404);
     let (status, view) = get(&new, 2, "/app/_design/v/_view/all?limit=0", admin());
-    assert_eq!((status, view["total_rows"].as_u64()), (200, Some(40)));
+    assert_eq!((status, view["total_rows"].as_u64()), (200, Some(41)));
+    let (status, photo) = get(&new, 1, "/app/photo?attachments=true", admin());
+    let note = &photo["_attachments"]["note.txt"];
+    assert_eq!(
+        (
+            status,
+            &note["data"],
+            &note["length"],
+            &note["content_type"]
+        ),
+        (
+            200,
+            &json!("aGVsbG8sIGF0dGFjaG1lbnQ="),
+            &json!(17),
+            &json!("text/plain")
+        )
+    );
+    let (_, stub) = get(&new, 2, "/app/photo", admin());
+    assert_eq!(stub["_attachments"]["note.txt"]["stub"], json!(true));
     assert_eq!(
         get(&new, 0, "/orders", admin()).1["doc_count"].as_u64(),
         Some(12)
@@ -333,7 +355,7 @@ fn into_an_existing_database_it_merges_keeps_the_clusters_documents_and_counts_c
     ]);
     assert!(n.doc("app", "only-here").is_some(), "kept");
     let (_, info) = get(&new, 1, "/app", admin());
-    assert_eq!(info["doc_count"].as_u64(), Some(42));
+    assert_eq!(info["doc_count"].as_u64(), Some(43));
     // Named: only `app`; `orders` was not asked for.
     assert_eq!(get(&new, 0, "/orders", admin()).0, 404);
 }

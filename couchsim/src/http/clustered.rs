@@ -300,13 +300,15 @@ fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
         return Err(answers::bad_request("Document must be a JSON object"));
     };
     let (mut id, mut rev, mut deleted, mut body) = (None, None, false, Vec::new());
+    let mut attachments = None;
     for (k, val) in fields {
         match k.as_str() {
             "_id" => id = val.as_str().map(str::to_string),
             "_rev" => rev = val.as_str().map(str::to_string),
             "_deleted" => deleted = *val == Ej::Bool(true),
-            "_revisions" | "_conflicts" | "_deleted_conflicts" | "_attachments" | "_local_seq"
-            | "_revs_info" => {}
+            // kept with the body, last (where CouchDB shows them)
+            "_attachments" => attachments = Some(val.clone()),
+            "_revisions" | "_conflicts" | "_deleted_conflicts" | "_local_seq" | "_revs_info" => {}
             // kept in the body for replication docs (couch_doc's transfer_fields)
             "_replication_state"
             | "_replication_state_time"
@@ -323,7 +325,79 @@ fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
             _ => body.push((k.clone(), val.clone())),
         }
     }
+    if let Some(a) = attachments {
+        body.push(("_attachments".to_string(), a));
+    }
     Ok((id, rev, deleted, Ej::Obj(body)))
+}
+
+/// Inline attachments of an interactive write, as CouchDB stores them: `content_type`,
+/// `revpos` (the new revision's generation), `digest` (`md5-<base64>`), `length`, and the data
+/// (kept inline here); a `stub` takes the attachment of the current revision. Not modelled:
+/// attachments in the revision hash (CouchDB hashes their digests separately), multipart,
+/// `GET /<db>/<doc>/<attachment>`.
+fn store_attachments(node: &NodeInner, db: &str, edit: &mut Edit) {
+    let Some(Ej::Obj(atts)) = edit.body.get("_attachments").cloned() else {
+        return;
+    };
+    let revpos = edit
+        .rev
+        .as_deref()
+        .and_then(|r| r.split('-').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let current = atts
+        .iter()
+        .any(|(_, a)| a.get("stub") == Some(&Ej::Bool(true)))
+        .then(|| fabric::open_doc(node, db, &edit.id).ok())
+        .flatten()
+        .and_then(|d| d.winner().body.get("_attachments").cloned());
+    let mut out = Vec::new();
+    for (name, a) in atts {
+        if let Some(data) = a.get("data").and_then(Ej::as_str) {
+            let bytes = util::base64_decode(data).unwrap_or_default();
+            let digest = util::base64_encode(&util::md5(&bytes));
+            let content_type = a
+                .get("content_type")
+                .cloned()
+                .unwrap_or_else(|| Ej::from("application/octet-stream"));
+            out.push((
+                name,
+                Ej::Obj(vec![
+                    ("content_type".into(), content_type),
+                    ("revpos".into(), Ej::Num(revpos.into())),
+                    ("digest".into(), Ej::from(format!("md5-{digest}").as_str())),
+                    ("length".into(), Ej::Num((bytes.len() as u64).into())),
+                    ("data".into(), Ej::from(data)),
+                ]),
+            ));
+        } else if let Some(old) = current.as_ref().and_then(|c| c.get(&name)) {
+            out.push((name, old.clone()));
+        }
+    }
+    edit.body.set("_attachments", Ej::Obj(out));
+}
+
+/// A doc as `GET` shows it: attachments as stubs unless `?attachments=true`.
+fn shown_attachments(doc: &mut Ej, with_data: bool) {
+    let Some(Ej::Obj(atts)) = doc.get("_attachments").cloned() else {
+        return;
+    };
+    let stubs = atts
+        .into_iter()
+        .map(|(name, a)| {
+            let fields = a.fields().unwrap_or_default().to_vec();
+            let mut f: Vec<(String, Ej)> = fields
+                .into_iter()
+                .filter(|(k, _)| with_data || k != "data")
+                .collect();
+            if !with_data {
+                f.push(("stub".into(), Ej::Bool(true)));
+            }
+            (name, Ej::Obj(f))
+        })
+        .collect();
+    doc.set("_attachments", Ej::Obj(stubs));
 }
 
 fn reply_one(r: &DocReply, location: String) -> Response {
@@ -360,6 +434,7 @@ fn write_one(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, mut edit:
         return r;
     }
     hash_user_password(node, db, &mut edit);
+    store_attachments(node, db, &mut edit);
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
     let location = format!("http://{host}/{db}/{}", util::pct_encode(&edit.id));
     match fabric::update_docs(node, db, vec![edit]) {
@@ -399,8 +474,10 @@ fn doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, id: &str) -> Re
         "GET" | "HEAD" => match fabric::open_doc(node, db, id) {
             Ok(d) => {
                 let conflicts = req.query_param("conflicts").as_deref() == Some("true");
-                Response::raw(200, d.to_json(id, conflicts).text())
-                    .with_header("ETag", format!("\"{}\"", d.rev()))
+                let mut shown = d.to_json(id, conflicts);
+                let data = req.query_param("attachments").as_deref() == Some("true");
+                shown_attachments(&mut shown, data);
+                Response::raw(200, shown.text()).with_header("ETag", format!("\"{}\"", d.rev()))
             }
             Err(f) => failure(f, true),
         },
@@ -512,6 +589,7 @@ fn bulk_docs(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str) -> Respon
             return r;
         }
         hash_user_password(node, db, e);
+        store_attachments(node, db, e);
     }
     match fabric::update_docs(node, db, edits) {
         Ok(replies) => {
