@@ -286,8 +286,27 @@ fn it_refuses_writing_nothing_when_a_database_is_not_on_the_backup_the_cluster_i
     assert_eq!(get(&new, 0, "/app", admin()).0, 404);
 }
 
+/// Where a restore is killed: when `at` first holds on the new cluster.
+type Moment = fn(&Cluster) -> bool;
+
+/// Its first database exists: killed while creating the databases (or just after).
+fn databases_created(c: &Cluster) -> bool {
+    c.node(0).all_dbs().iter().any(|db| db.starts_with("db"))
+}
+
+/// Its first replication docs are written: killed while replicating.
+fn replicating(c: &Cluster) -> bool {
+    let ids = c.node(0).doc_ids("_replicator").unwrap_or_default();
+    ids.iter().any(|id| id.starts_with("restore:"))
+}
+
+/// Its first database holds every document: killed between replication, security and verify.
+fn first_filled(c: &Cluster) -> bool {
+    c.node(0).doc_count("db00") == Some(60)
+}
+
 #[test]
-fn killed_part_way_a_rerun_finishes_and_leaves_no_replication_doc() {
+fn killed_at_any_step_a_rerun_finishes_and_leaves_no_replication_doc() {
     let backup = backup_couch();
     let old = formed("old", 4);
     for i in 0..12 {
@@ -295,45 +314,46 @@ fn killed_part_way_a_rerun_finishes_and_leaves_no_replication_doc() {
         old.node(0).create_db(&db);
         assert_eq!(old.node(0).write_docs(&db, &ids("d", 60)), 60);
     }
+    let open = json!({"members": {"names": ["alice"]}});
+    assert_eq!(common::put_json(old.node(0), "/db00/_security", &open), 200);
     run(&old, &backup, &["backup"], &[]).assert_code(0);
     drop(old);
-    let new = formed("new", 5);
-
-    let mut e: Vec<(&str, String)> = env(&backup);
-    e.push(("RUST_LOG", "debug".into()));
-    let pairs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (mut child, started) = common::spawn(&new, &["restore"], &pairs);
-    // Killed once its first replications are written.
-    loop {
-        let ids = new.node(0).doc_ids("_replicator").unwrap_or_default();
-        if ids.iter().any(|id| id.starts_with("restore:")) {
-            break;
+    let moments: [(&str, Moment); 3] = [
+        ("databases created", databases_created),
+        ("replicating", replicating),
+        ("a database filled", first_filled),
+    ];
+    for (seed, (what, at)) in (10..).zip(moments) {
+        let new = formed("new", seed);
+        let mut e: Vec<(&str, String)> = env(&backup);
+        e.push(("RUST_LOG", "debug".into()));
+        let pairs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (mut child, started) = common::spawn(&new, &["restore"], &pairs);
+        while !at(&new) {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}: never");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no replication started"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().expect("kill");
-    let _ = child.wait();
+        child.kill().expect("kill");
+        let _ = child.wait();
 
-    let r = run(&new, &backup, &["restore"], &[]);
-    r.assert_code(0);
-    r.assert_says(&["restore: 13 database(s)"]);
-    for i in 0..12 {
-        let (_, info) = get(&new, 0, &format!("/db{i:02}"), admin());
-        assert_eq!(info["doc_count"].as_u64(), Some(60), "db{i:02}");
+        let r = run(&new, &backup, &["restore"], &[]);
+        r.assert_code(0);
+        r.assert_says(&["restore: 13 database(s)"]);
+        for i in 0..12 {
+            let (_, info) = get(&new, 0, &format!("/db{i:02}"), admin());
+            assert_eq!(info["doc_count"].as_u64(), Some(60), "{what}: db{i:02}");
+        }
+        assert_eq!(get(&new, 1, "/db00/_security", admin()).1, open, "{what}");
+        let left: Vec<String> = new.node(0).doc_ids("_replicator").unwrap_or_default();
+        assert!(
+            left.iter().all(|id| !id.starts_with("restore:")),
+            "{what}: {left:?}"
+        );
+        new.reset_counters();
+        backup.reset_counters();
+        run(&new, &backup, &["restore"], &[]).assert_code(0);
+        assert_eq!(our_writes(&new, &backup), Vec::<String>::new(), "{what}");
     }
-    let left: Vec<String> = new.node(0).doc_ids("_replicator").unwrap_or_default();
-    assert!(
-        left.iter().all(|id| !id.starts_with("restore:")),
-        "{left:?}"
-    );
-    new.reset_counters();
-    backup.reset_counters();
-    run(&new, &backup, &["restore"], &[]).assert_code(0);
-    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
 }
 
 #[test]
@@ -347,7 +367,12 @@ fn into_an_existing_database_it_merges_keeps_the_clusters_documents_and_counts_c
         .expect("only-here");
     n.put_doc("app", "doc-0003", &json!({"changed": "here"}))
         .expect("doc-0003");
-    let r = run(&new, &backup, &["restore", "app", "--q", "4"], &[]);
+    let r = run(
+        &new,
+        &backup,
+        &["restore", "app", "orders", "--q", "4"],
+        &[],
+    );
     r.assert_code(0);
     r.assert_says(&[
         "1 document(s) with new conflicts",
@@ -356,8 +381,11 @@ fn into_an_existing_database_it_merges_keeps_the_clusters_documents_and_counts_c
     assert!(n.doc("app", "only-here").is_some(), "kept");
     let (_, info) = get(&new, 1, "/app", admin());
     assert_eq!(info["doc_count"].as_u64(), Some(43));
-    // Named: only `app`; `orders` was not asked for.
-    assert_eq!(get(&new, 0, "/orders", admin()).0, 404);
+    // `--q` for the databases it creates (`orders`); `app` keeps the shard map it had.
+    assert_eq!(n.shards("orders").map(|s| s.len()), Some(4));
+    assert_eq!(n.shards("app").map(|s| s.len()), Some(2));
+    // Named: only those two; `_users` was not asked for.
+    assert!(n.doc("_users", "org.couchdb.user:alice").is_none());
 }
 
 /// Not a check: prints the output docs/backup.md shows (`cargo test --test restore -- --ignored
