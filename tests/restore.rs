@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{cluster, run_args, Run, PASSWORD};
-use couchsim::Cluster;
+use couchsim::{Cluster, Fault};
 use serde_json::{json, Value};
 
 const BACKUP_USER: &str = "backup-admin";
@@ -412,4 +412,45 @@ fn docs_examples() {
     );
     let r = run(&new, &backup, &["status"], &[]);
     println!("$ couchdb-cluster-init status\n{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn at_the_deadline_it_stops_its_replications_names_what_is_missing_and_a_rerun_finishes() {
+    let backup = lost_cluster();
+    let new = formed("new", 8);
+    // The backup refuses the replicator's reads of `app` (and only those: the tool never calls
+    // `_bulk_get`): its job crashes and is retried by CouchDB, and never completes.
+    for nth in 1..=200 {
+        backup.node(0).inject(Fault::FailNth {
+            method: "POST".into(),
+            path: "/app/_bulk_get".into(),
+            nth,
+            status: 500,
+        });
+    }
+    let r = run(
+        &new,
+        &backup,
+        &["restore"],
+        &[("COUCHDB_INIT_TIMEOUT", "4s")],
+    );
+    r.assert_code(12);
+    r.assert_says(&[
+        "restore incomplete",
+        "not finished by COUCHDB_INIT_TIMEOUT: app",
+        "run it again to finish",
+    ]);
+    assert_no_secret(&r);
+    let left: Vec<String> = new.node(0).doc_ids("_replicator").unwrap_or_default();
+    assert!(
+        left.iter().all(|id| !id.starts_with("restore:")),
+        "{left:?}"
+    );
+    backup.node(0).clear_faults();
+    let r = run(&new, &backup, &["restore"], &[]);
+    r.assert_code(0);
+    assert_eq!(
+        get(&new, 0, "/app", admin()).1["doc_count"].as_u64(),
+        Some(42)
+    );
 }

@@ -49,6 +49,9 @@ use crate::util::text::{list_some, some_lines};
 /// (500). 16 keeps both ends' load modest and the jitter off the critical path.
 pub const AT_ONCE: usize = 16;
 
+/// How long the deletion of the docs still running at the deadline may take.
+const CLEANUP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The id prefix of a restore's `_replicator` docs; a run's own are `restore:<ms>:<db>`.
 const DOC_PREFIX: &str = "restore:";
 
@@ -483,9 +486,17 @@ impl<'s, 'a> Restore<'s, 'a> {
             Ok::<_, anyhow::Error>(None)
         })?;
         if finished.is_none() {
+            // The session's client stops at the deadline: these deletions get a moment more, so
+            // that no doc with passwords in it stays behind.
+            let cleanup = Client::new(
+                &self.session.cfg.user,
+                &self.session.cfg.password,
+                self.session.cfg.request_timeout,
+                self.session.clock.now() + CLEANUP,
+            );
             for (_, id) in &active {
-                if let Ok(Some(doc)) = client.one_shot(self.via, id) {
-                    let _ = client.delete_replication(self.via, id, &doc.rev);
+                if let Ok(Some(doc)) = cleanup.one_shot(self.via, id) {
+                    let _ = cleanup.delete_replication(self.via, id, &doc.rev);
                 }
             }
             let mut left: Vec<String> = active.iter().map(|(p, _)| p.db.clone()).collect();
