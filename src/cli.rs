@@ -203,7 +203,7 @@ pub fn usage() -> String {
     for (name, meaning) in VARIABLES {
         s += &format!("  {name:<26} {meaning}\n");
     }
-    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set):\n";
+    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set; restore reads from it):\n";
     for (name, meaning) in BACKUP_VARIABLES {
         s += &format!("  {name:<26} {meaning}\n");
     }
