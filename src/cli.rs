@@ -1,7 +1,7 @@
 //! The command line: which procedure to run, and the help text. Options are parsed here only;
 //! everything else comes from the environment (src/util/config.rs).
 
-use crate::commands::{rebalance, remove, status};
+use crate::commands::{rebalance, remove, restore, status};
 use crate::util::config::{BACKUP_VARIABLES, VARIABLES};
 use crate::util::exit::TABLE;
 
@@ -26,6 +26,8 @@ pub enum Command {
     Backup,
     /// Keep running: form, join new nodes, repair drift, keep backups; serve metrics.
     Watch,
+    /// Databases brought back from COUCHDB_BACKUP_URL into a formed, healthy cluster.
+    Restore(restore::Options),
     Help,
     Version,
 }
@@ -65,6 +67,11 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
         "watch",
         "keep running: form once COUCHDB_EXPECT nodes answer, join nodes that appear, repair drift, \
          keep backups; metrics on COUCHDB_METRICS_ADDR; exits 0 on SIGTERM",
+    ),
+    (
+        "restore",
+        "[--dry-run] [--q N] [DB...]  bring databases (documents, _security, _users) back from \
+         COUCHDB_BACKUP_URL into a formed, healthy cluster; merges, never deletes",
     ),
 ];
 
@@ -115,10 +122,56 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         ["backup"] => Ok(Command::Backup),
         ["watch"] => Ok(Command::Watch),
+        ["restore", rest @ ..] => parse_restore(rest).map(Command::Restore),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["-V" | "--version"] => Ok(Command::Version),
         other => Err(format!("unknown arguments {other:?}")),
     }
+}
+
+/// `restore [--dry-run] [--q N|--q=N] [DB...]`.
+fn parse_restore(args: &[&str]) -> Result<restore::Options, String> {
+    let mut opts = restore::Options::default();
+    let mut rest: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if f == "--q" => (f, Some(v)),
+            _ => (args[i], None),
+        };
+        if flag == "--q" {
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i).copied().unwrap_or("")
+                }
+            };
+            if opts.q.is_some() {
+                return Err("option --q given twice".into());
+            }
+            opts.q = match value.parse::<u32>() {
+                Ok(q) if (1..=256).contains(&q) => Some(q),
+                _ => {
+                    return Err(format!(
+                        "--q takes a number of shard ranges from 1 to 256, not `{value}`"
+                    ))
+                }
+            };
+        } else {
+            rest.push(args[i]);
+        }
+        i += 1;
+    }
+    let (flags, names) = split(&rest, &["--dry-run", "--q"])?;
+    opts.dry_run = flags.contains(&"--dry-run");
+    for name in names {
+        if opts.dbs.iter().any(|d| d == name) {
+            return Err(format!("restore: database `{name}` named twice"));
+        }
+        opts.dbs.push(name.to_string());
+    }
+    Ok(opts)
 }
 
 /// Flags (each from `known`, at most once) apart from the other arguments.
@@ -158,7 +211,7 @@ pub fn usage() -> String {
     for (name, meaning) in VARIABLES {
         s += &format!("  {name:<26} {meaning}\n");
     }
-    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set):\n";
+    s += "\nBackup (init and backup, when COUCHDB_BACKUP_URL is set; restore reads from it):\n";
     for (name, meaning) in BACKUP_VARIABLES {
         s += &format!("  {name:<26} {meaning}\n");
     }
@@ -215,6 +268,38 @@ mod tests {
         assert!(parse(&args(&["rebalance", "--dry-run", "--dry-run"])).is_err());
         assert!(parse(&args(&["rebalance", "db"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());
+        assert_eq!(
+            parse(&args(&[
+                "restore",
+                "--dry-run",
+                "app",
+                "--q",
+                "8",
+                "_users"
+            ])),
+            Ok(Command::Restore(restore::Options {
+                dry_run: true,
+                q: Some(8),
+                dbs: vec!["app".into(), "_users".into()],
+            }))
+        );
+        assert_eq!(
+            parse(&args(&["restore", "--q=2"])),
+            Ok(Command::Restore(restore::Options {
+                q: Some(2),
+                ..Default::default()
+            }))
+        );
+        for bad in [
+            &["restore", "--q"][..],
+            &["restore", "--q", "0"],
+            &["restore", "--q", "x"],
+            &["restore", "--q=1", "--q=2"],
+            &["restore", "app", "app"],
+            &["restore", "--force"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use couchdb_cluster_init::cli::{self, Command, VERSION};
 use couchdb_cluster_init::commands::formation::Formation;
-use couchdb_cluster_init::commands::{rebalance, remove, status, watch};
+use couchdb_cluster_init::commands::{rebalance, remove, restore, status, watch};
 use couchdb_cluster_init::util::clock::SystemClock;
 use couchdb_cluster_init::util::config::Config;
 use couchdb_cluster_init::util::exit::{status_of, Status};
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Status(opts) => status::status(&cfg, &clock, &opts).map(|()| None),
         Command::Remove(opts) => remove::remove(&cfg, &clock, &opts).map(Some),
         Command::Rebalance(opts) => rebalance::rebalance(&cfg, &clock, &opts).map(Some),
+        Command::Restore(opts) => restore::restore(&cfg, &clock, &opts).map(Some),
         Command::Backup => Formation::new(&cfg, &clock, cfg.init_timeout)
             .backup()
             .map(|summary| Some(summary.line())),

@@ -83,23 +83,9 @@ impl Rig {
             .unwrap_or_default()
     }
 
-    /// The writes the binary sent: every write either side answered, but for the replication
-    /// jobs' own protocol (sessions, checkpoints, revs_diff, bulk reads and writes), which is
-    /// CouchDB's, not ours.
+    /// The writes the binary sent to either side (not the replication jobs' own).
     fn our_writes(&self) -> Vec<String> {
-        const REPLICATOR: [&str; 6] = [
-            "/_session",
-            "/_local/",
-            "/_bulk_get",
-            "/_revs_diff",
-            "/_bulk_docs",
-            "/_ensure_full_commit",
-        ];
-        common::writes(&self.cluster)
-            .into_iter()
-            .chain(common::writes(&self.backup))
-            .filter(|w| !REPLICATOR.iter().any(|r| w.contains(r)))
-            .collect()
+        common::our_writes(&[&self.cluster, &self.backup])
     }
 
     /// Requests the backup CouchDB got with credentials (a wrong password counts each time).
@@ -126,13 +112,23 @@ fn init_replicates_every_database_and_new_documents_arrive() {
     let rig = Rig::new(&[("app", 100), ("orders", 20), ("empty", 0)]);
     let r = rig.run(&[], &[]);
     r.assert_code(0);
-    r.assert_says(&["backup:", "3 database(s) replicated and caught up"]);
+    // `_users` too, by default: without it the application's users could not log in to a
+    // cluster restored from the backup.
+    r.assert_says(&["backup:", "4 database(s) replicated and caught up"]);
     for (db, n) in [("app", 100), ("orders", 20), ("empty", 0)] {
         assert_eq!(rig.backup_docs(db), n, "{db} on the backup");
     }
     let mut docs = rig.replicator_ids();
     docs.sort();
-    assert_eq!(docs, ["backup:app", "backup:empty", "backup:orders"]);
+    assert_eq!(
+        docs,
+        [
+            "backup:_users",
+            "backup:app",
+            "backup:empty",
+            "backup:orders"
+        ]
+    );
     // Continuous: a document written afterwards reaches the backup by itself.
     rig.cluster.node(1).write_docs("app", &["late"]);
     rig.arrives("app", "late");
@@ -147,7 +143,7 @@ fn a_rerun_writes_nothing_and_reports_the_backup_caught_up() {
     r.assert_code(0);
     assert_eq!(rig.our_writes(), Vec::<String>::new());
     r.assert_says(&[
-        "1 database(s) replicated and caught up: app",
+        "2 database(s) replicated and caught up: _users, app",
         "nothing written",
     ]);
 }
@@ -202,23 +198,27 @@ fn a_changed_backup_password_renews_our_replication_and_documents_arrive_again()
         &[("COUCHDB_BACKUP_PASSWORD", NEW), ("RUST_LOG", "trace")],
     );
     r.assert_code(0);
-    r.assert_says(&["renewed 2 replication(s)", "app", "orders"]);
+    r.assert_says(&["renewed 3 replication(s)", "_users", "app", "orders"]);
     let mut writes = rig.our_writes();
     writes.sort();
-    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert_eq!(writes.len(), 3, "{writes:?}");
     assert!(
-        writes[0].starts_with("PUT /_replicator/backup%3Aapp"),
+        writes[0].starts_with("PUT /_replicator/backup%3A_users"),
         "{writes:?}"
     );
     assert!(
-        writes[1].starts_with("PUT /_replicator/backup%3Aorders"),
+        writes[1].starts_with("PUT /_replicator/backup%3Aapp"),
+        "{writes:?}"
+    );
+    assert!(
+        writes[2].starts_with("PUT /_replicator/backup%3Aorders"),
         "{writes:?}"
     );
     assert_eq!(rig.backup_docs("app"), 30);
     // Still one doc per database (trap 20), and nothing written once they are current.
     let mut docs = rig.replicator_ids();
     docs.sort();
-    assert_eq!(docs, ["backup:app", "backup:orders"]);
+    assert_eq!(docs, ["backup:_users", "backup:app", "backup:orders"]);
     let out = format!("{}{}", r.stdout, r.stderr);
     for secret in [PASSWORD, BACKUP_PASSWORD, NEW] {
         assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
@@ -250,7 +250,8 @@ fn another_doc_replicating_the_same_pair_is_reported_not_doubled() {
     // Someone's replication, running: its documents are on the backup.
     rig.arrives("app", "app-0009");
     rig.reset();
-    let r = rig.run(&["backup"], &[]);
+    // (`_users` left out, the opt-out of COUCHDB_BACKUP_DBS: this is about `app` alone.)
+    let r = rig.run(&["backup"], &[("COUCHDB_BACKUP_DBS", "*,-_users")]);
     r.assert_code(0);
     r.assert_says(&["app by `mine`", "not adding a second"]);
     assert_eq!(rig.replicator_ids(), ["mine"]);
@@ -374,6 +375,7 @@ fn a_job_that_delivers_nothing_is_reported_with_its_error_and_when_couchdb_retri
         &[
             ("COUCHDB_BACKUP_SOURCE_URL", "http://127.0.0.1:1"),
             ("COUCHDB_INIT_TIMEOUT", "3s"),
+            ("COUCHDB_BACKUP_DBS", "app"),
         ],
     );
     r.assert_code(11);
@@ -426,7 +428,7 @@ fn status_shows_each_databases_backup_and_exits_11_when_one_is_not_in_place() {
     r.assert_code(0);
     assert!(
         r.stdout
-            .contains("backup: 1 database(s); in place: every one replicated"),
+            .contains("backup: 2 database(s); in place: every one replicated"),
         "{}",
         r.stdout
     );
@@ -443,8 +445,8 @@ fn status_shows_each_databases_backup_and_exits_11_when_one_is_not_in_place() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(row("app"), "app yes (backup:app) running 0");
-    assert_eq!(row("later"), "later no no replication -");
+    assert_eq!(row("app"), "app yes (backup:app) running 0 same");
+    assert_eq!(row("later"), "later no no replication - -");
     r.assert_says(&["the cluster is healthy; its backup is not in place: later"]);
     assert_eq!(rig.our_writes(), Vec::<String>::new(), "status only reads");
 
@@ -483,4 +485,103 @@ fn status_shows_each_databases_backup_and_exits_11_when_one_is_not_in_place() {
     for secret in [PASSWORD, BACKUP_PASSWORD] {
         assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
     }
+}
+
+/// `db`'s `_security` through `node`, as an admin of that side.
+fn security(c: &Cluster, user: &str, password: &str, db: &str) -> serde_json::Value {
+    let (status, body) = common::http(
+        c.node(0),
+        "GET",
+        &format!("/{db}/_security"),
+        Some((user, password)),
+        None,
+    );
+    assert_eq!(status, 200, "GET /{db}/_security: {body}");
+    body
+}
+
+#[test]
+fn security_objects_reach_the_backup_and_a_rerun_writes_nothing() {
+    let rig = Rig::new(&[("app", 5), ("open", 2)]);
+    let members = serde_json::json!({
+        "admins": {"names": [], "roles": ["ops"]},
+        "members": {"names": ["alice"], "roles": ["staff"]}
+    });
+    let put = common::put_json(rig.cluster.node(1), "/app/_security", &members);
+    assert_eq!(put, 200);
+    let r = rig.run(&["backup"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["wrote _security of 1 database(s) on the backup"]);
+    assert_eq!(
+        security(&rig.backup, BACKUP_USER, BACKUP_PASSWORD, "app"),
+        members
+    );
+    // `open` kept the default on both sides: nothing to write there.
+    assert_eq!(
+        security(&rig.backup, BACKUP_USER, BACKUP_PASSWORD, "open"),
+        security(&rig.cluster, "admin", PASSWORD, "open")
+    );
+    rig.reset();
+    rig.run(&["backup"], &[]).assert_code(0);
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+
+    // Changed on the cluster: `status` says the backup is not in place, the next run fixes it.
+    let bob = serde_json::json!({"members": {"names": ["alice", "bob"]}});
+    assert_eq!(
+        common::put_json(rig.cluster.node(2), "/app/_security", &bob),
+        200
+    );
+    let r = rig.run(&["status"], &[]);
+    r.assert_code(11);
+    r.assert_shows(&["NOT in place: 1 not backed up"]);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains("differs")),
+        "{}",
+        r.stdout
+    );
+    rig.reset();
+    rig.run(&["backup"], &[]).assert_code(0);
+    assert_eq!(rig.our_writes(), ["PUT /app/_security"]);
+    assert_eq!(
+        security(&rig.backup, BACKUP_USER, BACKUP_PASSWORD, "app"),
+        bob
+    );
+    rig.reset();
+    rig.run(&["backup"], &[]).assert_code(0);
+    assert_eq!(rig.our_writes(), Vec::<String>::new());
+    rig.run(&["status"], &[]).assert_code(0);
+}
+
+#[test]
+fn users_are_backed_up_by_default_onto_a_bare_backup_and_can_be_left_out() {
+    let rig = Rig::new(&[("app", 3)]);
+    // A bare standalone CouchDB has no `_users` (trap 25).
+    assert!(!rig.backup.node(0).all_dbs().contains(&"_users".to_string()));
+    let alice =
+        serde_json::json!({"name": "alice", "password": "alice-pw-7", "roles": [], "type": "user"});
+    assert_eq!(
+        common::put_json(
+            rig.cluster.node(0),
+            "/_users/org.couchdb.user:alice",
+            &alice
+        ),
+        201
+    );
+    rig.reset();
+    let r = rig.run(&["backup"], &[("COUCHDB_BACKUP_DBS", "*,-_users")]);
+    r.assert_code(0);
+    assert!(!rig.backup.node(0).all_dbs().contains(&"_users".to_string()));
+    let r = rig.run(&["backup"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["replicated and caught up: _users, app"]);
+    rig.arrives("_users", "org.couchdb.user:alice");
+    let user = rig
+        .backup
+        .node(0)
+        .doc("_users", "org.couchdb.user:alice")
+        .expect("alice on the backup");
+    // Salted hashes travel, never the password itself.
+    assert!(user.get("derived_key").is_some() && user.get("password").is_none());
 }

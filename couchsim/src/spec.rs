@@ -69,6 +69,9 @@ pub struct Delays {
     pub repl_job_add: Duration,
     /// A second doc for a replication that already runs turns `failed` after this long.
     pub repl_duplicate: Duration,
+    /// A completed one-shot doc shows `completed` in `/_scheduler/docs` this long, then `null`
+    /// (transcript 15: `completed`, then `null` 4 ms later, once its write-back was read).
+    pub repl_completed: Duration,
     /// Each start of a job sleeps a random time in this range before it opens source and
     /// target (`startup_jitter`); its state is `running` meanwhile (trap 17).
     pub repl_jitter: (Duration, Duration),
@@ -119,6 +122,7 @@ impl Default for Delays {
             repl_quiet_period: Duration::from_secs(60),
             repl_job_add: Duration::from_millis(100),
             repl_duplicate: Duration::from_millis(420),
+            repl_completed: Duration::from_millis(4),
             repl_jitter: (Duration::ZERO, Duration::from_secs(5)),
             repl_latency: Duration::from_millis(135),
             repl_checkpoint: Duration::from_secs(30),
@@ -165,6 +169,7 @@ impl Delays {
             repl_quiet_period: Duration::from_millis(300),
             repl_job_add: Duration::from_millis(1),
             repl_duplicate: Duration::from_millis(2),
+            repl_completed: Duration::from_millis(4),
             repl_jitter: (Duration::ZERO, Duration::from_millis(25)),
             repl_latency: Duration::from_millis(1),
             repl_checkpoint: Duration::from_millis(150),

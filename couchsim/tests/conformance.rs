@@ -128,7 +128,8 @@ const RELAXED: &[(&str, usize, &str)] = &[
 ];
 
 /// Lines recorded in a transcript that the simulator does not replay yet, by file: (file,
-/// reason). Everything else in `transcripts/` and `transcripts/operations/` is replayed.
+/// reason). Everything else in `transcripts/`, `transcripts/operations/` and
+/// `transcripts/recovery/` is replayed.
 const NOT_YET: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
@@ -164,6 +165,8 @@ mod sim {
         pub ops: bool,
         /// Replication timings: CouchDB's (`Delays::default()`) times this factor.
         pub scale: Option<f64>,
+        /// When `_users` gets its `_design/_auth` (default: a minute, i.e. not in the replay).
+        pub auth_ddoc: Option<Duration>,
     }
 
     /// `[mem3] sync_delay` in the replay of the operations scenarios (5 s on CouchDB): the
@@ -193,7 +196,10 @@ mod sim {
         // No recording shows `_design/_auth` in `_users` (`_all_docs` empty 35 ms after the
         // finish in 02, node4's `_users` copy still empty a second after it in 12; the
         // clustered doc_count is compared leniently), so it comes late here.
-        d.auth_ddoc = Duration::from_secs(60);
+        d.auth_ddoc = setup.auth_ddoc.unwrap_or(Duration::from_secs(60));
+        // A completed one-shot shows `completed` for a few ms on CouchDB (transcript 15's
+        // line 60, then `null` at line 62): long enough here for a poll every POLL_EVERY.
+        d.repl_completed = Duration::from_millis(300);
         d
     }
 
@@ -683,6 +689,12 @@ fn is_timestamp(s: &str) -> bool {
         })
 }
 
+/// `Sun, 06 Dec 2026 05:29:36 GMT`
+fn is_http_date(s: &str) -> bool {
+    let p: Vec<&str> = s.split(' ').collect();
+    p.len() == 6 && p[0].ends_with(',') && p[5] == "GMT" && p[4].len() == 8 && p[3].len() == 4
+}
+
 /// An Erlang pid as `/_scheduler/jobs` shows it: `<0.1198.0>`
 fn is_pid(s: &str) -> bool {
     let inner = s.strip_prefix("<0.").and_then(|r| r.strip_suffix(".0>"));
@@ -736,6 +748,42 @@ fn compare(exp: &Value, act: &Value, at: &str, ctx: &mut Ctx, errs: &mut Vec<Str
                     // null while streaming, 0 after a restart: which one is timing
                     "changes_pending" => {
                         (ev.is_null() || ev.is_u64()) && (av.is_null() || av.is_u64())
+                    }
+                    // a one-shot replication's checkpoint positions (transcript 15)
+                    "source_last_seq" | "end_last_seq" | "recorded_seq" if is_clustered_seq(ev) => {
+                        if seq_number(ev) != seq_number(av) {
+                            errs.push(format!("{here}: {av}, recorded {ev}"));
+                        }
+                        true
+                    }
+                    // a replication session, a one-shot job's id: random per run, bound
+                    "session_id" | "id" if ev.as_str().is_some_and(|x| is_hex(x, 32)) => {
+                        match av.as_str() {
+                            Some(a) if is_hex(a, 32) => {
+                                ctx.bind(ev.as_str().unwrap_or(""), a, &here, errs)
+                            }
+                            _ => errs.push(format!("{here}: {av} is not 32 hex like {ev}")),
+                        }
+                        true
+                    }
+                    // a `_users` doc's salted hash: random salt, so only the shape
+                    "salt" | "derived_key"
+                        if ev
+                            .as_str()
+                            .is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit())) =>
+                    {
+                        let n = ev.as_str().map_or(0, str::len);
+                        if !av.as_str().is_some_and(|a| is_hex(a, n)) {
+                            errs.push(format!("{here}: {av} is not {n} hex like {ev}"));
+                        }
+                        true
+                    }
+                    // a replication history's times (RFC 1123)
+                    "start_time" | "end_time" if ev.as_str().is_some_and(is_http_date) => {
+                        if !av.as_str().is_some_and(is_http_date) {
+                            errs.push(format!("{here}: {av} is not an HTTP date like {ev}"));
+                        }
+                        true
                     }
                     _ => false,
                 };
@@ -1340,7 +1388,11 @@ impl Run {
         // A 500 after CouchDB waited (5 s in finish_cluster, 60 s for a range without a
         // copy): the wait is part of the behaviour, scaled down to the simulator's.
         let recorded_wait = l.v["elapsed_ms"].as_f64().unwrap_or(0.0);
-        let wait = if recorded_wait > 50_000.0 {
+        // (`POST /_replicate` waited for its replication, whose start is jittered at random
+        // over 0–5 s: 0.9–4.7 s as recorded; scaled with the other replication delays.)
+        let wait = if l.path() == "/_replicate" {
+            None
+        } else if recorded_wait > 50_000.0 {
             Some(sim::NO_COPY_TIMEOUT)
         } else if recorded_wait > 4000.0 {
             Some(sim::FINISH_WAIT)
@@ -2039,6 +2091,7 @@ fn nodes(n: usize) -> sim::Setup {
         boot: None,
         scale: None,
         ops: false,
+        auth_ddoc: None,
     }
 }
 
@@ -2520,6 +2573,28 @@ fn s14_backup_replication() {
     );
 }
 
+/// Security objects and the pieces of a restore: `_security` set through node1 and read
+/// through the others, set with node3 stopped (before line 25) and read through node3 once
+/// it is back (started before line 28); a bare standalone node5 (node4 is not used) with no
+/// `_users`; a one-shot `POST /_replicate` node5 → cluster with `create_target`, and again
+/// (`no_changes`); a one-shot `_replicator` doc for `_users`, written back `completed`, its id
+/// refused afterwards (409); the replicated user logs in and is refused the db until its
+/// `_security` is written. Every poll line is replayed (none sampled).
+#[test]
+fn s15_security_and_restore() {
+    scenario(
+        "recovery/15_security_and_restore.jsonl",
+        sim::Setup {
+            stopped: &[3],
+            // transcript 15 shows it there: replicating node5's `_users` checked 2 revisions
+            // (its `_design/_auth` and alice) and wrote 1 (the cluster had the same ddoc)
+            auth_ddoc: Some(Duration::from_millis(20)),
+            ..nodes(5)
+        },
+        &[(25, Act::Stop(2)), (28, Act::Launch(2))],
+    );
+}
+
 /// Every transcript has a scenario test above, and every table entry names a request line.
 #[test]
 fn every_transcript_is_replayed_and_tables_are_honest() {
@@ -2538,9 +2613,10 @@ fn every_transcript_is_replayed_and_tables_are_honest() {
         "operations/12_decommission.jsonl",
         "operations/13_rebalance_after_growth.jsonl",
         "operations/14_backup_replication.jsonl",
+        "recovery/15_security_and_restore.jsonl",
     ];
     let mut found = Vec::new();
-    for sub in ["", "operations/"] {
+    for sub in ["", "operations/", "recovery/"] {
         found.extend(
             std::fs::read_dir(transcripts_dir().join(sub))
                 .expect("transcripts folder")

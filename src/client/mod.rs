@@ -17,9 +17,10 @@ mod shard_doc;
 
 pub use ops::{segment, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs, Unreadable};
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
+mod recovery;
 mod replication;
 
-pub use replication::{DbCounts, DbCreated, Endpoint, Put, SchedulerDoc};
+pub use replication::{DbCounts, DbCreated, Endpoint, OneShotDoc, Put, SchedulerDoc};
 // Defined with the exit codes, which map each kind to one; made here.
 pub use crate::util::exit::{NodeError, NodeResult};
 

@@ -95,6 +95,27 @@ fn replication_doc(source: &Endpoint, target: &Endpoint) -> Value {
     json!({"source": end(source), "target": end(target), "continuous": true})
 }
 
+/// The `_replicator` doc of a one-shot replication (a restore's), with both passwords in it.
+fn one_shot_doc(source: &Endpoint, target: &Endpoint) -> Value {
+    let mut doc = replication_doc(source, target);
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("continuous");
+    }
+    doc
+}
+
+/// Where a one-shot `_replicator` doc stands, read from the doc itself: CouchDB writes
+/// `completed` (or `failed`) into it (trap 26); the passwords it holds are not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneShotDoc {
+    pub rev: String,
+    /// `completed`, `failed`, or `None` while it runs (its progress is in the scheduler).
+    pub state: Option<String>,
+    /// Why it failed, one line, scrubbed.
+    pub reason: Option<String>,
+    pub docs_written: u64,
+}
+
 /// `http://host:port/<db>`, the database's name as one path segment.
 pub fn db_url(node: &NodeAddr, db: &str) -> String {
     format!("{}/{}", node.url, segment(db))
@@ -166,6 +187,94 @@ impl Client {
         match status {
             201 | 202 => Ok(Put::Created),
             409 => Ok(Put::AlreadyThere),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// Writes a one-shot replication as a new `_replicator/<id>` (no `continuous`): it runs
+    /// once, and CouchDB writes its outcome into the doc. 409: the id is taken (a one-shot id
+    /// is done for good, trap 26: use a fresh one). The body holds both passwords: built here,
+    /// sent, never logged or kept.
+    pub fn put_one_shot(
+        &self,
+        node: &NodeAddr,
+        id: &str,
+        source: &Endpoint,
+        target: &Endpoint,
+    ) -> NodeResult<Put> {
+        let doc = one_shot_doc(source, target);
+        let what = format!("PUT /_replicator/{id}");
+        let path = format!("/_replicator/{}", segment(id));
+        let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
+        match status {
+            201 | 202 => Ok(Put::Created),
+            409 => Ok(Put::AlreadyThere),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// `_replicator/<id>` as a one-shot's outcome; `None` when there is no such doc.
+    pub fn one_shot(&self, node: &NodeAddr, id: &str) -> NodeResult<Option<OneShotDoc>> {
+        let what = format!("GET /_replicator/{id}");
+        let path = format!("/_replicator/{}", segment(id));
+        let (status, body) = self.call(node, "GET", &path, None, true, &what)?;
+        let doc: Value = match status {
+            200 => parse(node, &what, &body)?,
+            404 => return Ok(None),
+            _ => return Err(self.unexpected(node, &what, status, &body)),
+        };
+        let text = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(Some(OneShotDoc {
+            rev: text("_rev").unwrap_or_default(),
+            state: text("_replication_state"),
+            reason: text("_replication_state_reason").map(|r| scrub(&r)),
+            docs_written: doc
+                .get("_replication_stats")
+                .and_then(|s| s.get("docs_written"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        }))
+    }
+
+    /// The ids of `_replicator` docs starting with `prefix` (a restore's, left by a run that
+    /// was stopped).
+    pub fn replicator_ids(&self, node: &NodeAddr, prefix: &str) -> NodeResult<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Rows {
+            rows: Vec<Row>,
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+        }
+        let what = "GET /_replicator/_all_docs";
+        let key = |k: &str| segment(&Value::from(k).to_string());
+        let path = format!(
+            "/_replicator/_all_docs?startkey={}&endkey={}",
+            key(prefix),
+            key(&format!("{prefix}\u{fff0}"))
+        );
+        let (status, body) = self.call(node, "GET", &path, None, true, what)?;
+        match status {
+            200 => Ok(parse::<Rows>(node, what, &body)?
+                .rows
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| id.starts_with(prefix))
+                .collect()),
+            404 => Ok(Vec::new()),
+            _ => Err(self.unexpected(node, what, status, &body)),
+        }
+    }
+
+    /// `DELETE /_replicator/<id>?rev=`: a finished one-shot's doc, whose passwords should not
+    /// stay (trap 21). Gone already, or changed meanwhile: not an error.
+    pub fn delete_replication(&self, node: &NodeAddr, id: &str, rev: &str) -> NodeResult<()> {
+        let what = format!("DELETE /_replicator/{id}");
+        let path = format!("/_replicator/{}?rev={}", segment(id), segment(rev));
+        let (status, body) = self.call(node, "DELETE", &path, None, true, &what)?;
+        match status {
+            200 | 202 | 404 | 409 => Ok(()),
             _ => Err(self.unexpected(node, &what, status, &body)),
         }
     }

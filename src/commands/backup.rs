@@ -7,11 +7,14 @@
 //!    documents each side holds.
 //! 3. **target databases** — a database of the same name on the backup wherever it is missing
 //!    (`PUT /<db>`, nothing else: no `enable_single_node`, trap 19).
-//! 4. **replications** — one continuous `_replicator` doc per database, written only where no
+//! 4. **security objects** — each database's `_security` on the backup made equal to the
+//!    cluster's: replication never carries it (trap 24), and a database restored without it is
+//!    admin-only, its members refused. Read on both sides, written only where they differ.
+//! 5. **replications** — one continuous `_replicator` doc per database, written only where no
 //!    doc writes into that database yet: a second doc for the same pair would fail (trap 20),
 //!    and someone else's is reported, not doubled. Ours is written anew where its credentials
 //!    are no longer the current ones (a password changed: its job gets 401s, trap 19).
-//! 5. **arrival** — documents, not states (trap 17): wait, within the deadline, until the backup
+//! 6. **arrival** — documents, not states (trap 17): wait, within the deadline, until the backup
 //!    holds as many documents (live and deleted) as the source held when the survey read it. A
 //!    crashed job restarts only after 30 s × 2^(crashes−1) on CouchDB's 60 s tick (trap 18): the
 //!    wait says so and when to expect it.
@@ -32,8 +35,9 @@ use crate::util::text::list_some;
 
 mod findings;
 
+use crate::util::text::some_lines;
 pub use findings::{doc_id, expect_restart, status_problems, DbBackup};
-use findings::{failed, find_doc, judge, some_lines};
+use findings::{failed, find_doc, judge};
 
 pub struct Backup<'s, 'a> {
     session: &'s Session<'a>,
@@ -71,6 +75,13 @@ impl<'s, 'a> Backup<'s, 'a> {
             actions.push(format!(
                 "created {} database(s) on the backup",
                 created.len()
+            ));
+        }
+        let secured = self.copy_security(&mut dbs)?;
+        if !secured.is_empty() {
+            actions.push(format!(
+                "wrote _security of {} database(s) on the backup",
+                secured.len()
             ));
         }
         let started = self.replicate(&dbs)?;
@@ -182,12 +193,22 @@ impl<'s, 'a> Backup<'s, 'a> {
             let (doc, elsewhere) = find_doc(&docs, &self.cfg.target, db);
             let source = self.session.read(|| client.db_counts(cluster, db))?;
             let target = self.on_target(|t| t.db_counts(&self.cfg.target, db))?;
+            let source_security = match source {
+                Some(_) => self.session.read(|| client.security(cluster, db))?,
+                None => None,
+            };
+            let target_security = match target {
+                Some(_) => self.on_target(|t| t.security(&self.cfg.target, db))?,
+                None => None,
+            };
             Ok(DbBackup {
                 db: db.clone(),
                 doc,
                 elsewhere,
                 source: source.map(|c| c.total()),
                 target: target.map(|c| c.total()),
+                source_security,
+                target_security,
             })
         })
         .into_iter()
@@ -229,6 +250,7 @@ impl<'s, 'a> Backup<'s, 'a> {
         }
         for d in dbs.iter_mut().filter(|d| missing.contains(&d.db)) {
             d.target = Some(0);
+            d.target_security = None;
         }
         info!(
             "backup: created {} database(s) on {}: {}",
@@ -237,6 +259,41 @@ impl<'s, 'a> Backup<'s, 'a> {
             list_some(&missing)
         );
         Ok(missing)
+    }
+
+    // ---- security objects -------------------------------------------------------------------
+
+    /// Each database's `_security` on the backup made the cluster's, where they differ. A
+    /// database just created on the backup is read first (it has the default).
+    fn copy_security(&self, dbs: &mut [DbBackup]) -> Result<Vec<String>> {
+        let target = &self.cfg.target;
+        let mut written = Vec::new();
+        for d in dbs
+            .iter_mut()
+            .filter(|d| d.source_security.is_some() && d.target.is_some())
+        {
+            if d.target_security.is_none() {
+                d.target_security = self.on_target(|t| t.security(target, &d.db))?;
+            }
+            if !d.security_differs() {
+                continue;
+            }
+            let Some(security) = d.source_security.clone() else {
+                continue;
+            };
+            self.on_target(|t| t.put_security(target, &d.db, &security))?;
+            d.target_security = Some(security);
+            written.push(d.db.clone());
+        }
+        if !written.is_empty() {
+            info!(
+                "backup: wrote _security of {} database(s) on {} (the cluster's differs): {}",
+                written.len(),
+                target.label,
+                list_some(&written)
+            );
+        }
+        Ok(written)
     }
 
     // ---- replications -----------------------------------------------------------------------
@@ -347,8 +404,9 @@ impl<'s, 'a> Backup<'s, 'a> {
         (source, target)
     }
 
-    /// The cluster as the nodes reach it: whichever member runs a job reads the source there.
-    fn source_node(&self) -> NodeAddr {
+    /// The cluster as the nodes reach it: whichever member runs a job reads the source there
+    /// (and `restore`'s jobs write there).
+    pub fn source_node(&self) -> NodeAddr {
         if let Some(source) = &self.cfg.source {
             return source.clone();
         }
@@ -473,23 +531,28 @@ impl<'s, 'a> Backup<'s, 'a> {
     }
 
     fn target_error(&self, e: NodeError) -> anyhow::Error {
-        let label = &self.cfg.target.label;
-        backup_failure(match e {
-            NodeError::Unauthorized { reason, .. } => format!(
-                "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock the \
-                 account there for 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Locked { .. } => format!(
-                "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
-                 and retry in 5 minutes",
-                self.cfg.credentials
-            ),
-            NodeError::Unreachable { reason, .. } => {
-                format!("the backup CouchDB {label} is unreachable: {reason}")
-            }
-            other => format!("the backup CouchDB: {other}"),
-        })
+        backup_failure(backup_problem(self.cfg, e))
+    }
+}
+
+/// What went wrong with the backup CouchDB, worded with its own variables (for `restore` too).
+pub fn backup_problem(cfg: &config::Backup, e: NodeError) -> String {
+    let label = &cfg.target.label;
+    match e {
+        NodeError::Unauthorized { reason, .. } => format!(
+            "the backup CouchDB {label} refused {} ({reason}); not retried, because 5 failures lock the \
+             account there for 5 minutes",
+            cfg.credentials
+        ),
+        NodeError::Locked { .. } => format!(
+            "the backup CouchDB {label} has locked the account after repeated wrong passwords; fix {} \
+             and retry in 5 minutes",
+            cfg.credentials
+        ),
+        NodeError::Unreachable { reason, .. } => {
+            format!("the backup CouchDB {label} is unreachable: {reason}")
+        }
+        other => format!("the backup CouchDB: {other}"),
     }
 }
 

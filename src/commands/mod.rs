@@ -1,11 +1,12 @@
 //! The procedures an operator runs, one file each, each reading top to bottom as its steps in
 //! words a CouchDB operator would use: `formation` (init), `status` (and check), `remove`,
-//! `rebalance`, `backup`, and `watch`, which runs init's procedures again whenever there is
-//! something to do. They use the cluster model, the client and the plumbing below them.
+//! `rebalance`, `backup`, `restore`, and `watch`, which runs init's procedures again whenever
+//! there is something to do. They use the cluster model, the client and the plumbing below them.
 
 pub mod backup;
 pub mod formation;
 pub mod rebalance;
 pub mod remove;
+pub mod restore;
 pub mod status;
 pub mod watch;

@@ -691,7 +691,7 @@ fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Optio
         if troubled == 0 {
             "in place: every one replicated".to_string()
         } else {
-            format!("NOT in place: {troubled} without a working replication")
+            format!("NOT in place: {troubled} not backed up (no working replication, or _security differs)")
         }
     )];
     let mut shown: Vec<&DbBackup> = dbs
@@ -700,9 +700,16 @@ fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Optio
         .collect();
     shown.sort_by_key(|d| status_problems(std::slice::from_ref(*d)).is_empty());
     let limit = if opts.details { shown.len() } else { SHOWN_DBS };
-    let mut rows = vec![["database", "replicated", "state", "lag", "last error"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "database",
+        "replicated",
+        "state",
+        "lag",
+        "_security",
+        "last error",
+    ]
+    .map(String::from)
+    .to_vec()];
     for d in shown.iter().take(limit) {
         rows.push(vec![
             d.db.clone(),
@@ -713,6 +720,7 @@ fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Optio
             },
             d.state().to_string(),
             d.lag().map_or("-".into(), |l| l.to_string()),
+            security_word(d).into(),
             d.doc
                 .as_ref()
                 .and_then(|doc| doc.error.clone())
@@ -727,6 +735,18 @@ fn backup_text(backup: &std::result::Result<Vec<DbBackup>, String>, opts: &Optio
         ));
     }
     out.join("\n")
+}
+
+/// Whether the backup's `_security` is the cluster's: `same`, `differs`, or `-` (a side has
+/// no such database).
+fn security_word(d: &DbBackup) -> &'static str {
+    if d.security_differs() {
+        "differs"
+    } else if d.source_security.is_some() && d.target_security.is_some() {
+        "same"
+    } else {
+        "-"
+    }
 }
 
 #[derive(Serialize)]
@@ -746,6 +766,8 @@ struct JsonBackupDb<'a> {
     source_docs: Option<u64>,
     target_docs: Option<u64>,
     lag: Option<u64>,
+    /// `same`, `differs`, or `-`.
+    security: &'static str,
     last_error: Option<&'a str>,
 }
 
@@ -769,6 +791,7 @@ fn backup_json(backup: &std::result::Result<Vec<DbBackup>, String>) -> JsonBacku
                     source_docs: d.source,
                     target_docs: d.target,
                     lag: d.lag(),
+                    security: security_word(d),
                     last_error: d.doc.as_ref().and_then(|doc| doc.error.as_deref()),
                 })
                 .collect(),

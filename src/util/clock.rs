@@ -11,6 +11,14 @@ pub trait Clock: Sync {
     fn stopped(&self) -> bool {
         false
     }
+
+    /// Milliseconds since the Unix epoch: what names one run apart from another (`restore`'s
+    /// fresh `_replicator` ids).
+    fn unix_ms(&self) -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    }
 }
 
 pub struct SystemClock;

@@ -30,6 +30,9 @@ pub enum Status {
     Incomplete,
     /// The cluster is fine; its backup is not in place, or documents do not arrive.
     Backup,
+    /// `restore` refused before writing anything, or did not finish: the message names why and
+    /// which databases.
+    Restore,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in docs/configuration.md (a test keeps them equal).
@@ -45,6 +48,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member or cannot be read"),
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
+    (Status::Restore, 12, "restore refused, nothing written (the backup is this cluster, the cluster is not healthy, a named database is not on the backup), or incomplete (named): run it again to finish"),
 ];
 
 impl Status {

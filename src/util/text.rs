@@ -35,6 +35,20 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// Up to `SHOWN` lines joined by `; `, then how many more.
+pub fn some_lines(lines: &[String]) -> String {
+    let shown = lines
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    match lines.len().saturating_sub(SHOWN) {
+        0 => shown,
+        more => format!("{shown}; and {more} more"),
+    }
+}
+
 /// Names that differ only in one number, folded back into ranges, then cut like `list_some`:
 /// `couchdb@couchdb-{0..31}.couchdb.default.svc.cluster.local` — the inverse of the ranges
 /// COUCHDB_NODES takes. Order of first appearance is kept; names that do not fit stay as they are.

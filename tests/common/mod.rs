@@ -141,25 +141,7 @@ pub fn put_json(node: &couchsim::Node, path: &str, body: &serde_json::Value) -> 
 
 /// `Basic …` for the test admin, for requests a test makes itself.
 pub fn authorization() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let raw = format!("admin:{PASSWORD}");
-    let mut out = String::new();
-    for chunk in raw.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Basic {out}")
+    format!("Basic {}", base64(&format!("admin:{PASSWORD}")))
 }
 
 /// Every node lists every node as connected and as member, and `_users`/`_replicator` have
@@ -225,4 +207,81 @@ pub fn assert_stopped_at_a_wrong_password(c: &Cluster, r: &Run) {
         );
     }
     assert_eq!(c.count_writes(), 0, "{:?}", writes(c));
+}
+
+/// The writes the binary sent to any of `clusters`: every write they answered but the
+/// replication jobs' own protocol (sessions, checkpoints, revs_diff, bulk reads and writes),
+/// which is CouchDB's, not ours (`_revs_diff` is a read sent as POST in any case).
+pub fn our_writes(clusters: &[&Cluster]) -> Vec<String> {
+    const REPLICATOR: [&str; 6] = [
+        "/_session",
+        "/_local/",
+        "/_bulk_get",
+        "/_revs_diff",
+        "/_bulk_docs",
+        "/_ensure_full_commit",
+    ];
+    clusters
+        .iter()
+        .flat_map(|c| writes(c))
+        .filter(|w| !REPLICATOR.iter().any(|r| w.contains(r)))
+        .collect()
+}
+
+/// One request straight to a simulated node as `user` (basic auth; `None`: anonymous):
+/// (status, JSON body, or Null).
+#[allow(dead_code)]
+pub fn http(
+    node: &couchsim::Node,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let addr = node.addr();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = user
+        .map(|(u, p)| format!("Authorization: Basic {}\r\n", base64(&format!("{u}:{p}"))))
+        .unwrap_or_default();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+fn base64(raw: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in raw.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }

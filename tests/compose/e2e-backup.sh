@@ -8,7 +8,8 @@
 # written afterwards arrives by itself -> a database created later: the next run covers it -> a
 # rerun writes nothing -> the backup CouchDB stopped: the run exits 11 naming it; started again,
 # the run exits 0 -> no secret in any of its logs (trace level) or in its containers' command
-# lines -> its containers and volumes removed, so the steps after it see the bundle as before.
+# lines -> (e2e.sh runs the restore drill here) -> `backup_remove`: its containers and volumes
+# removed, so the steps after it see the bundle as before.
 # The recovery of a job that crashed while the backup was down is slow by design (CouchDB waits
 # 30 s × 2^(crashes−1) for its next tick, trap 18): tests/backup.rs covers it on a faster clock.
 
@@ -60,8 +61,8 @@ backup_step() {
   show_log "$work/backup-1.log"
   no_secret_in "$work/backup-1.log" "the first backup run (RUST_LOG=trace)"
   [ "$code" = 0 ] || fail "the first backup run exited $code, expected 0"
-  grep -q '2 database(s) replicated and caught up: invoices, orders' "$work/backup-1.log" \
-    || fail "the first backup run does not say both databases are caught up"
+  grep -q '3 database(s) replicated and caught up: _users, invoices, orders' "$work/backup-1.log" \
+    || fail "the first backup run does not say the three databases (_users included) are caught up"
   local counts
   counts="$(backup_count orders) $(backup_count invoices)"
   [ "$counts" = "40 25" ] || fail "the backup holds $counts documents in orders and invoices, expected 40 25"
@@ -110,8 +111,11 @@ backup_step() {
     ! grep -qF -e "$s" "$work/backup-inspect.txt" || fail "a secret is in a backup container's command line, labels or healthcheck"
   done
   pass "no secret in the backup profile's command lines, labels or healthchecks, nor in its trace logs"
+}
 
-  # Leave the bundle as the later steps expect it: the profile's containers and volumes gone.
+# Leaves the bundle as the later steps expect it: the profile's containers and volumes gone (after
+# the restore drill, tests/compose/e2e-restore.sh, which needs them).
+backup_remove() {
   compose_backup rm -sfv couchdb-backup couchdb-backup-init >/dev/null 2>&1 || fail "could not remove the backup profile's containers"
   docker volume rm "${project}_couchdb-backup-data" "${project}_couchdb-backup-config" >/dev/null \
     || fail "could not remove the backup profile's volumes"

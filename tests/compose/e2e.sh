@@ -17,8 +17,9 @@
 # the example dependant: the init writes nothing, the example app ran after it, through Traefik ->
 # no container has a secret in its command line, labels or healthcheck; the example app has no
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> the backup profile
-# (tests/compose/e2e-backup.sh) -> the watch profile (tests/compose/e2e-watch.sh) -> the HTTPS
-# override (tests/compose/e2e-https.sh) -> re-create a node: the init writes
+# (tests/compose/e2e-backup.sh) -> the restore drill (tests/compose/e2e-restore.sh) -> the watch
+# profile (tests/compose/e2e-watch.sh) -> the HTTPS override (tests/compose/e2e-https.sh) ->
+# re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
 # changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
@@ -472,6 +473,12 @@ pass "'compose run --rm couchdb-cluster-init check' exits 0 on the formed cluste
 # shellcheck source=tests/compose/e2e-backup.sh
 . "$root/tests/compose/e2e-backup.sh"
 backup_step
+# The disaster-recovery drill (tests/compose/e2e-restore.sh): the cluster lost, a new one formed,
+# `restore` from the backup profile's CouchDB; then the profile is removed.
+# shellcheck source=tests/compose/e2e-restore.sh
+. "$root/tests/compose/e2e-restore.sh"
+restore_step
+backup_remove
 
 # The watch profile (tests/compose/e2e-watch.sh): the watcher starts, its metrics answer on the
 # private network, it writes nothing to the formed cluster and stops with exit 0; then it is gone.

@@ -266,6 +266,27 @@ def main(all_yaml, helm_yaml):
           and set(env_of(hwc)) == set(wenv) and hwpod["securityContext"] == wpod["securityContext"]
           and env_of(hwc)["COUCHDB_EXPECT"] == env_of(hinit)["COUCHDB_EXPECT"])
     file_vars_point_into_secret("Helm watch", hwpod, hwc)
+    # The backup CronJob and the restore Job (k8s/backup/): the same pod hardening, secrets as
+    # files, the command they run, and never a retry of a configuration error or a wrong password.
+    backup_dir = ROOT / "k8s" / "backup"
+    for name, doc, pod, args in [
+        ("backup CronJob", load(backup_dir / "cronjob.yaml")[0], None, ["backup"]),
+        ("restore Job", load(backup_dir / "restore-job.yaml")[0], None, ["restore"]),
+    ]:
+        spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+        pod = spec["template"]["spec"]
+        c = pod["containers"][0]
+        check(f"{name}: runs `{' '.join(args)}`", c.get("args") == args, c.get("args"))
+        restricted(name, pod, c)
+        file_vars_point_into_secret(name, pod, c)
+        env = env_of(c)
+        check(f"{name}: the backup's password is a file, never a plain value",
+              "COUCHDB_BACKUP_PASSWORD" not in env and "COUCHDB_BACKUP_PASSWORD_FILE" in env)
+        rules = spec.get("podFailurePolicy", {}).get("rules", [])
+        codes = {v for r in rules if r["action"] == "FailJob" for v in r["onExitCodes"]["values"]}
+        check(f"{name}: fails at once on 2 and 4 (a retry could lock the account)", codes == {2, 4}, codes)
+    check("the backup CronJob never runs twice at once",
+          load(backup_dir / "cronjob.yaml")[0]["spec"].get("concurrencyPolicy") == "Forbid")
 
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]

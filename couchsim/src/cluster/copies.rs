@@ -176,6 +176,19 @@ pub fn rpc(node: &NodeInner, req: &Value) -> Value {
             json!({"ok": true})
         }
         "delete" => json!({ "ok": delete_file(node, file) }),
+        "get_security" => {
+            let st = lock(&node.store);
+            let sec = st.files.get(file).map(|db| db.security.clone());
+            json!({ "exists": sec.is_some(), "security": sec.flatten().map(|s| s.text()) })
+        }
+        "set_security" => {
+            let body = req["security"]
+                .as_str()
+                .and_then(|t| Ej::parse(t.as_bytes()));
+            with_file(node, file, |db| db.security = body);
+            node.save();
+            json!({"ok": true})
+        }
         _ => json!({"error": "unknown op"}),
     }
 }

@@ -331,6 +331,79 @@ pub fn sync_shards(node: &NodeInner, db: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// security objects (fabric_db_meta: written to every copy, read from every copy)
+// ---------------------------------------------------------------------------------------------
+
+/// The `_security` of a db no one set (CouchDB 3.x: admin only), in CouchDB's key order.
+pub const DEFAULT_SECURITY: &str =
+    r#"{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}"#;
+
+/// `GET /<db>/_security`: every reachable copy is asked; the object most copies hold wins
+/// (so a copy that missed a write while its node was down is outvoted, as recorded in
+/// transcript 15), and copies that differ are repaired. A copy never written holds the default.
+pub fn get_security(node: &NodeInner, db: &str) -> Result<String, Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let mut votes: Vec<(String, usize)> = Vec::new();
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    for (range, holders) in &m.by_range {
+        let file = m.file(db, range);
+        for h in holders {
+            let Some(r) = on_holder(node, h, json!({"op": "get_security", "file": file})) else {
+                continue;
+            };
+            if r["exists"] != json!(true) {
+                continue;
+            }
+            let text = r["security"]
+                .as_str()
+                .unwrap_or(DEFAULT_SECURITY)
+                .to_string();
+            match votes.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((text.clone(), 1)),
+            }
+            seen.push((h.clone(), file.clone(), text));
+        }
+    }
+    let winner = votes
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(t, _)| t.clone())
+        .ok_or(Failure::Unreachable)?;
+    if winner != DEFAULT_SECURITY {
+        for (h, file, text) in seen.iter().filter(|(_, _, t)| *t != winner) {
+            let _ = text;
+            on_holder(
+                node,
+                h,
+                json!({"op": "set_security", "file": file, "security": winner}),
+            );
+        }
+    }
+    Ok(winner)
+}
+
+/// `PUT /<db>/_security`: written to every reachable copy. `Err` when no copy took it.
+pub fn set_security(node: &NodeInner, db: &str, body: &Ej) -> Result<(), Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let text = body.text();
+    let mut written = 0;
+    for (range, holders) in &m.by_range {
+        let file = m.file(db, range);
+        for h in holders {
+            let req = json!({"op": "set_security", "file": file, "security": text});
+            if on_holder(node, h, req).is_some() {
+                written += 1;
+            }
+        }
+    }
+    if written == 0 {
+        return Err(Failure::Unreachable);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // documents
 // ---------------------------------------------------------------------------------------------
 
@@ -439,14 +512,21 @@ pub fn merge_docs(
     let mut written = 0;
     for (range, docs) in &by_range {
         let file = m.file(db, range);
-        let took = m.by_range[range].iter().any(|h| {
-            on_holder(
-                node,
-                h,
-                json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
-            )
-            .is_some()
-        });
+        // Every reachable copy, as fabric_doc_update sends a replicated `_bulk_docs` to all
+        // of them (not only the first: a clustered count read right after would come back
+        // short from the others until internal replication caught up).
+        let took = m.by_range[range]
+            .iter()
+            .filter(|h| {
+                on_holder(
+                    node,
+                    h,
+                    json!({"op": "merge", "file": file, "docs": docs, "interactive": true}),
+                )
+                .is_some()
+            })
+            .count()
+            > 0;
         if took {
             written += docs.len();
         }

@@ -10,6 +10,8 @@ use crate::node::docs::{Page, WriteError};
 pub enum Who {
     Anonymous,
     Admin(String),
+    /// A user of `_users` (name, roles), checked against each db's `_security`.
+    User(String, Vec<String>),
 }
 
 impl Who {

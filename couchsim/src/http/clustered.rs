@@ -47,8 +47,16 @@ pub fn handle(
     if !lock(&node.store).db_exists(db) {
         return answers::unread_body(answers::db_not_found(), req);
     }
-    if !who.is_admin() {
-        return answers::unread_body(Response::error(401, "unauthorized", NOT_AUTHORIZED), req);
+    match who {
+        Who::Admin(_) => {}
+        Who::Anonymous => {
+            return answers::unread_body(Response::error(401, "unauthorized", NOT_AUTHORIZED), req)
+        }
+        Who::User(name, roles) => {
+            if let Err(r) = user_may(node, db, name, roles, rest) {
+                return answers::unread_body(r, req);
+            }
+        }
     }
     if let Some(r) = repl_http::handle(node, req, db, rest) {
         return r;
@@ -105,10 +113,154 @@ pub fn handle(
             "POST" => bulk_docs(node, req, who, db),
             _ => answers::unread_body(answers::method_not_allowed("POST"), req),
         },
+        ["_security"] => match m {
+            "GET" => match fabric::get_security(node, db) {
+                Ok(text) => Response::raw(200, text),
+                Err(f) => failure(f, true),
+            },
+            "PUT" => match Ej::parse(&req.body) {
+                Some(body @ Ej::Obj(_)) => match fabric::set_security(node, db, &body) {
+                    Ok(()) => Response::raw(200, r#"{"ok":true}"#),
+                    Err(f) => failure(f, false),
+                },
+                _ => answers::bad_request("Security object must be a JSON object"),
+            },
+            _ => answers::unread_body(answers::method_not_allowed("GET,PUT"), req),
+        },
+        ["_design", name, "_view", view] => match m {
+            "GET" => view_rows(node, req, db, name, view),
+            _ => answers::unread_body(answers::method_not_allowed("GET,POST,HEAD"), req),
+        },
         ["_design", name] => doc(node, req, who, db, &format!("_design/{name}")),
         [id] if !id.starts_with('_') => doc(node, req, who, db, id),
         _ => Response::error(404, "not_found", "missing"),
     }
+}
+
+/// A `_users` user's access to a db, by its `_security` (names or roles among its admins or
+/// members; a db whose members name no one and no role is public). Only db admins may read or
+/// set `_security` itself, or touch design docs.
+fn user_may(
+    node: &NodeInner,
+    db: &str,
+    name: &str,
+    roles: &[String],
+    rest: &[&str],
+) -> Result<(), Response> {
+    let forbidden = || Response::error(403, "forbidden", "You are not allowed to access this db.");
+    let text = fabric::get_security(node, db).map_err(|f| failure(f, true))?;
+    let sec: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let listed = |who: &str| {
+        let names = sec[who]["names"].as_array().cloned().unwrap_or_default();
+        let rs = sec[who]["roles"].as_array().cloned().unwrap_or_default();
+        let named = names.iter().any(|n| n.as_str() == Some(name));
+        let in_role = rs
+            .iter()
+            .any(|r| roles.iter().any(|x| r.as_str() == Some(x)));
+        (named || in_role, names.is_empty() && rs.is_empty())
+    };
+    let (admin, _) = listed("admins");
+    let (member, public) = listed("members");
+    let needs_admin = matches!(rest.first(), Some(&"_security"));
+    if admin || (!needs_admin && (member || public)) {
+        Ok(())
+    } else {
+        Err(forbidden())
+    }
+}
+
+/// `GET /<db>/_design/<ddoc>/_view/<view>`. Views are not computed: every map function is
+/// taken to emit one row per document (key its id, value null), which is what the recorded
+/// `function(d){ emit(d._id, null); }` does; a ddoc or view that does not exist is a 404.
+fn view_rows(
+    node: &Arc<NodeInner>,
+    req: &HttpRequest,
+    db: &str,
+    ddoc: &str,
+    view: &str,
+) -> Response {
+    let Ok(d) = fabric::open_doc(node, db, &format!("_design/{ddoc}")) else {
+        return Response::error(404, "not_found", "missing");
+    };
+    if d.winner()
+        .body
+        .get("views")
+        .and_then(|v| v.get(view))
+        .is_none()
+    {
+        return Response::error(404, "not_found", "missing_named_view");
+    }
+    let page = crate::node::docs::Page {
+        limit: None,
+        skip: 0,
+        ..answers::page(req)
+    };
+    let all = match fabric::all_docs(node, db, &page) {
+        Ok(body) => body,
+        Err(f) => return failure(f, true),
+    };
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap_or_default();
+    let ids: Vec<&str> = all["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_str())
+        .filter(|id| !id.starts_with("_design/"))
+        .collect();
+    let skip = req
+        .query_param("skip")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit = req
+        .query_param("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let rows: Vec<String> = ids
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(|id| {
+            util::obj(&[
+                ("id", util::js(id)),
+                ("key", util::js(id)),
+                ("value", "null".into()),
+            ])
+        })
+        .collect();
+    Response::raw(
+        200,
+        format!(
+            "{{\"total_rows\":{},\"offset\":{skip},\"rows\":[\r\n{}\r\n]}}",
+            ids.len(),
+            rows.join(",\r\n")
+        ),
+    )
+}
+
+/// A user doc written with a `password`: CouchDB's `_users` hook replaces it with a salted
+/// hash (`password_scheme`, `pbkdf2_prf`, `salt`, `iterations`, `derived_key` first, as
+/// recorded). Not real PBKDF2: see `node::auth::user_key`.
+fn hash_user_password(node: &NodeInner, db: &str, edit: &mut Edit) {
+    if db != "_users" || edit.deleted || !edit.id.starts_with("org.couchdb.user:") {
+        return;
+    }
+    let Some(fields) = edit.body.fields() else {
+        return;
+    };
+    let Some(password) = edit.body.get("password").and_then(Ej::as_str) else {
+        return;
+    };
+    let salt = node.random_hex(16);
+    let key = crate::node::auth::user_key(password, &salt);
+    let mut out = vec![
+        ("password_scheme".to_string(), Ej::from("pbkdf2")),
+        ("pbkdf2_prf".to_string(), Ej::from("sha256")),
+        ("salt".to_string(), Ej::from(salt.as_str())),
+        ("iterations".to_string(), Ej::Num(600000.into())),
+        ("derived_key".to_string(), Ej::from(key.as_str())),
+    ];
+    out.extend(fields.iter().filter(|(k, _)| k != "password").cloned());
+    edit.body = Ej::Obj(out);
 }
 
 fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Response {
@@ -148,13 +300,15 @@ fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
         return Err(answers::bad_request("Document must be a JSON object"));
     };
     let (mut id, mut rev, mut deleted, mut body) = (None, None, false, Vec::new());
+    let mut attachments = None;
     for (k, val) in fields {
         match k.as_str() {
             "_id" => id = val.as_str().map(str::to_string),
             "_rev" => rev = val.as_str().map(str::to_string),
             "_deleted" => deleted = *val == Ej::Bool(true),
-            "_revisions" | "_conflicts" | "_deleted_conflicts" | "_attachments" | "_local_seq"
-            | "_revs_info" => {}
+            // kept with the body, last (where CouchDB shows them)
+            "_attachments" => attachments = Some(val.clone()),
+            "_revisions" | "_conflicts" | "_deleted_conflicts" | "_local_seq" | "_revs_info" => {}
             // kept in the body for replication docs (couch_doc's transfer_fields)
             "_replication_state"
             | "_replication_state_time"
@@ -171,7 +325,79 @@ fn parse_doc(v: &Ej) -> Result<Parsed, Response> {
             _ => body.push((k.clone(), val.clone())),
         }
     }
+    if let Some(a) = attachments {
+        body.push(("_attachments".to_string(), a));
+    }
     Ok((id, rev, deleted, Ej::Obj(body)))
+}
+
+/// Inline attachments of an interactive write, as CouchDB stores them: `content_type`,
+/// `revpos` (the new revision's generation), `digest` (`md5-<base64>`), `length`, and the data
+/// (kept inline here); a `stub` takes the attachment of the current revision. Not modelled:
+/// attachments in the revision hash (CouchDB hashes their digests separately), multipart,
+/// `GET /<db>/<doc>/<attachment>`.
+fn store_attachments(node: &NodeInner, db: &str, edit: &mut Edit) {
+    let Some(Ej::Obj(atts)) = edit.body.get("_attachments").cloned() else {
+        return;
+    };
+    let revpos = edit
+        .rev
+        .as_deref()
+        .and_then(|r| r.split('-').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let current = atts
+        .iter()
+        .any(|(_, a)| a.get("stub") == Some(&Ej::Bool(true)))
+        .then(|| fabric::open_doc(node, db, &edit.id).ok())
+        .flatten()
+        .and_then(|d| d.winner().body.get("_attachments").cloned());
+    let mut out = Vec::new();
+    for (name, a) in atts {
+        if let Some(data) = a.get("data").and_then(Ej::as_str) {
+            let bytes = util::base64_decode(data).unwrap_or_default();
+            let digest = util::base64_encode(&util::md5(&bytes));
+            let content_type = a
+                .get("content_type")
+                .cloned()
+                .unwrap_or_else(|| Ej::from("application/octet-stream"));
+            out.push((
+                name,
+                Ej::Obj(vec![
+                    ("content_type".into(), content_type),
+                    ("revpos".into(), Ej::Num(revpos.into())),
+                    ("digest".into(), Ej::from(format!("md5-{digest}").as_str())),
+                    ("length".into(), Ej::Num((bytes.len() as u64).into())),
+                    ("data".into(), Ej::from(data)),
+                ]),
+            ));
+        } else if let Some(old) = current.as_ref().and_then(|c| c.get(&name)) {
+            out.push((name, old.clone()));
+        }
+    }
+    edit.body.set("_attachments", Ej::Obj(out));
+}
+
+/// A doc as `GET` shows it: attachments as stubs unless `?attachments=true`.
+fn shown_attachments(doc: &mut Ej, with_data: bool) {
+    let Some(Ej::Obj(atts)) = doc.get("_attachments").cloned() else {
+        return;
+    };
+    let stubs = atts
+        .into_iter()
+        .map(|(name, a)| {
+            let fields = a.fields().unwrap_or_default().to_vec();
+            let mut f: Vec<(String, Ej)> = fields
+                .into_iter()
+                .filter(|(k, _)| with_data || k != "data")
+                .collect();
+            if !with_data {
+                f.push(("stub".into(), Ej::Bool(true)));
+            }
+            (name, Ej::Obj(f))
+        })
+        .collect();
+    doc.set("_attachments", Ej::Obj(stubs));
 }
 
 fn reply_one(r: &DocReply, location: String) -> Response {
@@ -207,6 +433,8 @@ fn write_one(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, mut edit:
     if let Err(r) = replicator_doc(db, who, &mut edit) {
         return r;
     }
+    hash_user_password(node, db, &mut edit);
+    store_attachments(node, db, &mut edit);
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
     let location = format!("http://{host}/{db}/{}", util::pct_encode(&edit.id));
     match fabric::update_docs(node, db, vec![edit]) {
@@ -246,8 +474,10 @@ fn doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, id: &str) -> Re
         "GET" | "HEAD" => match fabric::open_doc(node, db, id) {
             Ok(d) => {
                 let conflicts = req.query_param("conflicts").as_deref() == Some("true");
-                Response::raw(200, d.to_json(id, conflicts).text())
-                    .with_header("ETag", format!("\"{}\"", d.rev()))
+                let mut shown = d.to_json(id, conflicts);
+                let data = req.query_param("attachments").as_deref() == Some("true");
+                shown_attachments(&mut shown, data);
+                Response::raw(200, shown.text()).with_header("ETag", format!("\"{}\"", d.rev()))
             }
             Err(f) => failure(f, true),
         },
@@ -358,6 +588,8 @@ fn bulk_docs(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str) -> Respon
         if let Err(r) = replicator_doc(db, who, e) {
             return r;
         }
+        hash_user_password(node, db, e);
+        store_attachments(node, db, e);
     }
     match fabric::update_docs(node, db, edits) {
         Ok(replies) => {

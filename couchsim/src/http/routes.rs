@@ -18,6 +18,7 @@ use super::fauxton;
 use super::setup;
 use crate::cluster::copies;
 use crate::cluster::dist;
+use crate::cluster::fabric;
 use crate::http::scheduler;
 use crate::net::http::{HttpRequest, Response};
 use crate::node::auth::{self, Check};
@@ -59,6 +60,11 @@ pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest) -> Result<Who, Res
     match auth::basic_credentials(req) {
         Some(Ok((user, password))) => {
             let admins = node.admins();
+            if !admins.contains_key(&user) {
+                if let Some(who) = user_login(node, &user, &password) {
+                    return Ok(who);
+                }
+            }
             let check = check_credentials(node, req, &admins, &user, &password);
             match check {
                 Check::Admin { .. } => Ok(Who::Admin(user)),
@@ -87,6 +93,28 @@ pub fn authenticate(node: &Arc<NodeInner>, req: &HttpRequest) -> Result<Who, Res
             Ok(Who::Anonymous)
         }
     }
+}
+
+/// A `_users` user: `org.couchdb.user:<name>` with a `derived_key` that matches the password.
+fn user_login(node: &NodeInner, user: &str, password: &str) -> Option<Who> {
+    if !lock(&node.store).db_exists("_users") {
+        return None;
+    }
+    let doc = fabric::open_doc(node, "_users", &format!("org.couchdb.user:{user}")).ok()?;
+    let body = doc.winner().body.to_value();
+    let salt = body["salt"].as_str()?;
+    if body["derived_key"].as_str()? != auth::user_key(password, salt) {
+        return None;
+    }
+    let roles = body["roles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Who::User(user.to_string(), roles))
 }
 
 pub fn handle(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
@@ -156,6 +184,13 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
                 _ => unread_body(method_not_allowed("GET,HEAD"), req),
             }
         }
+        ["_replicate"] => {
+            admin!(who, req);
+            match m {
+                "POST" => replicate(node, req, epoch),
+                _ => unread_body(method_not_allowed("POST"), req),
+            }
+        }
         ["_scheduler", rest @ ..] => {
             admin!(who, req);
             scheduler::handle(node, req, rest, epoch)
@@ -170,6 +205,18 @@ pub fn route(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, epoch: u64) ->
         }
         [db, ..] if db.starts_with('_') && !shards::valid_db_name(db) => illegal_db_name(db),
         [db, rest @ ..] => clustered::handle(node, req, who, db, rest),
+    }
+}
+
+/// `POST /_replicate`: a one-shot replication, answered when it is done.
+fn replicate(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
+    let body = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(o)) => o,
+        _ => return Response::error(400, "bad_request", "invalid UTF-8 JSON"),
+    };
+    match crate::replication::replicator::replicate_now(node, epoch, &body) {
+        Ok(text) => Response::raw(200, text),
+        Err((status, error, reason)) => Response::error(status, &error, &reason),
     }
 }
 
@@ -245,6 +292,19 @@ fn session(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who) -> Response {
                     ]),
                 )
             }
+            Who::User(u, roles) => Response::raw(
+                200,
+                util::obj(&[
+                    ("ok", "true".into()),
+                    ("userCtx", util::js(&json!({"name": u, "roles": roles}))),
+                    (
+                        "info",
+                        util::js(
+                            &json!({"authentication_handlers": ["cookie", "default"], "authenticated": "default"}),
+                        ),
+                    ),
+                ]),
+            ),
             Who::Anonymous => Response::raw(
                 200,
                 r#"{"ok":true,"userCtx":{"name":null,"roles":[]},"info":{"authentication_handlers":["cookie","default"]}}"#,

@@ -39,6 +39,12 @@ fn derive(password: &str, salt: &str) -> String {
     util::sha256_hex(&[b"couchsim-pbkdf2", salt.as_bytes(), password.as_bytes()])
 }
 
+/// The `derived_key` of a `_users` doc for this password and salt (64 hex; a salted SHA-256
+/// standing in for PBKDF2, like the admin hashes).
+pub fn user_key(password: &str, salt: &str) -> String {
+    derive(password, salt)
+}
+
 /// Whether a config value is already a hash (CouchDB hashes plaintext admins when set).
 pub fn is_hashed(value: &str) -> bool {
     value.starts_with("-pbkdf2") || value.starts_with("-hashed-")

@@ -141,6 +141,10 @@ pub struct DocDb {
     /// When the file was created (µs since the epoch: `instance_start_time`).
     #[serde(default)]
     pub created_us: u128,
+    /// This copy's `_security` object (`None`: never written, the 3.x default applies).
+    /// Kept per copy as CouchDB does; never replicated (trap 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Ej>,
 }
 
 impl DocDb {

@@ -45,6 +45,13 @@ pub enum Effect {
         rev: String,
         reason: String,
     },
+    /// A one-shot job is done: `_replication_state: completed` and its stats go into the doc.
+    MarkCompleted {
+        doc_id: String,
+        rev: String,
+        stats: Box<Stats>,
+        start_time: Duration,
+    },
 }
 
 /// Now, twice: for deadlines and for what is shown.
@@ -80,7 +87,7 @@ pub fn step(
         take_docs(st, docs, server_uuid, clock, d, &mut fx);
     }
     advance_docs(st, clock, &mut fx);
-    harvest_runs(st, clock);
+    harvest_runs(st, clock, d, &mut fx);
     if clock.wall >= *st.next_tick.get_or_insert(clock.wall + d.repl_interval) {
         restart_crashed(st, clock, d, &mut fx);
         st.next_tick = Some(scheduler::next_tick(
@@ -103,12 +110,18 @@ fn take_docs(
 ) {
     let current: BTreeMap<&str, &OwnedDoc> = docs
         .iter()
-        .filter(|o| o.body.get("_replication_state").and_then(Value::as_str) != Some("failed"))
+        .filter(|o| {
+            !matches!(
+                o.body.get("_replication_state").and_then(Value::as_str),
+                Some("failed" | "completed")
+            )
+        })
         .map(|o| (o.id.as_str(), o))
         .collect();
     let stale: Vec<String> = st
         .docs
         .iter()
+        .filter(|(_, e)| !matches!(e.phase, Phase::Completed { .. }))
         .filter(|(id, e)| current.get(id.as_str()).is_none_or(|o| o.rev != e.rev))
         .map(|(id, _)| id.clone())
         .collect();
@@ -180,7 +193,9 @@ fn advance_docs(st: &mut ReplState, clock: Clock, fx: &mut Vec<Effect>) {
         .docs
         .iter()
         .filter(|(_, e)| match &e.phase {
-            Phase::Initializing { until } | Phase::Duplicate { until, .. } => clock.now >= *until,
+            Phase::Initializing { until }
+            | Phase::Duplicate { until, .. }
+            | Phase::Completed { until, .. } => clock.now >= *until,
             Phase::Scheduled(_) => false,
         })
         .map(|(id, _)| id.clone())
@@ -190,6 +205,9 @@ fn advance_docs(st: &mut ReplState, clock: Clock, fx: &mut Vec<Effect>) {
             continue;
         };
         match e.phase.clone() {
+            Phase::Completed { .. } => {
+                st.docs.remove(&id);
+            }
             Phase::Duplicate { reason, .. } => {
                 fx.push(Effect::MarkFailed {
                     doc_id: id.clone(),
@@ -248,7 +266,40 @@ fn start(job: &mut Job, next_pid: &mut u64, clock: Clock) -> Effect {
 }
 
 /// Runs that crashed leave their job without a process, the crash in its history.
-fn harvest_runs(st: &mut ReplState, clock: Clock) {
+fn harvest_runs(st: &mut ReplState, clock: Clock, d: &Delays, fx: &mut Vec<Effect>) {
+    let done: Vec<String> = st
+        .jobs
+        .iter()
+        .filter(|(_, j)| {
+            j.pid.as_ref().is_some_and(|(_, run)| {
+                run.progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .completed
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in done {
+        let Some(job) = st.jobs.remove(&id) else {
+            continue;
+        };
+        let stats = job.current_stats().unwrap_or_default();
+        if let Some(e) = st.docs.get_mut(&job.doc_id) {
+            fx.push(Effect::MarkCompleted {
+                doc_id: job.doc_id.clone(),
+                rev: e.rev.clone(),
+                stats: Box::new(stats.clone()),
+                start_time: job.start_time,
+            });
+            e.phase = Phase::Completed {
+                until: clock.now + d.repl_completed,
+                stats,
+                start_time: job.start_time,
+                done_at: clock.wall,
+            };
+        }
+    }
     for job in st.jobs.values_mut() {
         let crashed = job.pid.as_ref().and_then(|(_, run)| {
             let p = run.progress.lock().unwrap_or_else(|e| e.into_inner());

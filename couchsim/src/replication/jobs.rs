@@ -19,6 +19,8 @@ pub struct Stats {
     pub docs_read: u64,
     pub docs_written: u64,
     pub doc_write_failures: u64,
+    /// Of `docs_read`, deletions (a one-shot session's `bulk_get_docs` leaves them out).
+    pub deleted_read: u64,
     /// `null` while streaming; `0` right after a restart, before the first batch.
     pub changes_pending: Option<u64>,
     /// `"0"` until a checkpoint succeeded.
@@ -35,6 +37,7 @@ impl Default for Stats {
             docs_read: 0,
             docs_written: 0,
             doc_write_failures: 0,
+            deleted_read: 0,
             changes_pending: None,
             checkpointed_source_seq: "0".into(),
             source_seq: "0".into(),
@@ -44,9 +47,10 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn info(&self) -> String {
+    /// The counters every view shows, in CouchDB's order.
+    fn counters(&self) -> Vec<(&'static str, String)> {
         let n = |v: u64| v.to_string();
-        obj(&[
+        vec![
             ("revisions_checked", n(self.revisions_checked)),
             ("missing_revisions_found", n(self.missing_revisions_found)),
             ("docs_read", n(self.docs_read)),
@@ -56,9 +60,24 @@ impl Stats {
             ("bulk_get_docs", n(self.docs_read)),
             ("bulk_get_attempts", n(self.docs_read)),
             ("checkpointed_source_seq", js(&self.checkpointed_source_seq)),
-            ("source_seq", js(&self.source_seq)),
-            ("through_seq", js(&self.through_seq)),
-        ])
+        ]
+    }
+
+    /// A completed one-shot's counters (`info`, and with `start_time` the doc's
+    /// `_replication_stats`): no `source_seq`/`through_seq`.
+    pub fn completed_info(&self, start_time: Option<Duration>) -> String {
+        let mut f = self.counters();
+        if let Some(t) = start_time {
+            f.push(("start_time", js(&iso8601(t))));
+        }
+        obj(&f)
+    }
+
+    pub fn info(&self) -> String {
+        let mut f = self.counters();
+        f.push(("source_seq", js(&self.source_seq)));
+        f.push(("through_seq", js(&self.through_seq)));
+        obj(&f)
     }
 }
 
@@ -69,6 +88,8 @@ pub struct Progress {
     pub stats: Option<Stats>,
     /// Set when the run ended in a crash: the reason shown.
     pub crash: Option<String>,
+    /// A one-shot run that caught up with its source and checkpointed: done for good.
+    pub completed: bool,
 }
 
 /// One run of a job: its counters and crash, and the flag that stops it.
@@ -121,6 +142,14 @@ pub enum Phase {
     Duplicate { until: Instant, reason: String },
     /// Its job is in the scheduler.
     Scheduled(String),
+    /// Its one-shot job completed (and the doc was marked so); shown as `completed` until
+    /// `until`, then no longer held (the doc then shows `null`, as recorded in transcript 15).
+    Completed {
+        until: Instant,
+        stats: Stats,
+        start_time: Duration,
+        done_at: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +216,23 @@ pub fn doc_json(
     };
     let Some(job) = job else {
         return match &e.phase {
+            Phase::Completed {
+                stats,
+                start_time,
+                done_at,
+                ..
+            } => obj(&[
+                ("database", js("_replicator")),
+                ("doc_id", js(&e.doc_id)),
+                ("id", "null".into()),
+                ("source", js(e.rep.source.shown())),
+                ("target", js(e.rep.target.shown())),
+                ("state", js("completed")),
+                ("error_count", "0".into()),
+                ("info", stats.completed_info(None)),
+                ("start_time", js(&iso8601(*start_time))),
+                ("last_updated", js(&iso8601(*done_at))),
+            ]),
             Phase::Duplicate { .. } => {
                 let (src, tgt) = (e.rep.source.shown_from_doc(), e.rep.target.shown_from_doc());
                 doc_from_db(&e.doc_id, &src, &tgt, None)

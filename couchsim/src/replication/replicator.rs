@@ -91,6 +91,55 @@ fn owned_docs(node: &NodeInner, live: &[String]) -> Vec<OwnedDoc> {
     out
 }
 
+/// `POST /_replicate` with a one-shot replication: run on the calling thread to its end, as
+/// CouchDB answers it (transcript 15). `Ok` is the 200 body; `Err` is (status, error, reason).
+pub fn replicate_now(
+    node: &Arc<NodeInner>,
+    epoch: u64,
+    body: &serde_json::Map<String, Value>,
+) -> Result<String, (u16, String, String)> {
+    repdoc::validate(body).map_err(|r| (400, "bad_request".to_string(), r))?;
+    let rep = repdoc::parse(body).map_err(|r| (400, "bad_request".to_string(), r))?;
+    if rep.continuous {
+        return Err((
+            400,
+            "bad_request".into(),
+            "couchsim models only one-shot POST /_replicate".into(),
+        ));
+    }
+    let uuid = node.config("couchdb", "uuid").unwrap_or_default();
+    let rep_id = repdoc::rep_id(&uuid, &rep);
+    let me = Arc::clone(node);
+    let (lo, hi) = node.delays.repl_jitter;
+    let jitter = lock(&node.rng).between(lo, hi);
+    let ctx = worker::Ctx {
+        rep,
+        rep_id,
+        delays: node.delays.clone(),
+        jitter,
+        carried: None,
+        run: Default::default(),
+        node_alive: Box::new(move || me.alive(epoch)),
+    };
+    let done = worker::run_once(ctx).map_err(|reason| {
+        if let Some(r) = reason.strip_prefix("db_not_found: ") {
+            (404, "db_not_found".to_string(), r.to_string())
+        } else {
+            (500, "error".to_string(), reason)
+        }
+    })?;
+    let c = &done.checkpoint;
+    let mut fields = vec![("ok", "true".to_string())];
+    if done.no_changes {
+        fields.push(("no_changes", "true".into()));
+    }
+    fields.push(("session_id", util::js(&c["session_id"])));
+    fields.push(("source_last_seq", util::js(&c["source_last_seq"])));
+    fields.push(("replication_id_version", "4".into()));
+    fields.push(("history", util::js(&c["history"])));
+    Ok(util::obj(&fields))
+}
+
 fn apply(node: &Arc<NodeInner>, epoch: u64, e: Effect) {
     match e {
         Effect::Spawn(s) => spawn(node, epoch, *s),
@@ -100,6 +149,26 @@ fn apply(node: &Arc<NodeInner>, epoch: u64, e: Effect) {
             rev,
             reason,
         } => mark_failed(node, &doc_id, &rev, &reason),
+        Effect::MarkCompleted {
+            doc_id,
+            rev,
+            stats,
+            start_time,
+        } => {
+            let info = stats.completed_info(Some(start_time));
+            let fields = [
+                ("_replication_state", Ej::from("completed")),
+                (
+                    "_replication_state_time",
+                    Ej::from(util::iso8601(util::unix_now()).as_str()),
+                ),
+                (
+                    "_replication_stats",
+                    Ej::parse(info.as_bytes()).unwrap_or_else(Ej::empty),
+                ),
+            ];
+            mark(node, &doc_id, &rev, &fields)
+        }
     }
 }
 
@@ -122,6 +191,19 @@ fn spawn(node: &Arc<NodeInner>, epoch: u64, s: Spawn) {
 /// `couch_replicator_docs:update_failed`: the state, its time and reason go into the doc, on
 /// this node's copy only (the others get it by internal replication, `sync_delay` later).
 fn mark_failed(node: &NodeInner, id: &str, rev: &str, reason: &str) {
+    let fields = [
+        ("_replication_state", Ej::from("failed")),
+        (
+            "_replication_state_time",
+            Ej::from(util::iso8601(util::unix_now()).as_str()),
+        ),
+        ("_replication_state_reason", Ej::from(reason)),
+    ];
+    mark(node, id, rev, &fields)
+}
+
+/// Writes the replicator's fields into a doc (on top of `rev`, on this node's copy).
+fn mark(node: &NodeInner, id: &str, rev: &str, fields: &[(&str, Ej)]) {
     let Some(m) = fabric::map(node, DB) else {
         return;
     };
@@ -138,12 +220,9 @@ fn mark_failed(node: &NodeInner, id: &str, rev: &str, reason: &str) {
     else {
         return;
     };
-    body.set("_replication_state", Ej::from("failed"));
-    body.set(
-        "_replication_state_time",
-        Ej::from(util::iso8601(util::unix_now()).as_str()),
-    );
-    body.set("_replication_state_reason", Ej::from(reason));
+    for (k, v) in fields {
+        body.set(k, v.clone());
+    }
     let edit = Edit {
         id: id.to_string(),
         rev: Some(rev.to_string()),

@@ -83,12 +83,116 @@ impl Ctx {
     }
 }
 
-fn replicate(ctx: &Ctx) -> Result<(), Stop> {
-    ctx.pause(ctx.jitter)?;
-    let mut stats = ctx.carried.clone().unwrap_or_default();
+/// What a one-shot run did: the checkpoint it wrote (or found, when there was nothing new).
+pub struct OneShot {
+    pub checkpoint: Value,
+    pub no_changes: bool,
+}
+
+/// A one-shot replication run to its end on the calling thread (`POST /_replicate`): `Err` is
+/// the crash reason.
+pub fn run_once(ctx: Ctx) -> Result<OneShot, String> {
+    let outcome = (|| {
+        ctx.pause(ctx.jitter)?;
+        let (source, target, since, stats) = open_both(&ctx)?;
+        one_shot(&ctx, &source, &target, since, stats)
+    })();
+    match outcome {
+        Ok(o) => Ok(o),
+        Err(Stop::Crash(r)) => Err(r),
+        Err(Stop::Unreachable(method, url)) => Err(conn_failed(&method, &url, 4)),
+        Err(Stop::Asked) => Err("stopped".into()),
+    }
+}
+
+fn open_both(ctx: &Ctx) -> Result<(Peer, Peer, String, Stats), Stop> {
+    let stats = ctx.carried.clone().unwrap_or_default();
     let source = Peer::open(ctx, &ctx.rep.source, false)?;
     let target = Peer::open(ctx, &ctx.rep.target, ctx.rep.create_target)?;
-    let mut since = resume_from(ctx, &source, &target);
+    let since = resume_from(ctx, &source, &target);
+    Ok((source, target, since, stats))
+}
+
+/// A one-shot run: every change since the checkpoint, then a checkpoint with this session in
+/// its history, then done (`completed`). Nothing new: nothing written, the old checkpoint.
+fn one_shot(
+    ctx: &Ctx,
+    source: &Peer,
+    target: &Peer,
+    since: String,
+    mut stats: Stats,
+) -> Result<OneShot, Stop> {
+    let started = util::unix_now();
+    let path = format!("_changes?style=all_docs&since={since}");
+    let changes = source.call(ctx, "GET", &path, None, failed("changes_req_failed"))?;
+    let last_seq = changes["last_seq"].as_str().unwrap_or(&since).to_string();
+    let rows = changes["results"].as_array().cloned().unwrap_or_default();
+    let doc = ctx.checkpoint_doc();
+    let old = source
+        .call(ctx, "GET", &doc, None, failed("checkpoint"))
+        .unwrap_or(Value::Null);
+    if rows.is_empty() && old.is_object() {
+        lock(&ctx.run.progress).completed = true;
+        return Ok(OneShot {
+            checkpoint: old,
+            no_changes: true,
+        });
+    }
+    let mut session = Stats::default();
+    copy_missing(ctx, source, target, &rows, &mut session)?;
+    stats.revisions_checked += session.revisions_checked;
+    stats.missing_revisions_found += session.missing_revisions_found;
+    stats.docs_read += session.docs_read;
+    stats.docs_written += session.docs_written;
+    stats.source_seq = last_seq.clone();
+    stats.through_seq = last_seq.clone();
+    ctx.report(&stats);
+    let session_id = util::sha256_hex(&[
+        last_seq.as_bytes(),
+        ctx.rep_id.as_bytes(),
+        util::unix_now().as_nanos().to_string().as_bytes(),
+    ])[..32]
+        .to_string();
+    let start_seq = if since == "0" { json!(0) } else { json!(since) };
+    let mut history = vec![json!({
+        "session_id": session_id,
+        "start_time": util::http_date(started),
+        "end_time": util::http_date(util::unix_now()),
+        "start_last_seq": start_seq,
+        "end_last_seq": last_seq,
+        "recorded_seq": last_seq,
+        "missing_checked": session.revisions_checked,
+        "missing_found": session.missing_revisions_found,
+        "docs_read": session.docs_read,
+        "docs_written": session.docs_written,
+        "doc_write_failures": 0,
+        "bulk_get_docs": session.docs_read - session.deleted_read,
+        "bulk_get_attempts": session.docs_read - session.deleted_read,
+    })];
+    history.extend(old["history"].as_array().cloned().unwrap_or_default());
+    history.truncate(50);
+    let body = json!({
+        "session_id": session_id,
+        "source_last_seq": last_seq,
+        "replication_id_version": 4,
+        "history": history,
+    });
+    write_checkpoint(ctx, source, target, &body)?;
+    stats.checkpointed_source_seq = last_seq;
+    ctx.report(&stats);
+    lock(&ctx.run.progress).completed = true;
+    Ok(OneShot {
+        checkpoint: body,
+        no_changes: false,
+    })
+}
+
+fn replicate(ctx: &Ctx) -> Result<(), Stop> {
+    ctx.pause(ctx.jitter)?;
+    let (source, target, mut since, mut stats) = open_both(ctx)?;
+    if !ctx.rep.continuous {
+        return one_shot(ctx, &source, &target, since, stats).map(|_| ());
+    }
     let mut committed = since.clone();
     let mut next_checkpoint = Instant::now() + ctx.delays.repl_checkpoint;
     loop {
@@ -175,6 +279,7 @@ fn copy_missing(
         .filter_map(|d| d.get("ok").cloned())
         .collect();
     stats.docs_read += docs.len() as u64;
+    stats.deleted_read += docs.iter().filter(|d| d["_deleted"] == json!(true)).count() as u64;
     let n = docs.len() as u64;
     target.call(
         ctx,
@@ -215,12 +320,17 @@ fn checkpoint(ctx: &Ctx, source: &Peer, target: &Peer, seq: &str) -> Result<(), 
             Stop::Unreachable(m, url) => Stop::Crash(commit_failure(conn_failed(&m, &url, 8))),
             other => other,
         })?;
-    let doc = ctx.checkpoint_doc();
     let body = json!({
         "session_id": util::sha256_hex(&[seq.as_bytes(), ctx.rep_id.as_bytes()])[..32],
         "source_last_seq": seq,
         "replication_id_version": 4,
     });
+    write_checkpoint(ctx, source, target, &body)
+}
+
+/// The `_local` checkpoint doc, the same on both ends.
+fn write_checkpoint(ctx: &Ctx, source: &Peer, target: &Peer, body: &Value) -> Result<(), Stop> {
+    let doc = ctx.checkpoint_doc();
     for p in [source, target] {
         let cur = p.call(ctx, "GET", &doc, None, failed("checkpoint")).ok();
         let mut b = body.clone();

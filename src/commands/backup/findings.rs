@@ -2,9 +2,10 @@
 //! documents on both sides and the lag, the doc that replicates it and its state, when CouchDB
 //! will retry a crashed job (trap 18), and the verdict — judged by documents first (trap 17).
 
+use serde_json::Value;
+
 use crate::client::SchedulerDoc;
 use crate::util::config::NodeAddr;
-use crate::util::text::SHOWN;
 
 /// CouchDB's restart rule for a crashed replication job (`couch_replicator_scheduler.erl`):
 /// 30 s × 2^(crashes−1), the exponent capped at 10, applied on the scheduler's 60 s tick.
@@ -29,6 +30,10 @@ pub struct DbBackup {
     /// Documents, live and deleted, on the cluster and on the backup; `None`: no such database.
     pub source: Option<u64>,
     pub target: Option<u64>,
+    /// Each side's `_security` (replication never carries it, trap 24); `None`: no such
+    /// database, or not read yet.
+    pub source_security: Option<Value>,
+    pub target_security: Option<Value>,
 }
 
 impl DbBackup {
@@ -46,6 +51,13 @@ impl DbBackup {
 
     pub(super) fn caught_up(&self) -> bool {
         self.lag() == Some(0)
+    }
+
+    /// Both databases exist and their `_security` objects differ (or the backup's is unread).
+    pub fn security_differs(&self) -> bool {
+        self.source_security.is_some()
+            && self.target.is_some()
+            && self.target_security != self.source_security
     }
 
     /// The replication's state, in words: CouchDB's, or why there is none.
@@ -67,6 +79,9 @@ impl DbBackup {
             (None, _) => "gone from the cluster".to_string(),
         };
         let mut line = format!("{}: {counts}, {}", self.db, self.state());
+        if self.security_differs() {
+            line += ", _security differs on the backup";
+        }
         if let Some(doc) = &self.doc {
             if !self.by_us() {
                 line += &format!(" (doc `{}`, not ours)", doc.doc_id);
@@ -110,7 +125,10 @@ pub fn status_problems(dbs: &[DbBackup]) -> Vec<String> {
     dbs.iter()
         .filter(|d| d.source.is_some())
         .filter(|d| {
-            d.elsewhere.is_some() || d.target.is_none() || d.doc.as_ref().is_none_or(in_trouble)
+            d.elsewhere.is_some()
+                || d.target.is_none()
+                || d.doc.as_ref().is_none_or(in_trouble)
+                || d.security_differs()
         })
         .map(DbBackup::line)
         .collect()
@@ -206,20 +224,6 @@ pub(super) fn judge(
     v
 }
 
-/// Up to `SHOWN` lines joined by `; `, then how many more.
-pub(super) fn some_lines(lines: &[String]) -> String {
-    let shown = lines
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    match lines.len().saturating_sub(SHOWN) {
-        0 => shown,
-        more => format!("{shown}; and {more} more"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +268,8 @@ mod tests {
             elsewhere: None,
             source: Some(source),
             target: Some(target),
+            source_security: None,
+            target_security: None,
         }
     }
 
@@ -326,6 +332,8 @@ mod tests {
             elsewhere: None,
             source: Some(106),
             target: Some(105),
+            source_security: None,
+            target_security: None,
         };
         assert_eq!(d.lag(), Some(1));
         let line = d.line();
@@ -349,5 +357,26 @@ mod tests {
             ..d
         };
         assert_eq!(ahead.lag(), Some(0));
+    }
+
+    #[test]
+    fn a_security_object_that_differs_is_not_backed_up() {
+        let members = serde_json::json!({"members": {"names": ["alice"]}});
+        let d = DbBackup {
+            source_security: Some(members.clone()),
+            target_security: Some(serde_json::json!({})),
+            ..db("app", Some(doc(Some("running"), 0)), 3, 3)
+        };
+        assert!(
+            d.line().ends_with("_security differs on the backup"),
+            "{}",
+            d.line()
+        );
+        assert_eq!(status_problems(std::slice::from_ref(&d)).len(), 1);
+        let same = DbBackup {
+            target_security: Some(members),
+            ..d
+        };
+        assert!(status_problems(&[same]).is_empty());
     }
 }

@@ -23,7 +23,7 @@ pub const BACKUP_VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "COUCHDB_BACKUP_DBS",
-        "which databases: * (default) = every user database, now and later; or a comma-separated list; _users only if listed (e.g. *,_users)",
+        "which databases: * (default) = every user database, now and later, and _users; or a comma-separated list of names; -NAME leaves one out of * (e.g. *,-_users: not the users)",
     ),
     (
         "COUCHDB_BACKUP_CREATE_DBS",
@@ -35,8 +35,9 @@ pub const BACKUP_VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The only system database that may be backed up. `_replicator` may not: its docs hold
-/// passwords in clear (trap 21), and copying them would start replications on the backup.
+/// The only system database that may be backed up, and is by default: without it an
+/// application's users cannot log in to a restored cluster. `_replicator` may not: its docs
+/// hold passwords in clear (trap 21), and copying them would start replications on the backup.
 pub const USERS_DB: &str = "_users";
 
 /// Longest database name CouchDB accepts.
@@ -59,10 +60,13 @@ pub struct Backup {
 /// COUCHDB_BACKUP_DBS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Databases {
-    /// `*`: every database whose name does not start with `_`, those created later included.
+    /// `*`: every database whose name does not start with `_`, those created later included,
+    /// and `_users`.
     pub every_user_db: bool,
     /// Named ones, `_users` among them if wanted.
     pub listed: Vec<String>,
+    /// `-NAME`: left out of `*`.
+    pub excluded: Vec<String>,
 }
 
 /// What the selection makes of the cluster's databases.
@@ -78,7 +82,10 @@ impl Databases {
     pub fn select(&self, on_cluster: &[String]) -> Selected {
         let mut dbs: Vec<String> = on_cluster
             .iter()
-            .filter(|db| (self.every_user_db && !db.starts_with('_')) || self.listed.contains(db))
+            .filter(|db| {
+                let by_star = self.every_user_db && (!db.starts_with('_') || *db == USERS_DB);
+                (by_star || self.listed.contains(db)) && !self.excluded.contains(db)
+            })
             .cloned()
             .collect();
         dbs.sort();
@@ -163,6 +170,7 @@ pub fn read(
         None => Databases {
             every_user_db: true,
             listed: Vec::new(),
+            excluded: Vec::new(),
         },
         Some(list) => parse_dbs(&list)?,
     };
@@ -228,18 +236,29 @@ fn refuse_cluster_address(target: &NodeAddr, nodes: &NodeList) -> Result<()> {
     }
 }
 
-/// `*`, `_users` and database names, comma-separated.
+/// `*`, `_users`, database names and `-NAME` exclusions, comma-separated.
 fn parse_dbs(list: &str) -> Result<Databases> {
     let mut dbs = Databases {
         every_user_db: false,
         listed: Vec::new(),
+        excluded: Vec::new(),
     };
     for entry in list.split(',').map(str::trim) {
         let bad = |why: &str| {
             invalid(format!(
-                "COUCHDB_BACKUP_DBS: `{entry}` {why}; write * (every user database), names, or _users"
+                "COUCHDB_BACKUP_DBS: `{entry}` {why}; write * (every user database and _users), names, \
+                 _users, or -NAME to leave one out of *"
             ))
         };
+        let (excluding, entry) = match entry.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, entry),
+        };
+        if excluding && (entry.is_empty() || entry == "*") {
+            return Err(bad(
+                "is not a CouchDB database name (a lowercase letter, then a-z, 0-9, _ $ ( ) + - /)",
+            ));
+        }
         if entry == "*" {
             if dbs.every_user_db {
                 return Err(bad("is listed twice"));
@@ -268,10 +287,21 @@ fn parse_dbs(list: &str) -> Result<Databases> {
                 "is not a CouchDB database name (a lowercase letter, then a-z, 0-9, _ $ ( ) + - /)",
             ));
         }
-        if dbs.listed.iter().any(|d| d == entry) {
+        if dbs.listed.iter().chain(&dbs.excluded).any(|d| d == entry) {
             return Err(bad("is listed twice"));
         }
-        dbs.listed.push(entry.to_string());
+        if excluding {
+            dbs.excluded.push(entry.to_string());
+        } else {
+            dbs.listed.push(entry.to_string());
+        }
+    }
+    if !dbs.every_user_db && !dbs.excluded.is_empty() {
+        return Err(invalid(format!(
+            "COUCHDB_BACKUP_DBS: -{} leaves a database out of *, but * is not listed; list the \
+             databases to back up, or add *",
+            dbs.excluded[0]
+        )));
     }
     Ok(dbs)
 }
@@ -391,7 +421,16 @@ mod tests {
             dbs("*, _users"),
             Databases {
                 every_user_db: true,
-                listed: vec!["_users".into()]
+                listed: vec!["_users".into()],
+                excluded: vec![],
+            }
+        );
+        assert_eq!(
+            dbs("*,-_users,-old"),
+            Databases {
+                every_user_db: true,
+                listed: vec![],
+                excluded: vec!["_users".into(), "old".into()],
             }
         );
         assert_eq!(dbs("app,a/b$(x)+-_1").listed, ["app", "a/b$(x)+-_1"]);
@@ -403,6 +442,10 @@ mod tests {
             ("app,,b", "empty entry"),
             ("app,app", "twice"),
             ("*,*", "twice"),
+            ("*,-app,app", "twice"),
+            ("app,-_users", "* is not listed"),
+            ("*,-_replicator", "passwords"),
+            ("*,-", "not a CouchDB database name"),
         ] {
             let e = error(&[url, ("COUCHDB_BACKUP_DBS", bad)]);
             assert!(
@@ -429,11 +472,18 @@ mod tests {
         let all = Databases {
             every_user_db: true,
             listed: vec![],
+            excluded: vec![],
         };
-        assert_eq!(all.select(&cluster).dbs, ["a", "b"]);
+        assert_eq!(all.select(&cluster).dbs, ["_users", "a", "b"]);
+        let no_users = Databases {
+            excluded: vec!["_users".into(), "a".into()],
+            ..all
+        };
+        assert_eq!(no_users.select(&cluster).dbs, ["b"]);
         let some = Databases {
             every_user_db: false,
             listed: vec!["_users".into(), "b".into(), "later".into()],
+            excluded: vec![],
         };
         assert_eq!(
             some.select(&cluster),
