@@ -388,9 +388,33 @@ fn with_a_backup_a_database_created_later_is_backed_up_and_its_lag_published() {
     }
     w.until("couchdb_backup_docs_behind", "0");
     w.until("couchdb_backup_databases_unreplicated", "0");
+    // A `_security` changed on the cluster reaches the backup on a later tick.
+    let members = serde_json::json!({"members": {"names": ["alice"], "roles": []}});
+    assert_eq!(common::put_json(c.node(1), "/app/_security", &members), 200);
+    let t = Instant::now();
+    loop {
+        let (status, body) = common::http(
+            backup.node(0),
+            "GET",
+            "/app/_security",
+            Some((USER, PASSWORD)),
+            None,
+        );
+        if status == 200 && body["members"]["names"] == serde_json::json!(["alice"]) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "_security never reached the backup: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let r = w.stop();
     r.assert_code(0);
-    r.assert_says(&["started 1 replication(s)"]);
+    r.assert_says(&[
+        "started 1 replication(s)",
+        "wrote _security of 1 database(s)",
+    ]);
     assert!(!r.stderr.contains(PASSWORD) && !r.stderr.contains(common::PASSWORD));
 }
 

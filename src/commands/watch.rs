@@ -360,8 +360,13 @@ fn back_up(
             .filter(|d| d.doc.is_none() || d.target.is_none())
             .count()
     };
+    // A `_security` changed on the cluster is not backed up until the backup's equals it
+    // (replication never carries it): init's procedure copies it.
+    let stale = |dbs: &[crate::commands::backup::DbBackup]| {
+        lacking(dbs) > 0 || dbs.iter().any(|d| d.security_differs())
+    };
     let mut actions = Vec::new();
-    if lacking(&dbs) > 0 {
+    if stale(&dbs) {
         actions = backup.ensure()?;
         dbs = backup.survey()?;
     }
