@@ -415,6 +415,20 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// A page of `_all_docs` (or of `_dbs`'s): each row's id, and its document where
+/// `include_docs=true` asked for it.
+#[derive(Deserialize)]
+struct AllDocs {
+    rows: Vec<AllDocsRow>,
+}
+
+#[derive(Deserialize)]
+struct AllDocsRow {
+    id: String,
+    #[serde(default)]
+    doc: Option<Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::shard_doc::ShardDoc;
-use super::{parse, Client, NodeError, NodeResult};
+use super::{parse, AllDocs, Client, NodeError, NodeResult};
 use crate::util::config::NodeAddr;
 
 /// Shard map docs per `_all_docs` page: a few hundred KB at most.
@@ -106,15 +106,6 @@ impl Client {
     /// Every database's shard map, as `via` has them, with conflicts; those that cannot be
     /// read are named apart.
     pub fn shard_docs(&self, via: &NodeAddr) -> NodeResult<ShardDocs> {
-        #[derive(Deserialize)]
-        struct Row {
-            id: String,
-            doc: Option<Value>,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            rows: Vec<Row>,
-        }
         let mut read = ShardDocs::default();
         let mut start: Option<String> = None;
         loop {
@@ -128,7 +119,7 @@ impl Client {
                     segment(&Value::from(id.as_str()).to_string())
                 );
             }
-            let page: Page = self.get(via, &path, SHARD_DOCS)?;
+            let page: AllDocs = self.get(via, &path, SHARD_DOCS)?;
             let mut rows = page.rows;
             // One row more than a page says there is another page, which starts with it. A
             // server that ignored `limit` sent everything at once.

@@ -7,25 +7,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse, segment, Client, DbCreated, NodeResult};
+use super::{parse, segment, AllDocs, Client, DbCreated, NodeResult};
 use crate::util::config::NodeAddr;
 
 /// How many documents one `_all_docs` page of the conflict scan asks for, and how many ids one
 /// `_revs_diff` carries.
 const PAGE: usize = 500;
-
-/// `_all_docs?include_docs=true`, as far as these calls read it.
-#[derive(Deserialize)]
-struct Rows {
-    rows: Vec<Row>,
-}
-
-#[derive(Deserialize)]
-struct Row {
-    id: String,
-    #[serde(default)]
-    doc: Option<Value>,
-}
 
 /// Every document's leaf revisions (`_changes?style=all_docs`): id → revs, deletions included.
 pub type Revisions = BTreeMap<String, Vec<String>>;
@@ -79,7 +66,7 @@ impl Client {
             "/{}/_all_docs?startkey=%22_design%2F%22&endkey=%22_design0%22&include_docs=true",
             segment(db)
         );
-        let rows: Rows = self.get(node, &path, &what)?;
+        let rows: AllDocs = self.get(node, &path, &what)?;
         Ok(rows.rows.into_iter().find_map(|r| {
             let views = r.doc?.get("views")?.as_object()?.keys().next()?.clone();
             Some((r.id, views))
@@ -126,7 +113,7 @@ impl Client {
                 segment(db),
                 PAGE + 1
             );
-            let page: Rows = self.get(node, &path, &what)?;
+            let page: AllDocs = self.get(node, &path, &what)?;
             let more = page.rows.len() > PAGE;
             for r in page.rows.iter().take(PAGE) {
                 let has = r

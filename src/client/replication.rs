@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse, segment, Client, NodeResult};
+use super::{parse, segment, AllDocs, Client, NodeResult};
 use crate::util::config::{NodeAddr, Secret};
 
 /// The longest scheduler error passed on: CouchDB's are Erlang terms, some of them kilobytes.
@@ -181,14 +181,7 @@ impl Client {
         if let Some(rev) = rev {
             doc["_rev"] = rev.into();
         }
-        let what = format!("PUT /_replicator/{id}");
-        let path = format!("/_replicator/{}", segment(id));
-        let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
-        match status {
-            201 | 202 => Ok(Put::Created),
-            409 => Ok(Put::AlreadyThere),
-            _ => Err(self.unexpected(node, &what, status, &body)),
-        }
+        self.put_replicator_doc(node, id, &doc)
     }
 
     /// Writes a one-shot replication as a new `_replicator/<id>` (no `continuous`): it runs
@@ -203,6 +196,11 @@ impl Client {
         target: &Endpoint,
     ) -> NodeResult<Put> {
         let doc = one_shot_doc(source, target);
+        self.put_replicator_doc(node, id, &doc)
+    }
+
+    /// `PUT /_replicator/<id>`; 409 (taken, or changed since `_rev`) is an answer, not an error.
+    fn put_replicator_doc(&self, node: &NodeAddr, id: &str, doc: &Value) -> NodeResult<Put> {
         let what = format!("PUT /_replicator/{id}");
         let path = format!("/_replicator/{}", segment(id));
         let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
@@ -239,14 +237,6 @@ impl Client {
     /// The ids of `_replicator` docs starting with `prefix` (a restore's, left by a run that
     /// was stopped).
     pub fn replicator_ids(&self, node: &NodeAddr, prefix: &str) -> NodeResult<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Rows {
-            rows: Vec<Row>,
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            id: String,
-        }
         let what = "GET /_replicator/_all_docs";
         let key = |k: &str| segment(&Value::from(k).to_string());
         let path = format!(
@@ -256,7 +246,7 @@ impl Client {
         );
         let (status, body) = self.call(node, "GET", &path, None, true, what)?;
         match status {
-            200 => Ok(parse::<Rows>(node, what, &body)?
+            200 => Ok(parse::<AllDocs>(node, what, &body)?
                 .rows
                 .into_iter()
                 .map(|r| r.id)
