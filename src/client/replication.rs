@@ -211,15 +211,22 @@ impl Client {
         }
     }
 
-    /// `_replicator/<id>` as a one-shot's outcome; `None` when there is no such doc.
-    pub fn one_shot(&self, node: &NodeAddr, id: &str) -> NodeResult<Option<OneShotDoc>> {
+    /// `GET /_replicator/<id>`; `None` when there is no such doc.
+    fn replicator_doc(&self, node: &NodeAddr, id: &str) -> NodeResult<Option<Value>> {
         let what = format!("GET /_replicator/{id}");
         let path = format!("/_replicator/{}", segment(id));
         let (status, body) = self.call(node, "GET", &path, None, true, &what)?;
-        let doc: Value = match status {
-            200 => parse(node, &what, &body)?,
-            404 => return Ok(None),
-            _ => return Err(self.unexpected(node, &what, status, &body)),
+        match status {
+            200 => parse(node, &what, &body).map(Some),
+            404 => Ok(None),
+            _ => Err(self.unexpected(node, &what, status, &body)),
+        }
+    }
+
+    /// `_replicator/<id>` as a one-shot's outcome; `None` when there is no such doc.
+    pub fn one_shot(&self, node: &NodeAddr, id: &str) -> NodeResult<Option<OneShotDoc>> {
+        let Some(doc) = self.replicator_doc(node, id)? else {
+            return Ok(None);
         };
         let text = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
         Ok(Some(OneShotDoc {
@@ -280,13 +287,8 @@ impl Client {
         source: &Endpoint,
         target: &Endpoint,
     ) -> NodeResult<Option<String>> {
-        let what = format!("GET /_replicator/{id}");
-        let path = format!("/_replicator/{}", segment(id));
-        let (status, body) = self.call(node, "GET", &path, None, true, &what)?;
-        let doc: Value = match status {
-            200 => parse(node, &what, &body)?,
-            404 => return Ok(None),
-            _ => return Err(self.unexpected(node, &what, status, &body)),
+        let Some(doc) = self.replicator_doc(node, id)? else {
+            return Ok(None);
         };
         let now = replication_doc(source, target);
         let url = |doc: &Value, end: &str| doc.get(end).and_then(|e| e.get("url")).cloned();
