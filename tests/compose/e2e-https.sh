@@ -161,7 +161,11 @@ https_step() {
   for n in 1 2 3; do
     health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health after leaving HTTPS"
   done
-  out="$(traefik_client reaches --name "$(node_name 3)" --deadline 20)" || fail "after leaving HTTPS: $out"
+  # Traefik routes each re-created node once its health check passes, not all at the same
+  # instant: wait until every one answers through it before asking for the spread.
+  for n in 1 2 3; do
+    out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "after leaving HTTPS: $out"
+  done
   out="$(traefik_client spread --count 12 --nodes 3)" || fail "after leaving HTTPS: $out"
   code="$(https_curl -s -o /dev/null -w '%{http_code}' "$https_url/_up")" || true
   [ "$code" = 000 ] || fail "without compose/https.yaml $https_url still answered $code"
@@ -184,6 +188,10 @@ https_four_step() {
   [ "$(wait_init)" = 0 ] || fail "with the fourth node and compose/https.yaml the init failed"
   for n in 1 2 3 4; do
     health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health with HTTPS and four nodes"
+  done
+  # Each node is routed once Traefik's health check passes: every one answers before the spread.
+  for n in 1 2 3; do
+    tls_client reaches --name "$(node_name "$n")" --deadline 30 >/dev/null || fail "over HTTPS with four nodes: couchdb-$n is not routed"
   done
   out="$(tls_client reaches --name "$(node_name 4)" --deadline 30)" || fail "over HTTPS with four nodes: $out"
   spread="$(tls_client spread --count 16 --nodes 4)" || fail "over HTTPS with four nodes: $spread"
