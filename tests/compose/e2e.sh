@@ -523,7 +523,7 @@ interval_s="${interval%s}"
 node_curl "$(service_container couchdb-1)" -X PUT -d '"true"' \
   http://localhost:5984/_node/_local/_config/couchdb/maintenance_mode >/dev/null \
   || fail "could not put couchdb-1 in maintenance mode"
-out="$(traefik_client leaves --name "$(node_name 1)" --seconds $((interval_s + 4)) --within "$interval_s.5")" \
+out="$(traefik_client leaves --name "$(node_name 1)" --seconds $((interval_s + 4)) --within "$((interval_s + 1)).5")" \
   || fail "maintenance mode: $out"
 pass "maintenance mode on couchdb-1: ${out#ok } (health-check interval $interval)"
 node_curl "$(service_container couchdb-1)" -X PUT -d '"false"' \
