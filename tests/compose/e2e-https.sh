@@ -158,18 +158,10 @@ https_step() {
   cp "$work/e2e.env.plain" "$env_file"
   compose up -d --no-build >&2 || fail "up -d without compose/https.yaml failed"
   [ "$(wait_init)" = 0 ] || fail "the init failed after leaving compose/https.yaml"
-  for n in 1 2 3; do
-    health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health after leaving HTTPS"
-  done
-  # Traefik routes each re-created node once its health check passes, not all at the same
-  # instant: wait until every one answers through it before asking for the spread.
-  for n in 1 2 3; do
-    out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "after leaving HTTPS: $out"
-  done
-  out="$(traefik_client spread --count 12 --nodes 3)" || fail "after leaving HTTPS: $out"
+  healthy_routed_spread "after leaving HTTPS: "
   code="$(https_curl -s -o /dev/null -w '%{http_code}' "$https_url/_up")" || true
   [ "$code" = 000 ] || fail "without compose/https.yaml $https_url still answered $code"
-  pass "up -d without the override: plain HTTP as before (${out#ok }); nothing answers on HTTPS"
+  pass "up -d without the override: plain HTTP as before (${spread#ok }); nothing answers on HTTPS"
 }
 
 # With the fourth node (compose/couchdb-4.yaml + compose/https-couchdb-4.yaml), run after

@@ -288,6 +288,20 @@ can_nsenter=0
 if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1; then can_nsenter=1; fi
 host_curl="$(curl -V | head -n 1 | cut -d' ' -f1-2)"
 
+# After up -d re-created the nodes: each one healthy, then routed by Traefik — each on its own
+# health event (throttled 2 s), so every one must answer before the spread over the three is asked
+# for. Sets `spread` to the spread's line; $1 starts every message.
+healthy_routed_spread() {
+  local what="$1" n health out
+  for n in 1 2 3; do
+    health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "${what}couchdb-$n is $health"
+  done
+  for n in 1 2 3; do
+    out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "$what$out"
+  done
+  spread="$(traefik_client spread --count 12 --nodes 3)" || fail "$what$spread"
+}
+
 # Through the client function $1 (traefik_client, or e2e-https.sh's tls_client): GET /_up sets
 # the sticky cookie with the attributes $2; with it 20 of 20 requests reach one node, without it
 # 12 spread over the three. $3 starts every message.
@@ -564,16 +578,8 @@ done
 pass "a changed password: up -d exits $code saying what docs/compose.md quotes, the init exits 4 and says nodes keep their first admin; Traefik routes to no node (answers:$answers)"
 cp "$work/e2e.env.good" "$env_file"
 compose up -d --no-build >&2 || fail "up -d with the old password back failed"
-for n in 1 2 3; do
-  health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "couchdb-$n is $health with the old password back"
-done
-# Each re-created node reaches Traefik's configuration on its own health event (throttled 2 s):
-# wait until every one answers before asking for the spread.
-for n in 1 2 3; do
-  out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "with the old password back: $out"
-done
-out="$(traefik_client spread --count 12 --nodes 3)" || fail "with the old password back: $out"
-pass "the old password back: up -d exits 0 and ${out#ok }"
+healthy_routed_spread "with the old password back: "
+pass "the old password back: up -d exits 0 and ${spread#ok }"
 
 # 10. A fourth node (compose/couchdb-4.yaml). Running but not joined by the init, it must get no
 #    request: its healthcheck fails (no _users through it), so Traefik leaves it out.
