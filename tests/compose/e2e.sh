@@ -288,18 +288,25 @@ can_nsenter=0
 if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null 2>&1; then can_nsenter=1; fi
 host_curl="$(curl -V | head -n 1 | cut -d' ' -f1-2)"
 
-# After up -d re-created the nodes: each one healthy, then routed by Traefik — each on its own
-# health event (throttled 2 s), so every one must answer before the spread over the three is asked
-# for. Sets `spread` to the spread's line; $1 starts every message.
+# Through the client function $1: every node answers (Traefik routes each node on its own health
+# event, throttled 2 s, so after up -d re-created them they arrive one by one), then requests
+# without the cookie spread over the three. Sets `spread` to the spread's line; $2 starts every
+# message.
+routed_spread() {
+  local client="$1" what="$2" n out
+  for n in 1 2 3; do
+    out="$("$client" reaches --name "$(node_name "$n")" --deadline 20)" || fail "$what$out"
+  done
+  spread="$("$client" spread --count 12 --nodes 3)" || fail "$what$spread"
+}
+
+# After up -d re-created the nodes: each one healthy, then `routed_spread` through Traefik.
 healthy_routed_spread() {
-  local what="$1" n health out
+  local what="$1" n health
   for n in 1 2 3; do
     health="$(wait_health "$(service_container "couchdb-$n")" 60 healthy)" || fail "${what}couchdb-$n is $health"
   done
-  for n in 1 2 3; do
-    out="$(traefik_client reaches --name "$(node_name "$n")" --deadline 20)" || fail "$what$out"
-  done
-  spread="$(traefik_client spread --count 12 --nodes 3)" || fail "$what$spread"
+  routed_spread traefik_client "$what"
 }
 
 # Through the client function $1 (traefik_client, or e2e-https.sh's tls_client): GET /_up sets
@@ -313,8 +320,8 @@ sticky_checks() {
   pass "${what}Set-Cookie: couchdb_sticky=…; $attributes"
   out="$("$client" sticky --count 20)" || fail "$what$out"
   pass "$what${out#ok }"
-  out="$("$client" spread --count 12 --nodes 3)" || fail "$what$out"
-  pass "$what${out#ok }"
+  routed_spread "$client" "$what"
+  pass "$what${spread#ok }"
 }
 
 # Waits up to $2 s for container $1's Docker health to be $3; prints the last one seen otherwise.
