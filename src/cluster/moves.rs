@@ -58,32 +58,16 @@ pub struct Done {
     pub resolved: usize,
 }
 
-/// One database to bring to its plan, and the copies the plan moves in it (for progress lines).
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub db: String,
-    pub copies: usize,
-}
-
-/// The databases with something to do — planned moves, or an interrupted move or a conflict
-/// in their shard map to finish first — each with its plan, as jobs for `carry_out_all`.
-pub fn jobs<'p>(docs: &[ShardDoc], plans: &'p [DbPlan]) -> (Vec<&'p DbPlan>, Vec<Job>) {
-    let todo: Vec<&DbPlan> = docs
-        .iter()
+/// The plans of the databases with something to do — planned moves, or an interrupted move or
+/// a conflict in their shard map to finish first — for `carry_out_all`.
+pub fn todo<'p>(docs: &[ShardDoc], plans: &'p [DbPlan]) -> Vec<&'p DbPlan> {
+    docs.iter()
         .zip(plans)
         .filter(|(doc, plan)| {
             !plan.is_empty() || !doc.conflicts.is_empty() || !doc.moves.is_empty()
         })
         .map(|(_, plan)| plan)
-        .collect();
-    let jobs = todo
-        .iter()
-        .map(|p| Job {
-            db: p.db.clone(),
-            copies: p.moves.len() + p.unfinished.len(),
-        })
-        .collect();
-    (todo, jobs)
+        .collect()
 }
 
 /// How far `carry_out_all` got.
@@ -165,19 +149,22 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Carries out `jobs`, `concurrency` databases at once — never two moves of one database at
-    /// once, each database with its own verified steps (`carry_out`); `plan(i, map)` is job
-    /// `i`'s next step from its map as just read. At the first failure no further database is
+    /// Carries out `todo`, `concurrency` databases at once — never two moves of one database at
+    /// once, each database with its own verified steps (`carry_out`); `step(plan, map)` is the
+    /// next step of a database with that plan, from its map as just read. At the first failure no further database is
     /// started; those under way finish, and the first failure is returned. Says how far it got
     /// every few seconds: "moved 412 of 750 copies, 3 filling: a, b, c".
     pub fn carry_out_all(
         &self,
-        jobs: &[Job],
+        todo: &[&DbPlan],
         concurrency: usize,
-        plan: &(dyn Fn(usize, &ShardDoc) -> Step + Sync),
+        step: &(dyn Fn(&DbPlan, &ShardDoc) -> Step + Sync),
     ) -> Result<Vec<Done>> {
         let clock = self.session.clock;
-        let total: usize = jobs.iter().map(|j| j.copies).sum();
+        let total: usize = todo
+            .iter()
+            .map(|p| p.moves.len() + p.unfinished.len())
+            .sum();
         let next = AtomicUsize::new(0);
         let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
         let progress = Mutex::new(Tally {
@@ -186,7 +173,7 @@ impl<'a> Engine<'a> {
             said: clock.now(),
         });
         let results: Mutex<Vec<(usize, Done)>> = Mutex::new(Vec::new());
-        let workers = concurrency.clamp(1, jobs.len().max(1));
+        let workers = concurrency.clamp(1, todo.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
@@ -194,13 +181,13 @@ impl<'a> Engine<'a> {
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else {
+                    let Some(plan) = todo.get(i) else {
                         return;
                     };
-                    lock(&progress).filling.insert(job.db.clone());
-                    let outcome = self.carry_out(&job.db, &mut |doc| plan(i, doc));
+                    lock(&progress).filling.insert(plan.db.clone());
+                    let outcome = self.carry_out(&plan.db, &mut |doc| step(plan, doc));
                     let mut tally = lock(&progress);
-                    tally.filling.remove(&job.db);
+                    tally.filling.remove(&plan.db);
                     match outcome {
                         Ok(done) => {
                             tally.moved += done.moved.len();

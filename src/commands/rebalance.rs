@@ -19,7 +19,7 @@
 use anyhow::Result;
 use log::info;
 
-use crate::cluster::moves::{every_map_readable, jobs, refused, Engine, Step};
+use crate::cluster::moves::{every_map_readable, refused, todo, Engine, Step};
 use crate::cluster::planner::{leftovers, plan_rebalance, render_plan, settled, still_to_do};
 use crate::cluster::session::Session;
 use crate::cluster::survey::Survey;
@@ -60,11 +60,11 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
     }
     info!("rebalance: {}", text.lines().next().unwrap_or_default());
 
-    let (todo, jobs) = jobs(&survey.docs, &plans);
+    let todo = todo(&survey.docs, &plans);
     let engine = Engine::new(&session, &survey, members.iter().cloned().collect());
     let done = session.phase("move", "spreading the copies over the members", || {
-        engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| Step {
-            moves: still_to_do(&todo[i].moves, &settled(current)),
+        engine.carry_out_all(&todo, cfg.move_concurrency, &|plan, current| Step {
+            moves: still_to_do(&plan.moves, &settled(current)),
             drops: Vec::new(),
         })
     })?;

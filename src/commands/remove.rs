@@ -22,7 +22,7 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::{Gone, NodeError};
-use crate::cluster::moves::{every_map_readable, incomplete, jobs, refused, Engine, Step};
+use crate::cluster::moves::{every_map_readable, incomplete, refused, todo, Engine, Step};
 use crate::cluster::planner::{
     evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do,
 };
@@ -121,12 +121,12 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     info!("remove: {}", text.lines().next().unwrap_or_default());
 
     let engine = Engine::new(&session, &survey, serving.iter().cloned().collect());
-    let (todo, jobs) = jobs(&survey.docs, &plans);
+    let todo = todo(&survey.docs, &plans);
     let load = load(survey.docs.iter().map(settled).collect::<Vec<_>>().iter());
     let moved = session.phase("move", &format!("every copy off {leaving}"), || {
-        let done = engine.carry_out_all(&jobs, cfg.move_concurrency, &|i, current| {
+        let done = engine.carry_out_all(&todo, cfg.move_concurrency, &|plan, current| {
             let map = settled(current);
-            let planned = still_to_do(&todo[i].moves, &map);
+            let planned = still_to_do(&plan.moves, &map);
             if !planned.is_empty() {
                 return Step {
                     moves: planned,
