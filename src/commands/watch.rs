@@ -51,7 +51,7 @@ const SIZES_EVERY: u64 = 20;
 /// Runs until SIGTERM/SIGINT (Ok) or a wrong password (Err, exit 4).
 pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
     let clock = Stoppable { flag: stop };
-    logging::only_watch_at_info();
+    logging::only_at_info(module_path!());
     let shared = Arc::new(Mutex::new(Shared::new(
         cfg.watch_interval,
         cfg.init_timeout + cfg.request_timeout,

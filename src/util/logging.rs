@@ -2,27 +2,26 @@
 //! `RUST_LOG` says: ureq's debug/trace levels dump requests, Authorization header included.
 //!
 //! `watch` runs init's procedures every tick, and each logs its phases at info (and a failed
-//! phase at warn); a long-running process must log only what changed. So `watch` turns
-//! `only_watch_at_info` on: info and warn lines of any other module are written at debug, and
-//! watch speaks for itself — one line per change, a failure once.
+//! phase at warn); a long-running process must log only what changed. So `watch` calls
+//! `only_at_info` with its own module: info and warn lines of any other module are written at
+//! debug, and watch speaks for itself — one line per change, a failure once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-static ONLY_WATCH_AT_INFO: AtomicBool = AtomicBool::new(false);
-const WATCH_TARGET: &str = "couchdb_cluster_init::commands::watch";
+/// The module (a `module_path!()`) whose info and warn lines keep their level, once set.
+static ONLY_AT_INFO: OnceLock<&'static str> = OnceLock::new();
 
-/// From now on, info and warn lines from outside `commands::watch` are debug lines.
-pub fn only_watch_at_info() {
-    ONLY_WATCH_AT_INFO.store(true, Ordering::SeqCst);
+/// From now on, info and warn lines from outside `module` (and its submodules) are debug lines.
+pub fn only_at_info(module: &'static str) {
+    let _ = ONLY_AT_INFO.set(module);
 }
 
 /// The level a record is written at.
 pub fn level_of(target: &str, level: Level) -> Level {
     if matches!(level, Level::Info | Level::Warn)
-        && ONLY_WATCH_AT_INFO.load(Ordering::Relaxed)
-        && !target.starts_with(WATCH_TARGET)
+        && ONLY_AT_INFO.get().is_some_and(|m| !target.starts_with(m))
     {
         Level::Debug
     } else {
@@ -120,7 +119,7 @@ mod tests {
     fn under_watch_only_its_own_info_and_warn_lines_keep_their_level() {
         let formation = "couchdb_cluster_init::commands::formation";
         let watch = "couchdb_cluster_init::commands::watch";
-        only_watch_at_info();
+        only_at_info(watch);
         assert_eq!(level_of(formation, Level::Info), Level::Debug);
         assert_eq!(level_of(formation, Level::Warn), Level::Debug);
         assert_eq!(level_of(formation, Level::Error), Level::Error);
