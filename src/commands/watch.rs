@@ -171,6 +171,8 @@ fn tick(cfg: &Config, clock: &dyn Clock, with_sizes: bool) -> Result<Look> {
         if let Err(e) = &read {
             log::debug!("watch: copy sizes not read, the last ones stay: {e:#}");
         }
+        // The look's loads were counted before the sizes were known.
+        report.loads = report.survey.node_loads();
         read.is_ok()
     };
     let mut snapshot = snapshot(&report, sized);
@@ -291,11 +293,6 @@ fn state(report: &Report) -> String {
 
 fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
     let s = &report.survey;
-    // Every member, those that hold nothing yet too (a new node, before `rebalance`).
-    let mut copies: BTreeMap<String, usize> = s.members.iter().map(|m| (m.clone(), 0)).collect();
-    for node in s.docs.iter().flat_map(|d| d.map.values().flatten()) {
-        *copies.entry(node.clone()).or_default() += 1;
-    }
     let mut problem_dbs: Vec<(String, usize)> = report
         .dbs
         .iter()
@@ -311,12 +308,17 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
         nodes_up: s.members.iter().filter(|m| s.serving(m)).count(),
         databases: report.dbs.len(),
         ranges_below_n,
-        copies,
+        // Every member, those that hold nothing yet too (a new node, before `rebalance`).
+        copies: report
+            .loads
+            .iter()
+            .map(|(node, load)| (node.clone(), load.copies))
+            .collect(),
         bytes: match with_sizes {
-            true => s
-                .node_loads()
-                .into_iter()
-                .map(|(node, load)| (node, load.bytes))
+            true => report
+                .loads
+                .iter()
+                .map(|(node, load)| (node.clone(), load.bytes))
                 .collect(),
             false => BTreeMap::new(),
         },
