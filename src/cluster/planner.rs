@@ -89,7 +89,7 @@ fn global(load: &Load, node: &str) -> usize {
 
 /// Moves that spread one database evenly over `members`, fewest first. Copies on nodes that
 /// are not in `members` stay where they are and are not counted.
-pub fn balance(map: &ShardMap, members: &[String], load: &Load) -> Vec<Move> {
+fn balance(map: &ShardMap, members: &[String], load: &Load) -> Vec<Move> {
     let mut map = map.clone();
     let mut counts = counts(&map, members);
     let (Some(&max), Some(&min)) = (counts.values().max(), counts.values().min()) else {
