@@ -348,7 +348,7 @@ fn node_list(
             };
             let expect = match expect {
                 None => nodes.len(),
-                Some(text) => expect_count(&text, nodes.len()).map_err(|_| {
+                Some(text) => count_up_to(&text, nodes.len()).map_err(|_| {
                     invalid(format!(
                         "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {}, the nodes COUCHDB_NODES lists",
                         nodes.len()
@@ -380,7 +380,7 @@ fn node_list(
                         .into(),
                 )
             })?;
-            let expect = expect_count(&text, MAX_NODES).map_err(|_| {
+            let expect = count_up_to(&text, MAX_NODES).map_err(|_| {
                 invalid(format!(
                     "COUCHDB_EXPECT=`{text}` is not a number of nodes from 1 to {MAX_NODES}"
                 ))
@@ -390,8 +390,8 @@ fn node_list(
     }
 }
 
-/// COUCHDB_EXPECT: a whole number from 1 to `max`.
-fn expect_count(text: &str, max: usize) -> std::result::Result<usize, ()> {
+/// A count (COUCHDB_EXPECT, COUCHDB_MOVE_CONCURRENCY): a whole number from 1 to `max`.
+fn count_up_to(text: &str, max: usize) -> std::result::Result<usize, ()> {
     match text.trim().parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(()),
@@ -592,12 +592,11 @@ fn move_concurrency(value: Option<String>) -> Result<usize> {
     let Some(v) = value else {
         return Ok(DEFAULT_MOVE_CONCURRENCY);
     };
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_MOVE_CONCURRENCY).contains(&n) => Ok(n),
-        _ => Err(invalid(format!(
+    count_up_to(&v, MAX_MOVE_CONCURRENCY).map_err(|_| {
+        invalid(format!(
             "COUCHDB_MOVE_CONCURRENCY=`{v}`: expected a whole number from 1 to {MAX_MOVE_CONCURRENCY}"
-        ))),
-    }
+        ))
+    })
 }
 
 fn duration_var(name: &str, value: Option<String>, default: Duration) -> Result<Duration> {
