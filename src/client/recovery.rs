@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse, segment, AllDocs, Client, DbCreated, NodeResult};
+use super::{parse, segment, AllDocs, Client, NodeResult};
 use crate::util::config::NodeAddr;
 
 /// How many documents one `_all_docs` page of the conflict scan asks for, and how many ids one
@@ -40,22 +40,6 @@ impl Client {
         match status {
             200 | 201 => Ok(()),
             _ => Err(self.unexpected(node, &what, status, &answer)),
-        }
-    }
-
-    /// `PUT /<db>[?q=N]`: a clustered database with the cluster's `n` and this `q` (the
-    /// cluster's default without one).
-    pub fn create_db_q(&self, node: &NodeAddr, db: &str, q: Option<u32>) -> NodeResult<DbCreated> {
-        let what = format!("PUT /{db}");
-        let path = match q {
-            Some(q) => format!("/{}?q={q}", segment(db)),
-            None => format!("/{}", segment(db)),
-        };
-        let (status, body) = self.call(node, "PUT", &path, None, true, &what)?;
-        match status {
-            201 | 202 => Ok(DbCreated::Created),
-            412 => Ok(DbCreated::Existed),
-            _ => Err(self.unexpected(node, &what, status, &body)),
         }
     }
 

@@ -153,12 +153,16 @@ impl Client {
         }
     }
 
-    /// `PUT /<db>`: on a standalone node that is all a replication target needs (transcript 14;
-    /// no `enable_single_node`, which re-hashes the admin password: trap 19).
-    pub fn create_db(&self, node: &NodeAddr, db: &str) -> NodeResult<DbCreated> {
+    /// `PUT /<db>[?q=N]`. On a standalone node that is all a replication target needs
+    /// (transcript 14; no `enable_single_node`, which re-hashes the admin password: trap 19); on
+    /// a cluster, a database with the cluster's `n` and this `q` (the cluster's default without).
+    pub fn create_db_q(&self, node: &NodeAddr, db: &str, q: Option<u32>) -> NodeResult<DbCreated> {
         let what = format!("PUT /{db}");
-        let (status, body) =
-            self.call(node, "PUT", &format!("/{}", segment(db)), None, true, &what)?;
+        let path = match q {
+            Some(q) => format!("/{}?q={q}", segment(db)),
+            None => format!("/{}", segment(db)),
+        };
+        let (status, body) = self.call(node, "PUT", &path, None, true, &what)?;
         match status {
             201 | 202 => Ok(DbCreated::Created),
             412 => Ok(DbCreated::Existed),

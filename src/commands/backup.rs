@@ -243,7 +243,7 @@ impl<'s, 'a> Backup<'s, 'a> {
             )));
         }
         for db in &missing {
-            match self.on_target(|t| t.create_db(&self.cfg.target, db))? {
+            match self.on_target(|t| t.create_db_q(&self.cfg.target, db, None))? {
                 DbCreated::Created => debug!("backup: created {db} on the backup"),
                 DbCreated::Existed => debug!("backup: {db} appeared on the backup meanwhile"),
             }
