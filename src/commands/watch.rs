@@ -374,7 +374,6 @@ fn back_up(
     }
     Ok((
         BackupLag {
-            databases: dbs.len(),
             unreplicated: lacking(&dbs),
             docs_behind: dbs.iter().filter_map(|d| d.lag()).sum(),
         },

@@ -36,7 +36,6 @@ pub struct Snapshot {
 /// With COUCHDB_BACKUP_URL: how far the backup is behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupLag {
-    pub databases: usize,
     /// Databases without a replication writing into the backup, or without the database there.
     pub unreplicated: usize,
     /// Documents (live and deleted) the backup lacks, over every database, by count.
@@ -261,7 +260,6 @@ mod tests {
             copies: [("couchdb@a.b".to_string(), 4)].into(),
             problem_dbs: vec![("we\"ird\\db\n".to_string(), 1)],
             backup: Some(BackupLag {
-                databases: 2,
                 unreplicated: 1,
                 docs_behind: 7,
             }),
