@@ -734,11 +734,17 @@ mod tests {
         let z = c.zones.unwrap();
         assert_eq!(z.zone_of(Some(1), "x@y.z"), Some("b"));
         assert_eq!(z.zone_of(Some(2), "x@y.z"), Some("eu-west-1c"));
-        let by_name = with(&[("COUCHDB_ZONES", "couchdb@couchdb-1.cluster=a,couchdb-2:6984=b")])
-            .unwrap()
-            .zones
-            .unwrap();
-        assert_eq!(by_name.zone_of(None, "couchdb@couchdb-1.cluster"), Some("a"));
+        let by_name = with(&[(
+            "COUCHDB_ZONES",
+            "couchdb@couchdb-1.cluster=a,couchdb-2:6984=b",
+        )])
+        .unwrap()
+        .zones
+        .unwrap();
+        assert_eq!(
+            by_name.zone_of(None, "couchdb@couchdb-1.cluster"),
+            Some("a")
+        );
         assert_eq!(by_name.zone_of(Some(0), "couchdb@elsewhere.x"), None);
         assert!(with(&[]).unwrap().zones.is_none());
     }
@@ -751,12 +757,18 @@ mod tests {
             ("couchdb-1=a,couchdb-2=", "entry 2"),
             ("couchdb-1=a:1", "not a zone name"),
             ("couchdb-9=a", "`couchdb-9` is not an Erlang name"),
-            ("couchdb-1=a,couchdb-1:5984=b", "gives node `couchdb-1` twice"),
+            (
+                "couchdb-1=a,couchdb-1:5984=b",
+                "gives node `couchdb-1` twice",
+            ),
             // Every node by address: the one left out is named at once.
             ("couchdb-1=a,couchdb-2:6984=b", "gives no zone for 10.0.0.3"),
         ] {
             let e = config_error(with(&[("COUCHDB_ZONES", value)]));
-            assert!(e.contains("COUCHDB_ZONES") && e.contains(says), "{value}: {e}");
+            assert!(
+                e.contains("COUCHDB_ZONES") && e.contains(says),
+                "{value}: {e}"
+            );
         }
         // An `@` with a `:` is credentials, not a name: never echoed.
         let e = config_error(with(&[("COUCHDB_ZONES", "admin:hunter2@couchdb-1=a")]));

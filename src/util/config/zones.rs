@@ -111,8 +111,11 @@ pub fn read(value: Option<String>, nodes: &NodeList) -> Result<Option<ZoneList>>
                 )));
             }
             let addr = parse_node(VAR, node)?;
-            let index = listed.iter().position(|n| n.url == addr.url).ok_or_else(|| {
-                invalid(format!(
+            let index = listed
+                .iter()
+                .position(|n| n.url == addr.url)
+                .ok_or_else(|| {
+                    invalid(format!(
                     "{VAR}: `{}` is not an Erlang name (name@host) nor one of COUCHDB_NODES ({})",
                     addr.label,
                     listed
@@ -121,7 +124,7 @@ pub fn read(value: Option<String>, nodes: &NodeList) -> Result<Option<ZoneList>>
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
-            })?;
+                })?;
             ZoneNode::Listed(index)
         };
         if let Some((twice, _)) = entries.iter().find(|(n, _)| *n == node) {
