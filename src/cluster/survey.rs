@@ -201,7 +201,7 @@ impl Session<'_> {
             .into_iter()
             .filter_map(|d| Some((d.name, d.zone?)))
             .collect();
-        let declared = self.declared_zones(&nodes);
+        let declared = self.declared_zones(&nodes, avoid);
         let cluster_n = nodes[reference]
             .config
             .as_ref()
@@ -235,7 +235,12 @@ impl Session<'_> {
 
     /// `zones::declared` over the nodes whose names are known: COUCHDB_ZONES, else what each
     /// node's config reports (`[couchdb_cluster_init] zone`, read with the rest of its config).
-    fn declared_zones(&self, nodes: &[NodeView]) -> Result<Option<Zones>, String> {
+    /// `leaving` (the node `remove` takes out) needs none.
+    fn declared_zones(
+        &self,
+        nodes: &[NodeView],
+        leaving: Option<&str>,
+    ) -> Result<Option<Zones>, String> {
         let listed: &[NodeAddr] = match &self.cfg.nodes {
             NodeList::Listed { nodes, .. } => nodes,
             NodeList::Service { .. } => &[],
@@ -245,6 +250,7 @@ impl Session<'_> {
         let reporting: Vec<Reporting> = nodes
             .iter()
             .filter(|n| self.cfg.zones.is_some() || n.config.is_some())
+            .filter(|n| leaving.is_none() || n.name.as_deref() != leaving)
             .filter_map(|n| {
                 Some(Reporting {
                     listed: n
