@@ -161,6 +161,9 @@ fn rebalance_spreads_databases_made_before_the_zones_and_a_lost_zone_loses_nothi
         "[cluster] placement a:1,b:1,c:1 on every node",
         "verdict: healthy",
     ]);
+    let check = run_args(&c, &["check"], &env);
+    check.assert_code(0);
+    check.assert_says(&["12 range(s) share a zone where they need not"]);
     let dry = run_args(&c, &["rebalance", "--dry-run"], &env);
     dry.assert_code(0);
     dry.assert_shows(&["zones per range, before → after:", "→ a, b, c"]);
@@ -340,4 +343,88 @@ fn a_node_without_a_zone_is_refused_with_its_name() {
         .collect();
     assert_eq!(zones_on(&c, 2), expected);
     assert_on_zones(&c, &["_users", "_replicator"], &expected, 3);
+}
+
+/// Prints the runs docs/operations.md shows in its "Zones" section: six nodes formed without
+/// zones, `orders` (q=4, 200 documents) and `tenant1`–`tenant4` (q=1) made then; zones given
+/// (`init`), `status`, `rebalance --dry-run`, `rebalance`, `status`, and `check` with zone c
+/// stopped. Not a check of its own (the tests above check all of it):
+/// `cargo test --test zones docs_examples -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn docs_examples() {
+    let c = cluster(6, |b| b);
+    common::run(&c).assert_code(0);
+    assert!(c.node(0).create_db_q_n("orders", 4, 3));
+    write_all(&c, "orders", &ids("order", 200));
+    for t in ["tenant1", "tenant2", "tenant3", "tenant4"] {
+        assert!(c.node(0).create_db_q_n(t, 1, 3));
+        write_all(&c, t, &ids("doc", 3));
+    }
+    settle(&c, &DBS);
+    let zones: Vec<String> = (0..6)
+        .map(|i| format!("{}={}", c.node(i).name(), ["a", "a", "b", "b", "c", "c"][i]))
+        .collect();
+    let zones = zones.join(",");
+    let env = [("COUCHDB_ZONES", zones.as_str())];
+    println!("COUCHDB_ZONES={zones}\n");
+    let show = |title: &str, r: &common::Run| {
+        println!("$ couchdb-cluster-init {title}\n{}{}", r.stdout, r.stderr);
+    };
+    let r = run_with(&c, &env);
+    r.assert_code(0);
+    show("", &r);
+    for args in [
+        &["status"][..],
+        &["rebalance", "--dry-run"],
+        &["rebalance"],
+        &["status"],
+    ] {
+        let r = run_args(&c, args, &env);
+        r.assert_code(0);
+        show(&args.join(" "), &r);
+    }
+    c.node(4).stop();
+    c.node(5).stop();
+    let r = run_args(&c, &["status"], &env);
+    r.assert_code(3);
+    show("status (zone c stopped)", &r);
+    let order_ids = ids("order", 200);
+    let read = (0..4)
+        .map(|i| {
+            order_ids
+                .iter()
+                .filter(|id| c.node(i).doc("orders", id).is_some())
+                .count()
+        })
+        .collect::<Vec<_>>();
+    let written = (0..4)
+        .map(|i| c.node(i).write_docs("orders", &[format!("new{i}")]))
+        .sum::<usize>();
+    println!(
+        "orders read through node1-4: {read:?} of 200; written through node1-4: {written} of 4"
+    );
+    assert_eq!((read, written), (vec![200; 4], 4));
+}
+
+/// Prints docs/kubernetes.md's "Zones" example: three nodes, each reporting the zone its pod's
+/// init container wrote (`[couchdb_cluster_init] zone`, set here through the simulator's config
+/// as that file sets it), formed by `init` with no COUCHDB_ZONES; then `status`. Not a check of
+/// its own: `cargo test --test zones docs_examples_kubernetes -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn docs_examples_kubernetes() {
+    let c = cluster(3, |b| b);
+    for (i, zone) in ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+        .iter()
+        .enumerate()
+    {
+        c.node(i).set_config("couchdb_cluster_init", "zone", zone);
+    }
+    let r = common::run(&c);
+    r.assert_code(0);
+    println!("$ couchdb-cluster-init\n{}", r.stderr);
+    let r = run_args(&c, &["status"], &[]);
+    r.assert_code(0);
+    println!("$ couchdb-cluster-init status\n{}", r.stdout);
 }

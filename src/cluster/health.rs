@@ -475,7 +475,7 @@ fn placement_findings(s: &Survey) -> Vec<String> {
         let empty = zones::empty_zones(rule, &s.zones, &members);
         if !empty.is_empty() {
             found.push(format!(
-                "{label}: [cluster] placement {rule} names zone(s) {} that no member is in: CouchDB refuses every                  database created through it (500 no_nodes_in_zone)",
+                "{label}: [cluster] placement {rule} names zone(s) {} that no member is in: CouchDB refuses every database created through it (500 no_nodes_in_zone)",
                 empty.join(", ")
             ));
         }
@@ -487,7 +487,7 @@ fn placement_findings(s: &Survey) -> Vec<String> {
             .map(|(l, p)| format!("{l}: {}", p.as_deref().unwrap_or("none")))
             .collect();
         found.push(format!(
-            "[cluster] placement differs between nodes, so where a new database goes depends on the node it is              created through: {}",
+            "[cluster] placement differs between nodes, so where a new database goes depends on the node it is created through: {}",
             list_some(&each)
         ));
     }

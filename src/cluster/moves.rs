@@ -159,7 +159,7 @@ pub fn zones_to_plan_by(s: &Survey) -> Result<Zones> {
             .collect();
         if !differ.is_empty() {
             return Err(refused(format!(
-                "the zones declared are not yet in the members' _nodes docs ({}): run init (or let watch repair                  it) first, so that the copies moved and the databases CouchDB creates follow the same zones",
+                "the zones declared are not yet in the members' _nodes docs ({}): run init (or let watch repair it) first, so that the copies moved and the databases CouchDB creates follow the same zones",
                 list_some(&differ)
             )));
         }

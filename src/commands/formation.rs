@@ -260,7 +260,7 @@ impl<'a> Formation<'a> {
         let distinct: BTreeSet<&String> = zones.values().collect();
         if distinct.len() < n.min(nodes.len()) {
             warn!(
-                "zones: {} for n = {n}: every new range gets more than one copy in some zone ({rule});                  losing such a zone loses the quorum of those ranges. A zone more spreads them",
+                "zones: {} for n = {n}: every new range gets more than one copy in some zone ({rule}); losing such a zone loses the quorum of those ranges. A zone more spreads them",
                 zones::describe(zones)
             );
         }

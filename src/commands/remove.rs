@@ -291,7 +291,7 @@ fn placement_without(survey: &Survey, leaving: &str) -> Option<String> {
         let empty = empty_zones(rule, &zones, &members);
         if !empty.is_empty() && node.name.as_deref() != Some(leaving) {
             warn!(
-                "remove: {}'s [cluster] placement {rule} names zone(s) {} that no member is in once {leaving}                  has gone: CouchDB will refuse every database created through it (500 no_nodes_in_zone). Set                  COUCHDB_ZONES (init then writes the placement), or change it by hand",
+                "remove: {}'s [cluster] placement {rule} names zone(s) {} that no member is in once {leaving} has gone: CouchDB will refuse every database created through it (500 no_nodes_in_zone). Set COUCHDB_ZONES (init then writes the placement), or change it by hand",
                 node.label(),
                 empty.join(", ")
             );

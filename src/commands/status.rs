@@ -120,7 +120,7 @@ pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
     };
     if !report.zone_shared.is_empty() {
         warn!(
-            "check: {} range(s) share a zone where they need not (a lost zone takes more than one of their              copies): `status` names them, `rebalance` spreads them",
+            "check: {} range(s) share a zone where they need not (a lost zone takes more than one of their copies): `status` names them, `rebalance` spreads them",
             report.zone_shared.len()
         );
     }
@@ -490,7 +490,7 @@ fn zones_text(report: &Report) -> Vec<String> {
         return out;
     }
     out.push(format!(
-        "zones: {} range(s) share a zone where they need not (a lost zone takes more than one copy of          each); `rebalance` spreads them:",
+        "zones: {} range(s) share a zone where they need not (a lost zone takes more than one copy of each); `rebalance` spreads them:",
         report.zone_shared.len()
     ));
     for shared in report.zone_shared.iter().take(SHOWN_DBS) {
