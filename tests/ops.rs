@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_never_short, assert_readable, cluster, counts_before, ids, label, run, run_args, settle,
-    write_all,
+    assert_never_short, assert_readable, cluster, copies_per_node, counts_before, ids, label,
+    listing, run, run_args, settle, write_all,
 };
 use couchsim::{Cluster, Delays, Fault};
 use serde_json::Value;
@@ -495,20 +495,6 @@ fn writing_while<T>(
     })
 }
 
-fn copies_per_node(c: &Cluster, dbs: &[&str]) -> Vec<usize> {
-    let mut per = vec![0; c.len()];
-    for db in dbs {
-        for holders in c.node(0).shards(db).unwrap().values() {
-            for h in holders {
-                if let Some(i) = c.nodes().iter().position(|n| n.name() == *h) {
-                    per[i] += 1;
-                }
-            }
-        }
-    }
-    per
-}
-
 #[test]
 fn rebalance_after_growth_spreads_every_database_and_loses_nothing() {
     let (c, docs) = with_docs(3, 5);
@@ -568,15 +554,6 @@ fn rebalance_deletes_leftovers_only_when_asked() {
 /// `app` (transcript 12).
 fn four_with_docs() -> (Cluster, Vec<String>) {
     with_docs(4, 4)
-}
-
-/// COUCHDB_NODES for some of the nodes.
-fn listing(c: &Cluster, nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|&i| label(c, i))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// No shard map of the test's databases lists `node`.

@@ -8,8 +8,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
-    assert_never_short, assert_readable, cluster, counts_before, http, ids, label, run_args,
-    run_with, settle, write_all, writes, PASSWORD,
+    assert_never_short, assert_readable, cluster, copies_per_node, counts_before, http, ids, label,
+    listing, run_args, run_with, settle, write_all, writes, PASSWORD,
 };
 use couchsim::Cluster;
 
@@ -19,15 +19,6 @@ fn zones_env(c: &Cluster, nodes: &[usize], zones: &[&str]) -> String {
         .iter()
         .zip(zones)
         .map(|(&i, z)| format!("{}={z}", label(c, i)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// COUCHDB_NODES for some of the nodes.
-fn listing(c: &Cluster, nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|&i| label(c, i))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -70,21 +61,6 @@ fn assert_on_zones(c: &Cluster, dbs: &[&str], zones: &BTreeMap<String, String>, 
             );
         }
     }
-}
-
-/// Copies per node over `dbs`.
-fn copies_per_node(c: &Cluster, dbs: &[&str]) -> Vec<usize> {
-    let mut per = vec![0; c.len()];
-    for db in dbs {
-        for holders in c.node(0).shards(db).unwrap().values() {
-            for h in holders {
-                if let Some(i) = c.nodes().iter().position(|n| n.name() == *h) {
-                    per[i] += 1;
-                }
-            }
-        }
-    }
-    per
 }
 
 /// `PUT /<db>?q=` through node `i`: the status.

@@ -1070,20 +1070,28 @@ fn zones_of_16(nodes: &Value) -> (Vec<&str>, Vec<&'static str>) {
     (nodes, zones)
 }
 
+/// "ranges [..], recorded [..]" when two objects' keys differ.
+fn keys_differ(
+    what: &str,
+    exp: &serde_json::Map<String, Value>,
+    act: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    exp.keys().ne(act.keys()).then(|| {
+        format!(
+            "{what} {:?}, recorded {:?}",
+            act.keys().collect::<Vec<_>>(),
+            exp.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
 /// RELAXED 16 — a `_shards` answer with the recorded ranges, each on as many distinct member
 /// nodes as recorded, in descending order; `zoned`: on the recorded zones too.
 fn check_placed_shards(exp: &Value, act: &Value, zoned: bool) -> Result<(), Vec<String>> {
     let (Some(e), Some(a)) = (exp["shards"].as_object(), act["shards"].as_object()) else {
         return Err(vec![format!("not a shard map: {act}")]);
     };
-    let mut errs = Vec::new();
-    if e.keys().ne(a.keys()) {
-        errs.push(format!(
-            "ranges {:?}, recorded {:?}",
-            a.keys().collect::<Vec<_>>(),
-            e.keys().collect::<Vec<_>>()
-        ));
-    }
+    let mut errs: Vec<String> = keys_differ("ranges", e, a).into_iter().collect();
     for (range, recorded) in e {
         let (want_nodes, want_zones) = zones_of_16(recorded);
         let (nodes, zones) = zones_of_16(&a[range]);
@@ -1116,14 +1124,7 @@ fn check_zoned_dbs_doc(exp: &Value, act: &Value) -> Result<(), Vec<String>> {
     let (Some(e), Some(a)) = (exp.as_object(), act.as_object()) else {
         return Err(vec![format!("not a doc: {act}")]);
     };
-    let mut errs = Vec::new();
-    if e.keys().ne(a.keys()) {
-        errs.push(format!(
-            "fields {:?}, recorded {:?}",
-            a.keys().collect::<Vec<_>>(),
-            e.keys().collect::<Vec<_>>()
-        ));
-    }
+    let mut errs: Vec<String> = keys_differ("fields", e, a).into_iter().collect();
     // `by_range` lists nodes ascending; `_shards` descending, as `check_placed_shards` wants.
     let descending = |v: &Value| -> Value {
         let mut m = serde_json::Map::new();

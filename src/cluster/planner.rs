@@ -1106,28 +1106,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_maps_end_balanced_with_the_fewest_moves() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |k: usize| {
+    /// A seeded xorshift: `rand(k)` is below `k`, the same every run.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |k: usize| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             (seed % k as u64) as usize
-        };
+        }
+    }
+
+    /// `q` ranges, each on `copies` distinct members picked by `rand`.
+    fn random_map(
+        members: &[String],
+        q: usize,
+        copies: usize,
+        rand: &mut impl FnMut(usize) -> usize,
+    ) -> ShardMap {
+        (0..q)
+            .map(|r| {
+                let mut pool = members.to_vec();
+                let held = (0..copies).map(|_| pool.remove(rand(pool.len()))).collect();
+                (format!("{r:08x}"), held)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_maps_end_balanced_with_the_fewest_moves() {
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..500 {
             let m = 1 + rand(9);
             let members: Vec<String> = (1..=m).map(n).collect();
             let q = 1 + rand(8);
             let copies = 1 + rand(m.min(4));
-            let old: ShardMap = (0..q)
-                .map(|r| {
-                    let mut pool = members.clone();
-                    let held: Vec<String> =
-                        (0..copies).map(|_| pool.remove(rand(pool.len()))).collect();
-                    (format!("{r:08x}"), held)
-                })
-                .collect();
+            let old = random_map(&members, q, copies, &mut rand);
             let moves = balance(&old, &members, &Load::new());
             let new = after(old.clone(), &moves);
             let c = per_node(&new, &members);
@@ -1606,13 +1619,7 @@ mod tests {
 
     #[test]
     fn random_maps_and_zones_end_spread_with_every_copy_kept() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = |k: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % k as u64) as usize
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..150 {
             let m = 2 + rand(8);
             let members: Vec<String> = (1..=m).map(n).collect();
@@ -1625,14 +1632,11 @@ mod tests {
                 .map(|d| {
                     let q = 1 + rand(4);
                     let copies = 1 + rand(m.min(3));
-                    let mm: ShardMap = (0..q)
-                        .map(|r| {
-                            let mut pool = members.clone();
-                            let held = (0..copies).map(|_| pool.remove(rand(pool.len()))).collect();
-                            (format!("{r:08x}"), held)
-                        })
-                        .collect();
-                    doc(&format!("db{d}"), mm, vec![])
+                    doc(
+                        &format!("db{d}"),
+                        random_map(&members, q, copies, &mut rand),
+                        vec![],
+                    )
                 })
                 .collect();
             let plans = plan_rebalance(&docs, &members, &Sizes::new(), &zones);

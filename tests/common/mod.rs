@@ -398,3 +398,27 @@ pub fn assert_readable(c: &Cluster, db: &str, through: &[usize], ids: &[String])
         }
     }
 }
+
+/// Copies per node over `dbs`, in node order.
+pub fn copies_per_node(c: &Cluster, dbs: &[&str]) -> Vec<usize> {
+    let mut per = vec![0; c.len()];
+    for db in dbs {
+        for holders in c.node(0).shards(db).unwrap().values() {
+            for h in holders {
+                if let Some(i) = c.nodes().iter().position(|n| n.name() == *h) {
+                    per[i] += 1;
+                }
+            }
+        }
+    }
+    per
+}
+
+/// COUCHDB_NODES for some of the nodes.
+pub fn listing(c: &Cluster, nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|&i| label(c, i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
