@@ -276,6 +276,45 @@ fn remove_keeps_every_range_over_the_zones_and_the_placement_follows_the_members
 }
 
 #[test]
+fn a_node_that_joins_later_gets_its_zone_and_the_placement_follows() {
+    // Two zones for three nodes: one gets two copies of every range (a:2,b:1).
+    let mut c = cluster(3, |b| b);
+    let env = zones_env(&c, &[0, 1, 2], &["a", "a", "b"]);
+    let r = run_with(&c, &[("COUCHDB_ZONES", &env)]);
+    r.assert_code(0);
+    r.assert_says(&[
+        "set [cluster] placement a:2,b:1 on 3 node(s)",
+        "more than one copy in some zone",
+    ]);
+    // A node in a third zone joins: its zone is written with its join, and the rule becomes
+    // one copy per zone on every node.
+    c.add_node(|s| s);
+    let env = zones_env(&c, &[0, 1, 2, 3], &["a", "a", "b", "c"]);
+    c.reset_counters();
+    let r = run_with(&c, &[("COUCHDB_ZONES", &env)]);
+    r.assert_code(0);
+    r.assert_says(&[&format!("wrote the zones of {}", c.node(3).name())]);
+    r.assert_says(&["set [cluster] placement a:1,b:1,c:1 on 4 node(s)"]);
+    let zone_writes: Vec<String> = writes(&c)
+        .into_iter()
+        .filter(|w| w.starts_with("PUT /_node/_local/_nodes/"))
+        .collect();
+    // One PUT joins node4, one writes its zone: the others' docs are left as they were.
+    assert_eq!(zone_writes.len(), 2, "{zone_writes:?}");
+    for i in 0..4 {
+        assert_eq!(
+            c.node(i).config("cluster", "placement").as_deref(),
+            Some("a:1,b:1,c:1")
+        );
+    }
+    assert_eq!(create_through(&c, 3, "fresh", 2), 201);
+    let by_name: BTreeMap<String, String> = (0..4)
+        .map(|i| (c.node(i).name(), ["a", "a", "b", "c"][i].to_string()))
+        .collect();
+    assert_on_zones(&c, &["fresh"], &by_name, 3);
+}
+
+#[test]
 fn a_node_without_a_zone_is_refused_with_its_name() {
     let c = cluster(3, |b| b);
     // Every node by address: known at once, before anything is sent.
