@@ -1,6 +1,7 @@
 //! Placement benchmark (issue 17): `rebalance` after growth 3 → 4 with many single-range
 //! databases, the real release binary against an in-process simulated cluster (couchsim), once
-//! per COUCHDB_MOVE_CONCURRENCY; and the planner alone at 1000 databases grown 3 → 8.
+//! per COUCHDB_MOVE_CONCURRENCY; and the planner alone at 1000 databases grown 3 → 8, and
+//! (issue 24) at 1000 databases over 9 nodes in 3 zones, zones first.
 //!
 //! Per concurrency: a fresh 3-node cluster formed by the binary, `BENCH_DBS` databases of q=1,
 //! n=3 (one in ten holding 200 documents, the others 2), a fourth node joined by the binary,
@@ -9,7 +10,7 @@
 //! (`Cluster::requests`, reset just before each run).
 //!
 //! Environment: `BENCH_BINARY` (default: the binary cargo built), `BENCH_DBS` (default 1000),
-//! `BENCH_CONCURRENCY` (default `1,4`). Progress goes to stderr; stdout holds the table. Exits 1
+//! `BENCH_CONCURRENCY` (default `1,4`; empty: the planner alone). Progress goes to stderr; stdout holds the table. Exits 1
 //! if a rerun wrote anything or copies are not even afterwards (a bug, not a slow run).
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use couchdb_cluster_init::client::ShardDoc;
 use couchdb_cluster_init::cluster::planner::{plan_rebalance, Sizes};
+use couchdb_cluster_init::cluster::zones::{shared_ranges, Zones};
 use couchsim::{Cluster, Delays};
 
 const USER: &str = "admin";
@@ -123,9 +125,11 @@ fn spread(c: &Cluster) -> Vec<usize> {
     per.into_values().collect()
 }
 
-/// The planner alone: `count` databases (q = 1, 1, 1, 2, 4 in turn) made on 3 nodes, planned
-/// over 8. Returns the median of 5 plans and the moves.
-fn planner_alone(count: usize) -> (Duration, usize) {
+/// The planner alone: `count` databases (q = 1, 1, 1, 2, 4 in turn) made on node1–3, planned
+/// over `members` nodes with `zones` (node → zone; empty: none). Returns the median of 5
+/// plans, the moves, and how many ranges still share a zone where they need not once carried
+/// out (0, or the planner is wrong).
+fn planner_alone(count: usize, members: usize, zones: &Zones) -> (Duration, usize, usize) {
     let node = |i: usize| format!("node{i}@127.0.0.1");
     let docs: Vec<ShardDoc> = (0..count)
         .map(|i| {
@@ -155,7 +159,7 @@ fn planner_alone(count: usize) -> (Duration, usize) {
             .expect("a shard map")
         })
         .collect();
-    let members: Vec<String> = (1..=8).map(node).collect();
+    let members: Vec<String> = (1..=members).map(node).collect();
     // Each database's copies weigh 4 KB to 4 MB (a fixed spread, so runs are alike): the bytes
     // are what the planner chooses among moves by.
     let sizes: Sizes = docs
@@ -173,15 +177,40 @@ fn planner_alone(count: usize) -> (Duration, usize) {
         })
         .collect();
     let mut times = Vec::new();
-    let mut moves = 0;
+    let mut plans = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let plans = plan_rebalance(&docs, &members, &sizes);
+        plans = plan_rebalance(&docs, &members, &sizes, zones);
         times.push(t.elapsed());
-        moves = plans.iter().map(|p| p.moves.len()).sum();
     }
     times.sort();
-    (times[2], moves)
+    let moves = plans.iter().map(|p| p.moves.len()).sum();
+    // The maps once carried out: each move's new copy in, its old one out.
+    let done: Vec<ShardDoc> = docs
+        .iter()
+        .zip(&plans)
+        .map(|(d, p)| {
+            let mut by_range = d.map.clone();
+            for m in &p.moves {
+                if let Some(on) = by_range.get_mut(&m.range) {
+                    on.retain(|n| *n != m.from);
+                    on.push(m.to.clone());
+                }
+            }
+            let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (r, on) in &by_range {
+                for n in on {
+                    by_node.entry(n.clone()).or_default().push(r.clone());
+                }
+            }
+            ShardDoc::parse(serde_json::json!({
+                "_id": d.db, "_rev": "1-a", "shard_suffix": [46, 49],
+                "by_range": by_range, "by_node": by_node,
+            }))
+            .expect("a shard map")
+        })
+        .collect();
+    (times[2], moves, shared_ranges(&done, zones, &members).len())
 }
 
 fn main() {
@@ -197,9 +226,23 @@ fn main() {
     let mut failed = false;
     println!("| Measure | Result |");
     println!("|---|---|");
-    let (took, moves) = planner_alone(1000);
+    let (took, moves, _) = planner_alone(1000, 8, &Zones::new());
     println!(
         "| Planner alone: 1000 databases (q=1,1,1,2,4; 4 KB–4 MB a copy) made on 3 nodes, planned over 8 | {took:.2?} (median of 5), {moves} moves |"
+    );
+    // node1–3 in zone a, node4–6 in b, node7–9 in c: every range starts in zone a alone.
+    let zones: Zones = (1..=9)
+        .map(|i| {
+            (
+                format!("node{i}@127.0.0.1"),
+                ["a", "b", "c"][(i - 1) / 3].to_string(),
+            )
+        })
+        .collect();
+    let (took, moves, shared) = planner_alone(1000, 9, &zones);
+    failed |= shared > 0;
+    println!(
+        "| Planner alone, zones first: the same 1000 databases made on 3 nodes of zone a, planned over 9 nodes in 3 zones | {took:.2?} (median of 5), {moves} moves, {shared} ranges left sharing a zone |"
     );
     for &k in &levels {
         eprintln!("bench: {count} databases, 3 → 4 nodes, concurrency {k}: setting up");

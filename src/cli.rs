@@ -57,7 +57,8 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
     ),
     (
         "rebalance",
-        "[--dry-run] [--delete-leftovers]  even out the copies per member over the whole cluster",
+        "[--dry-run] [--delete-leftovers]  with zones every range over them first, then even out the \
+         copies per member over the whole cluster",
     ),
     (
         "backup",

@@ -353,6 +353,66 @@ fn config_drift_is_repaired_on_the_next_tick() {
 }
 
 #[test]
+fn zones_are_written_published_and_their_drift_repaired() {
+    // Four nodes, zones a, a, b, c; `old` made before the zones with both ranges on node1–3
+    // (zones a, a, b): two ranges share zone a.
+    let c = cluster(4, |b| b);
+    common::run(&c).assert_code(0);
+    let names: Vec<String> = (0..4).map(|i| c.node(i).name()).collect();
+    let on_first_three: std::collections::BTreeMap<String, Vec<String>> =
+        ["00000000-7fffffff", "80000000-ffffffff"]
+            .iter()
+            .map(|r| (r.to_string(), names[..3].to_vec()))
+            .collect();
+    c.pin_placement("old", Some(on_first_three), None);
+    c.node(0).create_db("old");
+    let zones: Vec<String> = ["a", "a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, z)| format!("{}={z}", common::label(&c, i)))
+        .collect();
+    let zones = zones.join(",");
+    let w = Watcher::start(&c, &[("COUCHDB_ZONES", &zones)]);
+    w.until("couchdb_cluster_healthy", "1");
+    // What `status` names (`_users` and `_replicator`, made before the zones, may share too).
+    let status = common::run_args(&c, &["status", "--json"], &[("COUCHDB_ZONES", &zones)]);
+    status.assert_code(0);
+    let j: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let shared = j["zones_shared"].as_array().unwrap();
+    assert_eq!(
+        shared.iter().filter(|s| s["db"] == "old").count(),
+        2,
+        "{shared:?}"
+    );
+    w.until(
+        "couchdb_cluster_ranges_zone_shared",
+        &shared.len().to_string(),
+    );
+    let (_, page) = w.get("/metrics").unwrap();
+    for (name, zone) in names.iter().zip(["a", "a", "b", "c"]) {
+        let line = format!("couchdb_node_zone_info{{node=\"{name}\",zone=\"{zone}\"}} 1");
+        assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
+    }
+    // Someone changes one node's placement: the next tick puts the rule back.
+    c.node(2).set_config("cluster", "placement", "a:3");
+    let t = Instant::now();
+    while c.node(2).config("cluster", "placement").as_deref() != Some("a:1,b:1,c:1") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "placement drift never repaired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.until("couchdb_cluster_healthy", "1");
+    let r = w.stop();
+    r.assert_code(0);
+    r.assert_says(&[
+        "set [cluster] placement a:1,b:1,c:1 on 4 node(s)",
+        "set [cluster] placement a:1,b:1,c:1 on 1 node(s)",
+    ]);
+}
+
+#[test]
 fn with_a_backup_a_database_created_later_is_backed_up_and_its_lag_published() {
     const USER: &str = "backup-admin";
     const PASSWORD: &str = "bk-Vw7-never-logged";

@@ -119,6 +119,72 @@ const RELAXED: &[(&str, usize, &str)] = &[
          `cluster_nodes` the three others",
     ),
     (
+        "placement/16_zones_and_placement.jsonl",
+        20,
+        "`before`, made with no zones set: mem3 spreads the copies at random (rotate_rand), zones or not; checked: the \
+         recorded ranges, as many distinct member nodes each as recorded, in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        35,
+        "`zonednoplacement`: zones set, no placement: mem3 spreads the copies at random (rotate_rand), zones or not; checked: the \
+         recorded ranges, as many distinct member nodes each as recorded, in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        76,
+        "`cleared`: the placement deleted again: mem3 spreads the copies at random (rotate_rand), zones or not; checked: the \
+         recorded ranges, as many distinct member nodes each as recorded, in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        45,
+        "`zoned1` (a:1,b:1,c:1 through node1): which node of a zone holds a range is mem3's random rotation within the zone; \
+         checked: the recorded ranges, each with the recorded zones (a = node1-2, b = node3-4, \
+         c = node5), distinct member nodes in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        48,
+        "`zoned4` (a:1,b:1,c:1 through node4): which node of a zone holds a range is mem3's random rotation within the zone; \
+         checked: the recorded ranges, each with the recorded zones (a = node1-2, b = node3-4, \
+         c = node5), distinct member nodes in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        51,
+        "`perdb` (?placement=a:2,b:1): which node of a zone holds a range is mem3's random rotation within the zone; \
+         checked: the recorded ranges, each with the recorded zones (a = node1-2, b = node3-4, \
+         c = node5), distinct member nodes in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        54,
+        "`withn2` (?n=2 under a:1,b:1,c:1): which node of a zone holds a range is mem3's random rotation within the zone; \
+         checked: the recorded ranges, each with the recorded zones (a = node1-2, b = node3-4, \
+         c = node5), distinct member nodes in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        60,
+        "`toomany` (?placement=c:2, one node in c): which node of a zone holds a range is mem3's random rotation within the zone; \
+         checked: the recorded ranges, each with the recorded zones (a = node1-2, b = node3-4, \
+         c = node5), distinct member nodes in descending order",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        61,
+        "`before` after the zones and the placement: as line 20, and the very map line 20 \
+         answered here (nothing moves)",
+    ),
+    (
+        "placement/16_zones_and_placement.jsonl",
+        63,
+        "`zoned1`'s `_dbs` doc: its nodes and suffix are random as in line 45; checked: the \
+         recorded fields and no other (no zone is recorded in it), each range on zones a, b, c, \
+         `changelog` one `add` per copy, `by_node` the same copies",
+    ),
+    (
         "operations/14_backup_replication.jsonl",
         454,
         "DELETE of the doc the replicator marked failed on one copy: CouchDB answered 202 (the \
@@ -128,8 +194,8 @@ const RELAXED: &[(&str, usize, &str)] = &[
 ];
 
 /// Lines recorded in a transcript that the simulator does not replay yet, by file: (file,
-/// reason). Everything else in `transcripts/`, `transcripts/operations/` and
-/// `transcripts/recovery/` is replayed.
+/// reason). Everything else in `transcripts/`, `transcripts/operations/`,
+/// `transcripts/recovery/` and `transcripts/placement/` is replayed.
 const NOT_YET: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
@@ -906,9 +972,27 @@ fn matches(exp: &Value, act: &Value, ctx: &mut Ctx) -> Result<(), Vec<String>> {
 }
 
 /// The shape check of one [`RELAXED`] line.
-fn check_relaxed(file: &str, no: usize, exp: &Value, act: &Value) -> Result<(), Vec<String>> {
+fn check_relaxed(
+    file: &str,
+    no: usize,
+    exp: &Value,
+    act: &Value,
+    earlier: Option<&Value>,
+) -> Result<(), Vec<String>> {
+    const SIXTEEN: &str = "placement/16_zones_and_placement.jsonl";
     match (file, no) {
         ("08_grow_finished_cluster.jsonl", 41) => check_spread_shards(exp, act),
+        (SIXTEEN, 20 | 35 | 76) => check_placed_shards(exp, act, false),
+        (SIXTEEN, 45 | 48 | 51 | 54 | 60) => check_placed_shards(exp, act, true),
+        (SIXTEEN, 61) => {
+            check_placed_shards(exp, act, false)?;
+            match earlier {
+                Some(first) if first == act => Ok(()),
+                Some(first) => Err(vec![format!("the map changed: {act}, first {first}")]),
+                None => Err(vec!["no earlier answer for this path".into()]),
+            }
+        }
+        (SIXTEEN, 63) => check_zoned_dbs_doc(exp, act),
         ("operations/11_shard_move.jsonl", 46 | 91) => {
             let mut errs = Vec::new();
             if act["internal_replication_jobs"] != exp["internal_replication_jobs"] {
@@ -962,6 +1046,139 @@ fn check_relaxed(file: &str, no: usize, exp: &Value, act: &Value) -> Result<(), 
         }
         ("operations/14_backup_replication.jsonl", 454) => matches(exp, act, &mut Ctx::default()),
         _ => Err(vec![format!("{file}:{no} has no relaxed check")]),
+    }
+}
+
+/// Transcript 16's zones: node1 and node2 in a, node3 and node4 in b, node5 in c.
+fn zone_16(node: &str) -> &'static str {
+    match node {
+        "node1@127.0.0.1" | "node2@127.0.0.1" => "a",
+        "node3@127.0.0.1" | "node4@127.0.0.1" => "b",
+        "node5@127.0.0.1" => "c",
+        _ => "?",
+    }
+}
+
+/// A range's nodes, and their zones sorted.
+fn zones_of_16(nodes: &Value) -> (Vec<&str>, Vec<&'static str>) {
+    let nodes: Vec<&str> = nodes
+        .as_array()
+        .map(|n| n.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut zones: Vec<&'static str> = nodes.iter().map(|n| zone_16(n)).collect();
+    zones.sort();
+    (nodes, zones)
+}
+
+/// "ranges [..], recorded [..]" when two objects' keys differ.
+fn keys_differ(
+    what: &str,
+    exp: &serde_json::Map<String, Value>,
+    act: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    exp.keys().ne(act.keys()).then(|| {
+        format!(
+            "{what} {:?}, recorded {:?}",
+            act.keys().collect::<Vec<_>>(),
+            exp.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// RELAXED 16 — a `_shards` answer with the recorded ranges, each on as many distinct member
+/// nodes as recorded, in descending order; `zoned`: on the recorded zones too.
+fn check_placed_shards(exp: &Value, act: &Value, zoned: bool) -> Result<(), Vec<String>> {
+    let (Some(e), Some(a)) = (exp["shards"].as_object(), act["shards"].as_object()) else {
+        return Err(vec![format!("not a shard map: {act}")]);
+    };
+    let mut errs: Vec<String> = keys_differ("ranges", e, a).into_iter().collect();
+    for (range, recorded) in e {
+        let (want_nodes, want_zones) = zones_of_16(recorded);
+        let (nodes, zones) = zones_of_16(&a[range]);
+        let mut sorted = nodes.clone();
+        sorted.sort();
+        sorted.dedup();
+        sorted.reverse();
+        if sorted != nodes || nodes.len() != want_nodes.len() || zones.contains(&"?") {
+            errs.push(format!(
+                "{range}: {nodes:?} is not {} distinct members in descending order",
+                want_nodes.len()
+            ));
+        }
+        if zoned && zones != want_zones {
+            errs.push(format!(
+                "{range}: {nodes:?} on zones {zones:?}, recorded {want_zones:?}"
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
+/// RELAXED 16:63 — a zoned db's `_dbs` doc: the recorded fields and no more, each range on
+/// the recorded zones, one `changelog` add per copy and `by_node` holding the same copies.
+fn check_zoned_dbs_doc(exp: &Value, act: &Value) -> Result<(), Vec<String>> {
+    let (Some(e), Some(a)) = (exp.as_object(), act.as_object()) else {
+        return Err(vec![format!("not a doc: {act}")]);
+    };
+    let mut errs: Vec<String> = keys_differ("fields", e, a).into_iter().collect();
+    // `by_range` lists nodes ascending; `_shards` descending, as `check_placed_shards` wants.
+    let descending = |v: &Value| -> Value {
+        let mut m = serde_json::Map::new();
+        for (r, nodes) in v.as_object().into_iter().flatten() {
+            let mut n: Vec<Value> = nodes.as_array().cloned().unwrap_or_default();
+            n.sort_by(|x, y| y.as_str().cmp(&x.as_str()));
+            m.insert(r.clone(), Value::Array(n));
+        }
+        serde_json::json!({ "shards": m })
+    };
+    if let Err(e) = check_placed_shards(
+        &descending(&exp["by_range"]),
+        &descending(&act["by_range"]),
+        true,
+    ) {
+        errs.extend(e);
+    }
+    let mut copies: Vec<(String, String)> = Vec::new();
+    for (r, nodes) in act["by_range"].as_object().into_iter().flatten() {
+        for n in nodes.as_array().into_iter().flatten() {
+            copies.push((r.clone(), n.as_str().unwrap_or("").to_string()));
+        }
+    }
+    copies.sort();
+    let mut added: Vec<(String, String)> = act["changelog"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c[0] == "add")
+        .map(|c| {
+            (
+                c[1].as_str().unwrap_or("").to_string(),
+                c[2].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    added.sort();
+    if added != copies {
+        errs.push(format!("changelog {added:?}, copies {copies:?}"));
+    }
+    let mut by_node: Vec<(String, String)> = Vec::new();
+    for (n, ranges) in act["by_node"].as_object().into_iter().flatten() {
+        for r in ranges.as_array().into_iter().flatten() {
+            by_node.push((r.as_str().unwrap_or("").to_string(), n.clone()));
+        }
+    }
+    by_node.sort();
+    if by_node != copies {
+        errs.push(format!("by_node {by_node:?}, copies {copies:?}"));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
     }
 }
 
@@ -1070,6 +1287,9 @@ struct Run {
     booting: Vec<std::thread::JoinHandle<()>>,
     /// (port, path) -> the state (`state_key`) it last showed in this replay.
     shown: HashMap<(u16, String), String>,
+    /// path -> the first answer a [`RELAXED`] line of that path got (a later one may have to
+    /// equal it: transcript 16's old map that nothing moves).
+    relaxed_answers: HashMap<String, Value>,
     /// An operations scenario: recorded time is replayed scaled, creations pinned.
     ops: bool,
     /// Where the recording's clock was at the end of the previous line (ms).
@@ -1142,6 +1362,7 @@ impl Run {
             stats: Stats::default(),
             failures: Vec::new(),
             booting: Vec::new(),
+            relaxed_answers: HashMap::new(),
             shown: HashMap::new(),
             ops: setup.ops,
             rec_clock: None,
@@ -1416,8 +1637,13 @@ impl Run {
             }
         }
         if relaxed {
-            return check_relaxed(self.file, l.no, &exp, got)
-                .map_err(|e| format!("{what}: {}", e.join("; ")));
+            let earlier = self.relaxed_answers.get(l.path());
+            check_relaxed(self.file, l.no, &exp, got, earlier)
+                .map_err(|e| format!("{what}: {}", e.join("; ")))?;
+            self.relaxed_answers
+                .entry(l.path().to_string())
+                .or_insert_with(|| got.clone());
+            return Ok(());
         }
         let mut last = Vec::new();
         for cand in accepted {
@@ -2595,6 +2821,16 @@ fn s15_security_and_restore() {
     );
 }
 
+/// Zones and `[cluster] placement` on five nodes (a = node1-2, b = node3-4, c = node5), all set
+/// through node1: zones alone change nothing; with the placement on every node each range gets
+/// one node of each zone, through node1 or node4; `?placement=` per db; the placement wins
+/// over `?n=`; a zone with no node (or only a `decom` one) refuses the db, 500, nothing made;
+/// `c:2` of a one-node zone is one copy; nothing moves an old db; deleting the placement.
+#[test]
+fn s16_zones_and_placement() {
+    scenario("placement/16_zones_and_placement.jsonl", nodes(5), &[]);
+}
+
 /// Every transcript has a scenario test above, and every table entry names a request line.
 #[test]
 fn every_transcript_is_replayed_and_tables_are_honest() {
@@ -2614,9 +2850,10 @@ fn every_transcript_is_replayed_and_tables_are_honest() {
         "operations/13_rebalance_after_growth.jsonl",
         "operations/14_backup_replication.jsonl",
         "recovery/15_security_and_restore.jsonl",
+        "placement/16_zones_and_placement.jsonl",
     ];
     let mut found = Vec::new();
-    for sub in ["", "operations/", "recovery/"] {
+    for sub in ["", "operations/", "recovery/", "placement/"] {
         found.extend(
             std::fs::read_dir(transcripts_dir().join(sub))
                 .expect("transcripts folder")

@@ -19,8 +19,10 @@ pub use ops::{segment, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs, U
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 mod recovery;
 mod replication;
+mod zones;
 
 pub use replication::{DbCounts, DbCreated, Endpoint, OneShotDoc, Put, SchedulerDoc};
+pub use zones::{ClusterConfig, NodeDoc, ZONE_SECTION};
 // Defined with the exit codes, which map each kind to one; made here.
 pub use crate::util::exit::{NodeError, NodeResult};
 
@@ -51,6 +53,10 @@ pub struct NodeConfig {
     pub admin_hash: Option<Secret>,
     pub n: Option<String>,
     pub q: Option<String>,
+    /// `[cluster] placement`: where new databases go by zone.
+    pub placement: Option<String>,
+    /// The zone the node reports for itself, `[couchdb_cluster_init] zone` (empty: none).
+    pub zone: Option<String>,
 }
 
 pub type ShardMap = BTreeMap<String, Vec<String>>;
@@ -166,6 +172,10 @@ impl Client {
             admin_hash: value("admins", &self.user).map(Secret::new),
             n: value("cluster", "n"),
             q: value("cluster", "q"),
+            placement: value("cluster", "placement"),
+            zone: value(ZONE_SECTION, "zone")
+                .map(|z| z.trim().to_string())
+                .filter(|z| !z.is_empty()),
         })
     }
 

@@ -12,7 +12,13 @@
 //! - every shard map can be read, and none has conflicting revisions (trap 13) or a move an
 //!   earlier run left unfinished.
 //!
-//! Leftover shard files are reported, not counted against health.
+//! - with zones: every member's `_nodes` doc has the zone the configuration declares, and
+//!   `[cluster] placement` is the same on every node, the rule `zones::placement_rule` gives,
+//!   naming no zone without members (CouchDB would refuse every new database).
+//!
+//! Leftover shard files are reported, not counted against health; nor are ranges whose copies
+//! share a zone where they need not (`zones::shared_ranges`): nothing is lost or unreachable
+//! now, and a cluster given zones for the first time has them all until `rebalance`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +26,7 @@ use crate::client::{CopyState, Move, NodeConfig};
 use crate::cluster::planner::unfinished;
 use crate::cluster::session::{check_erlang_name, Identified, Nodes};
 use crate::cluster::survey::{State, Survey};
+use crate::cluster::zones::{self, Zones};
 use crate::util::exit::Status;
 use crate::util::text::{list_compact, list_some};
 
@@ -274,6 +281,17 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
     if let Some(drift) = drift(s) {
         say(Status::Unverified, drift);
     }
+    match &s.declared {
+        Err(why) => say(Status::Config, why.clone()),
+        Ok(_) => {
+            if let Some(drift) = zone_drift(s) {
+                say(Status::Unverified, drift);
+            }
+        }
+    }
+    for finding in placement_findings(s) {
+        say(Status::Unverified, finding);
+    }
     for odd in &s.unreadable {
         say(
             Status::Unverified,
@@ -385,6 +403,102 @@ pub fn drift(s: &Survey) -> Option<String> {
         return config_drift(&nodes, &configs);
     }
     None
+}
+
+/// Each member's zone as the cluster should have it: the declared one, else its `_nodes` doc's.
+pub fn intended_zones(s: &Survey) -> Zones {
+    let declared = s.declared.as_ref().ok().and_then(Option::as_ref);
+    s.members
+        .iter()
+        .filter_map(|m| {
+            let z = declared.and_then(|d| d.get(m)).or_else(|| s.zones.get(m))?;
+            Some((m.clone(), z.clone()))
+        })
+        .collect()
+}
+
+/// The `[cluster] placement` every node should have: from the intended zones and `[cluster]
+/// n`; `None` when no member has a zone.
+pub fn intended_placement(s: &Survey) -> Option<String> {
+    let members: Vec<String> = s.members.iter().cloned().collect();
+    zones::placement_rule(&intended_zones(s), &members, s.cluster_n)
+}
+
+/// What `init` repairs about zones, if anything: a member's `_nodes` doc without the zone
+/// declared for it, or a node whose `[cluster] placement` is not the rule. Only with zones
+/// declared: without, the tool does not manage them.
+pub fn zone_drift(s: &Survey) -> Option<String> {
+    let declared = s.declared.as_ref().ok()?.as_ref()?;
+    let mut said = Vec::new();
+    let stale: Vec<String> = declared
+        .iter()
+        .filter(|(n, z)| s.members.contains(*n) && s.zones.get(*n) != Some(*z))
+        .map(|(n, z)| {
+            format!(
+                "{n} ({} in its _nodes doc, declared {z})",
+                s.zones.get(n).map_or("no zone", String::as_str)
+            )
+        })
+        .collect();
+    if !stale.is_empty() {
+        said.push(format!("zones not written: {}", list_some(&stale)));
+    }
+    if let Some(rule) = intended_placement(s) {
+        let off: Vec<String> = answering_configs(s)
+            .filter(|(_, placement)| placement.as_deref() != Some(rule.as_str()))
+            .map(|(label, placement)| {
+                format!("{label} has {}", placement.unwrap_or_else(|| "none".into()))
+            })
+            .collect();
+        if !off.is_empty() {
+            said.push(format!(
+                "[cluster] placement should be {rule} on every node: {}",
+                list_some(&off)
+            ));
+        }
+    }
+    (!said.is_empty()).then(|| said.join("; "))
+}
+
+/// Placements that break database creation or disagree, where no zones are declared (with
+/// declared zones `zone_drift` says it all): a zone no member is in (every new database
+/// through that node fails, 500 `no_nodes_in_zone`), or nodes with different placements.
+fn placement_findings(s: &Survey) -> Vec<String> {
+    if matches!(&s.declared, Ok(Some(_))) {
+        return Vec::new();
+    }
+    let members: Vec<String> = s.members.iter().cloned().collect();
+    let placed: Vec<(String, Option<String>)> = answering_configs(s).collect();
+    let mut found = Vec::new();
+    for (label, placement) in &placed {
+        let Some(rule) = placement else { continue };
+        let empty = zones::empty_zones(rule, &s.zones, &members);
+        if !empty.is_empty() {
+            found.push(format!(
+                "{label}: [cluster] placement {rule} names zone(s) {} that no member is in: CouchDB refuses every database created through it (500 no_nodes_in_zone)",
+                empty.join(", ")
+            ));
+        }
+    }
+    let distinct: BTreeSet<&Option<String>> = placed.iter().map(|(_, p)| p).collect();
+    if distinct.len() > 1 {
+        let each: Vec<String> = placed
+            .iter()
+            .map(|(l, p)| format!("{l}: {}", p.as_deref().unwrap_or("none")))
+            .collect();
+        found.push(format!(
+            "[cluster] placement differs between nodes, so where a new database goes depends on the node it is created through: {}",
+            list_some(&each)
+        ));
+    }
+    found
+}
+
+/// (label, `[cluster] placement`) of every node whose config was read.
+fn answering_configs(s: &Survey) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    s.nodes
+        .iter()
+        .filter_map(|n| Some((n.label(), n.config.as_ref()?.placement.clone())))
 }
 
 /// The exit status for a list of problems: the first one's (nodes come first).

@@ -4,6 +4,8 @@
 
 pub mod health;
 pub mod moves;
+pub mod placement;
 pub mod planner;
 pub mod session;
 pub mod survey;
+pub mod zones;

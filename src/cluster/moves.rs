@@ -29,6 +29,7 @@ use crate::client::{CopyState, Gone, Move, NodeError, Saved, ShardDoc, ShardMap}
 use crate::cluster::planner::{check_edit, unfinished, DbPlan, Leftover, Rules};
 use crate::cluster::session::{each_bounded, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
+use crate::cluster::zones::Zones;
 use crate::util::clock::poll;
 use crate::util::config::NodeAddr;
 use crate::util::exit::{status_of, Failure, Status};
@@ -127,6 +128,57 @@ pub fn every_map_readable(s: &Survey) -> Result<()> {
         odd.len(),
         crate::util::text::list_some(&odd)
     )))
+}
+
+/// The zones `remove`/`rebalance` plan by: CouchDB's own, the members' `_nodes` docs — once
+/// they say what the configuration declares (COUCHDB_ZONES, else each node's report), so that
+/// the copies moved and the databases CouchDB creates meanwhile follow the same zones. Refuses
+/// while they differ (init writes them) or while some members have a zone and others none;
+/// a declaration that cannot be read is a configuration error.
+pub fn zones_to_plan_by(s: &Survey) -> Result<Zones> {
+    let declared = s
+        .declared
+        .clone()
+        .map_err(|why| anyhow::Error::from(Failure::new(Status::Config, why)))?;
+    let zones: Zones = s
+        .zones
+        .iter()
+        .filter(|(n, _)| s.members.contains(*n))
+        .map(|(n, z)| (n.clone(), z.clone()))
+        .collect();
+    if let Some(declared) = declared {
+        let differ: Vec<String> = declared
+            .iter()
+            .filter(|(n, z)| s.members.contains(*n) && zones.get(*n) != Some(*z))
+            .map(|(n, z)| {
+                format!(
+                    "{n}: declared {z}, its _nodes doc says {}",
+                    zones.get(n).map_or("none", String::as_str)
+                )
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(refused(format!(
+                "the zones declared are not yet in the members' _nodes docs ({}): run init (or let watch repair it) first, so that the copies moved and the databases CouchDB creates follow the same zones",
+                list_some(&differ)
+            )));
+        }
+    }
+    let without: Vec<String> = s
+        .members
+        .iter()
+        .filter(|m| !zones.contains_key(*m))
+        .cloned()
+        .collect();
+    if !zones.is_empty() && !without.is_empty() {
+        return Err(refused(format!(
+            "{} {} no zone in {} _nodes doc while other members have one: set its zone (COUCHDB_ZONES, then init) first",
+            list_some(&without),
+            if without.len() == 1 { "has" } else { "have" },
+            if without.len() == 1 { "its" } else { "their" },
+        )));
+    }
+    Ok(zones)
 }
 
 /// `remove`/`rebalance` stopped part-way; every copy is still in place.

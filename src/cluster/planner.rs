@@ -2,9 +2,11 @@
 //! plan here, the move engine (src/cluster/moves.rs) checks every edit here before it PUTs it, and
 //! `--dry-run` prints these plans.
 //!
-//! Rules: never two copies of a range on one node; as few moves as possible; a database is
-//! balanced when its copies per member differ by at most one (as even as q × n allows), and the
-//! cluster when its members' copies over all databases do too, where moves can get there
+//! Rules: never two copies of a range on one node; as few moves as possible; with zones
+//! (src/cluster/zones.rs), first every range spread over as many zones as its copies and the
+//! zones allow (`Placement::spread_zones`), and no later move takes that back; then a database
+//! is balanced when its copies per member differ by at most one (as even as q × n allows), and
+//! the cluster when its members' copies over all databases do too, where moves can get there
 //! (`Placement::level`); among equal choices, the copy whose bytes best even out the members'
 //! bytes, then the node holding fewer copies, then the lower name, so a plan is the same every
 //! time for the same maps. `node_loads` gives copies and bytes per node for `status` (and any
@@ -13,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::client::{parse_file, Move, ShardDoc, ShardMap};
+use crate::cluster::zones::{most_in_one_zone, Zones};
 use crate::util::text::bytes;
 
 /// Copies per node over all databases.
@@ -87,9 +90,63 @@ fn global(load: &Load, node: &str) -> usize {
     load.get(node).copied().unwrap_or(0)
 }
 
+/// The zone rule for the functions that plan one database by name: a copy may go from one
+/// zone to another only while the zone it goes to then holds no more of the range's copies
+/// than it must (`most_in_one_zone` over the members' zones). A node without a zone counts as
+/// a zone of its own (callers refuse such a cluster; this keeps a plan sane if one slips by).
+/// No member with a zone: every move is allowed, as before zones.
+struct ZoneRule<'a> {
+    zones: &'a Zones,
+    /// Members per zone.
+    sizes: Vec<usize>,
+}
+
+impl<'a> ZoneRule<'a> {
+    fn new(zones: &'a Zones, members: &[String]) -> Self {
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        if members.iter().any(|m| zones.contains_key(m)) {
+            for m in members {
+                *per.entry(zone_key(zones, m)).or_default() += 1;
+            }
+        }
+        ZoneRule {
+            zones,
+            sizes: per.into_values().collect(),
+        }
+    }
+
+    /// May the copy of a range held by `holders` go from `from` to `to`?
+    fn allows(&self, holders: &[String], from: &str, to: &str) -> bool {
+        if self.sizes.is_empty() {
+            return true;
+        }
+        let zt = zone_key(self.zones, to);
+        if zone_key(self.zones, from) == zt {
+            return true;
+        }
+        let there = holders
+            .iter()
+            .filter(|h| *h != from && zone_key(self.zones, h) == zt)
+            .count();
+        there < most_in_one_zone(holders.len(), &self.sizes)
+    }
+}
+
+/// A node's zone, or its own name when it has none.
+fn zone_key<'z>(zones: &'z Zones, node: &'z str) -> &'z str {
+    zones.get(node).map_or(node, String::as_str)
+}
+
 /// Moves that spread one database evenly over `members`, fewest first. Copies on nodes that
 /// are not in `members` stay where they are and are not counted.
+#[cfg(test)]
 fn balance(map: &ShardMap, members: &[String], load: &Load) -> Vec<Move> {
+    balance_where(map, members, load, &ZoneRule::new(&Zones::new(), members))
+}
+
+/// `balance`, each move kept within the zone rule: where the preferred pair of nodes has no
+/// range it may move, the next pair is tried.
+fn balance_where(map: &ShardMap, members: &[String], load: &Load, rule: &ZoneRule) -> Vec<Move> {
     let mut map = map.clone();
     let mut counts = counts(&map, members);
     let (Some(&max), Some(&min)) = (counts.values().max(), counts.values().min()) else {
@@ -111,35 +168,35 @@ fn balance(map: &ShardMap, members: &[String], load: &Load) -> Vec<Move> {
         .collect();
     let mut moves = Vec::new();
     loop {
-        let over = members
-            .iter()
-            .filter(|n| counts[*n] > target[*n])
-            .max_by_key(|n| {
-                (
-                    counts[*n] - target[*n],
-                    global(load, n),
-                    std::cmp::Reverse(*n),
-                )
-            });
-        let under = members
-            .iter()
-            .filter(|n| counts[*n] < target[*n])
-            .max_by_key(|n| {
-                (
-                    target[*n] - counts[*n],
-                    std::cmp::Reverse(global(load, n)),
-                    std::cmp::Reverse(*n),
-                )
-            });
-        let (Some(from), Some(to)) = (over.cloned(), under.cloned()) else {
-            return moves;
-        };
-        // `from` holds more ranges than `to`, so one of them is not on `to` yet.
-        let Some(range) = map
-            .iter()
-            .find(|(_, nodes)| nodes.contains(&from) && !nodes.contains(&to))
-            .map(|(r, _)| r.clone())
-        else {
+        // The most over and the most under first (every key ends in the name: no ties).
+        let mut over: Vec<&String> = members.iter().filter(|n| counts[*n] > target[*n]).collect();
+        over.sort_by_key(|n| {
+            std::cmp::Reverse((
+                counts[*n] - target[*n],
+                global(load, n),
+                std::cmp::Reverse(*n),
+            ))
+        });
+        let mut under: Vec<&String> = members.iter().filter(|n| counts[*n] < target[*n]).collect();
+        under.sort_by_key(|n| {
+            std::cmp::Reverse((
+                target[*n] - counts[*n],
+                std::cmp::Reverse(global(load, n)),
+                std::cmp::Reverse(*n),
+            ))
+        });
+        // `from` holds more ranges than `to`, so one of them is not on `to` yet; without zones
+        // the first pair always has one.
+        let found = over.iter().find_map(|from| {
+            under.iter().find_map(|to| {
+                map.iter()
+                    .find(|(_, nodes)| {
+                        nodes.contains(from) && !nodes.contains(to) && rule.allows(nodes, from, to)
+                    })
+                    .map(|(r, _)| (r.clone(), (*from).clone(), (*to).clone()))
+            })
+        });
+        let Some((range, from, to)) = found else {
             return moves;
         };
         if let Some(nodes) = map.get_mut(&range) {
@@ -152,16 +209,19 @@ fn balance(map: &ShardMap, members: &[String], load: &Load) -> Vec<Move> {
     }
 }
 
-/// A new home for every copy `leaving` holds: a member that lacks that range, the one holding
-/// the fewest copies of this database, then over all. Returns the moves and the ranges no
-/// member can take.
+/// A new home for every copy `leaving` holds: a member that lacks that range — within the
+/// zone rule where one can, else anywhere (a copy kept comes before its zone) — the one
+/// holding the fewest copies of this database, then over all. Returns the moves and the ranges
+/// no member can take.
 pub fn evacuate(
     map: &ShardMap,
     leaving: &str,
     members: &[String],
     load: &Load,
+    zones: &Zones,
 ) -> (Vec<Move>, Vec<String>) {
     let others: Vec<String> = members.iter().filter(|m| *m != leaving).cloned().collect();
+    let rule = ZoneRule::new(zones, &others);
     let mut counts = counts(map, &others);
     let (mut moves, mut homeless) = (Vec::new(), Vec::new());
     for (range, nodes) in map {
@@ -171,7 +231,14 @@ pub fn evacuate(
         let home = others
             .iter()
             .filter(|m| !nodes.contains(m))
-            .min_by_key(|m| (counts[*m], global(load, m), (*m).clone()));
+            .min_by_key(|m| {
+                (
+                    !rule.allows(nodes, leaving, m),
+                    counts[*m],
+                    global(load, m),
+                    (*m).clone(),
+                )
+            });
         match home {
             Some(to) => {
                 *counts.entry(to.clone()).or_default() += 1;
@@ -254,18 +321,43 @@ struct Placement {
     loads: Vec<NodeLoad>,
     /// Per node number: the (database, range) copies it holds.
     held: Vec<BTreeSet<(usize, usize)>>,
+    /// Per node number: its zone's number (a node without a zone: one of its own).
+    zone: Vec<usize>,
+    /// The plan's members per zone; empty when no member has a zone (no zone rule).
+    zone_sizes: Vec<usize>,
 }
 
 impl Placement {
-    fn new(docs: &[ShardDoc], maps: &[ShardMap], sizes: &Sizes, members: &[String]) -> Self {
+    fn new(
+        docs: &[ShardDoc],
+        maps: &[ShardMap],
+        sizes: &Sizes,
+        members: &[String],
+        zones: &Zones,
+    ) -> Self {
         let names: BTreeSet<&String> = members
             .iter()
             .chain(maps.iter().flat_map(|m| m.values().flatten()))
             .collect();
         let nodes: Vec<String> = names.into_iter().cloned().collect();
+        let keys: Vec<&str> = nodes.iter().map(|n| zone_key(zones, n)).collect();
+        let distinct: BTreeSet<&str> = keys.iter().copied().collect();
+        let number = |k: &str| distinct.iter().position(|d| *d == k).unwrap_or(0);
+        let zone: Vec<usize> = keys.iter().map(|k| number(k)).collect();
+        let mut zone_sizes = vec![0; distinct.len()];
+        if members.iter().any(|m| zones.contains_key(m)) {
+            for m in members {
+                zone_sizes[number(zone_key(zones, m))] += 1;
+            }
+            zone_sizes.retain(|&c| c > 0);
+        } else {
+            zone_sizes.clear();
+        }
         let mut p = Placement {
             loads: vec![NodeLoad::default(); nodes.len()],
             held: vec![BTreeSet::new(); nodes.len()],
+            zone,
+            zone_sizes,
             nodes,
             ranges: Vec::new(),
             maps: Vec::new(),
@@ -349,6 +441,92 @@ impl Placement {
         self.maps[db].iter().filter(|on| on.contains(&n)).count()
     }
 
+    /// The most copies of range `r` of `db` one zone should hold.
+    fn zone_limit(&self, db: usize, r: usize) -> usize {
+        most_in_one_zone(self.maps[db][r].len(), &self.zone_sizes)
+    }
+
+    /// Copies of range `r` of `db` in zone `z`.
+    fn in_zone(&self, db: usize, r: usize, z: usize) -> usize {
+        self.maps[db][r]
+            .iter()
+            .filter(|&&n| self.zone[n] == z)
+            .count()
+    }
+
+    /// May the copy of range `r` of `db` go from `from` to `to` without its zones getting
+    /// fuller than they must? Always, within one zone, or without zones.
+    fn zone_ok(&self, db: usize, r: usize, from: usize, to: usize) -> bool {
+        self.zone_sizes.is_empty()
+            || self.zone[from] == self.zone[to]
+            || self.in_zone(db, r, self.zone[to]) < self.zone_limit(db, r)
+    }
+
+    /// Zones first: every range whose fullest zone holds more of its copies than it must gets
+    /// one of them moved, from the fullest zone to a member of a zone with room for one more
+    /// — from the node there holding the most copies of the database, then over all; to the
+    /// member of the emptiest such zone holding the fewest copies of the database, then over
+    /// all, then by name — until none does. Each move makes the fullest zone one copy less
+    /// full, and a zone with room always exists while one is too full (the limit is what the
+    /// zones can hold), so it ends.
+    fn spread_zones(&mut self, members: &[String]) {
+        if self.zone_sizes.is_empty() {
+            return;
+        }
+        let members = self.numbers(members);
+        for db in 0..self.maps.len() {
+            for r in 0..self.maps[db].len() {
+                while let Some((from, to)) = self.zone_move(db, r, &members) {
+                    self.shift(db, r, from, to);
+                }
+            }
+        }
+    }
+
+    /// The next move `spread_zones` makes for range `r` of `db`, if it needs one.
+    fn zone_move(&self, db: usize, r: usize, members: &[usize]) -> Option<(usize, usize)> {
+        let limit = self.zone_limit(db, r);
+        let on = &self.maps[db][r];
+        let from = on
+            .iter()
+            .copied()
+            .filter(|&n| self.in_zone(db, r, self.zone[n]) > limit)
+            .max_by_key(|&n| {
+                (
+                    self.in_zone(db, r, self.zone[n]),
+                    self.db_copies(db, n),
+                    self.loads[n].copies,
+                    std::cmp::Reverse(n),
+                )
+            })?;
+        let to = members
+            .iter()
+            .copied()
+            .filter(|n| !on.contains(n) && self.in_zone(db, r, self.zone[*n]) < limit)
+            .min_by_key(|&n| {
+                (
+                    self.in_zone(db, r, self.zone[n]),
+                    self.db_copies(db, n),
+                    self.loads[n].copies,
+                    n,
+                )
+            })?;
+        Some((from, to))
+    }
+
+    /// Database `db`'s map as planned so far, by name.
+    fn map_named(&self, db: usize) -> ShardMap {
+        self.ranges[db]
+            .iter()
+            .zip(&self.maps[db])
+            .map(|(range, on)| {
+                let mut nodes: Vec<String> = on.iter().map(|&n| self.nodes[n].clone()).collect();
+                nodes.sort();
+                (range.clone(), nodes)
+            })
+            .collect()
+    }
+
     /// Evens out the copies per member over the whole cluster: while the most loaded member
     /// holds two or more copies more than the least loaded, one copy goes from the one to the
     /// other (never onto a node holding that range; never making its database less even).
@@ -418,6 +596,7 @@ impl Placement {
             if best.is_some_and(|(key, _)| key <= (off, w))
                 || self.maps[db][r].contains(&to)
                 || self.db_copies(db, from) <= self.db_copies(db, to)
+                || !self.zone_ok(db, r, from, to)
                 || (retarget_only && !self.moves[db].iter().any(|m| m.0 == r && m.2 == from))
             {
                 continue;
@@ -450,14 +629,24 @@ impl Placement {
     }
 }
 
-/// `rebalance`: each database spread evenly over `members` on its own, then the copies per
-/// member evened out over the whole cluster (`Placement::level`). `sizes`: the copies' bytes,
-/// to choose among equal moves.
-pub fn plan_rebalance(docs: &[ShardDoc], members: &[String], sizes: &Sizes) -> Vec<DbPlan> {
+/// `rebalance`: with zones, every range first spread over them (`Placement::spread_zones`);
+/// then each database spread evenly over `members` on its own, then the copies per member
+/// evened out over the whole cluster (`Placement::level`), neither undoing a zone's spread.
+/// `sizes`: the copies' bytes, to choose among equal moves; `zones`: each node's zone (none:
+/// no zone rule).
+pub fn plan_rebalance(
+    docs: &[ShardDoc],
+    members: &[String],
+    sizes: &Sizes,
+    zones: &Zones,
+) -> Vec<DbPlan> {
     let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
-    let mut p = Placement::new(docs, &settled, sizes, members);
-    for (i, map) in settled.iter().enumerate() {
-        for m in balance(map, members, &p.loads_by_copies()) {
+    let mut p = Placement::new(docs, &settled, sizes, members, zones);
+    p.spread_zones(members);
+    let rule = ZoneRule::new(zones, members);
+    for i in 0..docs.len() {
+        let map = p.map_named(i);
+        for m in balance_where(&map, members, &p.loads_by_copies(), &rule) {
             p.shift_named(i, &m);
         }
     }
@@ -474,7 +663,8 @@ pub fn plan_rebalance(docs: &[ShardDoc], members: &[String], sizes: &Sizes) -> V
 }
 
 /// `remove`: every copy on `leaving` gets a new home, on the member lacking that range that
-/// holds the fewest copies of its database, then over all; then the members left are evened
+/// keeps the range within the zone rule (`evacuate`), holds the fewest copies of its database,
+/// then over all; then the members left are evened
 /// out over the whole cluster: first by choosing other new homes, then, where that is not
 /// enough, by moving other copies between them. With `accept_fewer`, a copy no member can take is
 /// dropped, else it is listed in the `Err` as (database, range).
@@ -484,14 +674,15 @@ pub fn plan_removal(
     members: &[String],
     accept_fewer: bool,
     sizes: &Sizes,
+    zones: &Zones,
 ) -> Result<Vec<DbPlan>, Vec<(String, String)>> {
     let settled: Vec<ShardMap> = docs.iter().map(settled).collect();
     let others: Vec<String> = members.iter().filter(|m| *m != leaving).cloned().collect();
-    let mut p = Placement::new(docs, &settled, sizes, &others);
+    let mut p = Placement::new(docs, &settled, sizes, &others, zones);
     let mut drops = vec![Vec::new(); docs.len()];
     let mut short = Vec::new();
     for (i, (doc, map)) in docs.iter().zip(&settled).enumerate() {
-        let (moves, homeless) = evacuate(map, leaving, members, &p.loads_by_copies());
+        let (moves, homeless) = evacuate(map, leaving, members, &p.loads_by_copies(), zones);
         for m in moves {
             p.shift_named(i, &m);
         }
@@ -575,6 +766,7 @@ pub fn render_plan(
     plans: &[DbPlan],
     sizes: &Sizes,
     members: &[String],
+    zones: &Zones,
 ) -> String {
     let changing: Vec<&DbPlan> = plans.iter().filter(|p| !p.is_empty()).collect();
     let moves: usize = changing
@@ -613,15 +805,52 @@ pub fn render_plan(
         }
         out.push(format!("  {}: {}", p.db, parts.join("; ")));
     }
-    out.push(per_node_text(docs, plans, sizes, members));
+    let planned = planned(docs, plans);
+    if !zones.is_empty() {
+        out.extend(zones_text(docs, &planned, plans, zones));
+    }
+    out.push(per_node_text(docs, &planned, sizes, members, zones));
     out.join("\n")
 }
 
-/// Copies and bytes per node, before → after the plan: one line per node.
-fn per_node_text(docs: &[ShardDoc], plans: &[DbPlan], sizes: &Sizes, members: &[String]) -> String {
-    let before = node_loads(docs, sizes, members);
-    let planned: Vec<ShardDoc> = docs
-        .iter()
+/// Per range that moves, its copies' zones before → after: `orders 00000000-7fffffff: a, a, b
+/// → a, b, c`.
+fn zones_text(
+    docs: &[ShardDoc],
+    planned: &[ShardDoc],
+    plans: &[DbPlan],
+    zones: &Zones,
+) -> Vec<String> {
+    let words = |nodes: &[String]| -> String {
+        let mut z: Vec<&str> = nodes
+            .iter()
+            .map(|n| zones.get(n).map_or("-", String::as_str))
+            .collect();
+        z.sort();
+        z.join(", ")
+    };
+    let mut lines = vec!["zones per range, before → after:".to_string()];
+    for ((doc, after), plan) in docs.iter().zip(planned).zip(plans) {
+        let moved: BTreeSet<&String> = plan
+            .unfinished
+            .iter()
+            .chain(&plan.moves)
+            .map(|m| &m.range)
+            .chain(plan.drops.iter().map(|(r, _)| r))
+            .collect();
+        for range in moved {
+            let (Some(b), Some(a)) = (doc.map.get(range), after.map.get(range)) else {
+                continue;
+            };
+            lines.push(format!("  {} {range}: {} → {}", doc.db, words(b), words(a)));
+        }
+    }
+    lines
+}
+
+/// Each database's map once its plan is carried out.
+fn planned(docs: &[ShardDoc], plans: &[DbPlan]) -> Vec<ShardDoc> {
+    docs.iter()
         .zip(plans)
         .map(|(doc, plan)| {
             let mut map = settled(doc);
@@ -640,17 +869,37 @@ fn per_node_text(docs: &[ShardDoc], plans: &[DbPlan], sizes: &Sizes, members: &[
             planned.map = map;
             planned
         })
-        .collect();
-    let after = node_loads(&planned, sizes, members);
+        .collect()
+}
+
+/// Copies and bytes per node, before → after the plan: one line per node (with its zone).
+fn per_node_text(
+    docs: &[ShardDoc],
+    planned: &[ShardDoc],
+    sizes: &Sizes,
+    members: &[String],
+    zones: &Zones,
+) -> String {
+    let before = node_loads(docs, sizes, members);
+    let after = node_loads(planned, sizes, members);
     let nodes: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    let mut lines = vec!["per node (copies, bytes), before → after:".to_string()];
+    let mut lines = vec![if zones.is_empty() {
+        "per node (copies, bytes), before → after:".to_string()
+    } else {
+        "per node (zone; copies, bytes), before → after:".to_string()
+    }];
     for n in nodes {
         let (b, a) = (
             before.get(n).copied().unwrap_or_default(),
             after.get(n).copied().unwrap_or_default(),
         );
+        let zone = match (zones.is_empty(), zones.get(n)) {
+            (true, _) => String::new(),
+            (false, Some(z)) => format!(" zone {z};"),
+            (false, None) => " no zone;".to_string(),
+        };
         lines.push(format!(
-            "  {n} {} → {} copies, {} → {}",
+            "  {n}{zone} {} → {} copies, {} → {}",
             b.copies,
             a.copies,
             bytes(b.bytes),
@@ -857,28 +1106,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_maps_end_balanced_with_the_fewest_moves() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |k: usize| {
+    /// A seeded xorshift: `rand(k)` is below `k`, the same every run.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |k: usize| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             (seed % k as u64) as usize
-        };
+        }
+    }
+
+    /// `q` ranges, each on `copies` distinct members picked by `rand`.
+    fn random_map(
+        members: &[String],
+        q: usize,
+        copies: usize,
+        rand: &mut impl FnMut(usize) -> usize,
+    ) -> ShardMap {
+        (0..q)
+            .map(|r| {
+                let mut pool = members.to_vec();
+                let held = (0..copies).map(|_| pool.remove(rand(pool.len()))).collect();
+                (format!("{r:08x}"), held)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_maps_end_balanced_with_the_fewest_moves() {
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..500 {
             let m = 1 + rand(9);
             let members: Vec<String> = (1..=m).map(n).collect();
             let q = 1 + rand(8);
             let copies = 1 + rand(m.min(4));
-            let old: ShardMap = (0..q)
-                .map(|r| {
-                    let mut pool = members.clone();
-                    let held: Vec<String> =
-                        (0..copies).map(|_| pool.remove(rand(pool.len()))).collect();
-                    (format!("{r:08x}"), held)
-                })
-                .collect();
+            let old = random_map(&members, q, copies, &mut rand);
             let moves = balance(&old, &members, &Load::new());
             let new = after(old.clone(), &moves);
             let c = per_node(&new, &members);
@@ -921,7 +1183,13 @@ mod tests {
     fn evacuate_finds_a_member_lacking_each_range() {
         // Transcript 12: node4 holds A of _users; node1–3 remain.
         let users = map(&[(A, &[1, 2, 4]), (B, &[1, 2, 3])]);
-        let (moves, homeless) = evacuate(&users, &n(4), &nodes(&[1, 2, 3, 4]), &Load::new());
+        let (moves, homeless) = evacuate(
+            &users,
+            &n(4),
+            &nodes(&[1, 2, 3, 4]),
+            &Load::new(),
+            &Zones::new(),
+        );
         assert_eq!(
             moves,
             [Move {
@@ -933,7 +1201,13 @@ mod tests {
         assert!(homeless.is_empty());
         // n = 3 on three nodes: the two left cannot hold three copies.
         let full = map(&[(A, &[1, 2, 3]), (B, &[1, 2, 3])]);
-        let (moves, homeless) = evacuate(&full, &n(3), &nodes(&[1, 2, 3]), &Load::new());
+        let (moves, homeless) = evacuate(
+            &full,
+            &n(3),
+            &nodes(&[1, 2, 3]),
+            &Load::new(),
+            &Zones::new(),
+        );
         assert!(moves.is_empty());
         assert_eq!(homeless, [A, B]);
     }
@@ -941,7 +1215,13 @@ mod tests {
     #[test]
     fn evacuate_spreads_over_the_least_loaded() {
         let m = map(&[(A, &[1, 2, 5]), (B, &[3, 4, 5])]);
-        let (moves, _) = evacuate(&m, &n(5), &nodes(&[1, 2, 3, 4, 5, 6]), &Load::new());
+        let (moves, _) = evacuate(
+            &m,
+            &n(5),
+            &nodes(&[1, 2, 3, 4, 5, 6]),
+            &Load::new(),
+            &Zones::new(),
+        );
         // node6 holds none of this database: it takes the first; then every candidate holds
         // one, and the lowest name takes the second.
         assert_eq!(
@@ -974,8 +1254,15 @@ mod tests {
     #[test]
     fn removal_is_refused_when_members_cannot_hold_n_copies() {
         let docs = [doc("a", map(&[(A, &[1, 2, 3]), (B, &[1, 2, 3])]), vec![])];
-        let short =
-            plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), false, &Sizes::new()).unwrap_err();
+        let short = plan_removal(
+            &docs,
+            &n(3),
+            &nodes(&[1, 2, 3]),
+            false,
+            &Sizes::new(),
+            &Zones::new(),
+        )
+        .unwrap_err();
         assert_eq!(
             short,
             [
@@ -983,7 +1270,15 @@ mod tests {
                 ("a".to_string(), B.to_string())
             ]
         );
-        let plans = plan_removal(&docs, &n(3), &nodes(&[1, 2, 3]), true, &Sizes::new()).unwrap();
+        let plans = plan_removal(
+            &docs,
+            &n(3),
+            &nodes(&[1, 2, 3]),
+            true,
+            &Sizes::new(),
+            &Zones::new(),
+        )
+        .unwrap();
         assert_eq!(
             plans[0].drops,
             [(A.to_string(), n(3)), (B.to_string(), n(3))]
@@ -1008,6 +1303,7 @@ mod tests {
             std::slice::from_ref(&d),
             &nodes(&[1, 2, 3, 4, 5]),
             &Sizes::new(),
+            &Zones::new(),
         );
         assert_eq!(plans[0].unfinished, [m]);
         // The rest of the plan starts from the settled map: one more move, onto node5.
@@ -1015,7 +1311,13 @@ mod tests {
         assert_eq!(plans[0].moves[0].to, n(5));
         // A database without intent, with four copies, was made with n = 4: left alone.
         let d4 = doc("n4", map(&[(A, &[1, 2, 3, 4]), (B, &[2, 3, 4, 5])]), vec![]);
-        assert!(plan_rebalance(&[d4], &nodes(&[1, 2, 3, 4, 5]), &Sizes::new())[0].is_empty());
+        assert!(plan_rebalance(
+            &[d4],
+            &nodes(&[1, 2, 3, 4, 5]),
+            &Sizes::new(),
+            &Zones::new()
+        )[0]
+        .is_empty());
     }
 
     const WHOLE: &str = "00000000-ffffffff";
@@ -1063,7 +1365,7 @@ mod tests {
         // is "balanced" (1,1,1,0), but node4 would hold nothing.
         let docs = single_range(100, |_| vec![1, 2, 3]);
         let members = nodes(&[1, 2, 3, 4]);
-        let plans = plan_rebalance(&docs, &members, &Sizes::new());
+        let plans = plan_rebalance(&docs, &members, &Sizes::new(), &Zones::new());
         let moves: usize = plans.iter().map(|p| p.moves.len()).sum();
         // 300 copies: 75 each; node4 gets 75, the fewest moves there can be.
         assert_eq!(moves, 75);
@@ -1073,9 +1375,11 @@ mod tests {
         // Nothing moves between the old nodes: every move goes onto node4.
         assert!(plans.iter().flat_map(|p| &p.moves).all(|m| m.to == n(4)));
         // Once carried out, nothing is left to do.
-        assert!(plan_rebalance(&done, &members, &Sizes::new())
-            .iter()
-            .all(DbPlan::is_empty));
+        assert!(
+            plan_rebalance(&done, &members, &Sizes::new(), &Zones::new())
+                .iter()
+                .all(DbPlan::is_empty)
+        );
     }
 
     #[test]
@@ -1096,8 +1400,11 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let first = plan_rebalance(&docs, &members, &sizes);
-        assert_eq!(first, plan_rebalance(&docs, &members, &sizes));
+        let first = plan_rebalance(&docs, &members, &sizes, &Zones::new());
+        assert_eq!(
+            first,
+            plan_rebalance(&docs, &members, &sizes, &Zones::new())
+        );
         let done = carried_out(&docs, &first);
         let (low, high) = spread(&done, &members);
         assert!(high - low <= 1, "{low}..{high}");
@@ -1120,7 +1427,7 @@ mod tests {
                 doc(&format!("db{i:04}"), m, vec![])
             })
             .collect();
-        let plans = plan_rebalance(&docs, &members, &Sizes::new());
+        let plans = plan_rebalance(&docs, &members, &Sizes::new(), &Zones::new());
         let done = carried_out(&docs, &plans);
         assert_every_range_keeps_distinct_copies(&docs, &done);
         let (low, high) = spread(&done, &members);
@@ -1150,7 +1457,7 @@ mod tests {
                 [1, 2, 3].map(|node| ((d.db.clone(), WHOLE.to_string(), n(node)), size(i)))
             })
             .collect();
-        let plans = plan_rebalance(&docs, &members, &sizes);
+        let plans = plan_rebalance(&docs, &members, &sizes, &Zones::new());
         let done = carried_out(&docs, &plans);
         assert_eq!(spread(&done, &members), (9, 9));
         let loads = node_loads(&done, &sizes, &members);
@@ -1170,7 +1477,8 @@ mod tests {
         // 100 single-range databases spread evenly over 5 nodes; node5 leaves.
         let docs = single_range(100, |i| vec![1 + i % 5, 1 + (i + 1) % 5, 1 + (i + 2) % 5]);
         let members = nodes(&[1, 2, 3, 4, 5]);
-        let plans = plan_removal(&docs, &n(5), &members, false, &Sizes::new()).unwrap();
+        let plans =
+            plan_removal(&docs, &n(5), &members, false, &Sizes::new(), &Zones::new()).unwrap();
         let moves: usize = plans.iter().map(|p| p.moves.len()).sum();
         assert_eq!(moves, 60, "only node5's copies move");
         assert!(plans.iter().flat_map(|p| &p.moves).all(|m| m.from == n(5)));
@@ -1192,11 +1500,191 @@ mod tests {
             }
         });
         let members = nodes(&[1, 2, 3, 4, 5]);
-        let plans = plan_removal(&docs, &n(5), &members, false, &Sizes::new()).unwrap();
+        let plans =
+            plan_removal(&docs, &n(5), &members, false, &Sizes::new(), &Zones::new()).unwrap();
         let done = carried_out(&docs, &plans);
         assert_every_range_keeps_distinct_copies(&docs, &done);
         let (low, high) = spread(&done, &nodes(&[1, 2, 3, 4]));
         assert!(high - low <= 1, "{low}..{high}");
+    }
+
+    /// node1–2 in zone a, node3–4 in b, node5–6 in c (the 6 nodes in 3 zones).
+    fn three_zones() -> Zones {
+        (1..=6)
+            .map(|i| (n(i), ["a", "b", "c"][(i - 1) / 2].to_string()))
+            .collect()
+    }
+
+    /// Every range of every database on as many zones as it can be (`most_in_one_zone`).
+    fn assert_spread_over_zones(docs: &[ShardDoc], zones: &Zones, members: &[String]) {
+        assert_eq!(
+            crate::cluster::zones::shared_ranges(docs, zones, members),
+            [],
+            "ranges that share a zone"
+        );
+    }
+
+    /// Databases made before the zones: `count` of q=1 and `count` of q=4, all on node1–3
+    /// (zones a, a, b), as CouchDB put them on the first nodes.
+    fn made_before_zones(count: usize) -> Vec<ShardDoc> {
+        let mut docs = single_range(count, |_| vec![1, 2, 3]);
+        for i in 0..count {
+            let m: ShardMap = (0..4u32)
+                .map(|r| (format!("{:08x}", r << 28), nodes(&[1, 2, 3])))
+                .collect();
+            docs.push(doc(&format!("q4db{i:03}"), m, vec![]));
+        }
+        docs
+    }
+
+    #[test]
+    fn zones_come_first_then_counts_and_a_plan_repeats() {
+        let members = nodes(&[1, 2, 3, 4, 5, 6]);
+        let zones = three_zones();
+        let docs = made_before_zones(20);
+        let plans = plan_rebalance(&docs, &members, &Sizes::new(), &zones);
+        assert_eq!(
+            plans,
+            plan_rebalance(&docs, &members, &Sizes::new(), &zones)
+        );
+        let done = carried_out(&docs, &plans);
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        assert_spread_over_zones(&done, &zones, &members);
+        // 300 copies over 6 members: 50 each, as today's rule would have it without zones.
+        let (low, high) = spread(&done, &members);
+        assert!(high - low <= 1, "{low}..{high}");
+        for d in &done {
+            let c = per_node(&d.map, &members);
+            assert!(
+                c.iter().max().unwrap() - c.iter().min().unwrap() <= 1,
+                "{}: {c:?}",
+                d.db
+            );
+        }
+        // Once carried out, nothing is left to do.
+        assert!(plan_rebalance(&done, &members, &Sizes::new(), &zones)
+            .iter()
+            .all(DbPlan::is_empty));
+        // The same maps without zones: the old plan, which leaves ranges sharing a zone.
+        let plain = carried_out(
+            &docs,
+            &plan_rebalance(&docs, &members, &Sizes::new(), &Zones::new()),
+        );
+        assert!(!crate::cluster::zones::shared_ranges(&plain, &zones, &members).is_empty());
+    }
+
+    #[test]
+    fn an_even_cluster_with_ranges_sharing_a_zone_is_not_balanced() {
+        // Copies per node even (2 each) and each database even: today's rule moves nothing.
+        let members = nodes(&[1, 2, 3, 4, 5, 6]);
+        let docs = vec![
+            doc("x", map(&[(WHOLE, &[1, 2, 3])]), vec![]),
+            doc("y", map(&[(WHOLE, &[4, 5, 6])]), vec![]),
+            doc("z", map(&[(WHOLE, &[1, 3, 5])]), vec![]),
+            doc("w", map(&[(WHOLE, &[2, 4, 6])]), vec![]),
+        ];
+        assert!(
+            plan_rebalance(&docs, &members, &Sizes::new(), &Zones::new())
+                .iter()
+                .all(DbPlan::is_empty)
+        );
+        let zones = three_zones();
+        let plans = plan_rebalance(&docs, &members, &Sizes::new(), &zones);
+        // x (a, a, b) and y (b, c, c) each need one move; z and w are spread already.
+        let moves: Vec<usize> = plans.iter().map(|p| p.moves.len()).collect();
+        assert_eq!(moves, [1, 1, 0, 0], "{plans:?}");
+        let done = carried_out(&docs, &plans);
+        assert_spread_over_zones(&done, &zones, &members);
+        assert_eq!(spread(&done, &members), (2, 2));
+    }
+
+    #[test]
+    fn uneven_zones_hold_as_few_copies_of_a_range_as_they_can() {
+        // Zone a is one node, zone b five: every range gets a's node and two of b's.
+        let members = nodes(&[1, 2, 3, 4, 5, 6]);
+        let zones: Zones = (1..=6)
+            .map(|i| (n(i), if i == 1 { "a" } else { "b" }.to_string()))
+            .collect();
+        let docs = single_range(10, |i| vec![2 + i % 5, 2 + (i + 1) % 5, 2 + (i + 2) % 5]);
+        let done = carried_out(
+            &docs,
+            &plan_rebalance(&docs, &members, &Sizes::new(), &zones),
+        );
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        for d in &done {
+            assert!(d.map[WHOLE].contains(&n(1)), "{}: {:?}", d.db, d.map);
+        }
+        assert_spread_over_zones(&done, &zones, &members);
+    }
+
+    #[test]
+    fn random_maps_and_zones_end_spread_with_every_copy_kept() {
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..150 {
+            let m = 2 + rand(8);
+            let members: Vec<String> = (1..=m).map(n).collect();
+            let zone_count = 1 + rand(4);
+            let zones: Zones = members
+                .iter()
+                .map(|x| (x.clone(), format!("z{}", rand(zone_count))))
+                .collect();
+            let docs: Vec<ShardDoc> = (0..1 + rand(6))
+                .map(|d| {
+                    let q = 1 + rand(4);
+                    let copies = 1 + rand(m.min(3));
+                    doc(
+                        &format!("db{d}"),
+                        random_map(&members, q, copies, &mut rand),
+                        vec![],
+                    )
+                })
+                .collect();
+            let plans = plan_rebalance(&docs, &members, &Sizes::new(), &zones);
+            let done = carried_out(&docs, &plans);
+            assert_every_range_keeps_distinct_copies(&docs, &done);
+            assert_spread_over_zones(&done, &zones, &members);
+            assert_eq!(
+                plans,
+                plan_rebalance(&docs, &members, &Sizes::new(), &zones)
+            );
+        }
+    }
+
+    #[test]
+    fn removal_keeps_every_range_over_the_zones() {
+        // Spread over the zones already; node6 (zone c, beside node5) leaves.
+        let members = nodes(&[1, 2, 3, 4, 5, 6]);
+        let zones = three_zones();
+        let docs = single_range(30, |i| vec![1 + i % 2, 3 + (i / 2) % 2, 5 + (i / 4) % 2]);
+        assert_spread_over_zones(&docs, &zones, &members);
+        let plans = plan_removal(&docs, &n(6), &members, false, &Sizes::new(), &zones).unwrap();
+        let done = carried_out(&docs, &plans);
+        assert_every_range_keeps_distinct_copies(&docs, &done);
+        let rest = nodes(&[1, 2, 3, 4, 5]);
+        assert_spread_over_zones(&done, &zones, &rest);
+        assert_eq!(node_loads(&done, &Sizes::new(), &members)[&n(6)].copies, 0);
+        // Without zones the same removal puts some of node6's copies beside another zone's.
+        let plain = carried_out(
+            &docs,
+            &plan_removal(&docs, &n(6), &members, false, &Sizes::new(), &Zones::new()).unwrap(),
+        );
+        assert!(!crate::cluster::zones::shared_ranges(&plain, &zones, &rest).is_empty());
+    }
+
+    #[test]
+    fn a_plan_in_words_shows_the_zones() {
+        let members = nodes(&[1, 2, 3, 4, 5, 6]);
+        let zones = three_zones();
+        let docs = vec![doc("orders", map(&[(WHOLE, &[1, 2, 3])]), vec![])];
+        let plans = plan_rebalance(&docs, &members, &Sizes::new(), &zones);
+        let text = render_plan(&docs, &plans, &Sizes::new(), &members, &zones);
+        assert!(
+            text.contains(&format!("  orders {WHOLE}: a, a, b → a, b, c")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("  {} zone a; 1 → ", n(1))), "{text}");
+        let plain = render_plan(&docs, &plans, &Sizes::new(), &members, &Zones::new());
+        assert!(!plain.contains("zone"), "{plain}");
     }
 
     #[test]

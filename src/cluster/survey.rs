@@ -13,6 +13,7 @@ use crate::client::{
 };
 use crate::cluster::planner::{self, NodeLoad, Sizes};
 use crate::cluster::session::{each_bounded, Session};
+use crate::cluster::zones::{self, Reporting, Zones};
 use crate::util::config::{NodeAddr, NodeList};
 use crate::util::discovery;
 use crate::util::text::natural_cmp;
@@ -90,6 +91,13 @@ pub struct Survey {
     /// Each copy's file size, when read (`read_sizes`). Apart from `copies`: a size is read at
     /// one moment for a report, not to judge whether a copy has filled.
     pub sizes: Sizes,
+    /// Each member's zone as CouchDB places by it: the `zone` of its `_nodes` doc on the
+    /// reference. Empty: no member has one.
+    pub zones: Zones,
+    /// The zones the configuration gives the nodes that answered (COUCHDB_ZONES, else each
+    /// node's own report): `None` when none has one; `Err` names a node without one while
+    /// others have one.
+    pub declared: Result<Option<Zones>, String>,
 }
 
 impl Survey {
@@ -188,6 +196,12 @@ impl Session<'_> {
         }
 
         let ShardDocs { docs, unreadable } = self.read(|| self.client.shard_docs(&via))?;
+        let zones: Zones = self
+            .read(|| self.client.node_docs(&via, "_local"))?
+            .into_iter()
+            .filter_map(|d| Some((d.name, d.zone?)))
+            .collect();
+        let declared = self.declared_zones(&nodes, avoid);
         let cluster_n = nodes[reference]
             .config
             .as_ref()
@@ -214,7 +228,42 @@ impl Session<'_> {
             copies: BTreeMap::new(),
             files: BTreeMap::new(),
             sizes: Sizes::new(),
+            zones,
+            declared,
         })
+    }
+
+    /// `zones::declared` over the nodes whose names are known: COUCHDB_ZONES, else what each
+    /// node's config reports (`[couchdb_cluster_init] zone`, read with the rest of its config).
+    /// `leaving` (the node `remove` takes out) needs none.
+    fn declared_zones(
+        &self,
+        nodes: &[NodeView],
+        leaving: Option<&str>,
+    ) -> Result<Option<Zones>, String> {
+        let listed: &[NodeAddr] = match &self.cfg.nodes {
+            NodeList::Listed { nodes, .. } => nodes,
+            NodeList::Service { .. } => &[],
+        };
+        // Without COUCHDB_ZONES, a node whose config was not read (down) says nothing, which
+        // is not the same as reporting no zone: it is left out (and reported down).
+        let reporting: Vec<Reporting> = nodes
+            .iter()
+            .filter(|n| self.cfg.zones.is_some() || n.config.is_some())
+            .filter(|n| leaving.is_none() || n.name.as_deref() != leaving)
+            .filter_map(|n| {
+                Some(Reporting {
+                    listed: n
+                        .addr
+                        .as_ref()
+                        .and_then(|a| listed.iter().position(|l| l.url == a.url)),
+                    label: n.label(),
+                    name: n.name.as_deref()?,
+                    reported: n.config.as_ref().and_then(|c| c.zone.as_deref()),
+                })
+            })
+            .collect();
+        zones::declared(self.cfg.zones.as_ref(), &reporting).map(|(zones, _)| zones)
     }
 
     /// The coordinator among the nodes: the configured one, or — for nodes found by DNS — the

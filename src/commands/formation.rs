@@ -17,9 +17,10 @@ use log::{debug, info, warn};
 use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
 use crate::cluster::health::{config_drift, SYSTEM_DBS};
 use crate::cluster::session::{each, Nodes, Session, Waiting};
+use crate::cluster::zones::{self, Reporting, Zones};
 use crate::commands::backup::Backup;
 use crate::util::clock::{poll, Clock};
-use crate::util::config::{self, Config, NodeAddr};
+use crate::util::config::{self, Config, NodeAddr, NodeList};
 use crate::util::discovery;
 use crate::util::exit::{Failure, Status};
 use crate::util::text::{list_compact, list_some};
@@ -104,8 +105,10 @@ impl<'a> Formation<'a> {
     /// Everything `init` does after the wait, on nodes that answer: identify, preflight, join,
     /// converge, finish, verify, backup. `watch` calls it with the nodes it found up.
     pub fn form(&self, addrs: &[NodeAddr]) -> Result<Summary> {
-        let nodes = self.phase("identify", "each node's Erlang name", || {
-            self.identify(addrs)
+        let (nodes, zones) = self.phase("identify", "each node's Erlang name and zone", || {
+            let nodes = self.identify(addrs)?;
+            let zones = self.zones_of(&nodes)?;
+            Ok((nodes, zones))
         })?;
         let plan = self.phase(
             "preflight",
@@ -127,14 +130,23 @@ impl<'a> Formation<'a> {
                 "every node to list every node as connected and member",
                 || self.converge(&nodes),
             )?;
-            if !plan.finished || !plan.to_join.is_empty() {
-                // After growth, finish_cluster copies the coordinator's admin, uuid and secret to
-                // the new nodes (it answers 400 "already finished" having done so).
-                let outcome = self.phase("finish", "finish_cluster on the coordinator", || {
-                    self.finish(&nodes)
-                })?;
-                actions.push(outcome);
-            }
+        }
+        // Before finish_cluster: `_users` and `_replicator` are then placed by zone too.
+        if let Some(zones) = &zones {
+            let done = self.phase(
+                "zones",
+                "each node's zone in its _nodes doc, then [cluster] placement on every node",
+                || self.zones(&nodes, zones),
+            )?;
+            actions.extend(done);
+        }
+        if !plan.formed && (!plan.finished || !plan.to_join.is_empty()) {
+            // After growth, finish_cluster copies the coordinator's admin, uuid and secret to
+            // the new nodes (it answers 400 "already finished" having done so).
+            let outcome = self.phase("finish", "finish_cluster on the coordinator", || {
+                self.finish(&nodes)
+            })?;
+            actions.push(outcome);
         }
         let repaired = self.phase(
             "verify",
@@ -187,6 +199,84 @@ impl<'a> Formation<'a> {
             actions,
             elapsed: self.elapsed(),
         }
+    }
+
+    // ---- identify: zones ----------------------------------------------------------------------
+
+    /// Each node's zone — COUCHDB_ZONES, else what each node reports (`[couchdb_cluster_init]
+    /// zone`, one GET each) — checked before anything is written: a node without a zone while
+    /// others have one is a configuration error, named. `None`: zones are off.
+    fn zones_of(&self, nodes: &Nodes) -> Result<Option<Zones>> {
+        let reported = match &self.cfg.zones {
+            Some(_) => vec![None; nodes.len()],
+            None => self.read_each(&nodes.all, |n| self.client.reported_zone(&n.addr))?,
+        };
+        let listed: &[NodeAddr] = match &self.cfg.nodes {
+            NodeList::Listed { nodes, .. } => nodes,
+            NodeList::Service { .. } => &[],
+        };
+        let reporting: Vec<Reporting> = nodes
+            .all
+            .iter()
+            .zip(&reported)
+            .map(|(n, r)| Reporting {
+                listed: listed.iter().position(|l| *l == n.addr),
+                label: n.addr.label.clone(),
+                name: &n.name,
+                reported: r.as_deref(),
+            })
+            .collect();
+        let (zones, unknown) = zones::declared(self.cfg.zones.as_ref(), &reporting)
+            .map_err(|why| anyhow::Error::from(Failure::new(Status::Config, why)))?;
+        if !unknown.is_empty() {
+            warn!(
+                "identify: COUCHDB_ZONES names {}, which is none of the nodes of this run",
+                list_some(&unknown)
+            );
+        }
+        if let Some(z) = &zones {
+            info!("identify: {}", zones::describe(z));
+        }
+        Ok(zones)
+    }
+
+    // ---- zones ------------------------------------------------------------------------------
+
+    /// Each node's zone into its `_nodes` doc, then `[cluster] placement` — the rule for `n`
+    /// copies over these zones (`zones::placement_rule`) — on every node; where they differ.
+    fn zones(&self, nodes: &Nodes, zones: &Zones) -> Result<Vec<String>> {
+        let via = &nodes.coordinator().addr;
+        let names = nodes.names();
+        let mut actions = Vec::new();
+        let written = self.write_zones(via, zones, &names)?;
+        if !written.is_empty() {
+            actions.push(format!("wrote the zones of {}", list_compact(&written)));
+        }
+        let current = self.cluster_configs(via, &names)?;
+        let n = n_of(current[nodes.coordinator].n.as_ref())?;
+        let Some(rule) = zones::placement_rule(zones, &names, n) else {
+            return Ok(actions);
+        };
+        let distinct: BTreeSet<&String> = zones.values().collect();
+        if distinct.len() < n.min(nodes.len()) {
+            warn!(
+                "zones: {} for n = {n}: every new range gets more than one copy in some zone ({rule}); losing such a zone loses the quorum of those ranges. A zone more spreads them",
+                zones::describe(zones)
+            );
+        }
+        let set = self.write_placement(via, &names, &current, &rule)?;
+        if set.is_empty() {
+            info!(
+                "zones: {}; [cluster] placement {rule} on every node",
+                zones::describe(zones)
+            );
+        } else {
+            actions.push(format!(
+                "set [cluster] placement {rule} on {} node(s)",
+                set.len()
+            ));
+        }
+        Ok(actions)
     }
 
     // ---- preflight --------------------------------------------------------------------------
@@ -697,7 +787,12 @@ pub fn diagnose(
 }
 
 fn effective_n(coordinator: &NodeConfig) -> Result<usize> {
-    match &coordinator.n {
+    n_of(coordinator.n.as_ref())
+}
+
+/// `[cluster] n` as set (CouchDB's default when not).
+fn n_of(value: Option<&String>) -> Result<usize> {
+    match value {
         None => Ok(COUCHDB_DEFAULT_N),
         Some(v) => v
             .trim()
@@ -1028,8 +1123,7 @@ mod tests {
             uuid: Some("u".into()),
             secret: Some(Secret::new("topsecret")),
             admin_hash: Some(Secret::new(hash)),
-            n: None,
-            q: None,
+            ..NodeConfig::default()
         };
         assert_eq!(
             config_drift(&nodes, &[conf("-pbkdf2-1"), conf("-pbkdf2-1")]),

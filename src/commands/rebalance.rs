@@ -19,7 +19,7 @@
 use anyhow::Result;
 use log::info;
 
-use crate::cluster::moves::{every_map_readable, refused, todo, Engine, Step};
+use crate::cluster::moves::{every_map_readable, refused, todo, zones_to_plan_by, Engine, Step};
 use crate::cluster::planner::{leftovers, plan_rebalance, render_plan, settled, still_to_do};
 use crate::cluster::session::Session;
 use crate::cluster::survey::Survey;
@@ -40,6 +40,7 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
         session.survey(&addrs, None)
     })?;
     let members = preflight(&survey)?;
+    let zones = zones_to_plan_by(&survey)?;
     // Sizes only choose among equal moves: a copy whose size cannot be read weighs what its
     // range's other copies weigh.
     if let Err(e) = session.phase("sizes", "every copy's file size", || {
@@ -50,10 +51,14 @@ pub fn rebalance(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<Stri
     let sizes = survey.sizes();
     let plans = session.phase(
         "plan",
-        "copies per member even over the whole cluster",
-        || Ok(plan_rebalance(&survey.docs, &members, &sizes)),
+        if zones.is_empty() {
+            "copies per member even over the whole cluster"
+        } else {
+            "every range over the zones, then copies per member even over the whole cluster"
+        },
+        || Ok(plan_rebalance(&survey.docs, &members, &sizes, &zones)),
     )?;
-    let text = render_plan(&survey.docs, &plans, &sizes, &members);
+    let text = render_plan(&survey.docs, &plans, &sizes, &members, &zones);
     if opts.dry_run {
         println!("{text}");
         return Ok("plan printed (--dry-run); nothing written".into());

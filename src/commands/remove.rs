@@ -22,12 +22,16 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::{Gone, NodeError};
-use crate::cluster::moves::{every_map_readable, incomplete, refused, todo, Engine, Step};
+use crate::cluster::health::intended_zones;
+use crate::cluster::moves::{
+    every_map_readable, incomplete, refused, todo, zones_to_plan_by, Engine, Step,
+};
 use crate::cluster::planner::{
     evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do,
 };
 use crate::cluster::session::{each_bounded, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
+use crate::cluster::zones::{empty_zones, placement_rule};
 use crate::util::clock::{poll, Clock};
 use crate::util::config::{parse_node, Config, NodeAddr};
 use crate::util::exit::{Failure, Status};
@@ -91,6 +95,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         ));
     }
     let serving = preflight(&survey, &leaving)?;
+    let zones = zones_to_plan_by(&survey)?;
     // Sizes only choose among equal homes: a copy whose size cannot be read weighs what its
     // range's other copies weigh.
     if let Err(e) = session.phase("sizes", "every copy's file size", || {
@@ -99,7 +104,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
         warn!("remove: could not read every copy's size, planning by copies alone: {e:#}");
     }
     let sizes = survey.sizes();
-    let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer, &sizes).map_err(|short| {
+    let plans = plan_removal(&survey.docs, &leaving, &serving, opts.accept_fewer, &sizes, &zones).map_err(|short| {
         let ranges: Vec<String> = short.iter().map(|(db, r)| format!("{db} {r}")).collect();
         refused(format!(
             "the other {} member(s) cannot hold every copy {leaving} holds: {} range(s) already have a copy on \
@@ -111,7 +116,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
             opts.node
         ))
     })?;
-    let text = render_plan(&survey.docs, &plans, &sizes, &serving);
+    let text = render_plan(&survey.docs, &plans, &sizes, &serving, &zones);
     if opts.dry_run {
         println!("{text}");
         return Ok(format!(
@@ -135,7 +140,7 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
             }
             // What the plan did not foresee (the map changed meanwhile), and what no member
             // can take.
-            let (moves, homeless) = evacuate(&map, &leaving, &serving, &load);
+            let (moves, homeless) = evacuate(&map, &leaving, &serving, &load, &zones);
             let drops = if opts.accept_fewer {
                 homeless.into_iter().map(|r| (r, leaving.clone())).collect()
             } else {
@@ -168,6 +173,19 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
 
     let files = leftover_files(&session, &survey, &leaving, &engine, opts.delete_leftovers)?;
     if survey.members.contains(&leaving) {
+        // Before its `_nodes` doc goes: a placement naming a zone it alone was in would make
+        // CouchDB refuse every new database (500 no_nodes_in_zone) from then on.
+        if let Some(rule) = placement_without(&survey, &leaving) {
+            session.phase(
+                "placement",
+                &format!("[cluster] placement {rule} on every other member"),
+                || {
+                    let names: Vec<String> = serving.to_vec();
+                    let current = session.cluster_configs(&survey.via, &names)?;
+                    session.write_placement(&survey.via, &names, &current, &rule)
+                },
+            )?;
+        }
         session.phase(
             "forget",
             &format!("delete {leaving}'s _nodes doc, then every member drops it"),
@@ -249,6 +267,37 @@ fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(others.into_iter().cloned().collect())
+}
+
+/// With zones declared, the `[cluster] placement` for the members that stay (the zone
+/// `leaving` was the last of drops out of it). Without, placement is not this tool's: a rule
+/// that would name an empty zone is warned about (`status` then names it as a problem).
+fn placement_without(survey: &Survey, leaving: &str) -> Option<String> {
+    let mut zones = intended_zones(survey);
+    zones.remove(leaving);
+    let members: Vec<String> = survey
+        .members
+        .iter()
+        .filter(|m| *m != leaving)
+        .cloned()
+        .collect();
+    if matches!(&survey.declared, Ok(Some(_))) {
+        return placement_rule(&zones, &members, survey.cluster_n);
+    }
+    for node in &survey.nodes {
+        let Some(rule) = node.config.as_ref().and_then(|c| c.placement.as_ref()) else {
+            continue;
+        };
+        let empty = empty_zones(rule, &zones, &members);
+        if !empty.is_empty() && node.name.as_deref() != Some(leaving) {
+            warn!(
+                "remove: {}'s [cluster] placement {rule} names zone(s) {} that no member is in once {leaving} has gone: CouchDB will refuse every database created through it (500 no_nodes_in_zone). Set COUCHDB_ZONES (init then writes the placement), or change it by hand",
+                node.label(),
+                empty.join(", ")
+            );
+        }
+    }
+    None
 }
 
 /// The shard files still on the removed node: reported, and deleted with the flag.

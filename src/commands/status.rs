@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use log::info;
+use log::{info, warn};
 use serde::Serialize;
 
 use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
 use crate::cluster::planner::{imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
 use crate::cluster::session::{Session, Waiting};
 use crate::cluster::survey::{CopyKey, State, Survey};
+use crate::cluster::zones::{self, Shared};
 use crate::commands::backup::{status_problems, Backup, DbBackup};
 use crate::commands::formation::{Summary, CHECK_AGAIN, CHECK_WAIT};
 use crate::util::clock::Clock;
@@ -53,6 +54,9 @@ pub struct Report {
     /// "unbalanced: node4 holds 2 of 312 copies (even would be 78)": a warning, not a problem
     /// (`check` stays healthy), when `rebalance` can even the members out.
     pub imbalance: Option<String>,
+    /// Ranges whose copies share a zone where the zones would allow them not to: a warning
+    /// too (nothing is lost now; `rebalance` spreads them).
+    pub zone_shared: Vec<Shared>,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
     /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
@@ -114,6 +118,12 @@ pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
             Ok(report)
         })?
     };
+    if !report.zone_shared.is_empty() {
+        warn!(
+            "check: {} range(s) share a zone where they need not (a lost zone takes more than one of their copies): `status` names them, `rebalance` spreads them",
+            report.zone_shared.len()
+        );
+    }
     let s = &report.survey;
     Ok(Summary {
         names: s.members.iter().cloned().collect(),
@@ -190,10 +200,12 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
         .filter(|m| survey.serving(m))
         .cloned()
         .collect();
-    let unbalanced = plan_rebalance(&survey.docs, &serving, &survey.sizes())
+    let unbalanced = plan_rebalance(&survey.docs, &serving, &survey.sizes(), &survey.zones)
         .iter()
         .map(|p| p.moves.len())
         .sum();
+    let members: Vec<String> = survey.members.iter().cloned().collect();
+    let zone_shared = zones::shared_ranges(&survey.docs, &survey.zones, &members);
     let loads = survey.node_loads();
     let imbalance = if unbalanced > 0 {
         imbalance(&loads, &serving)
@@ -203,6 +215,7 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
     Ok(Report {
         loads,
         imbalance,
+        zone_shared,
         survey,
         dbs,
         problems,
@@ -349,11 +362,17 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     ]
     .map(String::from)
     .to_vec()];
+    // The zone column only where zones are in use.
+    let zoned = !s.zones.is_empty();
+    if zoned {
+        rows[0].push("zone".into());
+    }
     for r in node_rows(s) {
         let held = report
             .loads
             .get(&r.name)
             .map_or("-".into(), |l| bytes(l.bytes));
+        let zone = s.zones.get(&r.name).cloned().unwrap_or_else(|| "-".into());
         rows.push(vec![
             r.name,
             r.address,
@@ -363,6 +382,9 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
             r.copies.to_string(),
             held,
         ]);
+        if let (true, Some(row)) = (zoned, rows.last_mut()) {
+            row.push(zone);
+        }
     }
     out.push(table(&rows));
     out.push(String::new());
@@ -418,6 +440,9 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     if let Some(finding) = &report.imbalance {
         out.push(finding.clone());
     }
+    if zoned {
+        out.extend(zones_text(report));
+    }
 
     out.push(match &report.files_unknown {
         Some(why) => format!("leftover shard files: unknown ({why})"),
@@ -439,6 +464,45 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
         out.push(backup_text(backup, opts));
     }
     out.join("\n")
+}
+
+/// The zones, the placement the nodes have, and every range whose copies share a zone where
+/// they need not (at most `SHOWN_DBS`).
+fn zones_text(report: &Report) -> Vec<String> {
+    let s = &report.survey;
+    let placements: std::collections::BTreeSet<Option<&str>> = s
+        .nodes
+        .iter()
+        .filter_map(|n| n.config.as_ref().map(|c| c.placement.as_deref()))
+        .collect();
+    let placement = match placements.iter().collect::<Vec<_>>().as_slice() {
+        [Some(rule)] => format!("[cluster] placement {rule} on every node"),
+        [None] => "no [cluster] placement: CouchDB ignores the zones for new databases".to_string(),
+        [] => "[cluster] placement unknown".to_string(),
+        _ => "[cluster] placement differs between nodes".to_string(),
+    };
+    let mut out = vec![format!("zones: {}; {placement}", zones::describe(&s.zones))];
+    if report.zone_shared.is_empty() {
+        out.push(
+            "zones: every range's copies over as many zones as its copies and the zones allow"
+                .into(),
+        );
+        return out;
+    }
+    out.push(format!(
+        "zones: {} range(s) share a zone where they need not (a lost zone takes more than one copy of each); `rebalance` spreads them:",
+        report.zone_shared.len()
+    ));
+    for shared in report.zone_shared.iter().take(SHOWN_DBS) {
+        out.push(format!("  {shared}"));
+    }
+    if report.zone_shared.len() > SHOWN_DBS {
+        out.push(format!(
+            "  … and {} more (`status --json` lists every one)",
+            report.zone_shared.len() - SHOWN_DBS
+        ));
+    }
+    out
 }
 
 fn db_table(dbs: &[&DbView], counts: bool) -> String {
@@ -518,6 +582,8 @@ struct JsonReport<'a> {
     rebalance_moves: usize,
     /// "unbalanced: …" when `rebalance` can even out the members (a warning: `healthy` stays).
     unbalanced: Option<&'a str>,
+    /// Ranges whose copies share a zone where they need not (a warning: `healthy` stays).
+    zones_shared: Vec<JsonShared<'a>>,
     /// With COUCHDB_BACKUP_URL only.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<JsonBackup<'a>>,
@@ -533,6 +599,19 @@ struct JsonNode {
     copies: usize,
     /// The file sizes of the copies it holds (a copy not read counts as its range's others).
     bytes: u64,
+    /// The zone of its `_nodes` doc.
+    zone: Option<String>,
+    /// Its `[cluster] placement`, when its config was read.
+    placement: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonShared<'a> {
+    db: &'a str,
+    range: &'a str,
+    zone: &'a str,
+    in_zone: usize,
+    copies: usize,
 }
 
 #[derive(Serialize)]
@@ -584,6 +663,11 @@ pub fn render_json(report: &Report) -> String {
                 member: r.member,
                 copies: r.copies,
                 bytes: report.loads.get(&r.name).map_or(0, |l| l.bytes),
+                zone: s.zones.get(&r.name).cloned(),
+                placement: s
+                    .node(&r.name)
+                    .and_then(|n| n.config.as_ref())
+                    .and_then(|c| c.placement.clone()),
                 name: r.name,
             })
             .collect(),
@@ -619,6 +703,17 @@ pub fn render_json(report: &Report) -> String {
             .collect(),
         rebalance_moves: report.unbalanced,
         unbalanced: report.imbalance.as_deref(),
+        zones_shared: report
+            .zone_shared
+            .iter()
+            .map(|z| JsonShared {
+                db: &z.db,
+                range: &z.range,
+                zone: &z.zone,
+                in_zone: z.in_zone,
+                copies: z.copies,
+            })
+            .collect(),
         backup: report.backup.as_ref().map(backup_json),
         leftovers: report
             .leftovers

@@ -25,7 +25,7 @@ use anyhow::Result;
 use log::{info, warn};
 
 use crate::client::Client;
-use crate::cluster::health::{drift, SYSTEM_DBS};
+use crate::cluster::health::{drift, zone_drift, SYSTEM_DBS};
 use crate::cluster::session::Session;
 use crate::cluster::survey::State;
 use crate::commands::backup::Backup;
@@ -250,7 +250,10 @@ fn work(cfg: &Config, report: &Report) -> Work {
         .filter(|(_, name)| !s.members.contains(*name))
         .map(|(_, name)| (*name).clone())
         .collect();
-    let drifted = drift(s);
+    // Config drift, or zones declared but not (or not all) written: init's procedure repairs
+    // both. A zone declaration init would refuse (a node without one) is left to the look's
+    // problems: forming would only fail on it again.
+    let drifted = drift(s).or_else(|| zone_drift(s));
     if new.is_empty() && drifted.is_none() {
         return Work::Nothing;
     }
@@ -323,6 +326,13 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
             false => BTreeMap::new(),
         },
         problem_dbs,
+        zones: s
+            .zones
+            .iter()
+            .filter(|(n, _)| s.members.contains(*n))
+            .map(|(n, z)| (n.clone(), z.clone()))
+            .collect(),
+        ranges_zone_shared: report.zone_shared.len(),
         backup: None,
     }
 }

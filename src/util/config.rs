@@ -8,7 +8,9 @@ use anyhow::{bail, Result};
 use serde::Deserialize;
 
 mod backup;
+mod zones;
 pub use backup::{Backup, Databases, Selected, BACKUP_VARIABLES, USERS_DB};
+pub use zones::{valid_zone, ZoneList, ZoneNode};
 
 /// The default overall deadline: long enough for a Kubernetes pod whose image is still being
 /// pulled, short enough that a broken compose stack fails within minutes rather than hanging.
@@ -60,6 +62,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_REQUEST_TIMEOUT",
         "deadline of one HTTP request, e.g. 500ms, 15s (default 15s)",
+    ),
+    (
+        "COUCHDB_ZONES",
+        "each node's failure domain, NODE=ZONE,… (NODE an Erlang name or as in COUCHDB_NODES): written into the nodes' _nodes docs with a [cluster] placement; unset: each node's own [couchdb_cluster_init] zone, if any",
     ),
     (
         "COUCHDB_MOVE_CONCURRENCY",
@@ -152,6 +158,8 @@ pub struct Config {
     pub move_concurrency: usize,
     /// COUCHDB_BACKUP_*: `None` when backup is off.
     pub backup: Option<Backup>,
+    /// COUCHDB_ZONES; `None`: unset (then each node's own report, if any, says its zone).
+    pub zones: Option<ZoneList>,
     /// `watch` only: the time between two looks, and where its metrics are served.
     pub watch_interval: Duration,
     pub metrics_addr: std::net::SocketAddr,
@@ -172,6 +180,7 @@ struct Raw {
     init_timeout: Option<String>,
     request_timeout: Option<String>,
     move_concurrency: Option<String>,
+    zones: Option<String>,
     watch_interval: Option<String>,
     metrics_addr: Option<String>,
 }
@@ -240,6 +249,7 @@ impl Config {
             DEFAULT_REQUEST_TIMEOUT,
         )?;
         let move_concurrency = move_concurrency(raw.move_concurrency)?;
+        let zones = zones::read(raw.zones, &nodes)?;
         let watch_interval = duration_var(
             "COUCHDB_WATCH_INTERVAL",
             raw.watch_interval,
@@ -273,6 +283,7 @@ impl Config {
             request_timeout,
             move_concurrency,
             backup,
+            zones,
             watch_interval,
             metrics_addr,
         })
@@ -711,6 +722,66 @@ mod tests {
             } => (nodes.into_iter().map(|n| n.label).collect(), coordinator),
             other => panic!("not listed: {other:?}"),
         }
+    }
+
+    #[test]
+    fn zones_name_nodes_by_address_or_erlang_name() {
+        let c = with(&[(
+            "COUCHDB_ZONES",
+            "couchdb-1=a, http://couchdb-2:6984=b,10.0.0.3=eu-west-1c",
+        )])
+        .unwrap();
+        let z = c.zones.unwrap();
+        assert_eq!(z.zone_of(Some(1), "x@y.z"), Some("b"));
+        assert_eq!(z.zone_of(Some(2), "x@y.z"), Some("eu-west-1c"));
+        let by_name = with(&[(
+            "COUCHDB_ZONES",
+            "couchdb@couchdb-1.cluster=a,couchdb-2:6984=b",
+        )])
+        .unwrap()
+        .zones
+        .unwrap();
+        assert_eq!(
+            by_name.zone_of(None, "couchdb@couchdb-1.cluster"),
+            Some("a")
+        );
+        assert_eq!(by_name.zone_of(Some(0), "couchdb@elsewhere.x"), None);
+        assert!(with(&[]).unwrap().zones.is_none());
+    }
+
+    #[test]
+    fn bad_zones_are_named_at_once() {
+        for (value, says) in [
+            ("", "set but empty"),
+            ("couchdb-1", "entry 1 is not NODE=ZONE"),
+            ("couchdb-1=a,couchdb-2=", "entry 2"),
+            ("couchdb-1=a:1", "not a zone name"),
+            ("couchdb-9=a", "`couchdb-9` is not an Erlang name"),
+            (
+                "couchdb-1=a,couchdb-1:5984=b",
+                "gives node `couchdb-1` twice",
+            ),
+            // Every node by address: the one left out is named at once.
+            ("couchdb-1=a,couchdb-2:6984=b", "gives no zone for 10.0.0.3"),
+        ] {
+            let e = config_error(with(&[("COUCHDB_ZONES", value)]));
+            assert!(
+                e.contains("COUCHDB_ZONES") && e.contains(says),
+                "{value}: {e}"
+            );
+        }
+        // An `@` with a `:` is credentials, not a name: never echoed.
+        let e = config_error(with(&[("COUCHDB_ZONES", "admin:hunter2@couchdb-1=a")]));
+        assert!(!e.contains("hunter2"), "{e}");
+        // With COUCHDB_SERVICE only Erlang names can name a node.
+        let mut v = base();
+        v.retain(|(k, _)| *k != "COUCHDB_NODES");
+        v.extend([
+            ("COUCHDB_SERVICE", "couchdb"),
+            ("COUCHDB_EXPECT", "3"),
+            ("COUCHDB_ZONES", "couchdb-0=a"),
+        ]);
+        assert!(config_error(Config::from_vars(vars(&v))).contains("COUCHDB_SERVICE"));
     }
 
     #[test]

@@ -285,3 +285,140 @@ fn base64(raw: &str) -> String {
     }
     out
 }
+
+// ---- documents and copies, for the tests that move them ---------------------------------------
+
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:03}")).collect()
+}
+
+/// Writes every id (retrying those a loaded simulator did not take at once).
+pub fn write_all(c: &Cluster, db: &str, ids: &[String]) {
+    c.node(0).write_docs(db, ids);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in ids {
+        while c.node(0).doc(db, id).is_none() {
+            assert!(Instant::now() < deadline, "could not write {id}");
+            c.node(0).write_docs(db, &[id]);
+        }
+    }
+}
+
+/// Waits until every copy of every range of `dbs` holds what the fullest holds: the state
+/// "before" an operation is a settled one (`_users` gets `_design/_auth` after its creation,
+/// and new files appear a moment after a map names them).
+pub fn settle(c: &Cluster, dbs: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for db in dbs {
+        c.node(0).sync_shards(db);
+        for (range, holders) in c.node(0).shards(db).expect("db exists") {
+            loop {
+                let counts: Vec<Option<u64>> = holders
+                    .iter()
+                    .filter_map(|h| c.nodes().iter().find(|n| n.name() == *h))
+                    .map(|n| n.copy_doc_count(db, &range))
+                    .collect();
+                let most = counts.iter().flatten().max().copied();
+                if counts.iter().all(|n| n.is_some() && *n == most) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{db} {range} never settled: {counts:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Each range's document count before an operation (the fullest copy).
+pub fn counts_before(c: &Cluster, db: &str) -> Vec<(String, u64)> {
+    let map = c.node(0).shards(db).expect("db exists");
+    map.iter()
+        .map(|(range, holders)| {
+            let most = holders
+                .iter()
+                .filter_map(|h| c.nodes().iter().find(|n| n.name() == *h))
+                .filter_map(|n| n.copy_doc_count(db, range))
+                .max()
+                .unwrap_or(0);
+            (range.clone(), most)
+        })
+        .collect()
+}
+
+/// On every shard-map change any node applied, every range of `db` had at least `n` copies
+/// holding what the range held before the operation.
+pub fn assert_never_short(c: &Cluster, db: &str, before: &[(String, u64)], n: usize) {
+    let events: Vec<_> = c
+        .shard_map_events()
+        .into_iter()
+        .filter(|e| e.db == db)
+        .collect();
+    assert!(!events.is_empty(), "no shard-map change of {db} was seen");
+    for e in &events {
+        for (range, docs) in before {
+            assert!(
+                e.copies_with_at_least(range, *docs) >= n,
+                "{db} {range} had fewer than {n} complete copies ({docs} docs) on {} at {:?}: {e:?}",
+                e.node,
+                e.at
+            );
+        }
+    }
+}
+
+/// Every id in `ids` is listed by `_all_docs` through each node in `through`. Allows 5 s: a
+/// write made during a move reaches the new copy by the write-triggered push.
+pub fn assert_readable(c: &Cluster, db: &str, through: &[usize], ids: &[String]) {
+    let mut want = ids.to_vec();
+    want.sort();
+    want.dedup();
+    for &i in through {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut seen = c.node(i).doc_ids(db).unwrap_or_default();
+            seen.sort();
+            let missing: Vec<&String> = want
+                .iter()
+                .filter(|id| seen.binary_search(id).is_err())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} documents missing through {}: {:?}…",
+                missing.len(),
+                c.node(i).name(),
+                &missing[..missing.len().min(5)]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Copies per node over `dbs`, in node order.
+pub fn copies_per_node(c: &Cluster, dbs: &[&str]) -> Vec<usize> {
+    let mut per = vec![0; c.len()];
+    for db in dbs {
+        for holders in c.node(0).shards(db).unwrap().values() {
+            for h in holders {
+                if let Some(i) = c.nodes().iter().position(|n| n.name() == *h) {
+                    per[i] += 1;
+                }
+            }
+        }
+    }
+    per
+}
+
+/// COUCHDB_NODES for some of the nodes.
+pub fn listing(c: &Cluster, nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|&i| label(c, i))
+        .collect::<Vec<_>>()
+        .join(",")
+}

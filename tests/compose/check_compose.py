@@ -177,6 +177,22 @@ TLS_SERVICE = "couchdb-tls"  # the HTTPS override's Traefik router and service
 SECRET_DIR = "/run/secrets"  # where Compose mounts a service's secrets
 
 
+def check_zones(services):
+    """compose/zones.yaml: COUCHDB_ZONES on every service that runs the init against the nodes (those with
+    COUCHDB_NODES), and by default a zone for each of compose.yaml's nodes, named as COUCHDB_NODES does."""
+    zones = yaml.safe_load((ROOT / "compose" / "zones.yaml").read_text())["services"]
+    runners = {n for n, s in services.items() if "COUCHDB_NODES" in as_dict(s.get("environment"))}
+    check("compose/zones.yaml sets COUCHDB_ZONES on every service that runs the init", set(zones) == runners,
+          f"{sorted(zones)} vs {sorted(runners)}")
+    for name, svc in zones.items():
+        value = as_dict(svc.get("environment")).get("COUCHDB_ZONES", "")
+        default = re.fullmatch(r"\$\{COUCHDB_ZONES:-([^}]*)\}", value)
+        nodes = as_dict(services.get(name, {}).get("environment")).get("COUCHDB_NODES", "").split(",")
+        given = [e.split("=", 1)[0] for e in default.group(1).split(",")] if default else []
+        check(f"compose/zones.yaml: {name}'s default COUCHDB_ZONES gives every node of its COUCHDB_NODES a zone",
+              given == nodes, f"{value!r} vs {nodes}")
+
+
 def check_https(anchor_labels):
     """compose/https.yaml (and its companions https-couchdb-4.yaml, https-letsencrypt.yaml): a
     second router and service on every node for Host(couchdb.${DEFAULT_URL}) on `websecure`,
@@ -432,6 +448,7 @@ def main():
 
     check_fourth_node(services, labels[0], services[NODES[0]].get("healthcheck"))
     check_https(labels[0])
+    check_zones(services)
 
     example_env = (ROOT / ".env.example").read_text()
     keys = {line.split("=", 1)[0] for line in example_env.splitlines() if "=" in line and not line.startswith("#")}

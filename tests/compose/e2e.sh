@@ -25,7 +25,8 @@
 # changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
 # the old one back, all is well -> a fourth node (compose/couchdb-4.yaml): running but not joined, it gets no request and its
 # healthcheck fails; the init run with it joins it, then it gets requests -> with the HTTPS override for four
-# nodes it answers over HTTPS too -> stop a node: the
+# nodes it answers over HTTPS too -> the zones override (tests/compose/e2e-zones.sh): a node
+# without a zone refused by name, the zones and placement written, old ranges spread -> stop a node: the
 # init fails naming it -> down: only the named volumes are left -> down -v: nothing is left.
 # The init runs at RUST_LOG=trace, which logs every request it sends: that is how writes are
 # counted, and no secret may appear in those logs.
@@ -628,6 +629,12 @@ pass "the init joined couchdb-4: healthy, and through Traefik ${out#ok }"
 
 # The HTTPS override with the fourth node (tests/compose/e2e-https.sh).
 https_four_step
+
+# The zones override with the fourth node (tests/compose/e2e-zones.sh): a node without a zone is
+# refused, named; the zones written; old ranges spread over them by `rebalance`.
+# shellcheck source=tests/compose/e2e-zones.sh
+. "$root/tests/compose/e2e-zones.sh"
+zones_four_step
 
 # 11. A node goes down; the init, run again, fails and names it.
 log "stopping couchdb-3, running the init again"

@@ -76,7 +76,8 @@ for c in "${composes[@]}"; do
       "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml" \
       "compose.yaml compose/https.yaml" "compose.yaml compose/e2e.yaml compose/https.yaml" \
       "compose.yaml compose/couchdb-4.yaml compose/https.yaml compose/https-couchdb-4.yaml" \
-      "compose.yaml compose/https-letsencrypt.yaml"; do
+      "compose.yaml compose/https-letsencrypt.yaml" "compose.yaml compose/zones.yaml" \
+      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml compose/zones.yaml"; do
     # shellcheck disable=SC2086,SC2046 # $c is one or two words, $files a list, on purpose
     if out="$($c --env-file "$work/test.env" $(printf -- '-f %s ' $files) config -q 2>&1)"; then
       ok "$c ($version) config accepts ${files// / + }"

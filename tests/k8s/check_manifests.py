@@ -2,10 +2,11 @@
 """Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
 example app and docs/kubernetes.md agree — names, ports, labels, the Secret's keys, exit codes.
 
-    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml
-    # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`
+    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml ZONES.yaml
+    # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`;
+    # ZONES.yaml: `kubectl kustomize k8s/zones-from-node/`
 
-Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs and docs/kubernetes.md. Prints one line per check and ends
+Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs, src/client/zones.rs and docs/kubernetes.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
 """
 
@@ -96,7 +97,93 @@ def restricted(name, pod_spec, container):
     check(f"{name}: no service account token", pod_spec.get("automountServiceAccountToken") is False)
 
 
-def main(all_yaml, helm_yaml):
+ZONE_LABEL = "metadata.labels['topology.kubernetes.io/zone']"
+
+
+def zone_section():
+    """The config section a node reports its zone in (src/client/zones.rs)."""
+    m = re.search(r'pub const ZONE_SECTION: &str = "([^"]+)";', (ROOT / "src" / "client" / "zones.rs").read_text())
+    return m.group(1) if m else None
+
+
+def zone_file(name, pod):
+    """The pod's `zone` init container writes `[<section>]` / `zone = ` into a file of an emptyDir
+    that the couchdb container mounts into etc/default.d (read by CouchDB, never written)."""
+    section = zone_section()
+    inits = [c for c in pod.get("initContainers", []) if c["name"] == "zone"]
+    check(f"{name}: a `zone` init container", len(inits) == 1)
+    if not inits:
+        return None
+    init = inits[0]
+    script = " ".join(init.get("command", []))
+    target = re.search(r"> (/\S+)$", script.strip())
+    check(f"{name}: it writes [{section}] zone = (src/client/zones.rs's ZONE_SECTION)",
+          section and f"[{section}]\\nzone = %s" in script and target, script)
+    if not target:
+        return init
+    path = target.group(1)
+    mount = next((m for m in init.get("volumeMounts", []) if path.startswith(m["mountPath"] + "/")), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), None)
+    couchdb = next(c for c in pod["containers"] if c["name"] == "couchdb")
+    read = [m for m in couchdb["volumeMounts"] if mount and m["name"] == mount["name"]]
+    check(f"{name}: into an emptyDir the couchdb container reads as an etc/default.d/*.ini file",
+          volume is not None and "emptyDir" in volume and len(read) == 1
+          and read[0].get("subPath") == path[len(mount["mountPath"]) + 1:]
+          and re.fullmatch(r"/opt/couchdb/etc/default\.d/[^/]+\.ini", read[0]["mountPath"]), read)
+    return init
+
+
+def zones(sts, from_node_docs, labels):
+    """The zones: from the pod's own label (1.35+) in k8s/, from the API with the least RBAC in
+    k8s/zones-from-node/."""
+    pod = sts["spec"]["template"]["spec"]
+    init = zone_file("StatefulSet", pod)
+    if init:
+        check("StatefulSet: the zone from the pod's topology.kubernetes.io/zone label (downward API, no RBAC)",
+              env_of(init).get("COUCHDB_ZONE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+              == ZONE_LABEL)
+    spread = pod.get("topologySpreadConstraints", [])
+    check("StatefulSet: pods spread over the zones",
+          any(t["topologyKey"] == "topology.kubernetes.io/zone" and selects(t["labelSelector"]["matchLabels"], labels)
+              for t in spread))
+    check("StatefulSet: no service account token in k8s/ (the zone needs none there)",
+          "serviceAccountName" not in pod)
+
+    zsts = one(from_node_docs, "StatefulSet")
+    zpod = zsts["spec"]["template"]["spec"]
+    zinit = zone_file("zones-from-node", zpod)
+    role = one(from_node_docs, "ClusterRole")
+    binding = one(from_node_docs, "ClusterRoleBinding")
+    account = one(from_node_docs, "ServiceAccount")
+    check("zones-from-node: the ClusterRole may only get nodes",
+          role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}], role["rules"])
+    check("zones-from-node: bound to the StatefulSet's own ServiceAccount",
+          binding["roleRef"]["name"] == role["metadata"]["name"]
+          and [s["name"] for s in binding["subjects"]] == [account["metadata"]["name"]]
+          and zpod.get("serviceAccountName") == account["metadata"]["name"])
+    if zinit:
+        script = " ".join(zinit.get("command", []))
+        token = [v for v in zpod.get("volumes", []) if "projected" in v
+                 and any("serviceAccountToken" in s for s in v["projected"]["sources"])]
+        holders = [c["name"] for c in zpod.get("initContainers", []) + zpod["containers"]
+                   if any(m["name"] in {v["name"] for v in token} for m in c.get("volumeMounts", []))]
+        check("zones-from-node: only the zone init container holds a token, which expires",
+              zpod.get("automountServiceAccountToken") is False and holders == ["zone"]
+              and all(s["serviceAccountToken"].get("expirationSeconds", 0) <= 3600
+                      for v in token for s in v["projected"]["sources"] if "serviceAccountToken" in s),
+              holders)
+        check("zones-from-node: it asks for its own node (spec.nodeName), its label, the token on stdin",
+              env_of(zinit).get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+              == "spec.nodeName"
+              and "/api/v1/nodes/$NODE_NAME" in script and "topology\\.kubernetes\\.io\\/zone" in script
+              and "-K -" in script and "Bearer %s" in script and "COUCHDB_ZONE" not in env_of(zinit), script)
+    page = (ROOT / "docs" / "kubernetes.md").read_text()
+    check("docs/kubernetes.md: the zones, both ways",
+          "topology.kubernetes.io/zone" in page and "kubectl apply -k k8s/zones-from-node/" in page
+          and f"[{zone_section()}]" in page)
+
+
+def main(all_yaml, helm_yaml, zones_yaml):
     docs = load(all_yaml)
     sts = one(docs, "StatefulSet")
     headless = one(docs, "Service", sts["spec"]["serviceName"])
@@ -137,9 +224,9 @@ def main(all_yaml, helm_yaml):
           "$COUCHDB_PASSWORD" in compose_check and "-u" not in compose_check.split())
     mounts = {m["mountPath"] for m in couchdb["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    kept = {"/opt/couchdb/data", "/opt/couchdb/etc/local.d"}
     check("StatefulSet: data and etc/local.d on a claim",
-          {"/opt/couchdb/data", "/opt/couchdb/etc/local.d"} <= mounts
-          and all(m["name"] in claims for m in couchdb["volumeMounts"]))
+          kept <= mounts and all(m["name"] in claims for m in couchdb["volumeMounts"] if m["mountPath"] in kept))
     anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution", [])
     check("StatefulSet: preferred anti-affinity over its own pods",
           any(selects(t["podAffinityTerm"]["labelSelector"]["matchLabels"], labels) for t in anti))
@@ -288,6 +375,9 @@ def main(all_yaml, helm_yaml):
     check("the backup CronJob never runs twice at once",
           load(backup_dir / "cronjob.yaml")[0]["spec"].get("concurrencyPolicy") == "Forbid")
 
+    # Zones.
+    zones(sts, load(zones_yaml), labels)
+
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]
     check("no manifest hard-codes cluster.local", not hard_coded, hard_coded)
@@ -298,4 +388,4 @@ def main(all_yaml, helm_yaml):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))

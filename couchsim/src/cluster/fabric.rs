@@ -17,7 +17,7 @@ use super::dist;
 use super::seq::{self, Pos};
 use crate::node::docs::{Doc, DocDb, Leaf, Page};
 use crate::node::ejson::{self, Ej};
-use crate::node::shards::{self, ShardMap};
+use crate::node::shards::{self, ShardMap, Unplaced};
 use crate::node::{lock, log_line, NodeInner, Repair};
 use crate::util;
 
@@ -102,11 +102,24 @@ pub fn create_db(
     n: Option<u64>,
     origin: Origin,
 ) -> bool {
-    if !create_unpushed(node, name, q, n, origin) {
-        return false;
+    create_db_placed(node, name, q, n, None, origin) == Ok(true)
+}
+
+/// `create_db` with a `?placement=` (else `[cluster] placement` of this node): `Err` when
+/// mem3 refuses to place it (nothing is created), `Ok(false)` when it exists.
+pub fn create_db_placed(
+    node: &NodeInner,
+    name: &str,
+    q: Option<u64>,
+    n: Option<u64>,
+    placement: Option<&str>,
+    origin: Origin,
+) -> Result<bool, Unplaced> {
+    if !create_unpushed(node, name, q, n, placement, origin)? {
+        return Ok(false);
     }
     dist::push_dbs_now(node);
-    true
+    Ok(true)
 }
 
 /// Many databases, then one push of `_dbs` (as if they were made one after the other, each
@@ -115,7 +128,7 @@ pub fn create_db(
 pub fn create_dbs(node: &NodeInner, names: &[String], q: Option<u64>, n: Option<u64>) -> usize {
     let made = names
         .iter()
-        .filter(|name| create_unpushed(node, name, q, n, Origin::Http))
+        .filter(|name| create_unpushed(node, name, q, n, None, Origin::Http) == Ok(true))
         .count();
     dist::push_dbs_now(node);
     made
@@ -126,25 +139,32 @@ fn create_unpushed(
     name: &str,
     q: Option<u64>,
     n: Option<u64>,
+    placement: Option<&str>,
     origin: Origin,
-) -> bool {
+) -> Result<bool, Unplaced> {
     let pin = node.shared.take_pin(name);
     let (by_range, suffix) = {
         let st = lock(&node.store);
         if st.db_exists(name) {
-            return false;
+            return Ok(false);
         }
-        let by_range = pin.by_range.unwrap_or_else(|| {
-            let n = n.filter(|n| *n > 0).unwrap_or_else(|| st.cluster_n());
-            let q = q.filter(|q| *q > 0).unwrap_or_else(|| st.cluster_q());
-            shards::place(name, &st.cluster_nodes(), n, q)
-        });
+        let by_range = match pin.by_range {
+            Some(pinned) => pinned,
+            None => {
+                let n = n.filter(|n| *n > 0).unwrap_or_else(|| st.cluster_n());
+                let q = q.filter(|q| *q > 0).unwrap_or_else(|| st.cluster_q());
+                let placement = placement
+                    .map(str::to_string)
+                    .or_else(|| st.config_get("cluster", "placement"));
+                shards::choose(name, &st.candidates(), placement.as_deref(), n, q)?
+            }
+        };
         let suffix = pin
             .suffix
             .unwrap_or_else(|| format!(".{}", util::unix_now().as_secs()));
         (by_range, suffix)
     };
-    write_map(node, name, &by_range, &suffix, origin)
+    Ok(write_map(node, name, &by_range, &suffix, origin))
 }
 
 /// A db with every range on this node alone (a node finished or used on its own).

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use crate::net::http::{HttpRequest, Response};
 use crate::node::docs::{Page, WriteError};
+use crate::node::{lock, NodeInner};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,16 @@ pub fn unread_body(mut resp: Response, req: &HttpRequest) -> Response {
         resp.close = true;
     }
     resp
+}
+
+/// An Erlang crash as chttpd reports it: 500 with a random `ref` (also the stack hash header).
+pub fn unknown_error(node: &NodeInner, reason: &str) -> Response {
+    let r = 1_000_000_000 + (lock(&node.rng).below(1_147_483_647));
+    Response::json(
+        500,
+        &json!({"error": "unknown_error", "reason": reason, "ref": r}),
+    )
+    .with_header("X-Couch-Stack-Hash", r.to_string())
 }
 
 pub fn db_not_found() -> Response {

@@ -272,15 +272,19 @@ fn create(node: &Arc<NodeInner>, req: &HttpRequest, who: &Who, db: &str) -> Resp
     }
     let n = req.query_param("n").and_then(|v| v.parse().ok());
     let q = req.query_param("q").and_then(|v| v.parse().ok());
-    if fabric::create_db(node, db, q, n, fabric::Origin::Http) {
-        let host = req.header("host").unwrap_or("127.0.0.1").to_string();
-        Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
-    } else {
-        Response::error(
+    let placement = req.query_param("placement");
+    match fabric::create_db_placed(node, db, q, n, placement.as_deref(), fabric::Origin::Http) {
+        Ok(true) => {
+            let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+            Response::ok(201).with_header("Location", format!("http://{host}/{db}"))
+        }
+        Ok(false) => Response::error(
             412,
             "file_exists",
             "The database could not be created, the file already exists.",
-        )
+        ),
+        // Transcript 16: mem3's error surfaces as a 500 with a `ref`, and nothing is created.
+        Err(unplaced) => answers::unknown_error(node, unplaced.reason()),
     }
 }
 

@@ -109,18 +109,8 @@ fn default_dbs() -> Vec<String> {
     SYSTEM_DBS.iter().map(|s| s.to_string()).collect()
 }
 
-/// An Erlang crash as chttpd reports it: 500 with a random `ref` (also the stack hash header).
-pub fn unknown_error(node: &NodeInner, reason: &str) -> Response {
-    let r = 1_000_000_000 + (lock(&node.rng).below(1_147_483_647));
-    Response::json(
-        500,
-        &json!({"error": "unknown_error", "reason": reason, "ref": r}),
-    )
-    .with_header("X-Couch-Stack-Hash", r.to_string())
-}
-
 fn badarg(node: &NodeInner) -> Response {
-    unknown_error(node, "badarg")
+    answers::unknown_error(node, "badarg")
 }
 
 fn bad_request(reason: &str) -> Response {
@@ -182,7 +172,7 @@ fn post(node: &Arc<NodeInner>, req: &HttpRequest, epoch: u64) -> Response {
 fn missing_json_body(node: &NodeInner) -> Response {
     let mut first = bad_request("Missing JSON body'");
     first.bare = true;
-    let crash = unknown_error(node, "function_clause");
+    let crash = answers::unknown_error(node, "function_clause");
     let rid = node.random_hex(5);
     first.trailing = http::render(&crash, &rid);
     first

@@ -161,6 +161,88 @@ pub fn place(db: &str, members: &[String], n: u64, q: u64) -> BTreeMap<String, V
     out
 }
 
+/// A member as mem3's placement sees it: its name, and the `zone` and `decom` fields of its
+/// `_nodes` doc (`mem3:node_info/2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub zone: Option<String>,
+    pub decom: bool,
+}
+
+/// Why mem3 refused to place a new db (HTTP 500, `unknown_error`, nothing created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplaced {
+    /// A zone of the placement has no (allowed) node: `no_nodes_in_zone` (transcript 16).
+    NoNodesInZone,
+    /// A placement that is not `zone:count,…`: mem3's `decode_placement_string` crashes on
+    /// its match (not recorded; the reason is the Erlang error's name).
+    Malformed,
+}
+
+impl Unplaced {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unplaced::NoNodesInZone => "no_nodes_in_zone",
+            Unplaced::Malformed => "badmatch",
+        }
+    }
+}
+
+/// `a:1,b:1,c:1` → [(a, 1), (b, 1), (c, 1)], as `mem3:decode_placement_string/1`.
+pub fn parse_placement(text: &str) -> Option<Vec<(String, u64)>> {
+    text.split(',')
+        .filter(|rule| !rule.is_empty())
+        .map(|rule| {
+            let (zone, count) = rule.split_once(':')?;
+            if zone.is_empty() || count.contains(':') {
+                return None;
+            }
+            Some((zone.to_string(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Where a new db's copies go (`mem3:choose_shards/2`): over the members not marked `decom`;
+/// with a placement (`?placement=`, else `[cluster] placement`), zone by zone — each zone's
+/// members get `count` copies of every range, capped at the zone's nodes without a word
+/// (`c:2` of a one-node zone is one copy), and `n` is ignored; a zone with no node refuses
+/// the whole db. Without one, `n` copies over all of them (`place`).
+pub fn choose(
+    db: &str,
+    members: &[Candidate],
+    placement: Option<&str>,
+    n: u64,
+    q: u64,
+) -> Result<BTreeMap<String, Vec<String>>, Unplaced> {
+    let allowed: Vec<&Candidate> = members.iter().filter(|m| !m.decom).collect();
+    let Some(text) = placement else {
+        let names: Vec<String> = allowed.iter().map(|m| m.name.clone()).collect();
+        return Ok(place(db, &names, n, q));
+    };
+    let rules = parse_placement(text).ok_or(Unplaced::Malformed)?;
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (zone, count) in rules {
+        let in_zone: Vec<String> = allowed
+            .iter()
+            .filter(|m| m.zone.as_deref() == Some(zone.as_str()))
+            .map(|m| m.name.clone())
+            .collect();
+        if in_zone.is_empty() {
+            return Err(Unplaced::NoNodesInZone);
+        }
+        for (range, copies) in place(db, &in_zone, count, q) {
+            out.entry(range).or_default().extend(copies);
+        }
+    }
+    for copies in out.values_mut() {
+        copies.sort();
+        copies.dedup();
+        copies.reverse();
+    }
+    Ok(out)
+}
+
 /// The `_dbs` doc body mem3 writes for a new db: `shard_suffix`, `changelog` (range by range,
 /// nodes ascending), `by_node`, `by_range` (nodes ascending), and `props` — an empty object
 /// when the db was created over HTTP, absent for the ones `finish_cluster` creates
@@ -305,6 +387,93 @@ mod tests {
         assert_eq!(s["00000000-7fffffff"], names(&["node3@127.0.0.1"]));
         let s = place("db", &names(&["a@x.y", "phantom@x.y"]), 3, 2);
         assert_eq!(s["00000000-7fffffff"].len(), 2);
+    }
+
+    fn members(zones: &[(&str, Option<&str>, bool)]) -> Vec<Candidate> {
+        zones
+            .iter()
+            .map(|(name, zone, decom)| Candidate {
+                name: name.to_string(),
+                zone: zone.map(str::to_string),
+                decom: *decom,
+            })
+            .collect()
+    }
+
+    /// Transcript 16's zones: a = node1, node2; b = node3, node4; c = node5.
+    fn sixteen() -> Vec<Candidate> {
+        members(&[
+            ("node1@127.0.0.1", Some("a"), false),
+            ("node2@127.0.0.1", Some("a"), false),
+            ("node3@127.0.0.1", Some("b"), false),
+            ("node4@127.0.0.1", Some("b"), false),
+            ("node5@127.0.0.1", Some("c"), false),
+        ])
+    }
+
+    fn zones_of(copies: &[String]) -> Vec<&'static str> {
+        let mut z: Vec<&str> = copies
+            .iter()
+            .map(|c| match c.as_str() {
+                "node1@127.0.0.1" | "node2@127.0.0.1" => "a",
+                "node3@127.0.0.1" | "node4@127.0.0.1" => "b",
+                _ => "c",
+            })
+            .collect();
+        z.sort();
+        z
+    }
+
+    #[test]
+    fn placement_puts_each_zones_share_on_its_nodes_as_transcript_16() {
+        let m = sixteen();
+        let map = choose("zoned1", &m, Some("a:1,b:1,c:1"), 3, 4).unwrap();
+        assert_eq!(map.len(), 4);
+        for copies in map.values() {
+            assert_eq!(zones_of(copies), ["a", "b", "c"]);
+            assert!(copies.contains(&"node5@127.0.0.1".to_string()));
+        }
+        // n is ignored when a placement names the copies.
+        assert_eq!(
+            choose("withn2", &m, Some("a:1,b:1,c:1"), 2, 2),
+            choose("withn2", &m, Some("a:1,b:1,c:1"), 3, 2)
+        );
+        let per_db = choose("perdb", &m, Some("a:2,b:1"), 3, 2).unwrap();
+        for copies in per_db.values() {
+            assert_eq!(zones_of(copies), ["a", "a", "b"]);
+        }
+        // Fewer nodes in the zone than asked: fewer copies, no error.
+        let short = choose("toomany", &m, Some("c:2"), 3, 2).unwrap();
+        assert!(short
+            .values()
+            .all(|c| *c == ["node5@127.0.0.1".to_string()]));
+        assert_eq!(
+            choose("nozone", &m, Some("a:1,z:1"), 3, 2),
+            Err(Unplaced::NoNodesInZone)
+        );
+        assert_eq!(choose("x", &m, Some("a"), 3, 2), Err(Unplaced::Malformed));
+    }
+
+    #[test]
+    fn decom_takes_a_node_out_of_new_dbs() {
+        let mut m = sixteen();
+        m[4].decom = true;
+        assert_eq!(
+            choose("afterdecom", &m, Some("a:1,b:1,c:1"), 3, 2),
+            Err(Unplaced::NoNodesInZone)
+        );
+        let spread = choose("nodecom", &m, None, 3, 2).unwrap();
+        assert!(spread.values().flatten().all(|n| n != "node5@127.0.0.1"));
+        // Without a placement, zones change nothing.
+        assert_eq!(
+            choose("plain", &sixteen(), None, 3, 2).unwrap(),
+            place(
+                "plain",
+                &sixteen().into_iter().map(|c| c.name).collect::<Vec<_>>(),
+                3,
+                2
+            )
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::docs::DocDb;
 use super::ejson::Ej;
-use super::shards::ShardMap;
+use super::shards::{Candidate, ShardMap};
 
 /// The node-local databases every node lists besides its shard files.
 pub const LOCAL_DBS: [&str; 3] = ["_dbs", "_nodes", "_users"];
@@ -55,6 +55,26 @@ impl Store {
     /// `cluster_nodes`: the live docs of `_nodes`, sorted.
     pub fn cluster_nodes(&self) -> Vec<String> {
         self.nodes.live_ids()
+    }
+
+    /// The members as mem3's placement sees them: each live `_nodes` doc's `zone` and `decom`
+    /// (`true`, or the string `"true"`, as `mem3:allowed_nodes/0` takes it).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .live()
+            .map(|(id, d)| {
+                let body = &d.winner().body;
+                Candidate {
+                    name: id.clone(),
+                    zone: body.get("zone").and_then(Ej::as_str).map(str::to_string),
+                    decom: match body.get("decom") {
+                        Some(Ej::Bool(b)) => *b,
+                        Some(other) => other.as_str() == Some("true"),
+                        None => false,
+                    },
+                }
+            })
+            .collect()
     }
 
     pub fn is_member(&self, node: &str) -> bool {

@@ -30,6 +30,10 @@ pub struct Snapshot {
     pub bytes: BTreeMap<String, u64>,
     /// Databases with ranges below n, the worst first, at most `PROBLEM_DBS`.
     pub problem_dbs: Vec<(String, usize)>,
+    /// Erlang name → the zone of its `_nodes` doc (members with one).
+    pub zones: BTreeMap<String, String>,
+    /// Ranges whose copies share a zone where the zones would allow them not to.
+    pub ranges_zone_shared: usize,
     pub backup: Option<BackupLag>,
 }
 
@@ -97,7 +101,7 @@ pub fn render(s: &Shared) -> String {
         "1 when the cluster passes `couchdb-cluster-init check`, else 0 (also when no node answers)",
         Some(u64::from(snap.is_some_and(|s| s.healthy))),
     );
-    let counts: [Count; 4] = [
+    let counts: [Count; 5] = [
         (
             "couchdb_cluster_members",
             "nodes in the cluster's membership",
@@ -118,6 +122,11 @@ pub fn render(s: &Shared) -> String {
             "shard ranges with fewer copies than n on members that are up",
             |s| s.ranges_below_n,
         ),
+        (
+            "couchdb_cluster_ranges_zone_shared",
+            "shard ranges with more copies in one zone than the zones require (a lost zone takes more than one)",
+            |s| s.ranges_zone_shared,
+        ),
     ];
     for (name, help, value) in counts {
         gauge(&mut out, name, help, snap.map(|s| value(s) as u64));
@@ -130,6 +139,21 @@ pub fn render(s: &Shared) -> String {
             "node",
             snap.copies.iter().map(|(k, v)| (k, *v as u64)),
         );
+        if !snap.zones.is_empty() {
+            let _ = write!(
+                out,
+                "# HELP couchdb_node_zone_info the zone of a member's _nodes doc, 1 per member with one\n\
+                 # TYPE couchdb_node_zone_info gauge\n"
+            );
+            for (node, zone) in &snap.zones {
+                let _ = writeln!(
+                    out,
+                    "couchdb_node_zone_info{{node=\"{}\",zone=\"{}\"}} 1",
+                    escape(node),
+                    escape(zone)
+                );
+            }
+        }
         if !snap.bytes.is_empty() {
             labelled(
                 &mut out,
@@ -259,6 +283,8 @@ mod tests {
             databases: 2,
             copies: [("couchdb@a.b".to_string(), 4)].into(),
             problem_dbs: vec![("we\"ird\\db\n".to_string(), 1)],
+            zones: [("couchdb@a.b".to_string(), "eu-west-1a".to_string())].into(),
+            ranges_zone_shared: 2,
             backup: Some(BackupLag {
                 unreplicated: 1,
                 docs_behind: 7,
@@ -273,6 +299,8 @@ mod tests {
             "couchdb_node_copies{node=\"couchdb@a.b\"} 4",
             "couchdb_database_ranges_below_n{db=\"we\\\"ird\\\\db\\n\"} 1",
             "couchdb_backup_docs_behind 7",
+            "couchdb_node_zone_info{node=\"couchdb@a.b\",zone=\"eu-west-1a\"} 1",
+            "couchdb_cluster_ranges_zone_shared 2",
             "couchdb_watch_last_tick_timestamp_seconds 5.000",
         ] {
             assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
