@@ -473,3 +473,148 @@ fn a_new_node_waits_while_a_member_does_not_answer() {
     r.assert_code(0);
     r.assert_says(&["waits until every member answers", &c.node(1).name()]);
 }
+
+#[test]
+fn the_status_page_and_its_json_show_the_last_look_and_cost_the_nodes_nothing() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    c.node(0).create_db("app");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // A long interval: between two looks, only the page is asked for.
+    let w = Watcher {
+        run: Some(spawn(
+            &c,
+            &["watch"],
+            &[
+                ("COUCHDB_WATCH_INTERVAL", "1h"),
+                ("COUCHDB_METRICS_ADDR", &addr),
+            ],
+        )),
+        port,
+    };
+    w.until("couchdb_cluster_healthy", "1");
+    c.reset_counters();
+    for _ in 0..5 {
+        let (code, page) = w.get("/").unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            page.contains("<strong>HEALTHY</strong><br>healthy: 3 members, all up"),
+            "{page}"
+        );
+        for i in 0..3 {
+            let name = c.node(i).name();
+            assert!(
+                page.contains(&format!("<tr data-node=\"{name}\" data-state=\"up\">")),
+                "{page}"
+            );
+            assert!(page.contains(&format!("class=\"node\" data-node=\"{name}\"")));
+        }
+        assert!(
+            page.contains("<ol id=\"changes\"><li>"),
+            "the change is listed: {page}"
+        );
+        let (code, json) = w.get("/status.json").unwrap();
+        assert_eq!(code, 200);
+        let j: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        assert_eq!(j["verdict"], "healthy");
+        assert_eq!(j["members"], 3);
+        assert_eq!(j["nodes"].as_array().map(Vec::len), Some(3));
+        assert!(j["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["up"] == true
+                && n["member"] == true
+                && n["copies"].as_u64() > Some(0)
+                && n["bytes"].as_u64() > Some(0)));
+    }
+    assert_eq!(
+        c.requests().len(),
+        0,
+        "the page asked the nodes: {:?}",
+        c.requests()
+    );
+    assert_eq!(w.get("/nothing").map(|(code, _)| code), Some(404));
+    w.stop().assert_code(0);
+}
+
+#[test]
+fn the_page_follows_a_member_stopped_and_never_shows_a_secret_at_trace_level() {
+    const USER: &str = "backup-admin";
+    const BACKUP_PASSWORD: &str = "bk-Pg4-never-logged";
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let backup = cluster(1, |b| {
+        b.admin(USER, BACKUP_PASSWORD)
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    });
+    let url = backup.node(0).url();
+    c.node(0).create_db("app");
+    c.node(0).write_docs("app", &["a1", "a2"]);
+    let w = Watcher::start(
+        &c,
+        &[
+            ("COUCHDB_BACKUP_URL", &url),
+            ("COUCHDB_BACKUP_USER", USER),
+            ("COUCHDB_BACKUP_PASSWORD", BACKUP_PASSWORD),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    w.until("couchdb_backup_failing", "0");
+    let mut seen = Vec::new();
+    let mut look = |w: &Watcher| {
+        for path in ["/", "/status.json", "/metrics"] {
+            let (code, body) = w.get(path).unwrap();
+            assert_eq!(code, 200, "{path}");
+            seen.push(body.clone());
+        }
+        seen.last().cloned().unwrap()
+    };
+    look(&w);
+    let stopped = c.node(2).name();
+    c.node(2).stop();
+    w.until("couchdb_cluster_healthy", "0");
+    let (_, page) = w.get("/").unwrap();
+    assert!(page.contains("<strong>NOT HEALTHY</strong>"), "{page}");
+    assert!(
+        page.contains(&format!("<tr data-node=\"{stopped}\" data-state=\"down\">")),
+        "{page}"
+    );
+    let metrics = look(&w);
+    assert!(
+        metrics.contains(&format!("couchdb_node_up{{node=\"{stopped}\"}} 0")),
+        "{metrics}"
+    );
+    c.node(2).start();
+    w.until("couchdb_cluster_healthy", "1");
+    let (_, page) = w.get("/").unwrap();
+    // Newest first: back to healthy, then the stop.
+    let healthy_again = page.find("healthy: 3 members, all up").unwrap();
+    let not_healthy = page.find("not healthy, ").expect(&page);
+    assert!(healthy_again < not_healthy, "{page}");
+    look(&w);
+    let r = w.stop();
+    r.assert_code(0);
+    let secrets = [
+        common::PASSWORD,
+        common::COOKIE,
+        BACKUP_PASSWORD,
+        &common::authorization()["Basic ".len()..],
+    ];
+    for body in seen.iter().chain([&r.stderr]) {
+        for secret in secrets {
+            assert!(!body.contains(secret), "a secret in:\n{body}");
+        }
+        assert!(
+            !body.contains("AuthSession"),
+            "a session cookie in:\n{body}"
+        );
+        assert!(
+            !body.contains(&format!("{USER}:")),
+            "credentials in:\n{body}"
+        );
+    }
+    assert!(r.stderr.contains("TRACE"), "not at trace level");
+}
