@@ -4,120 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Child;
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{assert_formed, cluster, finish, spawn, writes, Run};
-use couchsim::{Cluster, Delays};
-
-const INTERVAL: &str = "200ms";
-
-/// A port nobody listens on now (the system's pick, released for the watcher).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-struct Watcher {
-    run: Option<(Child, Instant)>,
-    port: u16,
-}
-
-impl Watcher {
-    fn start(c: &Cluster, env: &[(&str, &str)]) -> Watcher {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut all: Vec<(&str, &str)> = vec![
-            ("COUCHDB_WATCH_INTERVAL", INTERVAL),
-            ("COUCHDB_METRICS_ADDR", &addr),
-        ];
-        all.extend_from_slice(env);
-        Watcher {
-            run: Some(spawn(c, &["watch"], &all)),
-            port,
-        }
-    }
-
-    /// `GET path` on the metrics port: (status, body); `None` while nothing listens.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        let status = answer.split_whitespace().nth(1)?.parse().ok()?;
-        let body = answer.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    }
-
-    /// The value of one unlabelled series, as its line says it.
-    fn metric(&self, name: &str) -> Option<String> {
-        let (_, page) = self.get("/metrics")?;
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
-    }
-
-    /// Waits (at most 20 s) until `name` reads `value`.
-    fn until(&self, name: &str, value: &str) {
-        let t = Instant::now();
-        while self.metric(name).as_deref() != Some(value) {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{name} never became {value}; page:\n{}",
-                self.get("/metrics").map(|(_, p)| p).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits (at most 20 s) until the counter `name` reaches `at_least`.
-    fn until_count(&self, name: &str, at_least: u64) {
-        let t = Instant::now();
-        while self
-            .metric(name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_none_or(|v| v < at_least)
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{name} never reached {at_least}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then the run; `took` is from the signal.
-    fn stop(mut self) -> Run {
-        let (child, _) = self.run.take().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        finish((child, Instant::now()))
-    }
-
-    fn wait(mut self) -> Run {
-        finish(self.run.take().expect("running"))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some((child, _)) = &mut self.run {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::watcher::Watcher;
+use common::{assert_formed, cluster, finish, spawn, writes};
+use couchsim::Delays;
 
 #[test]
 fn forms_fresh_nodes_then_idle_ticks_write_nothing_and_log_nothing() {
@@ -238,20 +130,8 @@ fn metrics_follow_a_member_stopped_and_started_again() {
 #[test]
 fn sigterm_ends_it_with_exit_0_within_seconds() {
     let c = cluster(3, |b| b);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     // A long interval: the signal finds it asleep between ticks.
-    let w = Watcher {
-        run: Some(spawn(
-            &c,
-            &["watch"],
-            &[
-                ("COUCHDB_WATCH_INTERVAL", "1h"),
-                ("COUCHDB_METRICS_ADDR", &addr),
-            ],
-        )),
-        port,
-    };
+    let w = Watcher::start(&c, &[("COUCHDB_WATCH_INTERVAL", "1h")]);
     w.until("couchdb_cluster_healthy", "1");
     let r = w.stop();
     r.assert_code(0);
@@ -479,20 +359,8 @@ fn the_status_page_and_its_json_show_the_last_look_and_cost_the_nodes_nothing() 
     let c = cluster(3, |b| b);
     common::run(&c).assert_code(0);
     c.node(0).create_db("app");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     // A long interval: between two looks, only the page is asked for.
-    let w = Watcher {
-        run: Some(spawn(
-            &c,
-            &["watch"],
-            &[
-                ("COUCHDB_WATCH_INTERVAL", "1h"),
-                ("COUCHDB_METRICS_ADDR", &addr),
-            ],
-        )),
-        port,
-    };
+    let w = Watcher::start(&c, &[("COUCHDB_WATCH_INTERVAL", "1h")]);
     w.until("couchdb_cluster_healthy", "1");
     c.reset_counters();
     for _ in 0..5 {
