@@ -486,3 +486,42 @@ fn the_page_follows_a_member_stopped_and_never_shows_a_secret_at_trace_level() {
     }
     assert!(r.stderr.contains("TRACE"), "not at trace level");
 }
+
+#[test]
+fn a_drained_member_is_up_in_the_metrics_and_drained_on_the_page() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let w = Watcher::start(&c, &[]);
+    w.until("couchdb_cluster_healthy", "1");
+    let drained = c.node(1).name();
+    c.node(1)
+        .inject(couchsim::Fault::Maintenance("nolb".into()));
+    w.until("couchdb_cluster_nodes_up", "2");
+    let (_, metrics) = w.get("/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!("couchdb_node_up{{node=\"{drained}\"}} 1")),
+        "a drained node is not down:\n{metrics}"
+    );
+    let (_, page) = w.get("/").unwrap();
+    assert!(
+        page.contains(&format!(
+            "<tr data-node=\"{drained}\" data-state=\"drained\">"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("drained (maintenance: nolb)"), "{page}");
+    let (_, json) = w.get("/status.json").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == drained.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["up"].clone(), row["maintenance"].clone()),
+        (true.into(), "nolb".into())
+    );
+    w.stop().assert_code(0);
+}

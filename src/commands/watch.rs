@@ -338,6 +338,7 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
         backup_error: None,
         nodes: s.nodes.iter().map(|n| node_row(s, n)).collect(),
         problems: Lines::of(report.problems.iter().map(|p| p.text.clone())),
+        imbalance: report.imbalance.clone(),
         summary: String::new(),
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 pub const PROBLEM_DBS: usize = 20;
 
 /// Lines of a list kept for the status page (problems, backups not in place) at most.
-pub const SHOWN_LINES: usize = 10;
+pub const SHOWN_LINES: usize = 5;
 
 /// State changes kept for the status page at most, the newest first.
 pub const CHANGES: usize = 20;
@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub nodes: Vec<NodeRow>,
     /// What keeps the cluster from being healthy, as `status` says it.
     pub problems: Lines,
+    /// `status`'s finding when `rebalance` can even out the members (a warning, not a problem).
+    pub imbalance: Option<String>,
     /// The cluster in a few words, as the log says it (`healthy: 3 members, all up`).
     pub summary: String,
 }

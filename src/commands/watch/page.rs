@@ -36,6 +36,8 @@ struct View<'a> {
     databases: Option<usize>,
     ranges_below_n: Option<usize>,
     problems: Option<&'a Lines>,
+    /// `unbalanced: node4 holds 2 of 312 copies (even would be 78)`, as `status` says it.
+    imbalance: Option<&'a str>,
     nodes: Vec<Node<'a>>,
     /// Databases with ranges below n, the worst first, at most `PROBLEM_DBS`.
     ranges_below_n_by_database: Vec<Short<'a>>,
@@ -125,6 +127,7 @@ fn view(s: &Shared) -> View<'_> {
         databases: snap.map(|s| s.databases),
         ranges_below_n: snap.map(|s| s.ranges_below_n),
         problems: snap.map(|s| &s.problems),
+        imbalance: snap.and_then(|s| s.imbalance.as_deref()),
         nodes,
         ranges_below_n_by_database: snap.map_or(Vec::new(), |s| {
             s.problem_dbs
@@ -208,13 +211,17 @@ pub fn html(s: &Shared, now: SystemTime) -> String {
              <b>{below}</b> ranges below their copy count</p>"
         );
     }
+    nodes_table(&mut out, &v.nodes);
+    balance(&mut out, &v.nodes, v.imbalance);
     if let Some(problems) = v.problems.filter(|p| p.total > 0) {
-        out.push_str("<ul id=\"problems\">");
+        let _ = write!(
+            out,
+            "<h2>Problems ({})</h2>\n<ul id=\"problems\">",
+            problems.total
+        );
         list(&mut out, problems);
         out.push_str("</ul>\n");
     }
-    nodes_table(&mut out, &v.nodes);
-    balance(&mut out, &v.nodes);
     below_n(&mut out, &v);
     backup(&mut out, v.backup.as_ref());
     out.push_str("<h2>Last changes</h2>\n");
@@ -282,6 +289,8 @@ fn nodes_table(out: &mut String, nodes: &[Node]) {
     for n in nodes {
         let r = n.row;
         let (class, state) = match (&r.maintenance, r.up) {
+            // Its name unknown, so whether it is a member (`status`: "? (no answer)").
+            _ if r.name.is_none() => ("down", "no answer".to_string()),
             (_, false) => ("down", "down".to_string()),
             (Some(mode), true) => ("drained", format!("drained (maintenance: {mode})")),
             (None, true) => ("up", "up".to_string()),
@@ -297,8 +306,8 @@ fn nodes_table(out: &mut String, nodes: &[Node]) {
                 .filter(|a| r.name.is_some() && Some(*a) != r.name.as_deref())
                 .map_or(String::new(), |a| format!("<br><small>{}</small>", esc(a))),
             esc(&state),
-            yes(r.member),
-            yes(r.connected)
+            known(r, r.member),
+            known(r, r.connected)
         );
         if zones {
             let _ = write!(out, "<td>{}</td>", esc(r.zone.as_deref().unwrap_or("–")));
@@ -312,14 +321,22 @@ fn nodes_table(out: &mut String, nodes: &[Node]) {
 }
 
 /// Copies and bytes per node as bars, each against the fullest node: the balance at a glance.
-fn balance(out: &mut String, nodes: &[Node]) {
+fn balance(out: &mut String, nodes: &[Node], imbalance: Option<&str>) {
     let held: Vec<&Node> = nodes.iter().filter(|n| n.copies.is_some()).collect();
     if held.is_empty() {
         return;
     }
     let most_copies = held.iter().filter_map(|n| n.copies).max().unwrap_or(0);
     let most_bytes = held.iter().filter_map(|n| n.bytes).max().unwrap_or(0);
-    out.push_str("<h2>Balance: copies and bytes per node</h2>\n<div id=\"balance\">\n");
+    out.push_str("<h2>Balance: copies and bytes per node</h2>\n");
+    if let Some(finding) = imbalance {
+        let _ = writeln!(
+            out,
+            "<p id=\"imbalance\">{}; `rebalance` evens it out</p>",
+            esc(finding)
+        );
+    }
+    out.push_str("<div id=\"balance\">\n");
     for n in held {
         let copies = n.copies.unwrap_or(0);
         let _ = write!(
@@ -427,11 +444,12 @@ fn percent(value: u64, most: u64) -> u64 {
     }
 }
 
-fn yes(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
+/// `yes`/`no`, or `?` for a node whose name is not known.
+fn known(r: &NodeRow, b: bool) -> &'static str {
+    match (&r.name, b) {
+        (None, _) => "?",
+        (_, true) => "yes",
+        (_, false) => "no",
     }
 }
 
@@ -586,6 +604,20 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_node_that_never_answered_is_shown_by_its_address_membership_unknown() {
+        let mut s = unhealthy();
+        s.snapshot.as_mut().unwrap().nodes.push(NodeRow {
+            address: Some("couchdb-4:5984".into()),
+            ..NodeRow::default()
+        });
+        let page = html(&s, at(1_780_564_589));
+        assert!(
+            page.contains("<tr data-node=\"couchdb-4:5984\" data-state=\"down\"><td class=\"name\">couchdb-4:5984</td><td class=\"down\">no answer</td><td>?</td><td>?</td>"),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn a_drained_node_is_up_and_says_drained() {
         let mut s = unhealthy();
         let snap = s.snapshot.as_mut().unwrap();
@@ -682,11 +714,11 @@ mod tests {
         assert_eq!(s.changes.len(), super::super::metrics::CHANGES);
         assert!(s.changes.iter().all(|c| c.what.chars().count() <= 301));
         let lines = Lines::of((0..1000).map(|i| format!("problem {i}")));
-        assert_eq!((lines.shown.len(), lines.total), (10, 1000));
+        assert_eq!((lines.shown.len(), lines.total), (5, 1000));
         s.snapshot.as_mut().unwrap().problems = lines;
         let page = html(&s, at(1_780_564_589));
         assert!(
-            page.contains("and 990 more (`status` lists them all)"),
+            page.contains("and 995 more (`status` lists them all)"),
             "{page}"
         );
         assert!(page.len() < 16 * 1024, "{} bytes", page.len());
