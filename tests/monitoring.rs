@@ -495,5 +495,18 @@ fn chromium_renders_the_status_page_healthy_and_with_a_member_stopped() {
     );
     assert_eq!(bars(&dom).len(), 4, "{dom}");
     screenshot(&dir.0, &url, "watch-page-node-stopped.png");
+    // The same node in /status.json (docs/watch.md quotes it).
+    let (_, json) = w.get("/status.json").expect("/status.json");
+    let j: Value = serde_json::from_str(&json).expect("JSON");
+    let row = j["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == stopped.as_str()))
+        .cloned()
+        .expect("the stopped node in /status.json");
+    assert_eq!(
+        (row["up"].clone(), row["member"].clone()),
+        (false.into(), true.into())
+    );
+    eprintln!("/status.json, {stopped}: {row:#}");
     w.stop().assert_code(0);
 }

@@ -264,7 +264,7 @@ td small{color:#666}.down{color:#c62828;font-weight:600}.drained{color:#a15c00;f
 .row{display:flex;align-items:center;gap:.5rem;margin:.1rem 0}.row span{flex:none;width:7rem}\
 .bar{flex:1;background:#e4e4e4;height:.85rem;border-radius:.2rem;overflow:hidden}\
 .bar i{display:block;height:100%;background:#3566b0}.bar.bytes i{background:#7b57b9}\
-ul,ol{padding-left:1.3rem;overflow-wrap:anywhere}li{margin:.15rem 0}footer{margin-top:1.5rem}";
+code{font:.9em ui-monospace,monospace}ul,ol{padding-left:1.3rem;overflow-wrap:anywhere}li{margin:.15rem 0}footer{margin-top:1.5rem}";
 
 fn nodes_table(out: &mut String, nodes: &[Node]) {
     out.push_str("<h2>Nodes</h2>\n");
@@ -332,7 +332,7 @@ fn balance(out: &mut String, nodes: &[Node], imbalance: Option<&str>) {
     if let Some(finding) = imbalance {
         let _ = writeln!(
             out,
-            "<p id=\"imbalance\">{}; `rebalance` evens it out</p>",
+            "<p id=\"imbalance\">{}; <code>rebalance</code> evens it out</p>",
             esc(finding)
         );
     }
@@ -374,7 +374,7 @@ fn below_n(out: &mut String, v: &View) {
     }
     let _ = writeln!(
         out,
-        "<p id=\"below-n\"><b>{below}</b> range(s){}; `status` shows their copies:</p>",
+        "<p id=\"below-n\"><b>{below}</b> range(s){}; <code>status</code> shows their copies:</p>",
         if v.ranges_below_n_by_database.len() >= PROBLEM_DBS {
             format!(", in these {PROBLEM_DBS} databases and more")
         } else {
@@ -431,7 +431,7 @@ fn list(out: &mut String, lines: &Lines) {
     if lines.total > lines.shown.len() {
         let _ = write!(
             out,
-            "<li class=\"muted\">and {} more (`status` lists them all)</li>",
+            "<li class=\"muted\">and {} more (<code>status</code> lists them all)</li>",
             lines.total - lines.shown.len()
         );
     }
@@ -718,7 +718,7 @@ mod tests {
         s.snapshot.as_mut().unwrap().problems = lines;
         let page = html(&s, at(1_780_564_589));
         assert!(
-            page.contains("and 995 more (`status` lists them all)"),
+            page.contains("and 995 more (<code>status</code> lists them all)"),
             "{page}"
         );
         assert!(page.len() < 16 * 1024, "{} bytes", page.len());
