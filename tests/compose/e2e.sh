@@ -661,11 +661,12 @@ log "docker compose down"
 compose4 --profile example down --remove-orphans --timeout 5 >&2 || fail "compose down failed"
 left="$(project_containers) $(project_networks)"
 [ -z "${left// /}" ] || fail "down left containers or networks: $left"
-# docker-compose 1.29 creates every volume the file declares at each `up`, the backup profile's
-# two included (empty: that profile's step removed its own): they are named volumes too.
+# docker-compose 1.29 creates every volume the file declares at each `up`, the backup and
+# monitoring profiles' included (empty: those profiles' steps removed their own): they are named
+# volumes too.
 named="$(project_volumes | sort)"
 expected="$(for n in 1 2 3 4; do printf '%s_couchdb-%s-config\n%s_couchdb-%s-data\n' "$project" "$n" "$project" "$n"; done | sort)"
-[ "$(grep -vE '_couchdb-backup-(data|config)$' <<<"$named")" = "$expected" ] || fail "after down the project's volumes are: $named"
+[ "$(grep -vE '_(couchdb-backup-(data|config)|prometheus-data)$' <<<"$named")" = "$expected" ] || fail "after down the project's volumes are: $named"
 anonymous=""
 while read -r v; do
   if ! grep -qxF "$v" <<<"$named" && docker volume inspect "$v" >/dev/null 2>&1; then anonymous+=" $v"; fi
