@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::watcher::{free_port, Watcher};
+use common::watcher::{formed_with_backup, free_port, Watcher};
 use common::{cluster, run};
 use couchsim::Fault;
 use serde_json::Value;
@@ -249,27 +249,11 @@ fn alert_names() -> Vec<String> {
 #[ignore = "needs Debian's prometheus: tests/monitoring/run.sh"]
 fn prometheus_scrapes_the_watcher_every_panel_has_data_and_a_stopped_member_goes_pending() {
     let dir = TempDir::new("prometheus");
-    let c = cluster(3, |b| b);
-    run(&c).assert_code(0);
-    let backup = cluster(1, |b| {
-        b.admin("backup-admin", "bk-Tq2-never-logged")
-            .seed(0xBAC)
-            .configure(0, |n| n.name("couchdb@backup.example"))
-    });
-    for db in ["app", "orders"] {
-        c.node(0).create_db(db);
-        c.node(0).write_docs(db, &["a", "b", "c"]);
-    }
-    let url = backup.node(0).url();
-    let w = Watcher::start(
-        &c,
-        &[
-            ("COUCHDB_WATCH_INTERVAL", "1s"),
-            ("COUCHDB_BACKUP_URL", &url),
-            ("COUCHDB_BACKUP_USER", "backup-admin"),
-            ("COUCHDB_BACKUP_PASSWORD", "bk-Tq2-never-logged"),
-        ],
-    );
+    let admin = ("backup-admin", "bk-Tq2-never-logged");
+    let (c, backup) = formed_with_backup(admin.0, admin.1);
+    c.node(0).create_db("orders");
+    c.node(0).write_docs("orders", &["a", "b", "c"]);
+    let w = Watcher::start_with_backup(&c, &backup, admin, &[("COUCHDB_WATCH_INTERVAL", "1s")]);
     w.until("couchdb_backup_failing", "0");
     let p = Prometheus::start(&dir.0, w.port);
     let limit = Duration::from_secs(60);

@@ -7,7 +7,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::watcher::Watcher;
+use common::watcher::{formed_with_backup, Watcher};
 use common::{assert_formed, cluster, finish, spawn, writes};
 use couchsim::Delays;
 
@@ -236,24 +236,8 @@ fn config_drift_is_repaired_on_the_next_tick() {
 fn with_a_backup_a_database_created_later_is_backed_up_and_its_lag_published() {
     const USER: &str = "backup-admin";
     const PASSWORD: &str = "bk-Vw7-never-logged";
-    let c = cluster(3, |b| b);
-    common::run(&c).assert_code(0);
-    let backup = cluster(1, |b| {
-        b.admin(USER, PASSWORD)
-            .seed(0xBAC)
-            .configure(0, |n| n.name("couchdb@backup.example"))
-    });
-    let url = backup.node(0).url();
-    c.node(0).create_db("app");
-    c.node(0).write_docs("app", &["a1", "a2"]);
-    let w = Watcher::start(
-        &c,
-        &[
-            ("COUCHDB_BACKUP_URL", &url),
-            ("COUCHDB_BACKUP_USER", USER),
-            ("COUCHDB_BACKUP_PASSWORD", PASSWORD),
-        ],
-    );
+    let (c, backup) = formed_with_backup(USER, PASSWORD);
+    let w = Watcher::start_with_backup(&c, &backup, (USER, PASSWORD), &[]);
     w.until("couchdb_backup_databases_unreplicated", "0");
     w.until("couchdb_backup_docs_behind", "0");
     c.node(0).create_db("later");
@@ -411,24 +395,12 @@ fn the_status_page_and_its_json_show_the_last_look_and_cost_the_nodes_nothing() 
 fn the_page_follows_a_member_stopped_and_never_shows_a_secret_at_trace_level() {
     const USER: &str = "backup-admin";
     const BACKUP_PASSWORD: &str = "bk-Pg4-never-logged";
-    let c = cluster(3, |b| b);
-    common::run(&c).assert_code(0);
-    let backup = cluster(1, |b| {
-        b.admin(USER, BACKUP_PASSWORD)
-            .seed(0xBAC)
-            .configure(0, |n| n.name("couchdb@backup.example"))
-    });
-    let url = backup.node(0).url();
-    c.node(0).create_db("app");
-    c.node(0).write_docs("app", &["a1", "a2"]);
-    let w = Watcher::start(
+    let (c, backup) = formed_with_backup(USER, BACKUP_PASSWORD);
+    let w = Watcher::start_with_backup(
         &c,
-        &[
-            ("COUCHDB_BACKUP_URL", &url),
-            ("COUCHDB_BACKUP_USER", USER),
-            ("COUCHDB_BACKUP_PASSWORD", BACKUP_PASSWORD),
-            ("RUST_LOG", "trace"),
-        ],
+        &backup,
+        (USER, BACKUP_PASSWORD),
+        &[("RUST_LOG", "trace")],
     );
     w.until("couchdb_backup_failing", "0");
     let mut seen = Vec::new();

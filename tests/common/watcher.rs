@@ -116,3 +116,38 @@ impl Drop for Watcher {
         }
     }
 }
+
+/// A formed 3-node cluster holding `app` (two documents), and a backup CouchDB beside it (one
+/// node that never joins) whose admin is `user`/`password`.
+pub fn formed_with_backup(user: &str, password: &str) -> (Cluster, Cluster) {
+    let c = super::cluster(3, |b| b);
+    super::run(&c).assert_code(0);
+    let (user, password) = (user.to_string(), password.to_string());
+    let backup = super::cluster(1, move |b| {
+        b.admin(&user, &password)
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    });
+    c.node(0).create_db("app");
+    c.node(0).write_docs("app", &["a1", "a2"]);
+    (c, backup)
+}
+
+impl Watcher {
+    /// `start`, backing up into `backup` as `user`/`password`.
+    pub fn start_with_backup(
+        c: &Cluster,
+        backup: &Cluster,
+        (user, password): (&str, &str),
+        env: &[(&str, &str)],
+    ) -> Watcher {
+        let url = backup.node(0).url();
+        let mut all = vec![
+            ("COUCHDB_BACKUP_URL", url.as_str()),
+            ("COUCHDB_BACKUP_USER", user),
+            ("COUCHDB_BACKUP_PASSWORD", password),
+        ];
+        all.extend_from_slice(env);
+        Watcher::start(c, &all)
+    }
+}
