@@ -447,6 +447,8 @@ fn chromium_renders_the_status_page_healthy_and_with_a_member_stopped() {
     w.until("couchdb_cluster_healthy", "1");
     let url = format!("http://127.0.0.1:{}/", w.port);
 
+    let (_, sent) = w.get("/").expect("the page");
+    eprintln!("the page: {} bytes", sent.len());
     let dom = chromium(&dir.0, &url, None);
     assert!(dom.contains("</html>"), "{dom}");
     assert_eq!(verdict(&dom), "HEALTHY", "{dom}");
