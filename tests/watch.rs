@@ -4,120 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Child;
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{assert_formed, cluster, finish, spawn, writes, Run};
-use couchsim::{Cluster, Delays};
-
-const INTERVAL: &str = "200ms";
-
-/// A port nobody listens on now (the system's pick, released for the watcher).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-struct Watcher {
-    run: Option<(Child, Instant)>,
-    port: u16,
-}
-
-impl Watcher {
-    fn start(c: &Cluster, env: &[(&str, &str)]) -> Watcher {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut all: Vec<(&str, &str)> = vec![
-            ("COUCHDB_WATCH_INTERVAL", INTERVAL),
-            ("COUCHDB_METRICS_ADDR", &addr),
-        ];
-        all.extend_from_slice(env);
-        Watcher {
-            run: Some(spawn(c, &["watch"], &all)),
-            port,
-        }
-    }
-
-    /// `GET path` on the metrics port: (status, body); `None` while nothing listens.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        let status = answer.split_whitespace().nth(1)?.parse().ok()?;
-        let body = answer.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    }
-
-    /// The value of one unlabelled series, as its line says it.
-    fn metric(&self, name: &str) -> Option<String> {
-        let (_, page) = self.get("/metrics")?;
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
-    }
-
-    /// Waits (at most 20 s) until `name` reads `value`.
-    fn until(&self, name: &str, value: &str) {
-        let t = Instant::now();
-        while self.metric(name).as_deref() != Some(value) {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{name} never became {value}; page:\n{}",
-                self.get("/metrics").map(|(_, p)| p).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits (at most 20 s) until the counter `name` reaches `at_least`.
-    fn until_count(&self, name: &str, at_least: u64) {
-        let t = Instant::now();
-        while self
-            .metric(name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_none_or(|v| v < at_least)
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{name} never reached {at_least}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then the run; `took` is from the signal.
-    fn stop(mut self) -> Run {
-        let (child, _) = self.run.take().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        finish((child, Instant::now()))
-    }
-
-    fn wait(mut self) -> Run {
-        finish(self.run.take().expect("running"))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some((child, _)) = &mut self.run {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::watcher::{formed_with_backup, Watcher};
+use common::{assert_formed, cluster, finish, spawn, writes};
+use couchsim::Delays;
 
 #[test]
 fn forms_fresh_nodes_then_idle_ticks_write_nothing_and_log_nothing() {
@@ -238,20 +130,8 @@ fn metrics_follow_a_member_stopped_and_started_again() {
 #[test]
 fn sigterm_ends_it_with_exit_0_within_seconds() {
     let c = cluster(3, |b| b);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     // A long interval: the signal finds it asleep between ticks.
-    let w = Watcher {
-        run: Some(spawn(
-            &c,
-            &["watch"],
-            &[
-                ("COUCHDB_WATCH_INTERVAL", "1h"),
-                ("COUCHDB_METRICS_ADDR", &addr),
-            ],
-        )),
-        port,
-    };
+    let w = Watcher::start(&c, &[("COUCHDB_WATCH_INTERVAL", "1h")]);
     w.until("couchdb_cluster_healthy", "1");
     let r = w.stop();
     r.assert_code(0);
@@ -393,6 +273,19 @@ fn zones_are_written_published_and_their_drift_repaired() {
         let line = format!("couchdb_node_zone_info{{node=\"{name}\",zone=\"{zone}\"}} 1");
         assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
     }
+    // The status page and its JSON show each member's zone.
+    let (_, json) = w.get("/status.json").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for (name, zone) in names.iter().zip(["a", "a", "b", "c"]) {
+        let row = j["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == *name);
+        assert_eq!(row.map(|n| n["zone"].clone()), Some(zone.into()), "{json}");
+    }
+    let (_, html) = w.get("/").unwrap();
+    assert!(html.contains("<th>zone</th>"), "{html}");
     // Someone changes one node's placement: the next tick puts the rule back.
     c.node(2).set_config("cluster", "placement", "a:3");
     let t = Instant::now();
@@ -416,24 +309,8 @@ fn zones_are_written_published_and_their_drift_repaired() {
 fn with_a_backup_a_database_created_later_is_backed_up_and_its_lag_published() {
     const USER: &str = "backup-admin";
     const PASSWORD: &str = "bk-Vw7-never-logged";
-    let c = cluster(3, |b| b);
-    common::run(&c).assert_code(0);
-    let backup = cluster(1, |b| {
-        b.admin(USER, PASSWORD)
-            .seed(0xBAC)
-            .configure(0, |n| n.name("couchdb@backup.example"))
-    });
-    let url = backup.node(0).url();
-    c.node(0).create_db("app");
-    c.node(0).write_docs("app", &["a1", "a2"]);
-    let w = Watcher::start(
-        &c,
-        &[
-            ("COUCHDB_BACKUP_URL", &url),
-            ("COUCHDB_BACKUP_USER", USER),
-            ("COUCHDB_BACKUP_PASSWORD", PASSWORD),
-        ],
-    );
+    let (c, backup) = formed_with_backup(USER, PASSWORD);
+    let w = Watcher::start_with_backup(&c, &backup, (USER, PASSWORD), &[]);
     w.until("couchdb_backup_databases_unreplicated", "0");
     w.until("couchdb_backup_docs_behind", "0");
     c.node(0).create_db("later");
@@ -532,4 +409,164 @@ fn a_new_node_waits_while_a_member_does_not_answer() {
     let r = w.stop();
     r.assert_code(0);
     r.assert_says(&["waits until every member answers", &c.node(1).name()]);
+}
+
+#[test]
+fn the_status_page_and_its_json_show_the_last_look_and_cost_the_nodes_nothing() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    c.node(0).create_db("app");
+    // A long interval: between two looks, only the page is asked for.
+    let w = Watcher::start(&c, &[("COUCHDB_WATCH_INTERVAL", "1h")]);
+    w.until("couchdb_cluster_healthy", "1");
+    c.reset_counters();
+    for _ in 0..5 {
+        let (code, page) = w.get("/").unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            page.contains("<strong>HEALTHY</strong><br>healthy: 3 members, all up"),
+            "{page}"
+        );
+        for i in 0..3 {
+            let name = c.node(i).name();
+            assert!(
+                page.contains(&format!("<tr data-node=\"{name}\" data-state=\"up\">")),
+                "{page}"
+            );
+            assert!(page.contains(&format!("class=\"node\" data-node=\"{name}\"")));
+        }
+        assert!(
+            page.contains("<ol id=\"changes\"><li>"),
+            "the change is listed: {page}"
+        );
+        let (code, json) = w.get("/status.json").unwrap();
+        assert_eq!(code, 200);
+        let j: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        assert_eq!(j["verdict"], "healthy");
+        assert_eq!(j["members"], 3);
+        assert_eq!(j["nodes"].as_array().map(Vec::len), Some(3));
+        assert!(j["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["up"] == true
+                && n["member"] == true
+                && n["copies"].as_u64() > Some(0)
+                && n["bytes"].as_u64() > Some(0)));
+    }
+    assert_eq!(
+        c.requests().len(),
+        0,
+        "the page asked the nodes: {:?}",
+        c.requests()
+    );
+    assert_eq!(w.get("/nothing").map(|(code, _)| code), Some(404));
+    w.stop().assert_code(0);
+}
+
+#[test]
+fn the_page_follows_a_member_stopped_and_never_shows_a_secret_at_trace_level() {
+    const USER: &str = "backup-admin";
+    const BACKUP_PASSWORD: &str = "bk-Pg4-never-logged";
+    let (c, backup) = formed_with_backup(USER, BACKUP_PASSWORD);
+    let w = Watcher::start_with_backup(
+        &c,
+        &backup,
+        (USER, BACKUP_PASSWORD),
+        &[("RUST_LOG", "trace")],
+    );
+    w.until("couchdb_backup_failing", "0");
+    let mut seen = Vec::new();
+    let mut look = |w: &Watcher| {
+        for path in ["/", "/status.json", "/metrics"] {
+            let (code, body) = w.get(path).unwrap();
+            assert_eq!(code, 200, "{path}");
+            seen.push(body.clone());
+        }
+        seen.last().cloned().unwrap()
+    };
+    look(&w);
+    let stopped = c.node(2).name();
+    c.node(2).stop();
+    w.until("couchdb_cluster_healthy", "0");
+    let (_, page) = w.get("/").unwrap();
+    assert!(page.contains("<strong>NOT HEALTHY</strong>"), "{page}");
+    assert!(
+        page.contains(&format!("<tr data-node=\"{stopped}\" data-state=\"down\">")),
+        "{page}"
+    );
+    let metrics = look(&w);
+    assert!(
+        metrics.contains(&format!("couchdb_node_up{{node=\"{stopped}\"}} 0")),
+        "{metrics}"
+    );
+    c.node(2).start();
+    w.until("couchdb_cluster_healthy", "1");
+    let (_, page) = w.get("/").unwrap();
+    // Newest first: back to healthy, then the stop.
+    let healthy_again = page.find("healthy: 3 members, all up").unwrap();
+    let not_healthy = page.find("not healthy, ").expect(&page);
+    assert!(healthy_again < not_healthy, "{page}");
+    look(&w);
+    let r = w.stop();
+    r.assert_code(0);
+    let secrets = [
+        common::PASSWORD,
+        common::COOKIE,
+        BACKUP_PASSWORD,
+        &common::authorization()["Basic ".len()..],
+    ];
+    for body in seen.iter().chain([&r.stderr]) {
+        for secret in secrets {
+            assert!(!body.contains(secret), "a secret in:\n{body}");
+        }
+        assert!(
+            !body.contains("AuthSession"),
+            "a session cookie in:\n{body}"
+        );
+        assert!(
+            !body.contains(&format!("{USER}:")),
+            "credentials in:\n{body}"
+        );
+    }
+    assert!(r.stderr.contains("TRACE"), "not at trace level");
+}
+
+#[test]
+fn a_drained_member_is_up_in_the_metrics_and_drained_on_the_page() {
+    let c = cluster(3, |b| b);
+    common::run(&c).assert_code(0);
+    let w = Watcher::start(&c, &[]);
+    w.until("couchdb_cluster_healthy", "1");
+    let drained = c.node(1).name();
+    c.node(1)
+        .inject(couchsim::Fault::Maintenance("nolb".into()));
+    w.until("couchdb_cluster_nodes_up", "2");
+    let (_, metrics) = w.get("/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!("couchdb_node_up{{node=\"{drained}\"}} 1")),
+        "a drained node is not down:\n{metrics}"
+    );
+    let (_, page) = w.get("/").unwrap();
+    assert!(
+        page.contains(&format!(
+            "<tr data-node=\"{drained}\" data-state=\"drained\">"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("drained (maintenance: nolb)"), "{page}");
+    let (_, json) = w.get("/status.json").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == drained.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["up"].clone(), row["maintenance"].clone()),
+        (true.into(), "nolb".into())
+    );
+    w.stop().assert_code(0);
 }

@@ -27,8 +27,8 @@ use log::{info, warn};
 use crate::client::Client;
 use crate::cluster::health::{drift, zone_drift, SYSTEM_DBS};
 use crate::cluster::session::Session;
-use crate::cluster::survey::State;
-use crate::commands::backup::Backup;
+use crate::cluster::survey::{NodeView, State, Survey};
+use crate::commands::backup::{status_problems, Backup};
 use crate::commands::formation::{Formation, CHECK_WAIT};
 use crate::commands::status::{self, Report};
 use crate::util::clock::{Clock, Stoppable};
@@ -39,9 +39,10 @@ use crate::util::logging;
 use crate::util::text::{list_compact, list_some};
 
 mod metrics;
+mod page;
 mod serve;
 
-use metrics::{BackupLag, Shared, Snapshot, PROBLEM_DBS};
+use metrics::{BackupLag, Lines, NodeRow, Shared, Snapshot, PROBLEM_DBS};
 
 /// Bytes per node are read on the first tick and every this many after it: they cost one GET
 /// per copy (thousands with many databases), which an idle tick must not (every 5 minutes at
@@ -69,49 +70,60 @@ pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
         lock(&shared).tick_started = Some(Instant::now());
         let outcome = tick(cfg, &clock, ticks.is_multiple_of(SIZES_EVERY));
         ticks += 1;
+        let now = SystemTime::now();
         let mut m = lock(&shared);
         m.tick_started = None;
         m.ticks += 1;
-        m.last_tick = Some((Instant::now(), SystemTime::now()));
+        m.last_tick = Some((Instant::now(), now));
+        // What changed, logged once and kept for the status page: (a warning?, the line).
+        let mut changes = Vec::new();
         match outcome {
             Ok(mut look) => {
                 match look.snapshot.bytes.is_empty() {
                     true => look.snapshot.bytes = bytes.clone(),
                     false => bytes = look.snapshot.bytes.clone(),
                 }
-                m.snapshot = Some(look.snapshot);
-                if let Some(e) = &look.backup_error {
+                if let Some(e) = &look.snapshot.backup_error {
                     m.errors += 1;
                     if *e != failing {
-                        warn!(
-                            "watch: backup: {e}; trying again in {:.0?}",
-                            cfg.watch_interval
-                        );
+                        changes.push((true, format!("backup: {e}")));
                         failing = e.clone();
                     }
                 } else {
                     failing.clear();
                 }
-                drop(m);
+                let state = &look.snapshot.summary;
                 if !look.actions.is_empty() {
-                    info!("watch: {}; {}", look.actions.join(", "), look.state);
-                } else if look.state != said {
-                    info!("watch: {}", look.state);
+                    changes.push((false, format!("{}; {state}", look.actions.join(", "))));
+                } else if *state != said {
+                    changes.push((false, state.clone()));
                 }
-                said = look.state;
+                said = state.clone();
+                m.snapshot = Some(look.snapshot);
+                m.look_error = None;
             }
             Err(e) if status_of(&e) == Status::Auth => return Err(e),
             Err(_) if clock.stopped() => break,
             Err(e) => {
                 m.errors += 1;
                 m.snapshot = None;
-                drop(m);
                 let e = format!("{e:#}");
                 if e != failing {
-                    warn!("watch: {e}; trying again in {:.0?}", cfg.watch_interval);
-                    failing = e;
+                    changes.push((true, e.clone()));
+                    failing = e.clone();
                 }
+                m.look_error = Some(e);
                 said.clear();
+            }
+        }
+        for (warning, line) in &changes {
+            m.record(now, *warning, line);
+        }
+        drop(m);
+        for (warning, line) in changes {
+            match warning {
+                true => warn!("watch: {line}; trying again in {:.0?}", cfg.watch_interval),
+                false => info!("watch: {line}"),
             }
         }
         clock.sleep(cfg.watch_interval);
@@ -129,10 +141,6 @@ struct Look {
     snapshot: Snapshot,
     /// What it wrote, as init's summary says it; empty on an idle tick.
     actions: Vec<String>,
-    /// The cluster in a few words; a change is logged.
-    state: String,
-    /// Backup could not be looked at or put in place (the cluster's look still counts).
-    backup_error: Option<String>,
 }
 
 /// What a look calls for.
@@ -176,7 +184,6 @@ fn tick(cfg: &Config, clock: &dyn Clock, with_sizes: bool) -> Result<Look> {
         read.is_ok()
     };
     let mut snapshot = snapshot(&report, sized);
-    let mut backup_error = None;
     if let (Some(b), true) = (&cfg.backup, finished(&report)) {
         match back_up(cfg, clock, &report, b) {
             Ok((lag, done)) => {
@@ -184,19 +191,15 @@ fn tick(cfg: &Config, clock: &dyn Clock, with_sizes: bool) -> Result<Look> {
                 actions.extend(done);
             }
             Err(e) if status_of(&e) == Status::Auth => return Err(e),
-            Err(e) => backup_error = Some(format!("{e:#}")),
+            Err(e) => snapshot.backup_error = Some(format!("{e:#}")),
         }
     }
-    let state = match work {
+    // The cluster in a few words; a change is logged.
+    snapshot.summary = match work {
         Work::Wait(why) => format!("waiting: {why}"),
         _ => state(&report),
     };
-    Ok(Look {
-        snapshot,
-        actions,
-        state,
-        backup_error,
-    })
+    Ok(Look { snapshot, actions })
 }
 
 /// The nodes now: COUCHDB_NODES, or what COUCHDB_SERVICE resolves to at this moment.
@@ -334,6 +337,31 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
             .collect(),
         ranges_zone_shared: report.zone_shared.len(),
         backup: None,
+        backup_error: None,
+        nodes: s.nodes.iter().map(|n| node_row(s, n)).collect(),
+        problems: Lines::of(report.problems.iter().map(|p| p.text.clone())),
+        imbalance: report.imbalance.clone(),
+        summary: String::new(),
+    }
+}
+
+/// One node for the page and `couchdb_node_up`, from what the look already read.
+fn node_row(s: &Survey, n: &NodeView) -> NodeRow {
+    let connected = n.name.as_ref().is_some_and(|m| s.connected.contains(m));
+    let member = n.name.as_ref().is_some_and(|m| s.members.contains(m));
+    NodeRow {
+        name: n.name.clone(),
+        address: n.addr.as_ref().map(|a| a.label.clone()),
+        member,
+        connected,
+        up: n.answers() && (connected || !member),
+        maintenance: match &n.state {
+            State::Maintenance(mode) => Some(mode.clone()),
+            _ => None,
+        },
+        zone: n.name.as_ref().and_then(|m| s.zones.get(m)).cloned(),
+        // Not read by the look yet: the page hides this column until one is known.
+        version: None,
     }
 }
 
@@ -386,6 +414,7 @@ fn back_up(
         BackupLag {
             unreplicated: lacking(&dbs),
             docs_behind: dbs.iter().filter_map(|d| d.lag()).sum(),
+            not_in_place: Lines::of(status_problems(&dbs)),
         },
         actions,
     ))

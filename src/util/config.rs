@@ -77,7 +77,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "COUCHDB_METRICS_ADDR",
-        "watch: address:port serving /metrics and /healthz (default 0.0.0.0:9985)",
+        "watch: address:port serving its status page (/, /status.json), /metrics and /healthz (default 0.0.0.0:9985)",
     ),
     (
         "RUST_LOG",

@@ -35,6 +35,42 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// `2026-06-04T09:16:17Z`: a moment in UTC, RFC 3339 to the second (the epoch for a clock set
+/// before it).
+pub fn utc(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// `12 s`, `4 min`, `3 h`, `2 d`: how long ago, as people say it.
+pub fn ago(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
 /// Up to `SHOWN` lines joined by `; `, then how many more.
 pub fn some_lines(lines: &[String]) -> String {
     let shown = lines
@@ -178,6 +214,29 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_in_utc_and_how_long_ago() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        // `date -u -d @1780564577 +%FT%TZ`; a leap day; the last second of a year.
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_780_564_577)),
+            "2026-06-04T09:16:17Z"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_735_689_599)),
+            "2024-12-31T23:59:59Z"
+        );
+        assert_eq!(ago(Duration::from_secs(12)), "12 s");
+        assert_eq!(ago(Duration::from_secs(600)), "10 min");
+        assert_eq!(ago(Duration::from_secs(3 * 3600)), "3 h");
+        assert_eq!(ago(Duration::from_secs(5 * 86_400)), "5 d");
+    }
 
     #[test]
     fn bytes_read_as_people_write_them() {

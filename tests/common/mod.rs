@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use couchsim::{Cluster, ClusterBuilder, Delays};
 
+pub mod watcher;
+
 pub const PASSWORD: &str = "pw-Zq8-never-logged";
 pub const COOKIE: &str = "cookie-Kx3-never-logged";
 

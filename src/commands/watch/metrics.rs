@@ -5,12 +5,23 @@
 //! databases with ranges below n, at most `PROBLEM_DBS` of them (database names are often user
 //! names: a healthy database is never named). Per-node series carry the Erlang name only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::Serialize;
+
 /// Per-database series at most: the ones with the most ranges below n.
 pub const PROBLEM_DBS: usize = 20;
+
+/// Lines of a list kept for the status page (problems, backups not in place) at most.
+pub const SHOWN_LINES: usize = 5;
+
+/// State changes kept for the status page at most, the newest first.
+pub const CHANGES: usize = 20;
+
+/// A kept line at most this many characters: a look's words are short, an error may not be.
+const LINE_CHARS: usize = 300;
 
 /// One look at the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +46,82 @@ pub struct Snapshot {
     /// Ranges whose copies share a zone where the zones would allow them not to.
     pub ranges_zone_shared: usize,
     pub backup: Option<BackupLag>,
+    /// With COUCHDB_BACKUP_URL: why the backup could not be looked at or put in place.
+    pub backup_error: Option<String>,
+    /// Every node the look saw: the listed ones, then members that are not listed.
+    pub nodes: Vec<NodeRow>,
+    /// What keeps the cluster from being healthy, as `status` says it.
+    pub problems: Lines,
+    /// `status`'s finding when `rebalance` can even out the members (a warning, not a problem).
+    pub imbalance: Option<String>,
+    /// The cluster in a few words, as the log says it (`healthy: 3 members, all up`).
+    pub summary: String,
+}
+
+/// One node, as the status page shows it and `couchdb_node_up` counts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    /// The Erlang name; `None` for a listed node that never answered.
+    pub name: Option<String>,
+    /// As in COUCHDB_NODES (never a credential: those are refused there); `None` for a member
+    /// that is not listed.
+    pub address: Option<String>,
+    pub member: bool,
+    /// Connected to the node the look asked through.
+    pub connected: bool,
+    /// Answers HTTP, maintenance or not, and (a member) is connected: a drained node is up.
+    pub up: bool,
+    /// `[couchdb] maintenance_mode` while it is on (`true`, `nolb`): drained.
+    pub maintenance: Option<String>,
+    /// Where known (COUCHDB_ZONE's attribute, the node's `/` answer); `None`: not known.
+    pub zone: Option<String>,
+    pub version: Option<String>,
+}
+
+impl NodeRow {
+    /// How the page and the JSON name it: the Erlang name, else the address.
+    pub fn label(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.address.as_deref())
+            .unwrap_or("?")
+    }
+}
+
+/// A list cut at `SHOWN_LINES` lines of at most `LINE_CHARS`, and how long it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lines {
+    pub shown: Vec<String>,
+    pub total: usize,
+}
+
+impl Lines {
+    pub fn of(all: impl IntoIterator<Item = String>) -> Lines {
+        let mut lines = Lines::default();
+        for line in all {
+            if lines.shown.len() < SHOWN_LINES {
+                lines.shown.push(cut(line));
+            }
+            lines.total += 1;
+        }
+        lines
+    }
+}
+
+fn cut(line: String) -> String {
+    match line.char_indices().nth(LINE_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
+/// A state change the watcher logged, kept for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub at: SystemTime,
+    /// Logged as a warning (a failure), not as information.
+    pub warning: bool,
+    pub what: String,
 }
 
 /// With COUCHDB_BACKUP_URL: how far the backup is behind.
@@ -44,6 +131,9 @@ pub struct BackupLag {
     pub unreplicated: usize,
     /// Documents (live and deleted) the backup lacks, over every database, by count.
     pub docs_behind: u64,
+    /// What `status` calls not in place (no working replication, a job crashing or failed,
+    /// `_security` differing), one line per database.
+    pub not_in_place: Lines,
 }
 
 /// What the server thread reads and the watch loop writes.
@@ -53,6 +143,7 @@ pub struct Shared {
     /// The longest a tick may take: its deadline and one request.
     pub tick_limit: Duration,
     pub started: Instant,
+    pub started_at: SystemTime,
     /// The last look that succeeded; `None` after a failed one (the cluster is then not healthy).
     pub snapshot: Option<Snapshot>,
     pub ticks: u64,
@@ -61,6 +152,10 @@ pub struct Shared {
     pub last_tick: Option<(Instant, SystemTime)>,
     /// When the tick under way started.
     pub tick_started: Option<Instant>,
+    /// Why the last look failed, when it did (`snapshot` is then `None`).
+    pub look_error: Option<String>,
+    /// The last `CHANGES` state changes logged, the newest first.
+    pub changes: VecDeque<Change>,
 }
 
 impl Shared {
@@ -69,12 +164,25 @@ impl Shared {
             interval,
             tick_limit,
             started: Instant::now(),
+            started_at: SystemTime::now(),
             snapshot: None,
             ticks: 0,
             errors: 0,
             last_tick: None,
             tick_started: None,
+            look_error: None,
+            changes: VecDeque::new(),
         }
+    }
+
+    /// Keeps a logged change for the page; the oldest goes beyond `CHANGES`.
+    pub fn record(&mut self, at: SystemTime, warning: bool, what: &str) {
+        self.changes.push_front(Change {
+            at,
+            warning,
+            what: cut(what.to_string()),
+        });
+        self.changes.truncate(CHANGES);
     }
 
     /// `/healthz`: the watcher is not stuck — a tick finished within three intervals (counted
@@ -134,6 +242,16 @@ pub fn render(s: &Shared) -> String {
     if let Some(snap) = snap {
         labelled(
             &mut out,
+            "couchdb_node_up",
+            "1 while a member is connected and answers, in maintenance mode too (drained is not down), else 0",
+            "node",
+            snap.nodes
+                .iter()
+                .filter(|n| n.member)
+                .filter_map(|n| Some((n.name.as_ref()?, u64::from(n.up)))),
+        );
+        labelled(
+            &mut out,
             "couchdb_node_copies",
             "shard copies the shard maps put on a node",
             "node",
@@ -186,18 +304,39 @@ pub fn render(s: &Shared) -> String {
                 Some(b.docs_behind),
             );
         }
+        if snap.backup.is_some() || snap.backup_error.is_some() {
+            gauge(
+                &mut out,
+                "couchdb_backup_failing",
+                "1 when the backup could not be looked at or put in place, or a database's backup is not \
+                 in place (what `status` exits 11 for), else 0",
+                Some(u64::from(
+                    snap.backup_error.is_some()
+                        || snap.backup.as_ref().is_some_and(|b| b.not_in_place.total > 0),
+                )),
+            );
+        }
     }
     if let Some((_, at)) = s.last_tick {
-        let secs = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let _ = write!(
-            out,
-            "# HELP couchdb_watch_last_tick_timestamp_seconds when the watcher last finished a look\n\
-             # TYPE couchdb_watch_last_tick_timestamp_seconds gauge\n\
-             couchdb_watch_last_tick_timestamp_seconds {secs:.3}\n"
+        seconds(
+            &mut out,
+            "couchdb_watch_last_tick_timestamp_seconds",
+            "when the watcher last finished a look",
+            unix(at),
         );
     }
+    seconds(
+        &mut out,
+        "couchdb_watch_started_timestamp_seconds",
+        "when the watcher started (its looks are counted from here until the first finishes)",
+        unix(s.started_at),
+    );
+    seconds(
+        &mut out,
+        "couchdb_watch_interval_seconds",
+        "COUCHDB_WATCH_INTERVAL: how often the watcher looks",
+        s.interval.as_secs_f64(),
+    );
     counter(
         &mut out,
         "couchdb_watch_ticks_total",
@@ -220,6 +359,19 @@ fn gauge(out: &mut String, name: &str, help: &str, value: Option<u64>) {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
         );
     }
+}
+
+fn seconds(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value:.3}\n"
+    );
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+pub fn unix(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -288,6 +440,7 @@ mod tests {
             backup: Some(BackupLag {
                 unreplicated: 1,
                 docs_behind: 7,
+                ..BackupLag::default()
             }),
             ..Snapshot::default()
         });
@@ -314,6 +467,51 @@ mod tests {
             assert!(page.contains(&format!("# TYPE {name} ")), "{name}");
             assert!(page.contains(&format!("# HELP {name} ")), "{name}");
         }
+    }
+
+    #[test]
+    fn a_drained_member_is_up_a_stopped_one_is_not_and_other_nodes_are_no_members() {
+        let mut s = shared();
+        let row = |name: &str, member: bool, up: bool, maintenance: Option<&str>| NodeRow {
+            name: Some(name.into()),
+            member,
+            connected: up,
+            up,
+            maintenance: maintenance.map(String::from),
+            ..NodeRow::default()
+        };
+        s.snapshot = Some(Snapshot {
+            nodes: vec![
+                row("couchdb@a", true, true, None),
+                row("couchdb@b", true, true, Some("nolb")),
+                row("couchdb@c", true, false, None),
+                row("couchdb@new", false, true, None),
+            ],
+            backup_error: Some("the backup CouchDB b does not answer".into()),
+            ..Snapshot::default()
+        });
+        let page = render(&s);
+        for line in [
+            "couchdb_node_up{node=\"couchdb@a\"} 1",
+            "couchdb_node_up{node=\"couchdb@b\"} 1",
+            "couchdb_node_up{node=\"couchdb@c\"} 0",
+            "couchdb_backup_failing 1",
+            "couchdb_watch_interval_seconds 15.000",
+        ] {
+            assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
+        }
+        assert!(!page.contains("couchdb@new"), "{page}");
+        assert!(page.contains("\ncouchdb_watch_started_timestamp_seconds "));
+        s.snapshot = Some(Snapshot {
+            backup: Some(BackupLag::default()),
+            ..Snapshot::default()
+        });
+        assert!(render(&s).lines().any(|l| l == "couchdb_backup_failing 0"));
+        s.snapshot = Some(Snapshot::default());
+        assert!(
+            !render(&s).contains("couchdb_backup_failing"),
+            "no backup: no series"
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! The metrics endpoint: one thread, one connection at a time (Prometheus scrapes every 15–60 s),
-//! `GET /metrics` and `GET /healthz`, nothing else. A client gets 2 s to send its request.
+//! `GET /metrics`, `GET /healthz`, the status page `GET /` and its data `GET /status.json`,
+//! nothing else. A client gets 2 s to send its request. Every answer is rendered from what the
+//! watch loop last saw: none sends a request to a node.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use log::debug;
 
 use super::metrics::{render, Shared};
+use super::page;
 use crate::util::exit::{Failure, Status};
 
 /// A request larger than this is not a scrape.
@@ -72,7 +75,19 @@ fn answer(mut stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> 
             });
             (s, b, "text/plain; charset=utf-8")
         }
-        ("GET", _) => (404, "only /metrics and /healthz\n".into(), "text/plain"),
+        ("GET", "/") => {
+            let (s, b) = state(&|s| (200, page::html(s, SystemTime::now())));
+            (s, b, "text/html; charset=utf-8")
+        }
+        ("GET", "/status.json") => {
+            let (s, b) = state(&|s| (200, page::json(s)));
+            (s, b, "application/json")
+        }
+        ("GET", _) => (
+            404,
+            "only /, /status.json, /metrics and /healthz\n".into(),
+            "text/plain",
+        ),
         _ => (405, "GET only\n".into(), "text/plain"),
     };
     let reason = match status {
@@ -81,9 +96,13 @@ fn answer(mut stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> 
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
+    // The page runs no script and loads nothing (its style is inline): a browser is told so,
+    // and not to keep an old copy of it.
     write!(
         stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+         Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n\
+         X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()
