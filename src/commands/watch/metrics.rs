@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// Databases with ranges below n, the worst first, at most `PROBLEM_DBS`.
     pub problem_dbs: Vec<(String, usize)>,
     pub backup: Option<BackupLag>,
+    /// The kinds of the security findings (`status`'s section), read with the sizes; `None`
+    /// until the first reading, and then no series.
+    pub security: Option<Vec<String>>,
 }
 
 /// With COUCHDB_BACKUP_URL: how far the backup is behind.
@@ -148,6 +151,24 @@ pub fn render(s: &Shared) -> String {
                 snap.problem_dbs.iter().map(|(k, v)| (k, *v as u64)),
             );
         }
+        if let Some(kinds) = &snap.security {
+            gauge(
+                &mut out,
+                "couchdb_security_findings",
+                "findings of `status`'s security section (what is exposed; see docs/operations.md)",
+                Some(kinds.len() as u64),
+            );
+            let one: BTreeMap<String, u64> = kinds.iter().map(|k| (k.clone(), 1)).collect();
+            if !one.is_empty() {
+                labelled(
+                    &mut out,
+                    "couchdb_security_finding",
+                    "1 for each kind of security finding present",
+                    "kind",
+                    one.iter().map(|(k, v)| (k, *v)),
+                );
+            }
+        }
         if let Some(b) = &snap.backup {
             gauge(
                 &mut out,
@@ -263,6 +284,7 @@ mod tests {
                 unreplicated: 1,
                 docs_behind: 7,
             }),
+            security: Some(vec!["cookie_weak".into(), "db_public".into()]),
             ..Snapshot::default()
         });
         let page = render(&s);
@@ -273,6 +295,8 @@ mod tests {
             "couchdb_node_copies{node=\"couchdb@a.b\"} 4",
             "couchdb_database_ranges_below_n{db=\"we\\\"ird\\\\db\\n\"} 1",
             "couchdb_backup_docs_behind 7",
+            "couchdb_security_findings 2",
+            "couchdb_security_finding{kind=\"db_public\"} 1",
             "couchdb_watch_last_tick_timestamp_seconds 5.000",
         ] {
             assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
