@@ -270,7 +270,10 @@ fn status_stays_short_and_cheap_at_many_databases() {
     // for its file size (the bytes per node; issue 17): 62 databases × q=2 × n=3, and one
     // `_security` per database (the security section; issue 26).
     let requests = c.requests().len();
-    assert!(requests <= 4 * 5 + 1 + 5 + 62 * 6 + 62, "{requests} requests");
+    assert!(
+        requests <= 4 * 5 + 1 + 5 + 62 * 6 + 62,
+        "{requests} requests"
+    );
     // `check` (which an init container may ask every 2 s) reads no copy: none per database.
     c.reset_counters();
     run_args(&c, &["check"], &[]).assert_code(0);

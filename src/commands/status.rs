@@ -502,7 +502,7 @@ fn security_text(
         "security: {} finding(s){}",
         findings.len(),
         if problems > 0 {
-            format!(", {problems} of them problems (exit 15)")
+            format!(", {problems} counted as problems (exit 15)")
         } else {
             String::new()
         }
