@@ -200,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn the_bundles_optfile_parses() {
+        let t = parse(include_str!("../../../compose/dist-tls/ssl_dist.conf")).unwrap();
+        for side in ["server", "client"] {
+            let opts = t.get(side).unwrap();
+            assert_eq!(
+                opts.get("verify").and_then(Term::as_atom),
+                Some("verify_peer")
+            );
+            assert!(opts.get("keyfile").and_then(Term::as_str).is_some());
+        }
+    }
+
+    #[test]
     fn broken_terms_are_errors_with_a_line() {
         for bad in [
             "[{server, []}]",
