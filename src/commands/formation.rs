@@ -202,8 +202,7 @@ impl<'a> Formation<'a> {
     /// COUCHDB_DIST_TLS=true would be the exposed one. Both are refused before anything is
     /// written (exit 15). A node that cannot be probed is only warned about.
     fn check_distribution(&self, nodes: &Nodes) -> Result<()> {
-        let seen = self.probe_distribution(nodes);
-        let problems = security::dist_problems(self.cfg.dist_tls, &seen);
+        let (seen, problems) = self.probe_distribution(nodes);
         if !problems.is_empty() {
             return Err(Failure::new(
                 Status::Security,
@@ -243,7 +242,8 @@ impl<'a> Formation<'a> {
         Ok(())
     }
 
-    fn probe_distribution(&self, nodes: &Nodes) -> Vec<DistView> {
+    /// Each node's distribution, and what is wrong with them together.
+    fn probe_distribution(&self, nodes: &Nodes) -> (Vec<DistView>, Vec<String>) {
         let targets: Vec<(String, String, String)> = nodes
             .all
             .iter()
@@ -255,7 +255,9 @@ impl<'a> Formation<'a> {
                 )
             })
             .collect();
-        security::probe_nodes(&self.session, &targets)
+        let seen = security::probe_nodes(&self.session, &targets);
+        let problems = security::dist_problems(self.cfg.dist_tls, &seen);
+        (seen, problems)
     }
 
     // ---- preflight --------------------------------------------------------------------------
@@ -429,8 +431,7 @@ impl<'a> Formation<'a> {
                 let mut why = diagnose(nodes, &last, discovery::resolves);
                 // The distribution may have changed since the preflight looked (a node
                 // restarted with other flags), and TLS adds causes a cookie cannot explain.
-                let seen = self.probe_distribution(nodes);
-                let problems = security::dist_problems(self.cfg.dist_tls, &seen);
+                let (seen, problems) = self.probe_distribution(nodes);
                 if !problems.is_empty() {
                     return Err(Failure::new(
                         Status::Security,

@@ -96,6 +96,17 @@ distribution_writes() {
     || fail "the documents written through one node do not read back through another"
 }
 
+# Captures port 9100 on network $1 into $2 while `distribution_writes "${@:3}"` runs; sets tls
+# (TLS records), frames (packets) and found (1 when the marker is in the bytes).
+capture_writes() {
+  local net="$1" file="$2"
+  shift 2
+  capture_start "$net" "$file"
+  distribution_writes "$@"
+  capture_stop
+  read -r tls frames found <<<"$(capture_facts "$file" "$3")"
+}
+
 # "<TLS records> <segments> <marker found>" of capture $1.
 capture_facts() {
   local tls frames found
@@ -112,10 +123,8 @@ dist_tls_step() {
   # 1. The plain bundle: the documents cross port 9100 in clear.
   if [ "$can_capture" = 1 ]; then
     log "distribution: capturing port 9100 on the plain bundle while documents are written"
-    capture_start "${project}_couchdb" "$work/plain.pcap"
-    distribution_writes "$(service_container couchdb-1)" dist_plain "$marker" "$(service_container couchdb-3)"
-    capture_stop
-    read -r tls frames found <<<"$(capture_facts "$work/plain.pcap" "$marker")"
+    capture_writes "${project}_couchdb" "$work/plain.pcap" \
+      "$(service_container couchdb-1)" dist_plain "$marker" "$(service_container couchdb-3)"
     [ "$frames" -gt 0 ] || fail "the plain capture holds no packet on port 9100"
     [ "$found" = 1 ] && [ "$tls" = 0 ] || fail "plain distribution: $tls TLS records, marker found: $found ($frames packets)"
     pass "plain distribution: $frames packets on port 9100 during writes and internal replication, the documents' contents in clear, no TLS record"
@@ -156,10 +165,8 @@ dist_tls_step() {
 
   if [ "$can_capture" = 1 ]; then
     log "distribution: capturing port 9100 on the TLS bundle while documents are written"
-    capture_start "${dist_project}_couchdb" "$work/tls.pcap"
-    distribution_writes "$(dist_container couchdb-1)" dist_tls "$marker" "$(dist_container couchdb-3)"
-    capture_stop
-    read -r tls frames found <<<"$(capture_facts "$work/tls.pcap" "$marker")"
+    capture_writes "${dist_project}_couchdb" "$work/tls.pcap" \
+      "$(dist_container couchdb-1)" dist_tls "$marker" "$(dist_container couchdb-3)"
     [ "$tls" -gt 0 ] && [ "$found" = 0 ] || fail "TLS distribution: $tls TLS records, marker found: $found ($frames packets)"
     pass "TLS distribution: $tls TLS records in $frames packets on port 9100 during writes and internal replication, none of the documents' contents"
   fi
