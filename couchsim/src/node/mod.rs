@@ -654,6 +654,14 @@ impl NodeInner {
     pub fn nodes_changed(&self, before: &[String], from: Option<&str>, removed: Option<&str>) {
         self.save();
         let after = lock(&self.store).cluster_nodes();
+        // A member that is new here (again: a `_nodes` doc deleted and put back) is tried at
+        // once, as mem3 does on a node's addition, not when an old retry timer says.
+        {
+            let mut v = lock(&self.vol);
+            for m in after.iter().filter(|m| !before.contains(m)) {
+                v.next_attempt.remove(m);
+            }
+        }
         let connected: Vec<String> = lock(&self.vol).connected.keys().cloned().collect();
         let now = Instant::now();
         for peer in &connected {
