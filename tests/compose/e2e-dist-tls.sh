@@ -201,12 +201,7 @@ dist_tls_step() {
   log "distribution: couchdb-4 with a certificate from another CA"
   scripts/gen-dist-tls "$work/other-ca" couchdb-4.couchdb.internal >"$work/gen-other.log" 2>&1 \
     || { cat "$work/gen-other.log" >&2; fail "scripts/gen-dist-tls failed"; }
-  cp "$work/dist-tls/couchdb-1.crt" "$work/other-ca/" # any file: couchdb-4 reads only its own and ca.crt
-  COUCHDB_DIST_TLS_DIR="$work/other-ca" compose_dist4 --tls up -d --no-build --no-deps --force-recreate couchdb-4 >&2 \
-    || fail "could not re-create couchdb-4 with another CA's certificate"
-  wait_up_in "$(dist_container couchdb-4)"
-  run_logged "$work/init-dist-ca4.log" compose_dist4 --tls run --rm --no-deps -T couchdb-cluster-init
-  show_log "$work/init-dist-ca4.log"
+  init_with_tls_node4 "$work/other-ca" "$work/init-dist-ca4.log"
   [ "$code" = 15 ] || fail "with couchdb-4's certificate from another CA the init exited $code, expected 15"
   grep -q "couchdb-4 (couchdb@couchdb-4.couchdb.internal)'s distribution certificate is issued by" "$work/init-dist-ca4.log" \
     || fail "the init does not name couchdb-4's certificate"
@@ -236,11 +231,7 @@ sys.exit(0 if sys.argv[2] in m["cluster_nodes"] and sys.argv[2] not in m["all_no
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["_rev"])')" || fail "no _nodes doc of couchdb-4"
   node_curl "$(dist_container couchdb-1)" -X DELETE "http://localhost:5984/_node/_local/_nodes/$(node_name 4)?rev=$rev" >/dev/null \
     || fail "could not delete the hand-made _nodes doc of couchdb-4"
-  COUCHDB_DIST_TLS_DIR="$work/dist-tls" compose_dist4 --tls up -d --no-build --no-deps --force-recreate couchdb-4 >&2 \
-    || fail "could not re-create couchdb-4 with its certificate"
-  wait_up_in "$(dist_container couchdb-4)"
-  run_logged "$work/init-dist4.log" compose_dist4 --tls run --rm --no-deps -T couchdb-cluster-init
-  show_log "$work/init-dist4.log"
+  init_with_tls_node4 "$work/dist-tls" "$work/init-dist4.log"
   [ "$code" = 0 ] || fail "with couchdb-4's own certificate the init exited $code"
   health="$(wait_health "$(dist_container couchdb-4)" 60 healthy)" || fail "couchdb-4 is $health after joining over TLS"
   pass "couchdb-4 with the cluster's CA's certificate (compose/dist-tls-couchdb-4.yaml): joined over TLS, healthy"
@@ -251,6 +242,16 @@ sys.exit(0 if sys.argv[2] in m["cluster_nodes"] and sys.argv[2] not in m["all_no
     || fail "down -v left containers or volumes of $dist_project"
   rm -rf "$work/dist-tls" "$work/other-ca"
   pass "the TLS bundle is gone (down -v)"
+}
+
+# couchdb-4 re-created on TLS with the CA and certificate in directory $1, then the init with
+# four nodes, its log into $2 (shown) and its exit status into $code.
+init_with_tls_node4() {
+  COUCHDB_DIST_TLS_DIR="$1" compose_dist4 --tls up -d --no-build --no-deps --force-recreate couchdb-4 >&2 \
+    || fail "could not re-create couchdb-4 with the certificate in $1"
+  wait_up_in "$(dist_container couchdb-4)"
+  run_logged "$2" compose_dist4 --tls run --rm --no-deps -T couchdb-cluster-init
+  show_log "$2"
 }
 
 # Waits until the node in container $1 answers /_up (its distribution listens by then).
