@@ -260,3 +260,28 @@ fn a_node_with_a_certificate_of_another_ca_never_joins_and_status_names_it() {
     let _ = std::fs::remove_dir_all(ours);
     let _ = std::fs::remove_dir_all(theirs);
 }
+
+#[test]
+fn growth_remove_and_rebalance_work_the_same_over_tls() {
+    let dir = certs("ops", "cci test CA");
+    let f = fixtures::erl_flags(&dir, "node").unwrap();
+    let mut c = with_flags(vec![Some(f.clone()), Some(f.clone()), Some(f.clone())]);
+    let tls = [("COUCHDB_DIST_TLS", "true")];
+    run_with(&c, &tls).assert_code(0);
+    c.node(0).create_db("app");
+    let ids: Vec<String> = (0..30).map(|i| format!("doc{i:02}")).collect();
+    assert_eq!(c.node(0).write_docs("app", &ids), 30);
+    // Growth: a fourth TLS node joins.
+    let g = f.clone();
+    c.add_node(move |s| s.erl_flags(&g));
+    run_with(&c, &tls).assert_code(0);
+    assert_formed(&c);
+    // The copies move onto it and off it again, over the TLS distribution.
+    run_args(&c, &["rebalance"], &tls).assert_code(0);
+    let name = c.node(3).name();
+    run_args(&c, &["remove", &name], &tls).assert_code(0);
+    let mut seen = c.node(1).doc_ids("app").unwrap_or_default();
+    seen.sort();
+    assert_eq!(seen, ids, "documents after the moves");
+    let _ = std::fs::remove_dir_all(dir);
+}
