@@ -17,7 +17,8 @@
 //! Environment: `BENCH_BINARY` (the binary to measure), `BENCH_RUNS` (runs per N, default 5),
 //! `BENCH_NODES` (default `3,5,9,16,32`), `BENCH_BINARY_BYTES` and `BENCH_IMAGE_BYTES` (sizes,
 //! or `n/a: <why>`), `BENCH_VERBOSE` (set: every run's log, requests and watched instants on
-//! stderr).
+//! stderr), `BENCH_DIST_TLS` (set: every node on the TLS distribution, certificates of one CA,
+//! and the binary with COUCHDB_DIST_TLS=true — the cost of the encrypted distribution).
 //! Progress goes to stderr; stdout holds only the table and its notes. Exits 1 if a rerun on a
 //! formed cluster wrote anything (a bug, not a slow run).
 
@@ -224,7 +225,9 @@ fn run_and_wait(binary: &Path, c: &Cluster, t0: Instant, log: &Path) -> Result<S
         .env("COUCHDB_PASSWORD", PASSWORD)
         .env("COUCHDB_COOKIE", COOKIE)
         .env("COUCHDB_NODES", nodes.join(","))
+        .env("COUCHDB_EPMD_PORT", c.epmd_port().to_string())
         .env("COUCHDB_INIT_TIMEOUT", "60s")
+        .envs(dist_tls().map(|_| ("COUCHDB_DIST_TLS", "true")))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -339,6 +342,21 @@ fn up(url: &str) -> bool {
 
 // ---- the measurements -----------------------------------------------------------------------
 
+/// With BENCH_DIST_TLS: the `ERL_FLAGS` of every node (one CA, one certificate for 127.0.0.1,
+/// made once).
+fn dist_tls() -> Option<String> {
+    static FLAGS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FLAGS
+        .get_or_init(|| {
+            std::env::var_os("BENCH_DIST_TLS")?;
+            let dir = std::env::temp_dir().join(format!("cci-bench-tls-{}", std::process::id()));
+            couchsim::fixtures::make_certificates(&dir, "bench CA", &[("node", "IP:127.0.0.1")])
+                .unwrap_or_else(|e| panic!("bench: certificates: {e}"));
+            Some(couchsim::fixtures::erl_flags(&dir, "node").unwrap_or_else(|e| panic!("{e}")))
+        })
+        .clone()
+}
+
 struct PerN {
     n: usize,
     form: Vec<Sample>,
@@ -349,13 +367,19 @@ fn measure(binary: &Path, n: usize, runs: usize, delays: &Delays, log: &Path) ->
     let mut form = Vec::new();
     let mut rerun = Vec::new();
     for run in 0..runs {
-        let c = Cluster::builder()
+        let mut b = Cluster::builder()
             .nodes(n)
             .admin(USER, PASSWORD)
             .cookie(COOKIE)
             .delays(delays.clone())
-            .seed(1000 * n as u64 + run as u64)
-            .start();
+            .seed(1000 * n as u64 + run as u64);
+        if let Some(flags) = dist_tls() {
+            for i in 0..n {
+                let f = flags.clone();
+                b = b.configure(i, move |s| s.erl_flags(&f));
+            }
+        }
+        let c = b.start();
         let t0 = wait_all_up(&c);
         let f = run_binary(binary, &c, t0, log);
         let r = run_binary(binary, &c, Instant::now(), log);

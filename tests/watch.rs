@@ -570,3 +570,31 @@ fn a_drained_member_is_up_in_the_metrics_and_drained_on_the_page() {
     );
     w.stop().assert_code(0);
 }
+
+#[test]
+fn security_findings_are_exported_and_kept_between_readings() {
+    let c = cluster(3, |b| b);
+    let w = Watcher::start(&c, &[("COUCHDB_COOKIE", "weak")]);
+    w.until("couchdb_cluster_healthy", "1");
+    // Read with the sizes (the first tick, then every 20th): the plain distribution and the
+    // weak cookie; published again by the ticks in between.
+    w.until("couchdb_security_findings", "2");
+    let ticks: u64 = w
+        .metric("couchdb_watch_ticks_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.until_count("couchdb_watch_ticks_total", ticks + 2);
+    let (_, page) = w.get("/metrics").unwrap();
+    for line in [
+        "couchdb_security_findings 2",
+        "couchdb_security_finding{kind=\"cookie_weak\"} 1",
+        "couchdb_security_finding{kind=\"dist_cleartext\"} 1",
+    ] {
+        assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
+    }
+    let r = w.stop();
+    r.assert_code(0);
+    assert!(!r.stderr.contains("weak\""), "{}", r.stderr);
+    r.assert_says(&["watch: security: 2 finding(s): cookie_weak, dist_cleartext"]);
+}

@@ -6,7 +6,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::net::epmd::Registry;
+use crate::net::epmd::{EpmdServer, Registry};
+use crate::net::tls::Distribution;
 use serde_json::{json, Value};
 
 use crate::cluster::copies::Edit;
@@ -40,6 +41,11 @@ impl Node {
 
     pub fn addr(&self) -> std::net::SocketAddr {
         self.inner.addr()
+    }
+
+    /// Where its distribution listens (its own port, never the HTTP one).
+    pub fn dist_addr(&self) -> std::net::SocketAddr {
+        self.inner.dist_addr
     }
 
     /// Boots the node (waits `Delays::boot`) and returns once it listens. No-op if running.
@@ -407,9 +413,14 @@ impl ClusterBuilder {
                 specs[i] = f(s);
             }
         }
+        let registry = Arc::new(Registry::default());
+        let epmd = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| EpmdServer::start(l, registry.clone()))
+            .unwrap_or_else(|e| panic!("couchsim: cannot start the epmd: {e}"));
         let mut cluster = Cluster {
             nodes: Vec::new(),
-            registry: Arc::new(Registry::default()),
+            epmd,
+            registry,
             shared: Arc::new(Shared::default()),
             seq: Arc::new(AtomicU64::new(0)),
             delays,
@@ -450,6 +461,8 @@ fn default_spec(
 /// A set of simulated nodes. Dropping it stops every node and joins every thread.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// The nodes' epmd: all of them are on one host (127.0.0.1) as far as epmd can tell.
+    epmd: EpmdServer,
     registry: Arc<Registry>,
     shared: Arc<Shared>,
     seq: Arc<AtomicU64>,
@@ -490,8 +503,18 @@ impl Cluster {
         let addr: SocketAddr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("couchsim: no local address: {e}"));
+        let dist_listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("couchsim: cannot reserve a port: {e}"));
+        let dist_addr: SocketAddr = dist_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("couchsim: no local address: {e}"));
+        let dist = match &spec.erl_flags {
+            None => Distribution::plain(),
+            Some(flags) => Distribution::from_erl_flags(flags)
+                .unwrap_or_else(|e| panic!("couchsim: {}: ERL_FLAGS: {e}", spec.name)),
+        };
         let stopped = spec.stopped;
-        self.registry.register(&spec.name, addr);
+        self.registry.register(&spec.name, dist_addr);
         let idx = self.nodes.len() as u64;
         let inner = NodeInner::new(NodeConfig {
             shared: self.shared.clone(),
@@ -506,6 +529,9 @@ impl Cluster {
             // A stopped node must refuse connections: give its port back until it starts.
             listener: if stopped { None } else { Some(listener) },
             addr,
+            dist_listener: if stopped { None } else { Some(dist_listener) },
+            dist_addr,
+            dist,
             persist: None,
         });
         self.nodes.push(Node { inner });
@@ -532,6 +558,12 @@ impl Cluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// The port of the epmd that answers `PORT_PLEASE2` for the running nodes (4369 for a real
+    /// host; here one ephemeral port for the whole cluster).
+    pub fn epmd_port(&self) -> u16 {
+        self.epmd.port()
     }
 
     /// Grows the cluster by one node (`node{len+1}@127.0.0.1`, same cookie/admin/secret

@@ -30,7 +30,8 @@
 //! - `http` — a node as its clients see it: server, faults, routes, `/_cluster_setup`,
 //!   databases, `/_scheduler/*`;
 //! - `api` (the in-process `Cluster`) and `binary` (`couchsim` as a process, and its `curl`,
-//!   `grep` and `sh`), side by side on top.
+//!   `grep` and `sh`), side by side on top; `fixtures` (certificates for TLS distribution,
+//!   made with `openssl`) beside them, using none of the others.
 
 mod api;
 mod cluster;
@@ -43,6 +44,7 @@ mod ticker;
 mod util;
 
 pub mod binary;
+pub mod fixtures;
 
 pub use api::{Cluster, ClusterBuilder, Node};
 pub use net::epmd::{DnsEpmd, Epmd, Registry};

@@ -19,6 +19,9 @@ pub struct Delays {
     pub nodes_create: Duration,
     /// Setting up one Erlang distribution connection.
     pub connect: Duration,
+    /// How long a distribution handshake may take before either side gives up (Erlang's
+    /// `net_setuptime`, 7 s): a TLS node calling a plain one waits this long for an answer.
+    pub dist_setup: Duration,
     /// After a node gets its first connection, the `_nodes`/`_dbs` copy pushed to it lands
     /// after a delay in this range...
     pub nodes_copy: (Duration, Duration),
@@ -99,6 +102,7 @@ impl Default for Delays {
             first_auth_cpu: false,
             nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(20),
+            dist_setup: Duration::from_secs(7),
             nodes_copy: (Duration::from_millis(40), Duration::from_millis(100)),
             slow_copy: Duration::from_millis(1000),
             slow_copy_one_in: 5,
@@ -145,6 +149,7 @@ impl Delays {
             first_auth_cpu: false,
             nodes_create: Duration::from_millis(5),
             connect: Duration::from_millis(1),
+            dist_setup: Duration::from_millis(300),
             nodes_copy: (Duration::from_millis(2), Duration::from_millis(6)),
             slow_copy: Duration::from_millis(40),
             slow_copy_one_in: 5,
@@ -223,6 +228,7 @@ pub struct NodeSpec {
     pub(crate) bind_address: String,
     pub(crate) secret: Option<String>,
     pub(crate) uuid: Option<String>,
+    pub(crate) erl_flags: Option<String>,
 }
 
 impl NodeSpec {
@@ -235,6 +241,7 @@ impl NodeSpec {
             bind_address: "any".to_string(),
             secret: None,
             uuid: None,
+            erl_flags: None,
         }
     }
 
@@ -288,6 +295,13 @@ impl NodeSpec {
     /// `[couchdb] uuid` (random by default, one per node).
     pub fn uuid(mut self, u: &str) -> Self {
         self.uuid = Some(u.to_string());
+        self
+    }
+
+    /// `ERL_FLAGS`, read for the distribution only: `-proto_dist couch -ssl_dist_optfile FILE`
+    /// turns on TLS (see the README's "Distribution"); the file is read at `Cluster::start`.
+    pub fn erl_flags(mut self, flags: &str) -> Self {
+        self.erl_flags = Some(flags.to_string());
         self
     }
 }

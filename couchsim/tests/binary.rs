@@ -39,7 +39,21 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
+/// The distribution and epmd ports that go with an HTTP port: the same for every node of one
+/// test (each on its own loopback IP), as 9100 and 4369 are for every container.
+fn dist_ports(http: u16) -> (u16, u16) {
+    static PORTS: std::sync::Mutex<Vec<(u16, u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut all = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d, e)) = all.iter().find(|(h, _, _)| *h == http) {
+        return (*d, *e);
+    }
+    let (d, e) = (free_port(), free_port());
+    all.push((http, d, e));
+    (d, e)
+}
+
 fn spawn(ip: &str, port: u16, data: &Path, extra: &[(&str, &str)]) -> Proc {
+    let (dist, epmd) = dist_ports(port);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_couchsim"));
     cmd.env_clear()
         .env("NODENAME", ip)
@@ -48,7 +62,8 @@ fn spawn(ip: &str, port: u16, data: &Path, extra: &[(&str, &str)]) -> Proc {
         .env("COUCHDB_ERLANG_COOKIE", "binary-test-cookie")
         .env("COUCHSIM_LISTEN_IP", ip)
         .env("COUCHSIM_PORT", port.to_string())
-        .env("COUCHSIM_DIST_PORT", port.to_string())
+        .env("COUCHSIM_DIST_PORT", dist.to_string())
+        .env("COUCHSIM_EPMD_PORT", epmd.to_string())
         .env("COUCHSIM_DATA", data.join("data"))
         .env("COUCHSIM_ETC", data.join("etc"))
         .env("COUCHSIM_DELAYS", "fast")

@@ -474,3 +474,33 @@ fn first_auth_can_cost_real_cpu() {
     );
     assert_eq!(c.node(0).password_hashes(), 1);
 }
+
+#[test]
+fn a_member_put_back_after_its_doc_was_deleted_is_tried_at_once() {
+    // A member that never connected is tried again only after `retry_timer`; deleting its
+    // `_nodes` doc and putting it back is a new member, tried at once (as mem3 does).
+    let mut d = fast();
+    d.retry_timer = Duration::from_secs(30);
+    let c = Cluster::builder()
+        .nodes(2)
+        .delays(d)
+        .configure(1, |s| s.stopped())
+        .start();
+    let a = c.node(0).addr();
+    let path = "/_node/_local/_nodes/node2@127.0.0.1";
+    assert_eq!(req(a, "PUT", path, Some("{}")).status, 201);
+    std::thread::sleep(Duration::from_millis(100)); // the attempt failed: retry in 30 s
+    c.node(1).start();
+    let rev = req(a, "GET", path, None).json()["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        req(a, "DELETE", &format!("{path}?rev={rev}"), None).status,
+        200
+    );
+    assert_eq!(req(a, "PUT", path, Some("{}")).status, 201);
+    wait_for("node2 connected", Duration::from_secs(3), || {
+        c.node(0).membership().0.len() == 2
+    });
+}

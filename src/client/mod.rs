@@ -17,9 +17,12 @@ mod shard_doc;
 
 pub use ops::{segment, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs, Unreadable};
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
+pub mod dist;
 mod recovery;
 mod replication;
 mod zones;
+
+pub use recovery::Access;
 
 pub use replication::{DbCounts, DbCreated, Endpoint, OneShotDoc, Put, SchedulerDoc};
 pub use zones::{ClusterConfig, NodeDoc, ZONE_SECTION};
@@ -57,6 +60,24 @@ pub struct NodeConfig {
     pub placement: Option<String>,
     /// The zone the node reports for itself, `[couchdb_cluster_init] zone` (empty: none).
     pub zone: Option<String>,
+    /// What the security section reads of it (none of it secret).
+    pub settings: Settings,
+}
+
+/// The settings that say how exposed a node is. Keys as CouchDB 3.4.2's source reads them:
+/// CORS from `[httpd] enable_cors` (chttpd_cors.erl; `[chttpd] enable_cors` counts too), `[cors]
+/// origins` and `credentials`; user documents public to all users with `[chttpd_auth]
+/// users_db_public` (or the older `[couch_httpd_auth]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub enable_cors: bool,
+    pub cors_origins: Vec<String>,
+    pub cors_credentials: bool,
+    pub users_db_public: bool,
+    /// `[chttpd] require_valid_user`: anonymous requests refused everywhere.
+    pub require_valid_user: bool,
+    /// `[chttpd] bind_address`.
+    pub bind_address: Option<String>,
 }
 
 pub type ShardMap = BTreeMap<String, Vec<String>>;
@@ -176,6 +197,7 @@ impl Client {
             zone: value(ZONE_SECTION, "zone")
                 .map(|z| z.trim().to_string())
                 .filter(|z| !z.is_empty()),
+            settings: settings(&value),
         })
     }
 
@@ -340,6 +362,26 @@ impl Client {
             status,
             reason: error_reason(body),
         }
+    }
+}
+
+fn settings(value: &dyn Fn(&str, &str) -> Option<String>) -> Settings {
+    let on = |section: &str, key: &str| value(section, key).is_some_and(|v| v.trim() == "true");
+    Settings {
+        enable_cors: on("httpd", "enable_cors") || on("chttpd", "enable_cors"),
+        cors_origins: value("cors", "origins")
+            .map(|o| {
+                o.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cors_credentials: on("cors", "credentials"),
+        users_db_public: on("chttpd_auth", "users_db_public")
+            || on("couch_httpd_auth", "users_db_public"),
+        require_valid_user: on("chttpd", "require_valid_user"),
+        bind_address: value("chttpd", "bind_address"),
     }
 }
 

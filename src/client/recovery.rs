@@ -17,6 +17,40 @@ const PAGE: usize = 500;
 /// Every document's leaf revisions (`_changes?style=all_docs`): id → revs, deletions included.
 pub type Revisions = BTreeMap<String, Vec<String>>;
 
+/// A database's `_security` as far as access goes. CouchDB lets a request in as a member when
+/// `members` names its user or one of its roles — or when `members` names nobody at all: the
+/// database is then public (`couch_db:check_is_member`), and members may write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// Names and roles in `members` other than `_admin`.
+    pub members: Vec<String>,
+    /// `members` has no names and no roles.
+    pub public: bool,
+}
+
+impl Access {
+    fn of(security: &Value) -> Access {
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let members = &security["members"];
+        let (names, roles) = (list(&members["names"]), list(&members["roles"]));
+        Access {
+            public: names.is_empty() && roles.is_empty(),
+            members: names
+                .into_iter()
+                .chain(roles.into_iter().filter(|r| r != "_admin"))
+                .collect(),
+        }
+    }
+}
+
 impl Client {
     /// `GET /<db>/_security`; `None` if there is no such database. CouchDB 3.x answers
     /// `{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}` for one never set.
@@ -29,6 +63,12 @@ impl Client {
             404 => Ok(None),
             _ => Err(self.unexpected(node, &what, status, &body)),
         }
+    }
+
+    /// Who may read and write `db` besides the admins, from its `_security`; `None` if there is
+    /// no such database.
+    pub fn access(&self, node: &NodeAddr, db: &str) -> NodeResult<Option<Access>> {
+        Ok(self.security(node, db)?.map(|v| Access::of(&v)))
     }
 
     /// `PUT /<db>/_security`: the whole object, as read elsewhere.

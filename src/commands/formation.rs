@@ -1,5 +1,5 @@
 //! The formation procedure, top to bottom as an operator would describe it:
-//! wait → identify → preflight → join → converge → finish → verify.
+//! wait → identify → distribution → preflight → join → converge → finish → verify.
 //!
 //! Every phase works on all nodes in parallel under the one deadline; every write is preceded by
 //! reads that prove it is needed, so a run on a formed cluster writes nothing. Two runs at once
@@ -14,8 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use log::{debug, info, warn};
 
+use crate::client::dist::Transport;
 use crate::client::{Added, Finish, Membership, NodeConfig, NodeError, NodeResult, ShardMap};
 use crate::cluster::health::{config_drift, SYSTEM_DBS};
+use crate::cluster::security::{self, DistView};
 use crate::cluster::session::{each, Nodes, Session, Waiting};
 use crate::cluster::zones::{self, Reporting, Zones};
 use crate::commands::backup::Backup;
@@ -110,6 +112,11 @@ impl<'a> Formation<'a> {
             let zones = self.zones_of(&nodes)?;
             Ok((nodes, zones))
         })?;
+        self.phase(
+            "distribution",
+            "each node's Erlang distribution (TLS or plain TCP)",
+            || self.check_distribution(&nodes),
+        )?;
         let plan = self.phase(
             "preflight",
             "membership and databases of every node",
@@ -277,6 +284,70 @@ impl<'a> Formation<'a> {
             ));
         }
         Ok(actions)
+    }
+
+    // ---- distribution -----------------------------------------------------------------------
+
+    /// Nodes whose distributions differ never connect; a node on plain TCP where
+    /// COUCHDB_DIST_TLS=true would be the exposed one. Both are refused before anything is
+    /// written (exit 15). A node that cannot be probed is only warned about.
+    fn check_distribution(&self, nodes: &Nodes) -> Result<()> {
+        let (seen, problems) = self.probe_distribution(nodes);
+        if !problems.is_empty() {
+            return Err(Failure::new(
+                Status::Security,
+                format!("{}. Nothing was written.", problems.join("; ")),
+            )
+            .into());
+        }
+        let mut said: Vec<String> = seen
+            .iter()
+            .map(|d| d.word())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|w| {
+                let n = seen.iter().filter(|d| d.word() == w).count();
+                format!("{w} on {n} node(s)")
+            })
+            .collect();
+        said.sort();
+        info!("distribution: {}", said.join(", "));
+        if self.cfg.dist_tls.is_none() && seen.iter().any(|d| d.transport == Transport::Plain) {
+            warn!(
+                "distribution: plain TCP, guarded by the cookie alone: documents cross the network in clear \
+                 (compose/dist-tls.yaml turns on TLS; COUCHDB_DIST_TLS=false says plain is meant)"
+            );
+        }
+        for f in security::credentials(self.cfg) {
+            warn!("security: {}", f.text);
+        }
+        for d in &seen {
+            if let (Transport::Unknown(why), Some(_)) = (&d.transport, self.cfg.dist_tls) {
+                warn!(
+                    "distribution: cannot tell which distribution {} runs ({why}); COUCHDB_DIST_TLS is not checked there",
+                    d.label
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Each node's distribution, and what is wrong with them together.
+    fn probe_distribution(&self, nodes: &Nodes) -> (Vec<DistView>, Vec<String>) {
+        let targets: Vec<(String, String, String)> = nodes
+            .all
+            .iter()
+            .map(|n| {
+                (
+                    format!("{} ({})", n.addr.label, n.name),
+                    n.addr.host().to_string(),
+                    n.name.clone(),
+                )
+            })
+            .collect();
+        let seen = security::probe_nodes(&self.session, &targets);
+        let problems = security::dist_problems(self.cfg.dist_tls, &seen);
+        (seen, problems)
     }
 
     // ---- preflight --------------------------------------------------------------------------
@@ -447,11 +518,27 @@ impl<'a> Formation<'a> {
                         }),
                     })
                     .collect();
-                Err(Failure::new(
-                    Status::NotConnected,
-                    diagnose(nodes, &last, discovery::resolves),
-                )
-                .into())
+                let mut why = diagnose(nodes, &last, discovery::resolves);
+                // The distribution may have changed since the preflight looked (a node
+                // restarted with other flags), and TLS adds causes a cookie cannot explain.
+                let (seen, problems) = self.probe_distribution(nodes);
+                if !problems.is_empty() {
+                    return Err(Failure::new(
+                        Status::Security,
+                        format!("{why}; {}", problems.join("; ")),
+                    )
+                    .into());
+                }
+                if !seen.is_empty()
+                    && seen
+                        .iter()
+                        .all(|d| matches!(d.transport, Transport::Tls(_)))
+                {
+                    why += "; every node runs TLS distribution, so a certificate its peers refuse (from another \
+                            CA, expired, or not for its host name) is as likely as a cookie: the node's log says \
+                            which (a TLS … ALERT line)";
+                }
+                Err(Failure::new(Status::NotConnected, why).into())
             }
         }
     }

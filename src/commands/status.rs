@@ -8,7 +8,7 @@
 //! `check`) one per copy for its file size, the bytes per node. A copy's own count is judged
 //! only where it matters: databases with a move under way, `--details`, `status <db>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use log::{info, warn};
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
 use crate::cluster::planner::{imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
+use crate::cluster::security::{self, Exposure, Finding};
 use crate::cluster::session::{Session, Waiting};
 use crate::cluster::survey::{CopyKey, State, Survey};
 use crate::cluster::zones::{self, Shared};
@@ -61,6 +62,9 @@ pub struct Report {
     pub files_unknown: Option<String>,
     /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
     pub backup: Option<std::result::Result<Vec<DbBackup>, String>>,
+    /// The security section (`status`; `check` only probes the distribution, and only with
+    /// COUCHDB_DIST_TLS): what was read and found, or why it could not be read.
+    pub security: Option<std::result::Result<(Exposure, Vec<Finding>), String>>,
 }
 
 /// `status`: read, judge, print; `Err` (naming the problems) when the cluster is not healthy.
@@ -69,6 +73,7 @@ pub fn status(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<()> {
     let report = session.phase("status", "reading every node and shard map", || {
         let addrs = session.addresses()?;
         let mut report = read(&session, &addrs, opts, true)?;
+        add_security(&session, &mut report, true);
         report.backup = cfg
             .backup
             .as_ref()
@@ -113,7 +118,8 @@ pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
         )?
     } else {
         session.phase("verify", what, || {
-            let report = read(&session, &addrs, &Options::default(), false)?;
+            let mut report = read(&session, &addrs, &Options::default(), false)?;
+            check_distribution(&session, &mut report);
             judge(&report)?;
             Ok(report)
         })?
@@ -136,7 +142,8 @@ pub fn check(cfg: &Config, clock: &dyn Clock, wait: bool) -> Result<Summary> {
 fn until_healthy(session: &Session, addrs: &[NodeAddr]) -> Result<Report> {
     let mut waiting = Waiting::new("verify", session.clock, session.deadline);
     loop {
-        let e = match read(session, addrs, &Options::default(), false).and_then(|r| {
+        let e = match read(session, addrs, &Options::default(), false).and_then(|mut r| {
+            check_distribution(session, &mut r);
             judge(&r)?;
             Ok(r)
         }) {
@@ -223,7 +230,42 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
         unbalanced,
         files_unknown,
         backup: None,
+        security: None,
     })
+}
+
+/// The security section: the findings, whose problems join the verdict. `all_dbs`: every
+/// database's `_security` is read too (one GET each).
+pub fn add_security(session: &Session, report: &mut Report, all_dbs: bool) {
+    let read = security::read(session, &report.survey, all_dbs);
+    report.security = Some(match read {
+        Ok(exposure) => {
+            let found = security::findings(session.cfg, &report.survey, &exposure);
+            for f in found.iter().filter(|f| f.problem) {
+                report.problems.push(Problem {
+                    status: Status::Security,
+                    text: f.text.clone(),
+                });
+            }
+            Ok((exposure, found))
+        }
+        Err(e) => Err(format!("could not be read: {e}")),
+    });
+}
+
+/// `check`: with COUCHDB_DIST_TLS, each node's distribution must be the one it says (a few
+/// connections per node, no request to CouchDB); its problems join the verdict.
+fn check_distribution(session: &Session, report: &mut Report) {
+    if session.cfg.dist_tls.is_none() {
+        return;
+    }
+    let dist = security::probe(session, &report.survey);
+    for text in security::dist_problems(session.cfg.dist_tls, &dist) {
+        report.problems.push(Problem {
+            status: Status::Security,
+            text,
+        });
+    }
 }
 
 /// Copies whose own count is read: every copy of a database with a move under way (is the
@@ -459,6 +501,10 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
             out.push(format!("  - {}", p.text));
         }
     }
+    if let Some(found) = &report.security {
+        out.push(String::new());
+        out.push(security_text(report, found));
+    }
     if let Some(backup) = &report.backup {
         out.push(String::new());
         out.push(backup_text(backup, opts));
@@ -503,6 +549,93 @@ fn zones_text(report: &Report) -> Vec<String> {
         ));
     }
     out
+}
+
+/// `security:` — the distribution of each node, the cookie, then every finding with what to
+/// change.
+fn security_text(
+    report: &Report,
+    found: &std::result::Result<(Exposure, Vec<Finding>), String>,
+) -> String {
+    let (exposure, findings) = match found {
+        Err(why) => return format!("security: {why}"),
+        Ok(f) => f,
+    };
+    let problems = findings.iter().filter(|f| f.problem).count();
+    let mut out = vec![format!(
+        "security: {} finding(s){}",
+        findings.len(),
+        if problems > 0 {
+            format!(", {problems} counted as problems (exit 15)")
+        } else {
+            String::new()
+        }
+    )];
+    // One group per way of running it (the transport, its CA, whether peers are verified):
+    // short at any number of nodes.
+    let mut groups: BTreeMap<String, (Vec<String>, BTreeSet<u16>)> = BTreeMap::new();
+    for d in &exposure.dist {
+        let mut word = d.word().to_string();
+        if let crate::client::dist::Transport::Tls(t) = &d.transport {
+            if let Some((_, ca)) = &t.issuer {
+                word += &format!(", certificate by `{ca}`");
+            }
+            match t.asks_for_certificate {
+                Some(true) => word += ", peers verified",
+                Some(false) => word += ", peers NOT verified",
+                None => {}
+            }
+        }
+        let g = groups.entry(word).or_default();
+        g.0.push(d.label.clone());
+        g.1.extend(d.port);
+    }
+    let all = exposure.dist.len();
+    let dist: Vec<String> = groups
+        .iter()
+        .map(|(word, (nodes, ports))| {
+            let port = match ports.len() {
+                1 => format!(" (port {})", ports.iter().next().copied().unwrap_or(0)),
+                _ => String::new(),
+            };
+            match nodes.len() == all {
+                true => format!("{word} on all {all} listed nodes{port}"),
+                false => format!("{word} on {}{port}", list_some(nodes)),
+            }
+        })
+        .collect();
+    out.push(format!(
+        "  distribution: {}",
+        if dist.is_empty() {
+            "no node to probe".to_string()
+        } else {
+            dist.join("; ")
+        }
+    ));
+    let binds: BTreeMap<String, usize> = report
+        .survey
+        .nodes
+        .iter()
+        .filter_map(|n| n.config.as_ref()?.settings.bind_address.clone())
+        .fold(BTreeMap::new(), |mut m, b| {
+            *m.entry(b).or_default() += 1;
+            m
+        });
+    if !binds.is_empty() {
+        let said: Vec<String> = binds
+            .iter()
+            .map(|(b, n)| format!("{b} on {n} node(s)"))
+            .collect();
+        out.push(format!("  HTTP [chttpd] bind_address: {}", said.join(", ")));
+    }
+    for f in findings {
+        out.push(format!(
+            "  - {}{}",
+            if f.problem { "PROBLEM: " } else { "" },
+            f.text
+        ));
+    }
+    out.join("\n")
 }
 
 fn db_table(dbs: &[&DbView], counts: bool) -> String {
@@ -587,6 +720,82 @@ struct JsonReport<'a> {
     /// With COUCHDB_BACKUP_URL only.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<JsonBackup<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<JsonSecurity<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonSecurity<'a> {
+    error: Option<&'a str>,
+    distribution: Vec<JsonDist<'a>>,
+    findings: Vec<JsonFinding<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonDist<'a> {
+    node: &'a str,
+    port: Option<u16>,
+    /// `TLS`, `plain TCP` or `unknown`.
+    transport: &'static str,
+    /// Why it is unknown.
+    reason: Option<&'a str>,
+    /// The common name of its certificate's issuer, where TLS 1.2 showed it.
+    issuer: Option<&'a str>,
+    verifies_peers: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    kind: &'a str,
+    problem: bool,
+    text: &'a str,
+}
+
+fn security_json(
+    found: &std::result::Result<(Exposure, Vec<Finding>), String>,
+) -> JsonSecurity<'_> {
+    use crate::client::dist::Transport;
+    match found {
+        Err(why) => JsonSecurity {
+            error: Some(why),
+            distribution: Vec::new(),
+            findings: Vec::new(),
+        },
+        Ok((exposure, findings)) => JsonSecurity {
+            error: None,
+            distribution: exposure
+                .dist
+                .iter()
+                .map(|d| {
+                    let tls = match &d.transport {
+                        Transport::Tls(t) => Some(t),
+                        _ => None,
+                    };
+                    JsonDist {
+                        node: &d.label,
+                        port: d.port,
+                        transport: d.word(),
+                        reason: match &d.transport {
+                            Transport::Unknown(why) => Some(why),
+                            _ => None,
+                        },
+                        issuer: tls
+                            .and_then(|t| t.issuer.as_ref())
+                            .map(|(_, cn)| cn.as_str()),
+                        verifies_peers: tls.and_then(|t| t.asks_for_certificate),
+                    }
+                })
+                .collect(),
+            findings: findings
+                .iter()
+                .map(|f| JsonFinding {
+                    kind: f.kind,
+                    problem: f.problem,
+                    text: &f.text,
+                })
+                .collect(),
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -715,6 +924,7 @@ pub fn render_json(report: &Report) -> String {
             })
             .collect(),
         backup: report.backup.as_ref().map(backup_json),
+        security: report.security.as_ref().map(security_json),
         leftovers: report
             .leftovers
             .iter()

@@ -65,6 +65,7 @@ pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
     let mut said = String::new();
     let mut failing = String::new();
     let mut bytes = BTreeMap::new();
+    let mut security = None;
     let mut ticks = 0u64;
     while !clock.stopped() {
         lock(&shared).tick_started = Some(Instant::now());
@@ -82,6 +83,21 @@ pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
                 match look.snapshot.bytes.is_empty() {
                     true => look.snapshot.bytes = bytes.clone(),
                     false => bytes = look.snapshot.bytes.clone(),
+                }
+                match &look.snapshot.security {
+                    None => look.snapshot.security = security.clone(),
+                    Some(kinds) => {
+                        if security.as_ref() != Some(kinds) && !kinds.is_empty() {
+                            let line = format!(
+                                "security: {} finding(s): {} (`status` says what to change)",
+                                kinds.len(),
+                                kinds.join(", ")
+                            );
+                            warn!("watch: {line}");
+                            m.record(now, true, &line);
+                        }
+                        security = Some(kinds.clone());
+                    }
                 }
                 if let Some(e) = &look.snapshot.backup_error {
                     m.errors += 1;
@@ -181,9 +197,14 @@ fn tick(cfg: &Config, clock: &dyn Clock, with_sizes: bool) -> Result<Look> {
         }
         // The look's loads were counted before the sizes were known.
         report.loads = report.survey.node_loads();
+        // As costly (one GET per database): the security section, read as seldom.
+        status::add_security(&session, &mut report, true);
         read.is_ok()
     };
     let mut snapshot = snapshot(&report, sized);
+    if let Some(Ok((_, found))) = &report.security {
+        snapshot.security = Some(found.iter().map(|f| f.kind.to_string()).collect());
+    }
     if let (Some(b), true) = (&cfg.backup, finished(&report)) {
         match back_up(cfg, clock, &report, b) {
             Ok((lag, done)) => {
@@ -342,6 +363,7 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
         problems: Lines::of(report.problems.iter().map(|p| p.text.clone())),
         imbalance: report.imbalance.clone(),
         summary: String::new(),
+        security: None,
     }
 }
 

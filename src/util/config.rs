@@ -25,6 +25,8 @@ pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(15);
 /// 9985: beside 9984, the port of the community couchdb-prometheus-exporter, so both can run in
 /// one pod; every interface, so that Prometheus on the pod network can scrape it.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9985";
+/// Erlang's port mapper, where a node's distribution port is asked for (`ERL_EPMD_PORT`).
+pub const DEFAULT_EPMD_PORT: u16 = 4369;
 /// More nodes than this in COUCHDB_NODES (or COUCHDB_EXPECT) is a typo, e.g. `{0..1000}`.
 pub const MAX_NODES: usize = 256;
 
@@ -78,6 +80,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_METRICS_ADDR",
         "watch: address:port serving its status page (/, /status.json), /metrics and /healthz (default 0.0.0.0:9985)",
+    ),
+    (
+        "COUCHDB_DIST_TLS",
+        "true: every node's Erlang distribution must run TLS (compose/dist-tls.yaml), checked at formation and by check/status (exit 15); false: plain TCP on purpose; unset: reported, not required",
+    ),
+    (
+        "COUCHDB_EPMD_PORT",
+        "where each node's epmd answers which port its distribution listens on (default 4369), for that check",
     ),
     (
         "RUST_LOG",
@@ -163,6 +173,10 @@ pub struct Config {
     /// `watch` only: the time between two looks, and where its metrics are served.
     pub watch_interval: Duration,
     pub metrics_addr: std::net::SocketAddr,
+    /// COUCHDB_DIST_TLS: the distribution every node must run (`None`: not required).
+    pub dist_tls: Option<bool>,
+    /// COUCHDB_EPMD_PORT.
+    pub epmd_port: u16,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -183,6 +197,8 @@ struct Raw {
     zones: Option<String>,
     watch_interval: Option<String>,
     metrics_addr: Option<String>,
+    dist_tls: Option<String>,
+    epmd_port: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -272,6 +288,21 @@ impl Config {
                     raw.metrics_addr.as_deref().unwrap_or_default()
                 ))
             })?;
+        let dist_tls = match raw.dist_tls.as_deref().map(str::trim) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "COUCHDB_DIST_TLS=`{other}`: expected true (every node runs TLS distribution) or false"
+                )))
+            }
+        };
+        let epmd_port = match raw.epmd_port.as_deref() {
+            None => DEFAULT_EPMD_PORT,
+            Some(p) => parse_port(p.trim())
+                .map_err(|_| invalid(format!("COUCHDB_EPMD_PORT=`{p}` is not a port number")))?,
+        };
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -286,6 +317,8 @@ impl Config {
             zones,
             watch_interval,
             metrics_addr,
+            dist_tls,
+            epmd_port,
         })
     }
 }
@@ -973,6 +1006,27 @@ mod tests {
             ("COUCHDB_WATCH_INTERVAL", "10ms"),
             ("COUCHDB_METRICS_ADDR", "9985"),
             ("COUCHDB_METRICS_ADDR", "localhost:x"),
+        ] {
+            let m = config_error(with(&[(var, bad)]));
+            assert!(m.contains(var), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_distribution_settings_are_a_boolean_and_a_port() {
+        let c = with(&[]).unwrap();
+        assert_eq!((c.dist_tls, c.epmd_port), (None, 4369));
+        let c = with(&[("COUCHDB_DIST_TLS", "true"), ("COUCHDB_EPMD_PORT", "14369")]).unwrap();
+        assert_eq!((c.dist_tls, c.epmd_port), (Some(true), 14369));
+        assert_eq!(
+            with(&[("COUCHDB_DIST_TLS", "false")]).unwrap().dist_tls,
+            Some(false)
+        );
+        for (var, bad) in [
+            ("COUCHDB_DIST_TLS", "yes"),
+            ("COUCHDB_DIST_TLS", "1"),
+            ("COUCHDB_EPMD_PORT", "0"),
+            ("COUCHDB_EPMD_PORT", "epmd"),
         ] {
             let m = config_error(with(&[(var, bad)]));
             assert!(m.contains(var), "{m}");

@@ -33,6 +33,10 @@ pub enum Status {
     /// `restore` refused before writing anything, or did not finish: the message names why and
     /// which databases.
     Restore,
+    /// A node's Erlang distribution is not what COUCHDB_DIST_TLS says, or the nodes' differ
+    /// (transport, or the CA of their certificates): they cannot all connect, and one would be
+    /// the exposed one.
+    Security,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in docs/configuration.md (a test keeps them equal).
@@ -49,6 +53,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
     (Status::Restore, 12, "restore refused, nothing written (the backup is this cluster, the cluster is not healthy, a named database is not on the backup), or incomplete (named): run it again to finish"),
+    (Status::Security, 15, "distribution not as configured (init, check, status): a node on plain TCP while COUCHDB_DIST_TLS=true (or TLS while false), nodes on different transports, or TLS certificates from different CAs; nothing written"),
 ];
 
 impl Status {

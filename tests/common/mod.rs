@@ -84,6 +84,7 @@ pub fn command(c: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Command {
         .env("COUCHDB_PASSWORD", PASSWORD)
         .env("COUCHDB_COOKIE", COOKIE)
         .env("COUCHDB_NODES", nodes.join(","))
+        .env("COUCHDB_EPMD_PORT", c.epmd_port().to_string())
         .env("COUCHDB_INIT_TIMEOUT", "20s")
         .env("RUST_LOG", "info");
     for (k, v) in env {

@@ -335,6 +335,36 @@ def check_monitoring(services, data):
           len(jobs) == 1 and down and f'job="{jobs[0].get("job_name")}"' in down[0], [j.get("job_name") for j in jobs])
 
 
+def check_dist_tls():
+    """compose/dist-tls.yaml and dist-tls-couchdb-4.yaml: every node gets the same ERL_FLAGS (the
+    TLS distribution with compose/dist-tls/ssl_dist.conf) and read-only mounts of its own
+    certificate and key from COUCHDB_DIST_TLS_DIR (required); no key material in any file; the
+    init and the watcher expect TLS; the optfile verifies peers both ways."""
+    flags = "-proto_dist couch -ssl_dist_optfile /opt/couchdb/etc/dist-tls/ssl_dist.conf"
+    base = yaml.safe_load((ROOT / "compose" / "dist-tls.yaml").read_text())["services"]
+    four = yaml.safe_load((ROOT / "compose" / "dist-tls-couchdb-4.yaml").read_text())["services"]
+    nodes = {**{n: base.get(n, {}) for n in NODES}, "couchdb-4": four.get("couchdb-4", {})}
+    for n, svc in nodes.items():
+        env = as_dict(svc.get("environment"))
+        check(f"dist-tls: {n} runs the TLS distribution (ERL_FLAGS)", env.get("ERL_FLAGS") == flags, env)
+        mounts = [str(v) for v in svc.get("volumes") or []]
+        want = {"ca.crt": "ca.crt", f"{n}.crt": "node.crt", f"{n}.key": "node.key"}
+        ok = all(any(re.fullmatch(r"\$\{COUCHDB_DIST_TLS_DIR:\?[^}]+\}/" + re.escape(src)
+                                  + f":/opt/couchdb/etc/dist-tls/{dst}:ro", m) for m in mounts)
+                 for src, dst in want.items())
+        ok = ok and "./compose/dist-tls/ssl_dist.conf:/opt/couchdb/etc/dist-tls/ssl_dist.conf:ro" in mounts
+        check(f"dist-tls: {n} mounts its own certificate and key read-only from ${{COUCHDB_DIST_TLS_DIR:?}}", ok, mounts)
+        check(f"dist-tls: {n} changes nothing but its environment and volumes", set(svc) <= {"environment", "volumes"}, set(svc))
+    for svc in (INIT, "couchdb-cluster-watch"):
+        check(f"dist-tls: {svc} expects TLS (COUCHDB_DIST_TLS=true)",
+              as_dict(base.get(svc, {}).get("environment")).get("COUCHDB_DIST_TLS") == "true", base.get(svc))
+    conf = (ROOT / "compose" / "dist-tls" / "ssl_dist.conf").read_text()
+    check("dist-tls/ssl_dist.conf: verify_peer on both sides, fail_if_no_peer_cert, no verify_none",
+          conf.count("{verify, verify_peer}") == 2 and "{fail_if_no_peer_cert, true}" in conf and "verify_none" not in conf)
+    for f in ["dist-tls.yaml", "dist-tls-couchdb-4.yaml", "dist-tls/ssl_dist.conf"]:
+        check(f"{f}: no key material", "PRIVATE KEY" not in (ROOT / "compose" / f).read_text())
+
+
 def main():
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "compose.yaml"
     text = path.read_text()
@@ -494,6 +524,7 @@ def main():
           not any("monster" in v.lower() for v in scalars(data)))
 
     check_fourth_node(services, labels[0], services[NODES[0]].get("healthcheck"))
+    check_dist_tls()
     check_https(labels[0])
     check_zones(services)
     check_monitoring(services, data)

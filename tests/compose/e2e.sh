@@ -19,7 +19,9 @@
 # anonymous volume -> `run --rm couchdb-cluster-init check` -> the backup profile
 # (tests/compose/e2e-backup.sh) -> the restore drill (tests/compose/e2e-restore.sh) -> the watch
 # profile (tests/compose/e2e-watch.sh) -> the monitoring profile (tests/compose/e2e-monitoring.sh)
-# -> the HTTPS override (tests/compose/e2e-https.sh) ->
+# -> the HTTPS override (tests/compose/e2e-https.sh) -> the encrypted distribution
+# (tests/compose/e2e-dist-tls.sh: captures of port 9100, a TLS bundle of its own, a node without
+# TLS or with another CA's certificate refused) ->
 # re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
@@ -148,6 +150,7 @@ cleanup() {
   fi
   docker image rm -f "$context_image" >/dev/null 2>&1
   docker rm -f -v "${name}-decoy" >/dev/null 2>&1
+  [ "$(type -t dist_tls_cleanup)" = function ] && dist_tls_cleanup
   rm -rf "$work"
   if [ "$rc" -ne 0 ]; then
     echo "$passed passed, $((failed > 0 ? failed : 1)) failed"
@@ -529,6 +532,13 @@ monitoring_step
 # shellcheck source=tests/compose/e2e-https.sh
 . "$root/tests/compose/e2e-https.sh"
 https_step
+
+# The encrypted distribution (tests/compose/e2e-dist-tls.sh): a capture of port 9100 on this
+# bundle shows documents in clear; a bundle of its own with compose/dist-tls.yaml forms, serves,
+# shows only TLS records; a node without TLS or with another CA's certificate never joins.
+# shellcheck source=tests/compose/e2e-dist-tls.sh
+. "$root/tests/compose/e2e-dist-tls.sh"
+dist_tls_step
 
 # A re-created node keeps its data and its config (admin hash, uuid) on its two volumes, so the
 # cluster is still formed as it was: the init, run again, writes nothing (trap 5: without the

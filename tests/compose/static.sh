@@ -65,6 +65,7 @@ COUCHDB_TLS_CERT=./tls/couchdb.crt
 COUCHDB_TLS_KEY=./tls/couchdb.key
 COUCHDB_ACME_EMAIL=ops@example.test
 COUCHDB_HTTPS_PUBLISH=0.0.0.0:443
+COUCHDB_DIST_TLS_DIR=./dist-tls
 EOF
 
 for c in "${composes[@]}"; do
@@ -80,7 +81,11 @@ for c in "${composes[@]}"; do
       "compose.yaml compose/https.yaml" "compose.yaml compose/e2e.yaml compose/https.yaml" \
       "compose.yaml compose/couchdb-4.yaml compose/https.yaml compose/https-couchdb-4.yaml" \
       "compose.yaml compose/https-letsencrypt.yaml" "compose.yaml compose/zones.yaml" \
-      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml compose/zones.yaml"; do
+      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml compose/zones.yaml" \
+      "compose.yaml compose/dist-tls.yaml" \
+      "compose.yaml compose/e2e.yaml compose/dist-tls.yaml" \
+      "compose.yaml compose/couchdb-4.yaml compose/dist-tls.yaml compose/dist-tls-couchdb-4.yaml" \
+      "compose.yaml compose/dist-tls.yaml compose/https.yaml"; do
     # shellcheck disable=SC2086,SC2046 # $c is one or two words, $files a list, on purpose
     if out="$($c --env-file "$work/test.env" $(printf -- '-f %s ' $files) config -q 2>&1)"; then
       ok "$c ($version) config accepts ${files// / + }"
@@ -120,7 +125,8 @@ PY
   # The HTTPS overrides' own required variables (compose.yaml alone needs none of them).
   for case in "compose/https.yaml DEFAULT_URL" "compose/https.yaml COUCHDB_TLS_CERT" \
       "compose/https.yaml COUCHDB_TLS_KEY" "compose/https-letsencrypt.yaml DEFAULT_URL" \
-      "compose/https-letsencrypt.yaml COUCHDB_ACME_EMAIL" "compose/https-letsencrypt.yaml COUCHDB_HTTPS_PUBLISH"; do
+      "compose/https-letsencrypt.yaml COUCHDB_ACME_EMAIL" "compose/https-letsencrypt.yaml COUCHDB_HTTPS_PUBLISH" \
+      "compose/dist-tls.yaml COUCHDB_DIST_TLS_DIR"; do
     read -r file var <<<"$case"
     grep -v "^$var=" "$work/test.env" >"$work/missing.env"
     # shellcheck disable=SC2086
@@ -211,6 +217,14 @@ PY
     bad "$c config rejects compose/https.yaml with an .env written by scripts/gen-env --https: $out"
   fi
   rm -f "$work/generated.env"
+  scripts/gen-env --dist-tls-dir "$work/dist-tls" --output "$work/generated.env" 2>/dev/null
+  if out="$($c --env-file "$work/generated.env" -f compose.yaml -f compose/dist-tls.yaml config 2>&1)" \
+      && grep -qF "$work/dist-tls/couchdb-3.key" <<<"$out"; then
+    ok "$c config accepts compose/dist-tls.yaml with an .env written by scripts/gen-env --dist-tls"
+  else
+    bad "$c config rejects compose/dist-tls.yaml with an .env written by scripts/gen-env --dist-tls: $out"
+  fi
+  rm -rf "$work/generated.env" "$work/dist-tls"
 done
 
 # 3. scripts/gen-env: strong values, private file, no overwrite.
@@ -237,6 +251,27 @@ if scripts/gen-env --force --output "$work/gen.env" 2>/dev/null && [ "$(cat "$wo
 else
   bad "gen-env --force did not replace it"
 fi
+
+# scripts/gen-env --dist-tls: a CA and four node certificates, verified by openssl, each naming its
+# host, for both TLS roles; the keys private to the directory, none of them in .env or the output.
+out="$(scripts/gen-env --dist-tls-dir "$work/dt" --output "$work/dt.env" 2>&1)"
+if python3 - "$work/dt" "$work/dt.env" "$out" <<'PY'; then ok "gen-env --dist-tls: CA + couchdb-{1..4} certificates that verify, name their host, serve both roles; dir 0700, keys 0640/0644 in it, ca.key 0600; no key in .env or the output"; else bad "gen-env --dist-tls made something else"; fi
+import os, stat, subprocess, sys
+d, env, said = sys.argv[1:4]
+mode = lambda f: stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+ok = mode(".") == 0o700 and mode("ca.key") == 0o600
+for n in range(1, 5):
+    crt, key = f"couchdb-{n}.crt", f"couchdb-{n}.key"
+    ok = ok and mode(key) in (0o640, 0o644)
+    v = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(d, "ca.crt"), os.path.join(d, crt)], capture_output=True, text=True)
+    text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", os.path.join(d, crt)], capture_output=True, text=True).stdout
+    ok = ok and v.returncode == 0 and f"DNS:couchdb-{n}.couchdb.internal" in text and "TLS Web Server Authentication, TLS Web Client Authentication" in text
+    body = [l for l in open(os.path.join(d, key)).read().splitlines() if "-----" not in l]
+    ok = ok and not any(l in open(env).read() or l in said for l in body)
+ok = ok and f"COUCHDB_DIST_TLS_DIR={d}" in open(env).read()
+sys.exit(0 if ok else 1)
+PY
+rm -rf "$work/dt" "$work/dt.env"
 
 # 4. The .dockerignore never sends .env (secrets) or target/ to the daemon.
 if grep -qx '\*' .dockerignore && ! grep -qE '^!\.?env|^!target' .dockerignore; then

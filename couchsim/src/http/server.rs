@@ -1,6 +1,6 @@
 //! The HTTP server of one node: its acceptor (a thread per connection, keep-alive), each
-//! request through faults and routes (or, for `/_couchsim/…`, the distribution stand-in), and
-//! starting a node with it and the ticker.
+//! request through faults and routes, and starting a node with it, the distribution's acceptor
+//! (its own port) and the ticker.
 
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,8 +18,13 @@ use crate::{ticker, util};
 pub fn start(node: &Arc<NodeInner>) {
     node.start(Workers {
         accept: accept_loop,
+        dist_accept,
         tick: ticker::run,
     });
+}
+
+fn dist_accept(node: Arc<NodeInner>, listener: TcpListener, epoch: u64) {
+    dist::accept_loop(node, listener, epoch, routes::node_local);
 }
 
 fn accept_loop(node: Arc<NodeInner>, listener: TcpListener, epoch: u64) {
@@ -71,18 +76,6 @@ fn serve(node: &Arc<NodeInner>, stream: TcpStream, peer: SocketAddr, epoch: u64)
             }
         };
         if !node.alive(epoch) {
-            return;
-        }
-        if req.path.starts_with(dist::PREFIX) {
-            // Internal distribution traffic: never logged, never faulted.
-            dist::handle_internal(
-                node,
-                req,
-                &mut reader,
-                &mut writer,
-                epoch,
-                routes::node_local,
-            );
             return;
         }
         let keep = req.keep_alive();

@@ -1,5 +1,5 @@
 //! A minimal blocking HTTP/1.1 client for node-to-node calls (`add_node`'s `receive_cookie`,
-//! remote `enable_cluster`, the distribution stand-in) and the `curl` multi-call mode.
+//! remote `enable_cluster`) and the `curl` multi-call mode.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -176,19 +176,6 @@ pub fn send(addr: SocketAddr, req: &ClientRequest) -> io::Result<ClientResponse>
     s.write_all(&encode(req, false))?;
     let mut rd = BufReader::new(s);
     read_response(&mut rd)
-}
-
-/// Sends one request and hands back the still-open connection with the answer (used for the
-/// long-lived distribution links).
-pub fn send_keep(
-    addr: SocketAddr,
-    req: &ClientRequest,
-) -> io::Result<(ClientResponse, BufReader<TcpStream>)> {
-    let mut s = connect(addr, req.timeout)?;
-    s.write_all(&encode(req, true))?;
-    let mut rd = BufReader::new(s);
-    let resp = read_response(&mut rd)?;
-    Ok((resp, rd))
 }
 
 /// Resolves `host:port` (every address, IPv4 first).

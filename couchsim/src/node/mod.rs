@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::net::epmd::Epmd;
+use crate::net::epmd::{long_name_ok, Epmd};
 use crate::net::http::HttpRequest;
+use crate::net::tls::Distribution;
 use crate::spec::{Delays, Fault, NodeSpec, Request};
 use crate::util::{self, Rng};
 
@@ -196,12 +197,16 @@ struct RunState {
     threads: Vec<JoinHandle<()>>,
     next_id: u64,
     listen_addr: Option<SocketAddr>,
+    dist_acceptor: Option<JoinHandle<()>>,
+    dist_listen_addr: Option<SocketAddr>,
 }
 
-/// What a running node's two threads do: accept connections, and the background ticker.
+/// What a running node's threads do: accept HTTP connections, accept distribution
+/// connections (on a port of its own, as CouchDB's 9100), and the background ticker.
 #[derive(Debug, Clone, Copy)]
 pub struct Workers {
     pub accept: fn(Arc<NodeInner>, TcpListener, u64),
+    pub dist_accept: fn(Arc<NodeInner>, TcpListener, u64),
     pub tick: fn(Arc<NodeInner>, u64),
 }
 
@@ -237,6 +242,10 @@ pub struct NodeInner {
     pub epmd: Arc<dyn Epmd>,
     /// The address the node listens on (port reserved even while stopped).
     pub addr: Mutex<SocketAddr>,
+    /// Where its distribution listens (a node without a usable long name has none).
+    pub dist_addr: SocketAddr,
+    /// Plain TCP or TLS, as its Erlang flags say.
+    pub dist: Distribution,
     pub store: Arc<Mutex<Store>>,
     /// What the nodes of an in-process cluster share (observer, placement pins).
     pub shared: Arc<Shared>,
@@ -249,6 +258,7 @@ pub struct NodeInner {
     running: AtomicBool,
     epoch: AtomicU64,
     reserved: Mutex<Option<TcpListener>>,
+    dist_reserved: Mutex<Option<TcpListener>>,
     persist: Option<Persist>,
     /// Serializes start/stop.
     lifecycle: Mutex<()>,
@@ -275,6 +285,9 @@ pub struct NodeConfig {
     pub seq: Arc<AtomicU64>,
     pub listener: Option<TcpListener>,
     pub addr: SocketAddr,
+    pub dist_listener: Option<TcpListener>,
+    pub dist_addr: SocketAddr,
+    pub dist: Distribution,
     pub persist: Option<Persist>,
 }
 
@@ -295,6 +308,8 @@ impl NodeInner {
             delays: cfg.delays,
             epmd: cfg.epmd,
             addr: Mutex::new(cfg.addr),
+            dist_addr: cfg.dist_addr,
+            dist: cfg.dist,
             store,
             shared: cfg.shared,
             rng: Mutex::new(rng),
@@ -305,6 +320,7 @@ impl NodeInner {
             running: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             reserved: Mutex::new(cfg.listener),
+            dist_reserved: Mutex::new(cfg.dist_listener),
             persist: cfg.persist,
             lifecycle: Mutex::new(()),
             hashes: AtomicU64::new(0),
@@ -366,6 +382,12 @@ impl NodeInner {
             None => bind_retrying(self.addr()),
         };
         let local = listener.local_addr().unwrap_or_else(|_| self.addr());
+        // An Erlang node without a usable long name runs no distribution: no port, no epmd.
+        let dist_listener = long_name_ok(&self.name).then(|| {
+            lock(&self.dist_reserved)
+                .take()
+                .unwrap_or_else(|| bind_retrying(self.dist_addr))
+        });
         {
             let mut st = lock(&self.store);
             // mem3_nodes' insert_if_missing: on top of a deletion too (trap 15).
@@ -393,6 +415,18 @@ impl NodeInner {
                 .spawn(move || (workers.accept)(me, listener, epoch))
                 .unwrap_or_else(|e| panic!("couchsim: cannot spawn acceptor: {e}")),
         );
+        if let Some(l) = dist_listener {
+            let at = l.local_addr().unwrap_or(self.dist_addr);
+            run.dist_listen_addr = Some(at);
+            self.epmd.publish(&self.name, Some(at.port()));
+            let me = Arc::clone(self);
+            run.dist_acceptor = Some(
+                std::thread::Builder::new()
+                    .name(format!("couchsim-dist-{}", self.name))
+                    .spawn(move || (workers.dist_accept)(me, l, epoch))
+                    .unwrap_or_else(|e| panic!("couchsim: cannot spawn dist acceptor: {e}")),
+            );
+        }
         let me = Arc::clone(self);
         run.ticker = Some(
             std::thread::Builder::new()
@@ -406,21 +440,22 @@ impl NodeInner {
     /// Closes the listener and every open connection (HTTP and distribution), joins threads.
     pub fn stop(&self) {
         let _g = lock(&self.lifecycle);
-        let (acceptor, ticker, conns, threads, listen) = {
+        let (acceptors, ticker, conns, threads, listens) = {
             let mut run = lock(&self.run);
             if !self.running.swap(false, Ordering::SeqCst) {
                 return;
             }
             self.epoch.fetch_add(1, Ordering::SeqCst);
             (
-                run.acceptor.take(),
+                [run.acceptor.take(), run.dist_acceptor.take()],
                 run.ticker.take(),
                 std::mem::take(&mut run.conns),
                 std::mem::take(&mut run.threads),
-                run.listen_addr.take(),
+                [run.listen_addr.take(), run.dist_listen_addr.take()],
             )
         };
-        if let Some(a) = listen {
+        self.epmd.publish(&self.name, None);
+        for a in listens.into_iter().flatten() {
             let wake = if a.ip().is_unspecified() {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
             } else {
@@ -428,7 +463,7 @@ impl NodeInner {
             };
             let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
         }
-        if let Some(a) = acceptor {
+        for a in acceptors.into_iter().flatten() {
             let _ = a.join();
         }
         for (_, c) in conns {
@@ -619,6 +654,14 @@ impl NodeInner {
     pub fn nodes_changed(&self, before: &[String], from: Option<&str>, removed: Option<&str>) {
         self.save();
         let after = lock(&self.store).cluster_nodes();
+        // A member that is new here (again: a `_nodes` doc deleted and put back) is tried at
+        // once, as mem3 does on a node's addition, not when an old retry timer says.
+        {
+            let mut v = lock(&self.vol);
+            for m in after.iter().filter(|m| !before.contains(m)) {
+                v.next_attempt.remove(m);
+            }
+        }
         let connected: Vec<String> = lock(&self.vol).connected.keys().cloned().collect();
         let now = Instant::now();
         for peer in &connected {

@@ -56,6 +56,9 @@ pub struct Snapshot {
     pub imbalance: Option<String>,
     /// The cluster in a few words, as the log says it (`healthy: 3 members, all up`).
     pub summary: String,
+    /// The kinds of the security findings (`status`'s section), read with the sizes; `None`
+    /// until the first reading, and then no series.
+    pub security: Option<Vec<String>>,
 }
 
 /// One node, as the status page shows it and `couchdb_node_up` counts it.
@@ -290,6 +293,24 @@ pub fn render(s: &Shared) -> String {
                 snap.problem_dbs.iter().map(|(k, v)| (k, *v as u64)),
             );
         }
+        if let Some(kinds) = &snap.security {
+            gauge(
+                &mut out,
+                "couchdb_security_findings",
+                "findings of `status`'s security section (what is exposed; see docs/operations.md)",
+                Some(kinds.len() as u64),
+            );
+            let one: BTreeMap<String, u64> = kinds.iter().map(|k| (k.clone(), 1)).collect();
+            if !one.is_empty() {
+                labelled(
+                    &mut out,
+                    "couchdb_security_finding",
+                    "1 for each kind of security finding present",
+                    "kind",
+                    one.iter().map(|(k, v)| (k, *v)),
+                );
+            }
+        }
         if let Some(b) = &snap.backup {
             gauge(
                 &mut out,
@@ -442,6 +463,7 @@ mod tests {
                 docs_behind: 7,
                 ..BackupLag::default()
             }),
+            security: Some(vec!["cookie_weak".into(), "db_public".into()]),
             ..Snapshot::default()
         });
         let page = render(&s);
@@ -454,6 +476,8 @@ mod tests {
             "couchdb_backup_docs_behind 7",
             "couchdb_node_zone_info{node=\"couchdb@a.b\",zone=\"eu-west-1a\"} 1",
             "couchdb_cluster_ranges_zone_shared 2",
+            "couchdb_security_findings 2",
+            "couchdb_security_finding{kind=\"db_public\"} 1",
             "couchdb_watch_last_tick_timestamp_seconds 5.000",
         ] {
             assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
