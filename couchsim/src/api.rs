@@ -235,6 +235,27 @@ impl Node {
             .map(|(_, f)| f.doc_count())
     }
 
+    /// The leaves of `id` in this node's own copy of its range of `db`, as `(rev, deleted)`,
+    /// winner first: what that copy alone holds, no other asked, nothing repaired (`None`: this
+    /// node holds no copy of that range; empty: the copy has no such doc).
+    pub fn copy_revs(&self, db: &str, id: &str) -> Option<Vec<(String, bool)>> {
+        let st = lock(&self.inner.store);
+        let m = st.map(db)?;
+        let (range, holders) = m.locate(id)?;
+        if !holders.contains(&self.inner.name) {
+            return None;
+        }
+        let Some(file) = st.files.get(&m.file(db, range)) else {
+            return Some(Vec::new());
+        };
+        Some(file.docs.get(id).map_or_else(Vec::new, |d| {
+            d.leaves
+                .iter()
+                .map(|l| (l.rev().to_string(), l.deleted))
+                .collect()
+        }))
+    }
+
     /// Internal-replication pushes this node has scheduled or running (0: idle).
     pub fn pending_pushes(&self) -> usize {
         let v = lock(&self.inner.vol);
