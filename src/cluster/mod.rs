@@ -1,7 +1,9 @@
 //! The cluster model the commands share, built on the CouchDB client: a session over the
 //! nodes (one deadline, parallel requests), the survey of what they hold, the one health
-//! verdict, the placement planner and the move engine. Nothing here names a command.
+//! verdict, the placement planner, the move engine, and what every copy of a document holds.
+//! Nothing here names a command.
 
+pub mod everywhere;
 pub mod health;
 pub mod moves;
 pub mod planner;
