@@ -158,8 +158,11 @@ impl Copies<'_> {
                 return Ok(Some(()));
             }
             if !synced {
-                self.client.sync_shards(self.via, self.db)?;
                 synced = true;
+                // Only a shortcut: CouchDB's own internal replication gets there too.
+                if let Err(e) = self.client.sync_shards(self.via, self.db) {
+                    debug!("{phase}: {e}; waiting for CouchDB's internal replication instead");
+                }
             }
             waiting.report(|| {
                 let lines: Vec<String> = lagging.iter().map(ToString::to_string).collect();
