@@ -617,6 +617,20 @@ impl Cluster {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// The node whose replicator takes `_replicator/<doc_id>` (`mem3:owner` among the running
+    /// holders of its range, as through `node(0)`): a test that needs two docs on one
+    /// replicator (a duplicate, trap 20) picks their ids with it. `None`: no such db or holder.
+    pub fn replicator_owner(&self, doc_id: &str) -> Option<String> {
+        let m = lock(&self.node(0).inner.store).map("_replicator")?;
+        let (_, holders) = m.locate(doc_id)?;
+        let live: Vec<String> = holders
+            .iter()
+            .filter(|h| self.nodes.iter().any(|n| n.name() == **h && n.is_running()))
+            .cloned()
+            .collect();
+        crate::replication::repdoc::owner(doc_id, &live)
+    }
+
     /// Every replication the running nodes hold (see `Node::replications`), by doc id.
     pub fn replications(&self) -> Vec<Replication> {
         let mut all: Vec<Replication> = self.nodes.iter().flat_map(Node::replications).collect();
