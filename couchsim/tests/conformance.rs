@@ -49,7 +49,9 @@
 //! answers of each polled path are reduced to their distinct states, and the simulator is
 //! polled until it went through them in order, the first answer in each state compared with
 //! the first recorded one; states too short to be seen between polls may pass unseen (reported).
-//! See "Timed replays" below for the rules, and `RELAXED` for its one relaxed line.
+//! See "Timed replays" below for the rules. Transcript 17 (`replication/17`: a one-shot doc
+//! deleted at once, answered 202) is replayed the same way at × `SCALE_17` (1/4); `RELAXED`
+//! holds its two reads of one copy after the DELETE.
 //!
 //! `scripts/conformance-selfcheck` alters recorded lines in a copy of the transcripts and
 //! checks that the replay names each one.
