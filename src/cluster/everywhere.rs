@@ -50,14 +50,30 @@ pub struct Copies<'a> {
     pub db: &'a str,
 }
 
+/// Ids asked of one copy at a time: they travel in the query string (`keys=[…]`), which must
+/// stay well below what an HTTP server takes in one request line.
+const KEYS_PER_READ: usize = 50;
+
+/// Some docs of one range, and where that range's copies are.
+struct Place {
+    file: String,
+    holders: Vec<String>,
+    ids: Vec<String>,
+}
+
 impl Copies<'_> {
-    /// Every copy of each of `ids` whose content `ok(id, what it holds)` refuses. `ids` are
-    /// grouped by range (CouchDB says which: `_shards/<id>`), each holder asked once per range.
+    /// Every copy of each of `ids` whose content `ok(id, what it holds)` refuses.
     pub fn lagging(
         &self,
         ids: &[String],
         ok: &dyn Fn(&str, &CopyDoc) -> bool,
     ) -> NodeResult<Vec<Lagging>> {
+        self.lagging_in(&self.places(ids)?, ok)
+    }
+
+    /// `ids` grouped by the range that holds each (CouchDB says which: `_shards/<id>`), with
+    /// that range's file and holders from the shard map.
+    fn places(&self, ids: &[String]) -> NodeResult<Vec<Place>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -69,22 +85,39 @@ impl Copies<'_> {
             let (range, _) = self.client.doc_range(self.via, self.db, id)?;
             by_range.entry(range).or_default().push(id.clone());
         }
+        Ok(by_range
+            .into_iter()
+            .map(|(range, ids)| Place {
+                file: map.file(&range),
+                holders: map.map.get(&range).cloned().unwrap_or_default(),
+                ids,
+            })
+            .collect())
+    }
+
+    /// Each holder asked about its own file, a few ids at a time.
+    fn lagging_in(
+        &self,
+        places: &[Place],
+        ok: &dyn Fn(&str, &CopyDoc) -> bool,
+    ) -> NodeResult<Vec<Lagging>> {
         let mut lagging = Vec::new();
-        for (range, ids) in &by_range {
-            let file = map.file(range);
-            for node in map.map.get(range).into_iter().flatten() {
-                let held = match self.client.copy_docs(self.via, node, &file, ids) {
-                    Ok(held) => held.into_iter().map(Some).collect(),
-                    Err(NodeError::Unreachable { .. }) => vec![None; ids.len()],
-                    Err(e) => return Err(e),
-                };
-                for (id, holds) in ids.iter().zip(held) {
-                    if !holds.as_ref().is_some_and(|h| ok(id, h)) {
-                        lagging.push(Lagging {
-                            id: id.clone(),
-                            node: node.clone(),
-                            holds,
-                        });
+        for place in places {
+            for node in &place.holders {
+                for ids in place.ids.chunks(KEYS_PER_READ) {
+                    let held = match self.client.copy_docs(self.via, node, &place.file, ids) {
+                        Ok(held) => held.into_iter().map(Some).collect(),
+                        Err(NodeError::Unreachable { .. }) => vec![None; ids.len()],
+                        Err(e) => return Err(e),
+                    };
+                    for (id, holds) in ids.iter().zip(held) {
+                        if !holds.as_ref().is_some_and(|h| ok(id, h)) {
+                            lagging.push(Lagging {
+                                id: id.clone(),
+                                node: node.clone(),
+                                holds,
+                            });
+                        }
                     }
                 }
             }
@@ -122,10 +155,11 @@ impl Copies<'_> {
         Ok(ids)
     }
 
-    /// Waits, within `deadline`, until every copy of `ids` holds what `ok` accepts. When a copy
-    /// lags, internal replication is asked for at once (`POST /<db>/_sync_shards`: every copy
-    /// pushes to every other, as transcript 11 shows) rather than waited for: CouchDB pushes a
-    /// write ~5 s after it. Returns what still lags at the deadline (empty: confirmed).
+    /// Waits, within `deadline`, until every copy of `ids` holds what `ok` accepts (what a copy
+    /// holds only moves on: a doc that was agreed on is not asked again). When a copy lags,
+    /// internal replication is asked for at once (`POST /<db>/_sync_shards`: every copy pushes
+    /// to every other, as transcript 11 shows) rather than waited for: CouchDB pushes a write
+    /// ~5 s after it. Returns what still lags at the deadline (empty: confirmed).
     pub fn wait(
         &self,
         clock: &dyn Clock,
@@ -143,20 +177,31 @@ impl Copies<'_> {
                 holds: None,
             })
             .collect();
+        let mut places: Option<Vec<Place>> = None;
         let mut synced = false;
         let mut waiting = Waiting::new(phase, clock, deadline);
         let done = poll(clock, deadline, || {
-            lagging = match self.lagging(ids, ok) {
-                Ok(l) => l,
+            let read = match places.take() {
+                Some(p) => Ok(p),
+                None => self.places(ids),
+            }
+            .and_then(|p| self.lagging_in(&p, ok).map(|l| (p, l)));
+            let (mut asked, now) = match read {
+                Ok(read) => read,
                 Err(NodeError::Unreachable { reason, .. }) => {
                     debug!("{phase}: copies of {} not read: {reason}", self.db);
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
             };
+            lagging = now;
             if lagging.is_empty() {
                 return Ok(Some(()));
             }
+            for place in &mut asked {
+                place.ids.retain(|id| lagging.iter().any(|l| l.id == *id));
+            }
+            places = Some(asked);
             if !synced {
                 synced = true;
                 // Only a shortcut: CouchDB's own internal replication gets there too.
