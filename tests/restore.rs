@@ -107,16 +107,39 @@ fn our_writes(c: &Cluster, backup: &Cluster) -> Vec<String> {
     common::our_writes(&[c, backup])
 }
 
+/// A restore run right now exits 0, sends no write to either side, and says so.
+fn a_rerun_only_reads(c: &Cluster, backup: &Cluster) -> Run {
+    c.reset_counters();
+    backup.reset_counters();
+    let r = run(c, backup, &["restore"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["nothing to do, nothing written"]);
+    assert_eq!(our_writes(c, backup), Vec::<String>::new());
+    r
+}
+
 fn assert_no_secret(r: &Run) {
-    let out = format!("{}{}", r.stdout, r.stderr);
-    for secret in [
-        PASSWORD,
-        BACKUP_PASSWORD,
-        ALICE_PASSWORD,
-        "YWRtaW46",
-        "YmFja3VwLWFkbWluOg",
-    ] {
-        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    common::assert_hidden(
+        r,
+        &[
+            PASSWORD,
+            BACKUP_PASSWORD,
+            ALICE_PASSWORD,
+            "YWRtaW46",
+            "YmFja3VwLWFkbWluOg",
+        ],
+    );
+}
+
+/// `node` answers every one of the next `times` `method path` requests with `status`.
+fn refuse(node: &couchsim::Node, method: &str, path: &str, times: usize, status: u16) {
+    for nth in 1..=times {
+        node.inject(Fault::FailNth {
+            method: method.into(),
+            path: path.into(),
+            nth,
+            status,
+        });
     }
 }
 
@@ -222,12 +245,7 @@ fn with_a_202_on_its_cleanup_it_waits_until_every_copy_agrees_and_a_rerun_writes
         assert_eq!(live_anywhere(&new, id), Vec::<String>::new(), "{id}");
     }
     // Right after, a rerun only reads, and says so.
-    new.reset_counters();
-    backup.reset_counters();
-    let r = run(&new, &backup, &["restore"], &[]);
-    r.assert_code(0);
-    r.assert_says(&["leftovers: none", "nothing to do, nothing written"]);
-    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+    a_rerun_only_reads(&new, &backup).assert_says(&["leftovers: none"]);
 }
 
 #[test]
@@ -241,14 +259,7 @@ fn copies_that_outlast_the_deadline_are_named_and_a_rerun_finds_them_and_counts_
         slow_internal_replication(Duration::from_secs(60)),
     );
     for i in 0..new.len() {
-        for nth in 1..=50 {
-            new.node(i).inject(Fault::FailNth {
-                method: "POST".into(),
-                path: "/_replicator/_sync_shards".into(),
-                nth,
-                status: 500,
-            });
-        }
+        refuse(new.node(i), "POST", "/_replicator/_sync_shards", 50, 500);
     }
     let r = run(
         &new,
@@ -291,12 +302,7 @@ fn copies_that_outlast_the_deadline_are_named_and_a_rerun_finds_them_and_counts_
     for id in &lingering {
         assert_eq!(live_anywhere(&new, id), Vec::<String>::new(), "{id}");
     }
-    new.reset_counters();
-    backup.reset_counters();
-    let r = run(&new, &backup, &["restore"], &[]);
-    r.assert_code(0);
-    r.assert_says(&["nothing to do, nothing written"]);
-    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+    a_rerun_only_reads(&new, &backup);
 }
 
 #[test]
@@ -380,12 +386,7 @@ fn a_cluster_rebuilt_under_other_names_gets_everything_back_and_a_rerun_only_rea
     assert_eq!(get(&new, 0, "/orders/order-0001", alice).0, 403);
 
     // On a restored cluster a rerun only reads.
-    new.reset_counters();
-    backup.reset_counters();
-    let r = run(&new, &backup, &["restore"], &[]);
-    r.assert_code(0);
-    r.assert_says(&["nothing to do, nothing written"]);
-    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+    a_rerun_only_reads(&new, &backup);
 }
 
 #[test]
@@ -583,14 +584,7 @@ fn at_the_deadline_it_stops_its_replications_names_what_is_missing_and_a_rerun_f
     let new = formed("new", 8);
     // The backup refuses the replicator's reads of `app` (and only those: the tool never calls
     // `_bulk_get`): its job crashes and is retried by CouchDB, and never completes.
-    for nth in 1..=200 {
-        backup.node(0).inject(Fault::FailNth {
-            method: "POST".into(),
-            path: "/app/_bulk_get".into(),
-            nth,
-            status: 500,
-        });
-    }
+    refuse(backup.node(0), "POST", "/app/_bulk_get", 200, 500);
     let r = run(
         &new,
         &backup,
