@@ -20,6 +20,7 @@ use crate::client::{Client, CopyDoc, NodeError, NodeResult};
 use crate::cluster::session::Waiting;
 use crate::util::clock::{poll, Clock};
 use crate::util::config::NodeAddr;
+use crate::util::text::list_some;
 
 /// One copy that does not hold what was asked of it (yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,11 +211,14 @@ impl Copies<'_> {
                 }
             }
             waiting.report(|| {
-                let lines: Vec<String> = lagging.iter().map(ToString::to_string).collect();
+                let mut docs: Vec<String> = lagging.iter().map(|l| l.id.clone()).collect();
+                docs.sort();
+                docs.dedup();
                 format!(
-                    "every copy of {} to agree: {}",
+                    "every copy of {} to agree: {} copy(ies) behind, of {}",
                     self.db,
-                    crate::util::text::some_lines(&lines)
+                    lagging.len(),
+                    list_some(&docs)
                 )
             });
             Ok::<_, NodeError>(None)
