@@ -20,9 +20,9 @@
 //!    deleted once CouchDB wrote `completed` (or `failed`) into it, and the phase ends only when
 //!    no copy of `_replicator` holds one of them any more: the replicator wrote its state into
 //!    one copy only, so the DELETE answers 202 and the other copies keep the first revision,
-//!    both passwords in it, until internal replication reaches them (trap 27). A restore merges: it adds what
-//!    the cluster lacks and never deletes; a document both sides changed becomes a conflict
-//!    (CouchDB keeps both revisions), and those it created are counted.
+//!    both passwords in it, until internal replication reaches them (trap 27). A restore
+//!    merges: it adds what the cluster lacks and never deletes; a document both sides changed
+//!    becomes a conflict (CouchDB keeps both revisions), and those it created are counted.
 //! 7. **security** — each database's `_security` written where the cluster's differs from the
 //!    backup's (replication never carries it, trap 24).
 //! 8. **verify** — no revision of the backup missing, at least the backup's documents (live and
