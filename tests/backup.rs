@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{cluster, run_args, run_with, Run, PASSWORD};
-use couchsim::Cluster;
+use couchsim::{Cluster, Delays};
 
 const BACKUP_USER: &str = "backup-admin";
 const BACKUP_PASSWORD: &str = "bk-Vw7-never-logged";
@@ -20,7 +20,12 @@ struct Rig {
 
 impl Rig {
     fn new(dbs: &[(&str, usize)]) -> Rig {
-        let c = cluster(3, |b| b);
+        Rig::with_delays(dbs, Delays::fast())
+    }
+
+    /// `new`, the cluster with its own simulated timings.
+    fn with_delays(dbs: &[(&str, usize)], delays: Delays) -> Rig {
+        let c = cluster(3, move |b| b.delays(delays));
         common::run(&c).assert_code(0);
         let rig = Rig {
             cluster: c,
@@ -229,6 +234,95 @@ fn a_changed_backup_password_renews_our_replication_and_documents_arrive_again()
     assert_eq!(rig.our_writes(), Vec::<String>::new());
     rig.cluster.node(2).write_docs("app", &["after-rotation"]);
     rig.arrives("app", "after-rotation");
+}
+
+/// A renewal written over the revision the replicator put into its own copy only (its `failed`
+/// state): CouchDB answers 202 and the other copies keep the old revision, the old password in
+/// it (trap 27). The run waits until every copy holds the new one.
+#[test]
+fn a_renewal_answered_202_is_waited_for_until_every_copy_holds_it() {
+    const OLD: &str = "bk-old-Tq1-never-logged";
+    // The copies the replicator did not write get its state 10 s later (CouchDB: 5 s).
+    let slow = Delays {
+        sync_delay: Duration::from_secs(10),
+        ..Delays::fast()
+    };
+    let rig = Rig::with_delays(&[("app", 10)], slow);
+    let n = rig.cluster.node(0);
+    rig.backup.node(0).create_db("app");
+    let doc = |password: &str| {
+        serde_json::json!({
+            "source": {"url": format!("{}/app", n.url()),
+                       "auth": {"basic": {"username": "admin", "password": PASSWORD}}},
+            "target": {"url": format!("{}/app", rig.url()),
+                       "auth": {"basic": {"username": BACKUP_USER, "password": password}}},
+            "continuous": true,
+        })
+    };
+    // Someone's replication of the same pair runs first, on the node that takes ours; ours,
+    // written with a password since rotated, then fails as its duplicate (trap 20): the
+    // replicator writes `failed` into its own copy only.
+    let owner = rig.cluster.replicator_owner("backup:app");
+    let theirs = (0..)
+        .map(|i| format!("theirs-{i}"))
+        .find(|id| rig.cluster.replicator_owner(id) == owner)
+        .expect("an id on the same replicator");
+    assert_eq!(
+        common::put_json(n, &format!("/_replicator/{theirs}"), &doc(BACKUP_PASSWORD)),
+        201
+    );
+    rig.arrives("app", "app-0009");
+    assert_eq!(
+        common::put_json(n, "/_replicator/backup:app", &doc(OLD)),
+        201
+    );
+    let started = Instant::now();
+    while n
+        .doc("_replicator", "backup:app")
+        .map(|d| d["_replication_state"].clone())
+        != Some(serde_json::json!("failed"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "never failed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(n.delete_doc("_replicator", &theirs).is_some());
+    rig.reset();
+    let r = rig.run(
+        &["backup"],
+        &[("COUCHDB_BACKUP_DBS", "app"), ("RUST_LOG", "trace")],
+    );
+    r.assert_code(0);
+    r.assert_says(&["renewed 1 replication(s)"]);
+    let renewal: Vec<u16> = rig
+        .cluster
+        .requests()
+        .iter()
+        .filter(|q| q.method == "PUT" && q.path.starts_with("/_replicator/backup%3Aapp"))
+        .map(|q| q.status)
+        .collect();
+    assert_eq!(renewal, [202], "the renewal CouchDB took on one copy");
+    // Every copy holds the new revision (or the replicator's on top of it): none is left with
+    // the old password in its winning revision.
+    for i in 0..rig.cluster.len() {
+        let copy = rig.cluster.node(i).copy_revs("_replicator", "backup:app");
+        for (rev, deleted) in copy.unwrap_or_default() {
+            let generation: u64 = rev.split('-').next().unwrap_or("0").parse().unwrap_or(0);
+            assert!(!deleted && generation >= 3, "node {i}'s copy holds {rev}");
+        }
+    }
+    common::assert_hidden(
+        &r,
+        &[
+            PASSWORD,
+            BACKUP_PASSWORD,
+            OLD,
+            "YWRtaW46",
+            "YmFja3VwLWFkbWluOg",
+        ],
+    );
+    // Renewed: its job runs with the current password.
+    n.write_docs("app", &["after-renewal"]);
+    rig.arrives("app", "after-renewal");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{cluster, run_args, Run, PASSWORD};
-use couchsim::{Cluster, Fault};
+use couchsim::{Cluster, Delays, Fault};
 use serde_json::{json, Value};
 
 const BACKUP_USER: &str = "backup-admin";
@@ -32,8 +32,13 @@ fn backup_couch() -> Cluster {
 
 /// A formed three-node cluster whose nodes carry `prefix`-names (`couchdb@<prefix>1.example`…).
 fn formed(prefix: &'static str, seed: u64) -> Cluster {
+    formed_with(prefix, seed, Delays::fast())
+}
+
+/// `formed`, with its own simulated timings.
+fn formed_with(prefix: &'static str, seed: u64, delays: Delays) -> Cluster {
     let c = cluster(3, move |mut b| {
-        b = b.seed(seed);
+        b = b.seed(seed).delays(delays);
         for i in 0..3 {
             b = b.configure(i, move |n| {
                 n.name(&format!("couchdb@{prefix}{}.example", i + 1))
@@ -102,16 +107,39 @@ fn our_writes(c: &Cluster, backup: &Cluster) -> Vec<String> {
     common::our_writes(&[c, backup])
 }
 
+/// A restore run right now exits 0, sends no write to either side, and says so.
+fn a_rerun_only_reads(c: &Cluster, backup: &Cluster) -> Run {
+    c.reset_counters();
+    backup.reset_counters();
+    let r = run(c, backup, &["restore"], &[]);
+    r.assert_code(0);
+    r.assert_says(&["nothing to do, nothing written"]);
+    assert_eq!(our_writes(c, backup), Vec::<String>::new());
+    r
+}
+
 fn assert_no_secret(r: &Run) {
-    let out = format!("{}{}", r.stdout, r.stderr);
-    for secret in [
-        PASSWORD,
-        BACKUP_PASSWORD,
-        ALICE_PASSWORD,
-        "YWRtaW46",
-        "YmFja3VwLWFkbWluOg",
-    ] {
-        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    common::assert_hidden(
+        r,
+        &[
+            PASSWORD,
+            BACKUP_PASSWORD,
+            ALICE_PASSWORD,
+            "YWRtaW46",
+            "YmFja3VwLWFkbWluOg",
+        ],
+    );
+}
+
+/// `node` answers every one of the next `times` `method path` requests with `status`.
+fn refuse(node: &couchsim::Node, method: &str, path: &str, times: usize, status: u16) {
+    for nth in 1..=times {
+        node.inject(Fault::FailNth {
+            method: method.into(),
+            path: path.into(),
+            nth,
+            status,
+        });
     }
 }
 
@@ -138,6 +166,143 @@ fn lost_cluster() -> Cluster {
     }
     drop(old);
     backup
+}
+
+/// The replicator writes a one-shot's `completed` into its own copy of `_replicator` only; the
+/// others get it by internal replication this long after (CouchDB: 5 s). Long enough that the
+/// restore's DELETE always comes first and is answered 202 (trap 27).
+fn slow_internal_replication(after: Duration) -> Delays {
+    Delays {
+        sync_delay: after,
+        ..Delays::fast()
+    }
+}
+
+/// The ids of the `_replicator` docs `c` answered a DELETE of since its counters were reset,
+/// each with the status it answered.
+fn deleted_replication_docs(c: &Cluster) -> Vec<(String, u16)> {
+    c.requests()
+        .into_iter()
+        .filter(|q| q.method == "DELETE" && q.path.starts_with("/_replicator/"))
+        .map(|q| {
+            let id = q.path["/_replicator/".len()..]
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .replace("%3A", ":");
+            (id, q.status)
+        })
+        .collect()
+}
+
+/// Where `_replicator/<id>` is still live: each node's `GET …?open_revs=all` (what a client
+/// reading through that node gets: a quorum of copies may still agree on the old revision),
+/// and each node's own copy. Empty: no node answers it and no copy holds it.
+fn live_anywhere(c: &Cluster, id: &str) -> Vec<String> {
+    let path = format!("/_replicator/{}?open_revs=all", id.replace(':', "%3A"));
+    let mut live = Vec::new();
+    for i in 0..c.len() {
+        let n = c.node(i);
+        let (status, leaves) = get(c, i, &path, admin());
+        match status {
+            404 => {}
+            200 => {
+                for leaf in leaves.as_array().into_iter().flatten() {
+                    if leaf["ok"]["_deleted"] != json!(true) {
+                        live.push(format!("{} answers {}", n.name(), leaf["ok"]["_rev"]));
+                    }
+                }
+            }
+            other => panic!("{path} through {}: {other} {leaves}", n.name()),
+        }
+        for (rev, deleted) in n.copy_revs("_replicator", id).unwrap_or_default() {
+            if !deleted {
+                live.push(format!("{}'s copy holds {rev}", n.name()));
+            }
+        }
+    }
+    live
+}
+
+#[test]
+fn with_a_202_on_its_cleanup_it_waits_until_every_copy_agrees_and_a_rerun_writes_nothing() {
+    let backup = lost_cluster();
+    let new = formed_with("new", 12, slow_internal_replication(Duration::from_secs(3)));
+    new.reset_counters();
+    let r = run(&new, &backup, &["restore"], &[("RUST_LOG", "trace")]);
+    r.assert_code(0);
+    r.assert_says(&[
+        "replicated 3 database(s)",
+        "gone from every copy of _replicator",
+    ]);
+    assert_no_secret(&r);
+    // The case at hand: CouchDB took a DELETE on the one copy the replicator had written.
+    let deleted = deleted_replication_docs(&new);
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert!(deleted.iter().any(|(_, s)| *s == 202), "{deleted:?}");
+    // No node answers any of them live, and no copy holds one: no password left (trap 21).
+    for (id, _) in &deleted {
+        assert_eq!(live_anywhere(&new, id), Vec::<String>::new(), "{id}");
+    }
+    // Right after, a rerun only reads, and says so.
+    a_rerun_only_reads(&new, &backup).assert_says(&["leftovers: none"]);
+}
+
+#[test]
+fn copies_that_outlast_the_deadline_are_named_and_a_rerun_finds_them_and_counts_them() {
+    let backup = lost_cluster();
+    // The copies the replicator did not write keep rev 1 (both passwords in it) for a minute,
+    // and the tool's request to push the deletion at once is refused.
+    let new = formed_with(
+        "new",
+        13,
+        slow_internal_replication(Duration::from_secs(60)),
+    );
+    for i in 0..new.len() {
+        refuse(new.node(i), "POST", "/_replicator/_sync_shards", 50, 500);
+    }
+    let r = run(
+        &new,
+        &backup,
+        &["restore"],
+        &[("COUCHDB_INIT_TIMEOUT", "4s"), ("RUST_LOG", "trace")],
+    );
+    r.assert_code(12);
+    r.assert_says(&[
+        "restore incomplete",
+        "still live in _replicator, both passwords in each",
+        "restore:",
+        "live at 1-",
+        "run it again to finish",
+    ]);
+    assert_no_secret(&r);
+    let deleted = deleted_replication_docs(&new);
+    let lingering: Vec<&String> = deleted
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !live_anywhere(&new, id).is_empty())
+        .collect();
+    assert!(!lingering.is_empty(), "{deleted:?}");
+
+    // The next run finds them in the copies that still hold them, says so and counts them.
+    for i in 0..new.len() {
+        new.node(i).clear_faults();
+    }
+    let r = run(&new, &backup, &["restore"], &[("RUST_LOG", "trace")]);
+    r.assert_code(0);
+    r.assert_says(&[
+        &format!(
+            "deleted {} replication document(s) an earlier run left",
+            lingering.len()
+        ),
+        "now gone from every copy",
+    ]);
+    assert!(!r.stderr.contains("nothing written"), "{}", r.stderr);
+    assert_no_secret(&r);
+    for id in &lingering {
+        assert_eq!(live_anywhere(&new, id), Vec::<String>::new(), "{id}");
+    }
+    a_rerun_only_reads(&new, &backup);
 }
 
 #[test]
@@ -221,12 +386,7 @@ fn a_cluster_rebuilt_under_other_names_gets_everything_back_and_a_rerun_only_rea
     assert_eq!(get(&new, 0, "/orders/order-0001", alice).0, 403);
 
     // On a restored cluster a rerun only reads.
-    new.reset_counters();
-    backup.reset_counters();
-    let r = run(&new, &backup, &["restore"], &[]);
-    r.assert_code(0);
-    r.assert_says(&["nothing to do, nothing written"]);
-    assert_eq!(our_writes(&new, &backup), Vec::<String>::new());
+    a_rerun_only_reads(&new, &backup);
 }
 
 #[test]
@@ -339,6 +499,10 @@ fn killed_at_any_step_a_rerun_finishes_and_leaves_no_replication_doc() {
         let r = run(&new, &backup, &["restore"], &[]);
         r.assert_code(0);
         r.assert_says(&["restore: 13 database(s)"]);
+        // Killed while its replications ran: their docs are an earlier run's, named and counted.
+        if what == "replicating" {
+            r.assert_says(&["replication document(s) an earlier run left (restore:"]);
+        }
         for i in 0..12 {
             let (_, info) = get(&new, 0, &format!("/db{i:02}"), admin());
             assert_eq!(info["doc_count"].as_u64(), Some(60), "{what}: db{i:02}");
@@ -420,14 +584,7 @@ fn at_the_deadline_it_stops_its_replications_names_what_is_missing_and_a_rerun_f
     let new = formed("new", 8);
     // The backup refuses the replicator's reads of `app` (and only those: the tool never calls
     // `_bulk_get`): its job crashes and is retried by CouchDB, and never completes.
-    for nth in 1..=200 {
-        backup.node(0).inject(Fault::FailNth {
-            method: "POST".into(),
-            path: "/app/_bulk_get".into(),
-            nth,
-            status: 500,
-        });
-    }
+    refuse(backup.node(0), "POST", "/app/_bulk_get", 200, 500);
     let r = run(
         &new,
         &backup,

@@ -241,6 +241,27 @@ impl Node {
             .map(|(_, f)| f.doc_count())
     }
 
+    /// The leaves of `id` in this node's own copy of its range of `db`, as `(rev, deleted)`,
+    /// winner first: what that copy alone holds, no other asked, nothing repaired (`None`: this
+    /// node holds no copy of that range; empty: the copy has no such doc).
+    pub fn copy_revs(&self, db: &str, id: &str) -> Option<Vec<(String, bool)>> {
+        let st = lock(&self.inner.store);
+        let m = st.map(db)?;
+        let (range, holders) = m.locate(id)?;
+        if !holders.contains(&self.inner.name) {
+            return None;
+        }
+        let Some(file) = st.files.get(&m.file(db, range)) else {
+            return Some(Vec::new());
+        };
+        Some(file.docs.get(id).map_or_else(Vec::new, |d| {
+            d.leaves
+                .iter()
+                .map(|l| (l.rev().to_string(), l.deleted))
+                .collect()
+        }))
+    }
+
     /// Internal-replication pushes this node has scheduled or running (0: idle).
     pub fn pending_pushes(&self) -> usize {
         let v = lock(&self.inner.vol);
@@ -626,6 +647,20 @@ impl Cluster {
             .collect();
         all.sort_by_key(|(s, _)| *s);
         all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The node whose replicator takes `_replicator/<doc_id>` (`mem3:owner` among the running
+    /// holders of its range, as through `node(0)`): a test that needs two docs on one
+    /// replicator (a duplicate, trap 20) picks their ids with it. `None`: no such db or holder.
+    pub fn replicator_owner(&self, doc_id: &str) -> Option<String> {
+        let m = lock(&self.node(0).inner.store).map("_replicator")?;
+        let (_, holders) = m.locate(doc_id)?;
+        let live: Vec<String> = holders
+            .iter()
+            .filter(|h| self.nodes.iter().any(|n| n.name() == **h && n.is_running()))
+            .cloned()
+            .collect();
+        crate::replication::repdoc::owner(doc_id, &live)
     }
 
     /// Every replication the running nodes hold (see `Node::replications`), by doc id.

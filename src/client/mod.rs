@@ -15,7 +15,10 @@ use crate::util::config::{NodeAddr, Secret};
 mod ops;
 mod shard_doc;
 
-pub use ops::{segment, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs, Unreadable};
+pub use ops::{
+    generation, segment, CopyDoc, CopyInfo, CopySizes, CopyState, Gone, Saved, ShardDocs,
+    Unreadable,
+};
 pub use shard_doc::{parse_file, Move, ShardDoc, INTENT_FIELD};
 pub mod dist;
 mod recovery;
@@ -213,6 +216,8 @@ impl Client {
             &what,
         )?;
         match status {
+            // `_nodes` is node-local (one file on the coordinator): there is no quorum to fall
+            // short of, and the converge phase waits until every node lists every member.
             201 | 202 => Ok(Added::Added),
             409 => Ok(Added::AlreadyMember),
             500 if error_reason(&body) == "badmatch: file_exists" => Ok(Added::NotWritten),
@@ -232,6 +237,8 @@ impl Client {
             what,
         )?;
         let reason = error_reason(&answer);
+        // Not a document write: what it promises (the system databases, the copied admin,
+        // uuid and secret) is read back from every node by the verify phase.
         match status {
             201 => Ok(Finish::Finished),
             400 if reason.contains("already finished") => Ok(Finish::AlreadyFinished),

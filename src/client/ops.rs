@@ -61,6 +61,33 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
+/// What one copy holds of a document, in that copy alone (no other copy asked, nothing
+/// repaired): its winning revision, live or deleted, or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyDoc {
+    Missing,
+    Live(String),
+    Deleted(String),
+}
+
+impl CopyDoc {
+    /// The generation (`3` of `3-…`) of a live winner; `None` when deleted or missing.
+    pub fn live_generation(&self) -> Option<u64> {
+        match self {
+            CopyDoc::Live(rev) => Some(generation(rev)),
+            _ => None,
+        }
+    }
+}
+
+/// `3` of the revision `3-…` (0 for what is no revision).
+pub fn generation(rev: &str) -> u64 {
+    rev.split('-')
+        .next()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Saved {
     Rev(String),
@@ -198,6 +225,9 @@ impl Client {
         let path = format!("/_node/_local/_dbs/{}", segment(db));
         let (status, body) = self.call(via, "PUT", &path, Some(doc), true, &what)?;
         match status {
+            // `_dbs` is node-local: a 202 means no copy fell short. The edit reaches the other
+            // members round the ring, and the move engine waits until every connected member
+            // has this revision before it relies on it (moves.rs).
             201 | 202 => Ok(Saved::Rev(parse::<Created>(via, &what, &body)?.rev)),
             409 => Ok(Saved::Conflict),
             _ => Err(self.unexpected(via, &what, status, &body)),
@@ -217,6 +247,8 @@ impl Client {
         let path = format!("/{}/_sync_shards", segment(db));
         let (status, body) = self.call(via, "POST", &path, None, true, &what)?;
         match status {
+            // 202 is its answer: the pushes start. Nothing is promised from it; the callers
+            // read each copy's counts (moves) or contents (everywhere.rs) afterwards.
             200 | 202 => Ok(()),
             _ => Err(self.unexpected(via, &what, status, &body)),
         }
@@ -231,6 +263,112 @@ impl Client {
             200 => Ok(CopyState::Present(parse(via, &what, &body)?)),
             404 => Ok(CopyState::Missing),
             412 => Ok(CopyState::NodeDown),
+            _ => Err(self.unexpected(via, &what, status, &body)),
+        }
+    }
+
+    /// The range of `db` that holds `id`, and the nodes holding its copies
+    /// (`GET /<db>/_shards/<id>`).
+    pub fn doc_range(
+        &self,
+        via: &NodeAddr,
+        db: &str,
+        id: &str,
+    ) -> NodeResult<(String, Vec<String>)> {
+        #[derive(Deserialize)]
+        struct Place {
+            range: String,
+            nodes: Vec<String>,
+        }
+        let what = format!("GET /{db}/_shards/{id}");
+        let path = format!("/{}/_shards/{}", segment(db), segment(id));
+        let place: Place = self.get(via, &path, &what)?;
+        Ok((place.range, place.nodes))
+    }
+
+    /// What `node`'s copy `file` holds of each of `ids`
+    /// (`GET /_node/<node>/<file>/_all_docs?keys=[…]`: that file alone, as transcript 18 checks
+    /// a copy — there with `POST`, the same query; as a GET it is plainly a read — and no
+    /// document body, so no password, comes back). A node without the file holds none of
+    /// them. 412: the node is not connected to `via`.
+    pub fn copy_docs(
+        &self,
+        via: &NodeAddr,
+        node: &str,
+        file: &str,
+        ids: &[String],
+    ) -> NodeResult<Vec<CopyDoc>> {
+        #[derive(Deserialize)]
+        struct Rows {
+            rows: Vec<Row>,
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(default)]
+            value: Option<RowValue>,
+        }
+        #[derive(Deserialize)]
+        struct RowValue {
+            rev: String,
+            #[serde(default)]
+            deleted: bool,
+        }
+        let what = format!("GET {file}/_all_docs?keys on {node}");
+        let path = format!(
+            "/_node/{}/{}/_all_docs?keys={}",
+            segment(node),
+            segment(file),
+            segment(&Value::from(ids.to_vec()).to_string())
+        );
+        let (status, answer) = self.call(via, "GET", &path, None, true, &what)?;
+        let rows = match status {
+            200 => parse::<Rows>(via, &what, &answer)?.rows,
+            404 => return Ok(vec![CopyDoc::Missing; ids.len()]),
+            412 => return Err(node_down(via, &what, &answer)),
+            _ => return Err(self.unexpected(via, &what, status, &answer)),
+        };
+        if rows.len() != ids.len() {
+            return Err(malformed(via, &what, "not one row per key"));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| match r.value {
+                None => CopyDoc::Missing,
+                Some(v) if v.deleted => CopyDoc::Deleted(v.rev),
+                Some(v) => CopyDoc::Live(v.rev),
+            })
+            .collect())
+    }
+
+    /// The ids of the live docs starting with `prefix` in `node`'s copy `file` alone
+    /// (`GET /_node/<node>/<file>/_all_docs?startkey=…&endkey=…`). A node without the file has
+    /// none. 412: the node is not connected to `via`.
+    pub fn copy_ids(
+        &self,
+        via: &NodeAddr,
+        node: &str,
+        file: &str,
+        prefix: &str,
+    ) -> NodeResult<Vec<String>> {
+        let what = format!("GET {file}/_all_docs on {node}");
+        let key = |k: &str| segment(&Value::from(k).to_string());
+        let path = format!(
+            "/_node/{}/{}/_all_docs?startkey={}&endkey={}",
+            segment(node),
+            segment(file),
+            key(prefix),
+            key(&format!("{prefix}\u{fff0}"))
+        );
+        let (status, body) = self.call(via, "GET", &path, None, true, &what)?;
+        match status {
+            200 => Ok(parse::<AllDocs>(via, &what, &body)?
+                .rows
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| id.starts_with(prefix))
+                .collect()),
+            404 => Ok(Vec::new()),
+            412 => Err(node_down(via, &what, &body)),
             _ => Err(self.unexpected(via, &what, status, &body)),
         }
     }
@@ -301,6 +439,10 @@ impl Client {
         }
     }
 
+    /// A DELETE of a node-local doc (`_nodes`, `_dbs`) or of one node's own file: not a
+    /// clustered write, so there is no quorum to fall short of and no other copy to lag; what
+    /// follows is still checked on every member (`remove`'s forget waits until each member
+    /// dropped the node, moves re-read the shard maps with their conflicts).
     fn delete(&self, via: &NodeAddr, path: &str, what: &str) -> NodeResult<Gone> {
         let (status, body) = self.call(via, "DELETE", path, None, true, what)?;
         match status {

@@ -78,6 +78,9 @@ impl Client {
         let body = security.to_string();
         let (status, answer) = self.call(node, "PUT", &path, Some(&body), true, &what)?;
         match status {
+            // `fabric_db_meta` answers 200 or an error, never 202. What is promised is read
+            // back: restore's verify compares it (the object most copies hold), backup
+            // compares both sides on every run; on a standalone backup it is one copy.
             200 | 201 => Ok(()),
             _ => Err(self.unexpected(node, &what, status, &answer)),
         }
@@ -199,6 +202,7 @@ impl Client {
             #[serde(default)]
             missing: Vec<String>,
         }
+        // A read sent as POST: nothing is written.
         let what = format!("POST /{db}/_revs_diff");
         let path = format!("/{}/_revs_diff", segment(db));
         let ids: Vec<(&String, &Vec<String>)> = revs.iter().collect();

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse, segment, AllDocs, Client, NodeResult};
+use super::{parse, segment, Client, NodeResult};
 use crate::util::config::{NodeAddr, Secret};
 
 /// The longest scheduler error passed on: CouchDB's are Erlang terms, some of them kilobytes.
@@ -48,7 +48,9 @@ pub struct Endpoint<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Put {
-    Created,
+    /// Written, at this revision: on a quorum of the range's copies (201), or on fewer (202,
+    /// trap 27), the others getting it by internal replication.
+    Created(String),
     /// 409: a doc with this id exists already (transcript 14: the same `_id` again → 409), or
     /// the revision written over is no longer the doc's.
     AlreadyThere,
@@ -164,6 +166,10 @@ impl Client {
         };
         let (status, body) = self.call(node, "PUT", &path, None, true, &what)?;
         match status {
+            // 202: some copies' files were not made at once (a node slow to answer). The shard
+            // map is on every member before the answer, a write creates a missing file, and
+            // what the callers promise is read back: restore's verify counts the documents,
+            // backup's arrival too; a standalone backup holds every copy itself.
             201 | 202 => Ok(DbCreated::Created),
             412 => Ok(DbCreated::Existed),
             _ => Err(self.unexpected(node, &what, status, &body)),
@@ -205,11 +211,15 @@ impl Client {
 
     /// `PUT /_replicator/<id>`; 409 (taken, or changed since `_rev`) is an answer, not an error.
     fn put_replicator_doc(&self, node: &NodeAddr, id: &str, doc: &Value) -> NodeResult<Put> {
+        #[derive(Deserialize)]
+        struct Written {
+            rev: String,
+        }
         let what = format!("PUT /_replicator/{id}");
         let path = format!("/_replicator/{}", segment(id));
         let (status, body) = self.call(node, "PUT", &path, Some(&doc.to_string()), true, &what)?;
         match status {
-            201 | 202 => Ok(Put::Created),
+            201 | 202 => Ok(Put::Created(parse::<Written>(node, &what, &body)?.rev)),
             409 => Ok(Put::AlreadyThere),
             _ => Err(self.unexpected(node, &what, status, &body)),
         }
@@ -245,31 +255,11 @@ impl Client {
         }))
     }
 
-    /// The ids of `_replicator` docs starting with `prefix` (a restore's, left by a run that
-    /// was stopped).
-    pub fn replicator_ids(&self, node: &NodeAddr, prefix: &str) -> NodeResult<Vec<String>> {
-        let what = "GET /_replicator/_all_docs";
-        let key = |k: &str| segment(&Value::from(k).to_string());
-        let path = format!(
-            "/_replicator/_all_docs?startkey={}&endkey={}",
-            key(prefix),
-            key(&format!("{prefix}\u{fff0}"))
-        );
-        let (status, body) = self.call(node, "GET", &path, None, true, what)?;
-        match status {
-            200 => Ok(parse::<AllDocs>(node, what, &body)?
-                .rows
-                .into_iter()
-                .map(|r| r.id)
-                .filter(|id| id.starts_with(prefix))
-                .collect()),
-            404 => Ok(Vec::new()),
-            _ => Err(self.unexpected(node, what, status, &body)),
-        }
-    }
-
     /// `DELETE /_replicator/<id>?rev=`: a finished one-shot's doc, whose passwords should not
-    /// stay (trap 21). Gone already, or changed meanwhile: not an error.
+    /// stay (trap 21). Gone already, or changed meanwhile: not an error. Not "gone everywhere"
+    /// either, even at 200: the copies that lacked the revision deleted (the replicator wrote
+    /// its state into one copy: 202, trap 27) keep the doc live; the caller waits for every
+    /// copy (`cluster::everywhere`).
     pub fn delete_replication(&self, node: &NodeAddr, id: &str, rev: &str) -> NodeResult<()> {
         let what = format!("DELETE /_replicator/{id}");
         let path = format!("/_replicator/{}?rev={}", segment(id), segment(rev));

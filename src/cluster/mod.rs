@@ -1,8 +1,10 @@
 //! The cluster model the commands share, built on the CouchDB client: a session over the
 //! nodes (one deadline, parallel requests), the survey of what they hold, the one health
-//! verdict, the placement planner, the move engine, and how exposed the cluster is (security).
+//! verdict, the placement planner, the move engine, how exposed the cluster is (security), and
+//! what every copy of a document holds.
 //! Nothing here names a command.
 
+pub mod everywhere;
 pub mod health;
 pub mod moves;
 pub mod placement;

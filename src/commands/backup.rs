@@ -24,7 +24,10 @@
 use anyhow::Result;
 use log::{debug, info, warn};
 
-use crate::client::{Client, DbCreated, Endpoint, NodeError, NodeResult, Put, Up};
+use std::collections::BTreeMap;
+
+use crate::client::{generation, Client, DbCreated, Endpoint, NodeError, NodeResult, Put, Up};
+use crate::cluster::everywhere::Copies;
 use crate::cluster::session::{each_bounded, Session, Waiting};
 use crate::cluster::survey::PARALLEL;
 use crate::util::clock::poll;
@@ -317,7 +320,10 @@ impl<'s, 'a> Backup<'s, 'a> {
                     .client
                     .put_replication(cluster, &id, &source, &target, None)
             })? {
-                Put::Created => started.push(d.db.clone()),
+                // A 202 (fewer copies than a quorum took it) needs no more here: no older
+                // revision lingers, the doc reaches the owner's copy by internal replication,
+                // and `arrival` waits for documents on the backup, the proof that it runs.
+                Put::Created(_) => started.push(d.db.clone()),
                 Put::AlreadyThere => debug!("backup: {id} was written meanwhile (409)"),
             }
         }
@@ -337,7 +343,10 @@ impl<'s, 'a> Backup<'s, 'a> {
     /// password changed since they were written, so their jobs get 401s (trap 19) — written
     /// anew with the current ones. CouchDB replaces a doc's job when its endpoints change, auth
     /// included (`couch_replicator_doc_processor:updated_doc/3`). Reads one doc per database;
-    /// writes only where one is out of date.
+    /// writes only where one is out of date, then waits until every copy of `_replicator` holds
+    /// the new revision: a write answered 202 (the replicator had written its state into one
+    /// copy, trap 27) leaves the others with the old one — the old password in it — and the
+    /// job on a node whose copy lags keeps failing with it.
     fn renew(&self, dbs: &[DbBackup]) -> Result<Vec<String>> {
         let source_node = self.source_node();
         let ours: Vec<&DbBackup> = dbs
@@ -357,6 +366,7 @@ impl<'s, 'a> Backup<'s, 'a> {
             Ok::<_, anyhow::Error>(rev.map(|rev| (d.db.clone(), rev)))
         });
         let mut renewed = Vec::new();
+        let mut revs: BTreeMap<String, String> = BTreeMap::new();
         for found in outdated {
             let Some((db, rev)) = found? else {
                 continue;
@@ -368,10 +378,14 @@ impl<'s, 'a> Backup<'s, 'a> {
                     .client
                     .put_replication(self.cluster, &id, &source, &target, Some(&rev))
             })? {
-                Put::Created => renewed.push(db),
+                Put::Created(new) => {
+                    renewed.push(db);
+                    revs.insert(id, new);
+                }
                 Put::AlreadyThere => debug!("backup: {id} changed meanwhile (409); left as it is"),
             }
         }
+        self.renewed_everywhere(&revs)?;
         if !renewed.is_empty() {
             info!(
                 "backup: renewed {} replication(s) that carried old credentials (a password changed since \
@@ -381,6 +395,34 @@ impl<'s, 'a> Backup<'s, 'a> {
             );
         }
         Ok(renewed)
+    }
+
+    /// Waits until every copy of each renewed doc holds its new revision, or a later one (the
+    /// replicator may write its state on top); at the deadline names the copies that do not.
+    fn renewed_everywhere(&self, revs: &BTreeMap<String, String>) -> Result<()> {
+        let ids: Vec<String> = revs.keys().cloned().collect();
+        let copies = Copies {
+            client: &self.session.client,
+            via: self.cluster,
+            db: "_replicator",
+        };
+        let current = |id: &str, held: &crate::client::CopyDoc| {
+            let new = revs.get(id).map_or(0, |rev| generation(rev));
+            held.live_generation().is_some_and(|g| g >= new)
+        };
+        let clock = self.session.clock;
+        let lagging = copies.wait(clock, self.session.deadline, "backup", &ids, &current)?;
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = lagging.iter().map(ToString::to_string).collect();
+        Err(backup_failure(format!(
+            "{} copy(ies) of renewed replication docs in _replicator still hold an older revision, \
+             with the old credentials in it: {} (CouchDB's internal replication brings them the new \
+             one within seconds while those nodes run; run again to check)",
+            lagging.len(),
+            some_lines(&lines)
+        )))
     }
 
     /// Both ends of `db`'s replication, with the credentials each side takes now.

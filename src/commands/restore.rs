@@ -9,15 +9,20 @@
 //! 3. **plan** — the databases: those named, each of which must be on the backup, or every one
 //!    on the backup but `_replicator`; for each, its documents there, whether the cluster has it
 //!    and which revisions it lacks (`_revs_diff`, a read). `--dry-run` prints this and stops.
-//! 4. **leftovers** — `_replicator` docs a killed run left (`restore:…`) are deleted: they hold
-//!    passwords in clear (trap 21), and one still running would make a new doc for the same
-//!    replication fail (trap 20). Their replications resume from their checkpoints below.
+//! 4. **leftovers** — `_replicator` docs an earlier run left (`restore:…`), live in any copy
+//!    (a run killed while replicating, or one whose deletion some copy has not seen yet: trap
+//!    27), are deleted and waited for until no copy holds one: they hold passwords in clear
+//!    (trap 21), and one still running would make a new doc for the same replication fail
+//!    (trap 20). Their replications resume from their checkpoints below.
 //! 5. **databases** — created where missing, with the cluster's `q`/`n` or `--q`.
 //! 6. **replication** — one one-shot `_replicator` doc per database still lacking revisions, a
 //!    few at a time, each with a fresh id (a one-shot id is done for good, trap 26); each doc is
-//!    deleted once CouchDB wrote `completed` (or `failed`) into it. A restore merges: it adds what
-//!    the cluster lacks and never deletes; a document both sides changed becomes a conflict
-//!    (CouchDB keeps both revisions), and those it created are counted.
+//!    deleted once CouchDB wrote `completed` (or `failed`) into it, and the phase ends only when
+//!    no copy of `_replicator` holds one of them any more: the replicator wrote its state into
+//!    one copy only, so the DELETE answers 202 and the other copies keep the first revision,
+//!    both passwords in it, until internal replication reaches them (trap 27). A restore
+//!    merges: it adds what the cluster lacks and never deletes; a document both sides changed
+//!    becomes a conflict (CouchDB keeps both revisions), and those it created are counted.
 //! 7. **security** — each database's `_security` written where the cluster's differs from the
 //!    backup's (replication never carries it, trap 24).
 //! 8. **verify** — no revision of the backup missing, at least the backup's documents (live and
@@ -33,6 +38,7 @@ use log::{debug, info, warn};
 use serde_json::Value;
 
 use crate::client::{Client, DbCreated, Endpoint, NodeError, OneShotDoc, Put, Up};
+use crate::cluster::everywhere::{gone, Copies, Lagging};
 use crate::cluster::health::{databases, verdict};
 use crate::cluster::session::{each_bounded, Session, Waiting};
 use crate::cluster::survey::PARALLEL;
@@ -123,10 +129,14 @@ pub fn restore(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String
         return Ok("plan printed (--dry-run); nothing written".into());
     }
     let mut actions = Vec::new();
-    let cleaned = r.remove_leftovers()?;
+    let cleaned = session.phase(
+        "leftovers",
+        "replication docs an earlier run left, in every copy of _replicator",
+        || r.remove_leftovers(),
+    )?;
     if cleaned > 0 {
         actions.push(format!(
-            "removed {cleaned} replication doc(s) of an earlier run"
+            "deleted {cleaned} replication document(s) an earlier run left"
         ));
     }
     let created = session.phase("databases", "creating the missing ones", || {
@@ -366,27 +376,65 @@ impl<'s, 'a> Restore<'s, 'a> {
 
     // ---- leftovers --------------------------------------------------------------------------
 
-    /// `_replicator` docs of an earlier, killed run: deleted (passwords in clear, trap 21; and a
-    /// job still running under one would fail the new doc for the same replication, trap 20).
+    /// `_replicator` docs of an earlier run, live in any copy: deleted (passwords in clear,
+    /// trap 21; a job still running under one would fail the new doc for the same replication,
+    /// trap 20), then waited for until no copy holds one. Read copy by copy: one node's
+    /// `_all_docs` reads each range from one copy, and may miss the one copy that still holds a
+    /// doc the others deleted (trap 27). Where the cluster already answers the deletion (a copy
+    /// lags behind it) nothing is written; that copy is only waited for.
     fn remove_leftovers(&self) -> Result<usize> {
         let client = &self.session.client;
         let ids = self
             .session
-            .read(|| client.replicator_ids(self.via, DOC_PREFIX))?;
+            .read(|| self.copies(client).live_ids(DOC_PREFIX))?;
+        if ids.is_empty() {
+            info!("leftovers: none in any copy of _replicator");
+            return Ok(0);
+        }
         for id in &ids {
             if let Some(doc) = self.session.read(|| client.one_shot(self.via, id))? {
                 self.session
                     .read(|| client.delete_replication(self.via, id, &doc.rev))?;
             }
         }
-        if !ids.is_empty() {
-            info!(
-                "leftovers: deleted {} replication doc(s) an earlier restore left; their replications \
-                 continue from their checkpoints",
-                ids.len()
-            );
+        let left = self.gone_everywhere(client, self.session.deadline, &ids)?;
+        if !left.is_empty() {
+            return Err(incomplete(format!(
+                "{} replication doc(s) an earlier run left are still live on some copy of \
+                 _replicator (both passwords in each): {}",
+                left.len(),
+                lagging_lines(&left)
+            )));
         }
+        info!(
+            "leftovers: deleted {} replication document(s) an earlier run left ({}), now gone from \
+             every copy; their replications continue from their checkpoints",
+            ids.len(),
+            list_some(&ids)
+        );
         Ok(ids.len())
+    }
+
+    /// `_replicator`'s copies, asked through the reference node with `client`.
+    fn copies<'c>(&'c self, client: &'c Client) -> Copies<'c> {
+        Copies {
+            client,
+            via: self.via,
+            db: "_replicator",
+        }
+    }
+
+    /// Waits, within `deadline`, until no copy of `_replicator` holds a live revision of any of
+    /// `ids`; returns the copies that still do at the deadline. A DELETE answered 202 (or even
+    /// 200: a quorum took it, not every copy) is not "gone everywhere" (trap 27).
+    fn gone_everywhere(
+        &self,
+        client: &Client,
+        deadline: std::time::Instant,
+        ids: &[String],
+    ) -> Result<Vec<Lagging>> {
+        self.copies(client)
+            .wait(self.session.clock, deadline, "cleanup", ids, &gone)
     }
 
     // ---- databases --------------------------------------------------------------------------
@@ -429,6 +477,8 @@ impl<'s, 'a> Restore<'s, 'a> {
         }
         let client = &self.session.client;
         let mut active: Vec<(&DbPlan, String)> = Vec::new();
+        // Every doc this run deleted: none may be left live on any copy (trap 27).
+        let mut deleted: Vec<String> = Vec::new();
         let mut done = 0;
         let mut failed: Vec<String> = Vec::new();
         let mut waiting = Waiting::new("replicate", self.session.clock, self.session.deadline);
@@ -441,7 +491,9 @@ impl<'s, 'a> Restore<'s, 'a> {
                     .session
                     .read(|| client.put_one_shot(self.via, &id, &source, &target))?
                 {
-                    Put::Created => debug!("replicate: {} started as {id}", p.db),
+                    // A 202 (the owner's copy may lack it for a moment) needs no more: the
+                    // doc's `completed`, read below, is the proof that it ran.
+                    Put::Created(_) => debug!("replicate: {} started as {id}", p.db),
                     Put::AlreadyThere => debug!("replicate: {id} existed already"),
                 }
                 active.push((p, id));
@@ -462,11 +514,13 @@ impl<'s, 'a> Restore<'s, 'a> {
                             );
                             self.session
                                 .read(|| client.delete_replication(self.via, &id, &rev))?;
+                            deleted.push(id);
                             done += 1;
                         }
                         Some("failed") => {
                             self.session
                                 .read(|| client.delete_replication(self.via, &id, &rev))?;
+                            deleted.push(id);
                             failed.push(format!(
                                 "{}: replication failed: {}",
                                 p.db,
@@ -485,19 +539,21 @@ impl<'s, 'a> Restore<'s, 'a> {
             waiting.report(|| self.progress(done, total, &active));
             Ok::<_, anyhow::Error>(None)
         })?;
-        if finished.is_none() {
+        let lagging = if finished.is_none() {
             // The session's client stops at the deadline: these deletions get a moment more, so
             // that no doc with passwords in it stays behind.
+            let cleanup_deadline = self.session.clock.now() + CLEANUP;
             let cleanup = Client::new(
                 &self.session.cfg.user,
                 &self.session.cfg.password,
                 self.session.cfg.request_timeout,
-                self.session.clock.now() + CLEANUP,
+                cleanup_deadline,
             );
             for (_, id) in &active {
                 if let Ok(Some(doc)) = cleanup.one_shot(self.via, id) {
                     let _ = cleanup.delete_replication(self.via, id, &doc.rev);
                 }
+                deleted.push(id.clone());
             }
             let mut left: Vec<String> = active.iter().map(|(p, _)| p.db.clone()).collect();
             left.extend(queue.iter().map(|p| p.db.clone()));
@@ -506,15 +562,29 @@ impl<'s, 'a> Restore<'s, 'a> {
                  continues from their checkpoints)",
                 list_some(&left)
             ));
-        }
+            self.gone_everywhere(&cleanup, cleanup_deadline, &deleted)?
+        } else {
+            self.gone_everywhere(client, self.session.deadline, &deleted)?
+        };
+        let mut why = Vec::new();
         if !failed.is_empty() {
-            return Err(incomplete(format!(
+            why.push(format!(
                 "{} of {total} database(s) not restored: {}",
                 failed.len().max(total - done),
                 some_lines(&failed)
-            )));
+            ));
         }
-        info!("replicate: {done} database(s) replicated from the backup");
+        if !lagging.is_empty() {
+            why.push(left_behind(&lagging));
+        }
+        if !why.is_empty() {
+            return Err(incomplete(why.join("; ")));
+        }
+        info!(
+            "replicate: {done} database(s) replicated from the backup; their {} replication doc(s) \
+             deleted, gone from every copy of _replicator",
+            deleted.len()
+        );
         Ok(done)
     }
 
@@ -683,6 +753,23 @@ impl<'s, 'a> Restore<'s, 'a> {
     fn backup_error(&self, e: NodeError) -> String {
         backup_problem(self.cfg, e)
     }
+}
+
+/// What is left of this run's replication docs when the wait for every copy ran out: named, so
+/// that the operator knows which copies still hold both passwords.
+fn left_behind(lagging: &[Lagging]) -> String {
+    format!(
+        "{} copy(ies) of its replication docs still live in _replicator, both passwords in \
+         each: {} (CouchDB's internal replication deletes them within seconds while those nodes \
+         run; a rerun checks every copy and deletes what is left)",
+        lagging.len(),
+        lagging_lines(lagging)
+    )
+}
+
+fn lagging_lines(lagging: &[Lagging]) -> String {
+    let lines: Vec<String> = lagging.iter().map(ToString::to_string).collect();
+    some_lines(&lines)
 }
 
 /// The plan, for `--dry-run`: one line per database, the ones with work first.

@@ -51,7 +51,7 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::NotConnected, 7, "nodes never connected to each other: cookie mismatch, Erlang name or ports 4369/9100"),
     (Status::Refused, 8, "remove/rebalance refused, nothing written: members cannot hold n copies, a member is down, or a map names a non-member or cannot be read"),
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
-    (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
+    (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, documents not arriving, or a renewed replication doc not yet on every copy"),
     (Status::Restore, 12, "restore refused, nothing written (the backup is this cluster, the cluster is not healthy, a named database is not on the backup), or incomplete (named): run it again to finish"),
     (Status::Security, 15, "distribution not as configured (init, check, status): a node on plain TCP while COUCHDB_DIST_TLS=true (or TLS while false), nodes on different transports, or TLS certificates from different CAs; nothing written"),
 ];

@@ -51,6 +51,14 @@ impl Run {
     }
 }
 
+/// None of `secrets` in the run's output (stdout and stderr): run it at RUST_LOG=trace.
+pub fn assert_hidden(r: &Run, secrets: &[&str]) {
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for secret in secrets {
+        assert!(!out.contains(secret), "`{secret}` leaked:\n{out}");
+    }
+}
+
 fn contains_all(name: &str, text: &str, parts: &[&str]) {
     for part in parts {
         assert!(text.contains(part), "no `{part}` in {name}:\n{text}");

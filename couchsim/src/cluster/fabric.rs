@@ -554,8 +554,12 @@ pub fn merge_docs(
     Ok(written)
 }
 
-/// Reads a doc from every reachable copy of its range, merges what they hold, and writes the
-/// result into the copies that lacked part of it (read repair).
+/// Reads a doc from every reachable copy of its range and merges what they hold. When a
+/// quorum of copies already held the merged result, the others are repaired a moment after
+/// the answer (read repair). When fewer did — the replicator wrote its state into its own
+/// copy only (trap 27) — nothing is repaired: on CouchDB a `DELETE` sent right after such a
+/// read answered 202 twice (transcripts 14 and 17: the other copies still lacked the rev the
+/// read returned), and a copy still held the first revision 240 ms later.
 pub fn open_doc(node: &NodeInner, db: &str, id: &str) -> Result<Doc, Failure> {
     let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
     let Some((range, holders)) = m.locate(id) else {
@@ -607,16 +611,69 @@ pub fn open_doc(node: &NodeInner, db: &str, id: &str) -> Result<Doc, Failure> {
                 docs: docs.clone(),
             });
         }
-    } else {
-        // No quorum agreed: the copies are repaired before the answer.
-        for h in behind {
-            repair(node, h, &file, &docs);
-        }
     }
     if doc.deleted() {
         return Err(Failure::NotFound("deleted"));
     }
     Ok(doc)
+}
+
+/// `GET /<db>/<id>?open_revs=all` (`fabric_doc_open_revs`): every copy of the doc's range is
+/// asked and their replies taken in the order they come (here: the holders in a random order,
+/// as fabric takes whichever answers first), each merged into one revision tree. It answers
+/// as soon as a quorum of replies agree — a reply that only repeats revisions already in the
+/// tree, or extends one of its leaves, with as many leaves as the tree has — so two copies
+/// still at an old revision outvote a third that has moved on, and through one node the old
+/// revision is still the answer (transcript 17: rev 1, live, right after the DELETE answered
+/// 202, through node2 only). No read repair follows: fabric may spawn one, but in the
+/// recording none reached the copies (a copy still held rev 1 after every node answered the
+/// deletion). Returns the leaves, `[]` when no copy holds the doc.
+pub fn open_revs(node: &NodeInner, db: &str, id: &str) -> Result<Vec<Leaf>, Failure> {
+    let m = map(node, db).ok_or(Failure::NotFound("Database does not exist."))?;
+    let Some((range, holders)) = m.locate(id) else {
+        wait_no_copy(node);
+        return Err(Failure::NoCopy);
+    };
+    let file = m.file(db, range);
+    let quorum = m.n() / 2 + 1;
+    let ids = [id.to_string()];
+    let mut tree: Vec<Leaf> = Vec::new();
+    let mut replies = 0;
+    for h in shuffled(node, holders) {
+        let Some(r) = on_holder(node, &h, json!({"op": "read", "file": file, "ids": ids})) else {
+            continue;
+        };
+        let mut docs: BTreeMap<String, Vec<Leaf>> =
+            serde_json::from_value(r["docs"].clone()).unwrap_or_default();
+        let reply = docs.remove(id).unwrap_or_default();
+        replies += 1;
+        let agrees = reply.len() == tree.len() && reply.iter().all(|l| known_or_extends(&tree, l));
+        let mut merged = DocDb::default();
+        merged.merge(&BTreeMap::from([(id.to_string(), tree.clone())]));
+        merged.merge(&BTreeMap::from([(id.to_string(), reply)]));
+        tree = merged.docs.remove(id).map(|d| d.leaves).unwrap_or_default();
+        if agrees && replies >= quorum {
+            break;
+        }
+    }
+    if replies == 0 {
+        return Err(Failure::Unreachable);
+    }
+    tree.sort_by(|a, b| (a.pos(), a.rev()).cmp(&(b.pos(), b.rev())));
+    Ok(tree)
+}
+
+/// `couch_key_tree:merge` of one reply's leaf into the tree is `internal_node` (its rev is in
+/// the tree already) or `new_leaf` (its nearest known ancestor is a leaf), not `new_branch`.
+fn known_or_extends(tree: &[Leaf], leaf: &Leaf) -> bool {
+    let known = |rev: &str| tree.iter().any(|l| l.revs.iter().any(|r| r == rev));
+    if known(leaf.rev()) {
+        return true;
+    }
+    match leaf.revs.iter().skip(1).find(|r| known(r)) {
+        Some(ancestor) => tree.iter().any(|l| l.rev() == ancestor),
+        None => false,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

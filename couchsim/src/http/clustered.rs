@@ -438,13 +438,15 @@ fn reply_one(r: &DocReply, location: String) -> Response {
     }
 }
 
-/// `_replicator` docs written by an admin: CouchDB's validation (403) and `owner`.
+/// `_replicator` docs written by an admin: CouchDB's validation (403) and `owner`, which its
+/// `before_doc_update` adds to a deletion too (transcript 17: the tombstone is
+/// `{"_id","_rev","owner":"admin","_deleted":true}`).
 fn replicator_doc(db: &str, who: &Who, edit: &mut Edit) -> Result<(), Response> {
-    if db != "_replicator" || edit.deleted || edit.id.starts_with("_design/") {
+    if db != "_replicator" || edit.id.starts_with("_design/") {
         return Ok(());
     }
     let body = edit.body.to_value();
-    if let Some(fields) = body.as_object() {
+    if let (Some(fields), false) = (body.as_object(), edit.deleted) {
         repdoc::validate(fields).map_err(|r| Response::error(403, "forbidden", &r))?;
     }
     if let Who::Admin(user) = who {
@@ -495,6 +497,7 @@ fn post_doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str) -> Respons
 
 fn doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, id: &str) -> Response {
     match req.method.as_str() {
+        "GET" if req.query_param("open_revs").as_deref() == Some("all") => open_revs(node, db, id),
         "GET" | "HEAD" => match fabric::open_doc(node, db, id) {
             Ok(d) => {
                 let conflicts = req.query_param("conflicts").as_deref() == Some("true");
@@ -542,6 +545,36 @@ fn doc(node: &NodeInner, req: &HttpRequest, who: &Who, db: &str, id: &str) -> Re
         }
         _ => answers::unread_body(answers::method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
     }
+}
+
+/// `GET /<db>/<id>?open_revs=all` as JSON (CouchDB sends `multipart/mixed` unless the client
+/// accepts only JSON; only JSON is modelled): `[{"ok":{"_id","_rev",…body,["_deleted"]}}]`
+/// per leaf, as `couch_doc:to_json_obj` orders it; 404 `missing` when no copy has the doc.
+fn open_revs(node: &NodeInner, db: &str, id: &str) -> Response {
+    let leaves = match fabric::open_revs(node, db, id) {
+        Ok(l) if l.is_empty() => return Response::error(404, "not_found", "missing"),
+        Ok(l) => l,
+        Err(f) => return failure(f, true),
+    };
+    let items: Vec<String> = leaves
+        .iter()
+        .map(|l| {
+            let mut f = vec![
+                ("_id".to_string(), Ej::from(id)),
+                ("_rev".to_string(), Ej::from(l.rev())),
+            ];
+            if let Some(body) = l.body.fields() {
+                f.extend(body.iter().cloned());
+            }
+            if l.deleted {
+                f.push(("_deleted".to_string(), Ej::Bool(true)));
+            }
+            let mut shown = Ej::Obj(f);
+            shown_attachments(&mut shown, false);
+            util::obj(&[("ok", shown.text())])
+        })
+        .collect();
+    Response::raw(200, format!("[{}]", items.join(",")))
 }
 
 /// `{"_revisions":{"start":N,"ids":[…]}}` or just `_rev`: a replicated leaf's path.

@@ -401,6 +401,7 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
         }
         [which @ ("_nodes" | "_dbs"), id] => local_doc(node, req, which, id),
         [file] if file.starts_with("shards/") => shard_file(node, req, file),
+        [file, "_all_docs"] if file.starts_with("shards/") => copy_all_docs(node, req, file),
         ["_system"] => match m {
             "GET" => Response::raw(200, system(node)),
             _ => unread_body(method_not_allowed("GET"), req),
@@ -426,6 +427,57 @@ fn shard_file(node: &NodeInner, req: &HttpRequest, file: &str) -> Response {
         }
         _ => unread_body(method_not_allowed("DELETE,GET,HEAD,POST,PUT"), req),
     }
+}
+
+/// One shard copy's own `_all_docs` (what that file holds, no other copy asked): `GET` with
+/// the usual paging, or with `keys` — `POST` with `{"keys":[…]}` as transcript 18 checks a copy
+/// after a restart, or `GET …?keys=[…]` (the same, in the query string): a row per key,
+/// `{"key","error":"not_found"}` where the file has no such doc, and a deleted doc's row with
+/// `"deleted":true` in its value, as CouchDB shows deletions to `keys`.
+fn copy_all_docs(node: &NodeInner, req: &HttpRequest, file: &str) -> Response {
+    let st = lock(&node.store);
+    let Some(db) = st.files.get(file) else {
+        return unread_body(db_not_found(), req);
+    };
+    let keys = match req.method.as_str() {
+        "GET" => match req.query_param("keys") {
+            None => return Response::raw(200, db.all_docs(&answers::page(req))),
+            Some(k) => serde_json::from_str::<Value>(&k).ok(),
+        },
+        "POST" => serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|v| v.get("keys").cloned()),
+        _ => return unread_body(method_not_allowed("GET,HEAD,POST"), req),
+    };
+    let Some(Value::Array(keys)) = keys else {
+        return Response::error(400, "bad_request", "`keys` member must be an array.");
+    };
+    let rows: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let key = k.as_str().unwrap_or_default();
+            let Some(d) = db.docs.get(key) else {
+                return util::obj(&[("key", util::js(key)), ("error", util::js("not_found"))]);
+            };
+            let mut value = vec![("rev", util::js(d.rev()))];
+            if d.deleted() {
+                value.push(("deleted", "true".into()));
+            }
+            util::obj(&[
+                ("id", util::js(key)),
+                ("key", util::js(key)),
+                ("value", util::obj(&value)),
+            ])
+        })
+        .collect();
+    Response::raw(
+        200,
+        format!(
+            "{{\"total_rows\":{},\"offset\":0,\"rows\":[\r\n{}\r\n]}}",
+            db.doc_count(),
+            rows.join(",\r\n")
+        ),
+    )
 }
 
 /// `GET /_node/<node>/_system`: the shape CouchDB answers (a subset of its keys) with

@@ -215,10 +215,11 @@ impl DocDb {
         if let Some(b) = &base {
             revs.extend(b.revs.iter().cloned());
         }
+        // A tombstone keeps the body it was written with (`owner`, on a `_replicator` doc).
         let leaf = Leaf {
             revs,
             deleted,
-            body: if deleted { Ej::empty() } else { body },
+            body,
         };
         match self.docs.get_mut(id) {
             Some(d) => {

@@ -214,7 +214,19 @@ pub fn doc_json(
         Phase::Scheduled(id) => jobs.get(id),
         _ => None,
     };
+    // A one-shot run that has ended, its doc not marked `completed` yet: the scheduler holds
+    // no job for it and shows the doc as it shows one not taken (transcript 17, 130 ms).
+    let ended = job.is_some_and(|j| {
+        j.pid
+            .as_ref()
+            .is_some_and(|(_, run)| util_lock(&run.progress).completed)
+    });
+    let job = job.filter(|_| !ended);
     let Some(job) = job else {
+        if ended {
+            let (src, tgt) = (e.rep.source.shown_from_doc(), e.rep.target.shown_from_doc());
+            return doc_from_db(&e.doc_id, &src, &tgt, None);
+        }
         return match &e.phase {
             Phase::Completed {
                 stats,

@@ -179,8 +179,13 @@ fn one_shot(
     });
     write_checkpoint(ctx, source, target, &body)?;
     stats.checkpointed_source_seq = last_seq;
-    ctx.report(&stats);
-    lock(&ctx.run.progress).completed = true;
+    // The final checkpoint is shown only with `completed`: CouchDB's scheduler showed the run
+    // `running` with checkpoint "0" to its end, then nothing (`null`), then the doc completed
+    // (transcript 17) — never a running job with its last checkpoint.
+    let mut p = lock(&ctx.run.progress);
+    p.stats = Some(stats);
+    p.completed = true;
+    drop(p);
     Ok(OneShot {
         checkpoint: body,
         no_changes: false,
