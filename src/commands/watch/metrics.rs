@@ -202,8 +202,8 @@ impl Shared {
 /// A gauge read from a snapshot: (name, help, value).
 type Count = (&'static str, &'static str, fn(&Snapshot) -> usize);
 
-/// The `/metrics` page.
-pub fn render(s: &Shared) -> String {
+/// The `/metrics` page at `now` (`couchdb_watch_live` is `/healthz`'s answer then).
+pub fn render(s: &Shared, now: Instant) -> String {
     let mut out = String::new();
     let snap = s.snapshot.as_ref();
     gauge(
@@ -358,6 +358,14 @@ pub fn render(s: &Shared) -> String {
         "COUCHDB_WATCH_INTERVAL: how often the watcher looks",
         s.interval.as_secs_f64(),
     );
+    // The stuck-watcher alert reads this, so that it and /healthz (Kubernetes' liveness probe)
+    // judge by one rule: a look under way within its deadline is not stuck, however slow.
+    gauge(
+        &mut out,
+        "couchdb_watch_live",
+        "1 while /healthz answers 200: a look finished within three intervals, or the one under way is within its deadline; else 0",
+        Some(u64::from(s.live(now))),
+    );
     counter(
         &mut out,
         "couchdb_watch_ticks_total",
@@ -435,7 +443,7 @@ mod tests {
     fn a_failed_look_says_unhealthy_and_nothing_it_does_not_know() {
         let mut s = shared();
         s.errors = 2;
-        let page = render(&s);
+        let page = render(&s, Instant::now());
         assert!(page.contains("\ncouchdb_cluster_healthy 0\n"), "{page}");
         assert!(page.contains("\ncouchdb_watch_errors_total 2\n"), "{page}");
         assert!(!page.contains("couchdb_cluster_members"), "{page}");
@@ -466,7 +474,7 @@ mod tests {
             security: Some(vec!["cookie_weak".into(), "db_public".into()]),
             ..Snapshot::default()
         });
-        let page = render(&s);
+        let page = render(&s, Instant::now());
         for line in [
             "couchdb_cluster_healthy 1",
             "couchdb_cluster_members 3",
@@ -514,7 +522,7 @@ mod tests {
             backup_error: Some("the backup CouchDB b does not answer".into()),
             ..Snapshot::default()
         });
-        let page = render(&s);
+        let page = render(&s, Instant::now());
         for line in [
             "couchdb_node_up{node=\"couchdb@a\"} 1",
             "couchdb_node_up{node=\"couchdb@b\"} 1",
@@ -530,10 +538,12 @@ mod tests {
             backup: Some(BackupLag::default()),
             ..Snapshot::default()
         });
-        assert!(render(&s).lines().any(|l| l == "couchdb_backup_failing 0"));
+        assert!(render(&s, Instant::now())
+            .lines()
+            .any(|l| l == "couchdb_backup_failing 0"));
         s.snapshot = Some(Snapshot::default());
         assert!(
-            !render(&s).contains("couchdb_backup_failing"),
+            !render(&s, Instant::now()).contains("couchdb_backup_failing"),
             "no backup: no series"
         );
     }
@@ -547,6 +557,10 @@ mod tests {
         s.tick_started = Some(t0 + Duration::from_secs(40));
         assert!(s.live(t0 + Duration::from_secs(300)));
         assert!(!s.live(t0 + Duration::from_secs(341)));
+        // The stuck-watcher alert reads the same answer.
+        let live = |s: &Shared, secs| render(s, t0 + Duration::from_secs(secs));
+        assert!(live(&s, 300).lines().any(|l| l == "couchdb_watch_live 1"));
+        assert!(live(&s, 341).lines().any(|l| l == "couchdb_watch_live 0"));
         s.tick_started = None;
         s.last_tick = Some((t0 + Duration::from_secs(100), SystemTime::now()));
         assert!(s.live(t0 + Duration::from_secs(140)));

@@ -62,7 +62,7 @@ fn answer(mut stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> 
     };
     let (status, body, kind) = match (method, path) {
         ("GET", "/metrics") => {
-            let (s, b) = state(&|s| (200, render(s)));
+            let (s, b) = state(&|s| (200, render(s, Instant::now())));
             (s, b, "text/plain; version=0.0.4; charset=utf-8")
         }
         ("GET", "/healthz") => {
