@@ -2,6 +2,7 @@
 //! nodes (one deadline, parallel requests), the survey of what they hold, the one health
 //! verdict, the placement planner and the move engine. Nothing here names a command.
 
+pub mod catchup;
 pub mod health;
 pub mod moves;
 pub mod planner;

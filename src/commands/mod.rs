@@ -4,9 +4,12 @@
 //! there is something to do. They use the cluster model, the client and the plumbing below them.
 
 pub mod backup;
+pub mod drain;
 pub mod formation;
+pub mod guard;
 pub mod rebalance;
 pub mod remove;
 pub mod restore;
 pub mod status;
+pub mod undrain;
 pub mod watch;

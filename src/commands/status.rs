@@ -3,7 +3,8 @@
 //! 0 only when the cluster is healthy; `check` waits up to 10 s for the nodes, then gives the same
 //! verdict in one line.
 //!
-//! Requests: 4 per node in COUCHDB_NODES, 2 per member that is not listed, one per 500
+//! Requests: 5 per node in COUCHDB_NODES (`/_up`, its name, membership, config, `GET /` for its
+//! release), 2 per member that is not listed, one per 500
 //! databases for the shard maps, one per member for its files, and (`status` only, not
 //! `check`) one per copy for its file size, the bytes per node. A copy's own count is judged
 //! only where it matters: databases with a move under way, `--details`, `status <db>`.
@@ -14,7 +15,7 @@ use anyhow::Result;
 use log::info;
 use serde::Serialize;
 
-use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
+use crate::cluster::health::{databases, findings, status_of, verdict, DbView, Problem};
 use crate::cluster::planner::{imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
 use crate::cluster::session::{Session, Waiting};
 use crate::cluster::survey::{CopyKey, State, Survey};
@@ -55,6 +56,9 @@ pub struct Report {
     pub imbalance: Option<String>,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
+    /// A drained node, mixed CouchDB releases: lines of their own, not problems (`check`
+    /// stays healthy; both are normal during an upgrade).
+    pub findings: Vec<String>,
     /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
     pub backup: Option<std::result::Result<Vec<DbBackup>, String>>,
 }
@@ -183,6 +187,7 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
     };
     let dbs = databases(&survey);
     let problems = verdict(&survey, &dbs);
+    let findings = findings(&survey);
     let leftovers = leftovers(&survey.docs, &survey.files);
     let serving: Vec<String> = survey
         .members
@@ -209,6 +214,7 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
         leftovers,
         unbalanced,
         files_unknown,
+        findings,
         backup: None,
     })
 }
@@ -244,6 +250,8 @@ fn judge(report: &Report) -> Result<()> {
 struct NodeRow {
     name: String,
     address: String,
+    /// The CouchDB release (`-` for a member asked through another node).
+    version: String,
     state: String,
     connected: bool,
     member: bool,
@@ -263,8 +271,10 @@ fn node_rows(s: &Survey) -> Vec<NodeRow> {
             let name = n.name.clone().unwrap_or_else(|| "? (no answer)".into());
             NodeRow {
                 address: n.addr.as_ref().map_or("-".into(), |a| a.label.clone()),
+                version: n.version.clone().unwrap_or_else(|| "-".into()),
                 state: match &n.state {
                     State::Up => "up".into(),
+                    State::Maintenance(_) if n.drained() => "drained (nolb)".into(),
                     State::Maintenance(mode) => format!("maintenance ({mode})"),
                     State::Down(_) => "down".into(),
                 },
@@ -280,6 +290,7 @@ fn node_rows(s: &Survey) -> Vec<NodeRow> {
             rows.push(NodeRow {
                 name: name.to_string(),
                 address: "-".into(),
+                version: "-".into(),
                 state: if s.connected.contains(name) {
                     "up"
                 } else {
@@ -341,6 +352,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     let mut rows = vec![[
         "node",
         "address",
+        "version",
         "state",
         "connected",
         "member",
@@ -357,6 +369,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
         rows.push(vec![
             r.name,
             r.address,
+            r.version,
             r.state,
             yes(r.connected).into(),
             yes(r.member).into(),
@@ -418,6 +431,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     if let Some(finding) = &report.imbalance {
         out.push(finding.clone());
     }
+    out.extend(report.findings.iter().cloned());
 
     out.push(match &report.files_unknown {
         Some(why) => format!("leftover shard files: unknown ({why})"),
@@ -518,6 +532,10 @@ struct JsonReport<'a> {
     rebalance_moves: usize,
     /// "unbalanced: …" when `rebalance` can even out the members (a warning: `healthy` stays).
     unbalanced: Option<&'a str>,
+    /// The distinct CouchDB releases of the nodes (more than one during a rolling upgrade).
+    versions: Vec<&'a str>,
+    /// "drained: …", "versions: mixed, …": warnings, `healthy` stays.
+    findings: &'a [String],
     /// With COUCHDB_BACKUP_URL only.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<JsonBackup<'a>>,
@@ -527,6 +545,8 @@ struct JsonReport<'a> {
 struct JsonNode {
     name: String,
     address: Option<String>,
+    /// `GET /`'s `version`; `null` for a member asked through another node.
+    version: Option<String>,
     state: String,
     connected: bool,
     member: bool,
@@ -579,6 +599,7 @@ pub fn render_json(report: &Report) -> String {
             .into_iter()
             .map(|r| JsonNode {
                 address: (r.address != "-").then_some(r.address),
+                version: (r.version != "-").then_some(r.version),
                 state: r.state,
                 connected: r.connected,
                 member: r.member,
@@ -619,6 +640,8 @@ pub fn render_json(report: &Report) -> String {
             .collect(),
         rebalance_moves: report.unbalanced,
         unbalanced: report.imbalance.as_deref(),
+        versions: s.versions(),
+        findings: &report.findings,
         backup: report.backup.as_ref().map(backup_json),
         leftovers: report
             .leftovers

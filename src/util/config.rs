@@ -8,7 +8,9 @@ use anyhow::{bail, Result};
 use serde::Deserialize;
 
 mod backup;
+mod drain;
 pub use backup::{Backup, Databases, Selected, BACKUP_VARIABLES, USERS_DB};
+pub use drain::{Drain, DEFAULT_GUARD_ADDR, DEFAULT_LB_INTERVAL};
 
 /// The default overall deadline: long enough for a Kubernetes pod whose image is still being
 /// pulled, short enough that a broken compose stack fails within minutes rather than hanging.
@@ -72,6 +74,18 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "COUCHDB_METRICS_ADDR",
         "watch: address:port serving /metrics and /healthz (default 0.0.0.0:9985)",
+    ),
+    (
+        "COUCHDB_LB_URL",
+        "drain/undrain/guard: the load balancer in front of the nodes (e.g. http://traefik:5984, a Kubernetes client Service): drain proves through it that the node gets no more requests",
+    ),
+    (
+        "COUCHDB_LB_INTERVAL",
+        "drain without COUCHDB_LB_URL: the load balancer's health-check interval, waited out (plus 1 s) after /_up answers 404 (default 30s, Traefik's)",
+    ),
+    (
+        "COUCHDB_GUARD_ADDR",
+        "guard: address:port serving /ready and /drain for the pod's probes and preStop hook (default 0.0.0.0:9986)",
     ),
     (
         "RUST_LOG",
@@ -139,7 +153,7 @@ pub enum NodeList {
     Service { service: NodeAddr, expect: usize },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub user: String,
     pub password: Secret,
@@ -155,6 +169,8 @@ pub struct Config {
     /// `watch` only: the time between two looks, and where its metrics are served.
     pub watch_interval: Duration,
     pub metrics_addr: std::net::SocketAddr,
+    /// COUCHDB_LB_*, COUCHDB_GUARD_ADDR: `drain`, `undrain`, `guard`.
+    pub drain: Drain,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -174,6 +190,9 @@ struct Raw {
     move_concurrency: Option<String>,
     watch_interval: Option<String>,
     metrics_addr: Option<String>,
+    lb_url: Option<String>,
+    lb_interval: Option<String>,
+    guard_addr: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -262,6 +281,7 @@ impl Config {
                     raw.metrics_addr.as_deref().unwrap_or_default()
                 ))
             })?;
+        let drain = drain::read(raw.lb_url, raw.lb_interval, raw.guard_addr)?;
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -275,6 +295,7 @@ impl Config {
             backup,
             watch_interval,
             metrics_addr,
+            drain,
         })
     }
 }

@@ -33,6 +33,12 @@ pub enum Status {
     /// `restore` refused before writing anything, or did not finish: the message names why and
     /// which databases.
     Restore,
+    /// `drain` refused before writing anything (another node drained, a member down, the
+    /// cluster not healthy), or the load balancer still sent the node requests at the deadline.
+    Drain,
+    /// `undrain`: the node did not come back as a connected member, or its copies did not
+    /// catch up with the others, in time. It stays drained; nothing else was touched.
+    NotBack,
 }
 
 /// (status, code, meaning): printed by `--help`, copied in docs/configuration.md (a test keeps them equal).
@@ -49,6 +55,8 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, or documents not arriving"),
     (Status::Restore, 12, "restore refused, nothing written (the backup is this cluster, the cluster is not healthy, a named database is not on the backup), or incomplete (named): run it again to finish"),
+    (Status::Drain, 13, "drain refused, nothing written (another node is drained, a member is down, the cluster is not healthy), or the load balancer still sent the node requests at the deadline (it stays drained: undrain brings it back)"),
+    (Status::NotBack, 14, "undrain (and scripts/upgrade): the node did not come back as a connected member, or its copies did not catch up with the others, within COUCHDB_INIT_TIMEOUT; it stays drained, nothing else touched"),
 ];
 
 impl Status {
