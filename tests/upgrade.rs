@@ -534,3 +534,71 @@ fn every_command_works_on_a_cluster_of_mixed_releases() {
     r.assert_code(0);
     r.assert_shows(&["versions: mixed, 3.4.2 on", "3.5.2 on"]);
 }
+
+/// `GET path` on a local port: (status, body); `None` while nothing listens there.
+fn probe(addr: &str, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(&format!("http://{addr}{path}")).call().ok()?;
+    Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
+}
+
+#[test]
+fn guard_keeps_its_node_not_ready_until_caught_up_and_drains_it_for_a_stop() {
+    let slow = Delays {
+        catch_up: Duration::from_millis(1500),
+        ..Delays::fast()
+    };
+    let c = formed(old(), 40, slow);
+    let balancer = lb(&c);
+    away_and_back(&c, 60, Version::V3_5_2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let node3 = label(&c, 2);
+    let lb_url = balancer.url();
+    let mut g = common::spawn(
+        &c,
+        &["guard"],
+        &[
+            ("COUCHDB_NODES", node3.as_str()),
+            ("COUCHDB_GUARD_ADDR", addr.as_str()),
+            ("COUCHDB_LB_URL", lb_url.as_str()),
+        ],
+    );
+    // Not ready while its copies lack what it missed; ready once they hold it, undrained.
+    let t = Instant::now();
+    let mut said = Vec::new();
+    loop {
+        if let Some((status, body)) = probe(&addr, "/ready") {
+            if status == 200 {
+                break;
+            }
+            said.push(body);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "never ready: {said:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        said.iter().any(|s| s.starts_with("not caught up yet")),
+        "{said:?}"
+    );
+    assert_eq!(docs_on(&c, 2), 100);
+    assert_eq!(maintenance(&c, 2).as_deref(), Some("false"));
+
+    // The preStop hook: drained, out of the balancer, then not ready.
+    let (status, body) = probe(&addr, "/drain").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("20 requests in a row"), "{body}");
+    assert_eq!(maintenance(&c, 2).as_deref(), Some("nolb"));
+    assert_eq!(probe(&addr, "/ready").unwrap().0, 503);
+    terminate(&mut g.0);
+    let out = common::finish(g);
+    out.assert_code(0);
+    out.assert_says(&["guard: ", "caught up, undrained; ready", "it may stop"]);
+}
