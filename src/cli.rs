@@ -237,8 +237,9 @@ pub fn usage() -> String {
     names.dedup();
     let mut s = format!(
         "couchdb-cluster-init {VERSION}\n\
-         Forms a CouchDB 3.4.2 cluster from freshly started nodes and verifies it; then shows it,\n\
-         takes nodes out of it and spreads its databases, without losing a copy.\n\n\
+         Forms a CouchDB cluster (3.4.2, 3.5.x) from freshly started nodes and verifies it; then\n\
+         shows it, takes nodes out of it, spreads its databases without losing a copy, and drains\n\
+         a node for a rolling upgrade.\n\n\
          Usage: couchdb-cluster-init [{}|--help|--version] [ARGS]\n",
         names.join("|")
     );
