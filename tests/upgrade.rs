@@ -581,7 +581,10 @@ fn guard_keeps_its_node_not_ready_until_caught_up_and_drains_it_for_a_stop() {
             }
             said.push(body);
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "never ready: {said:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never ready: {said:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
@@ -601,4 +604,60 @@ fn guard_keeps_its_node_not_ready_until_caught_up_and_drains_it_for_a_stop() {
     let out = common::finish(g);
     out.assert_code(0);
     out.assert_says(&["guard: ", "caught up, undrained; ready", "it may stop"]);
+}
+
+/// Not a check: prints what docs/upgrade.md shows (`cargo test --test upgrade -- --ignored
+/// --nocapture docs_examples`): `drain` through a balancer, `status` with a drained node and mixed
+/// releases, `undrain` of a node that missed writes.
+#[test]
+#[ignore]
+fn docs_examples() {
+    let d = Delays {
+        catch_up: Duration::from_millis(800),
+        ..Delays::fast()
+    };
+    let c = formed([Version::V3_4_2, Version::V3_4_2, Version::V3_5_2], 200, d);
+    let balancer = lb(&c);
+    let url = balancer.url();
+    let env = [("COUCHDB_LB_URL", url.as_str())];
+    let r = drain(&c, &label(&c, 1), &env);
+    println!("$ couchdb-cluster-init drain {}\n{}", label(&c, 1), r.stderr);
+    let r = run_args(&c, &["status"], &env);
+    println!("$ couchdb-cluster-init status\n{}", r.stdout);
+    c.node(1).stop();
+    let ids: Vec<String> = (0..40).map(|i| format!("missed-{i:04}")).collect();
+    c.node(0).write_docs("app", &ids);
+    c.node(1).upgrade(Version::V3_5_2);
+    let r = undrain(&c, &label(&c, 1), &env);
+    println!("$ couchdb-cluster-init undrain {}\n{}", label(&c, 1), r.stderr);
+
+    // The guard beside node3, after a stop that its preStop drained.
+    drain(&c, &label(&c, 2), &env).assert_code(0);
+    c.node(2).stop();
+    let ids: Vec<String> = (0..60).map(|i| format!("away-{i:04}")).collect();
+    c.node(0).write_docs("app", &ids);
+    c.node(2).upgrade(Version::V3_5_2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let node3 = label(&c, 2);
+    let mut g = common::spawn(
+        &c,
+        &["guard"],
+        &[
+            ("COUCHDB_NODES", node3.as_str()),
+            ("COUCHDB_GUARD_ADDR", addr.as_str()),
+            ("COUCHDB_LB_URL", url.as_str()),
+        ],
+    );
+    while probe(&addr, "/ready").map(|(s, _)| s) != Some(200) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drained = probe(&addr, "/drain").unwrap();
+    terminate(&mut g.0);
+    let out = common::finish(g);
+    println!("$ couchdb-cluster-init guard   # then GET /drain: {drained:?}\n{}", out.stderr);
 }

@@ -403,8 +403,8 @@ pub fn findings(s: &Survey) -> Vec<String> {
         .collect();
     if !drained.is_empty() {
         out.push(format!(
-            "drained: {} (maintenance_mode nolb: no load-balancer traffic, still serving the cluster); \
-             `undrain` brings it back once its copies have caught up",
+            "drained: {} — maintenance_mode nolb: no load-balancer traffic, still serving the \
+             cluster; `undrain` brings it back once its copies have caught up",
             list_some(&drained)
         ));
     }
