@@ -11,10 +11,9 @@
 //! table on stdout; exits 1 if the client saw an answer that is not a 2xx.
 //! `scripts/bench` runs it with the static binary (`BENCH_BINARY`).
 
-// The tests' balancer itself, not a copy (the bench uses only part of it).
-#[path = "../tests/common/lb.rs"]
-#[allow(dead_code)]
-mod lb;
+// The tests' helpers and balancer themselves, not copies (the bench uses only part of them).
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use couchsim::{Cluster, Delays, Version};
 
+use common::lb;
+
 const USER: &str = "admin";
-const PASSWORD: &str = "bench-password";
+const PASSWORD: &str = common::PASSWORD;
 
 fn binary() -> PathBuf {
     std::env::var_os("BENCH_BINARY")
@@ -79,34 +80,12 @@ fn put(lb: std::net::SocketAddr, id: &str) -> u16 {
         .http_status_as_error(false)
         .build()
         .into();
-    let token = base64(&format!("{USER}:{PASSWORD}"));
     agent
         .put(&format!("http://{lb}/app/{id}"))
-        .header("Authorization", &format!("Basic {token}"))
+        .header("Authorization", &common::authorization())
         .header("Content-Type", "application/json")
         .send("{\"bench\":true}")
         .map_or(0, |r| r.status().as_u16())
-}
-
-fn base64(raw: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in raw.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 fn main() {

@@ -200,14 +200,46 @@ fn away_and_back(c: &Cluster, missed: usize, version: Version) {
     c.reset_counters();
 }
 
-#[test]
-fn undrain_clears_maintenance_only_once_every_copy_has_caught_up() {
-    let slow = Delays {
-        catch_up: Duration::from_millis(1500),
+/// A formed cluster of 3.4.2 nodes with `docs` documents whose node3 was away while `missed`
+/// more were written, and is back as 3.5.2; its copies catch up `catch_up` after it reconnects.
+fn returned(catch_up: Duration, docs: usize, missed: usize) -> Cluster {
+    let d = Delays {
+        catch_up,
         ..Delays::fast()
     };
-    let c = formed(old(), 40, slow);
-    away_and_back(&c, 60, Version::V3_5_2);
+    let c = formed(old(), docs, d);
+    away_and_back(&c, missed, Version::V3_5_2);
+    c
+}
+
+/// A loopback address nothing listens on now (the system's pick, released for the binary).
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `guard` beside node `i`, asking through the balancer `lb`: the run, and where it answers.
+fn start_guard(c: &Cluster, i: usize, lb: &str) -> ((std::process::Child, Instant), String) {
+    let addr = free_addr();
+    let node = label(c, i);
+    let run = common::spawn(
+        c,
+        &["guard"],
+        &[
+            ("COUCHDB_NODES", node.as_str()),
+            ("COUCHDB_GUARD_ADDR", addr.as_str()),
+            ("COUCHDB_LB_URL", lb),
+        ],
+    );
+    (run, addr)
+}
+
+#[test]
+fn undrain_clears_maintenance_only_once_every_copy_has_caught_up() {
+    let c = returned(Duration::from_millis(1500), 40, 60);
     // What the returning node holds when maintenance mode is cleared: what the others hold.
     let seen = Arc::new(Mutex::new(Vec::new()));
     {
@@ -245,12 +277,7 @@ fn undrain_clears_maintenance_only_once_every_copy_has_caught_up() {
 
 #[test]
 fn a_node_that_does_not_catch_up_or_come_back_in_time_is_exit_14_and_stays_drained() {
-    let never = Delays {
-        catch_up: Duration::from_secs(600),
-        ..Delays::fast()
-    };
-    let c = formed(old(), 10, never);
-    away_and_back(&c, 5, Version::V3_5_2);
+    let c = returned(Duration::from_secs(600), 10, 5);
     let r = undrain(&c, &label(&c, 2), &[("COUCHDB_INIT_TIMEOUT", "2s")]);
     r.assert_code(14);
     r.assert_says(&[
@@ -415,12 +442,7 @@ fn status_and_watch_show_each_release_and_the_drained_node() {
     assert!(j["healthy"].as_bool().unwrap());
 
     // watch: the versions, the drained node; it never undoes the drain.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut w = common::spawn(
         &c,
         &["watch"],
@@ -547,30 +569,9 @@ fn probe(addr: &str, path: &str) -> Option<(u16, String)> {
 
 #[test]
 fn guard_keeps_its_node_not_ready_until_caught_up_and_drains_it_for_a_stop() {
-    let slow = Delays {
-        catch_up: Duration::from_millis(1500),
-        ..Delays::fast()
-    };
-    let c = formed(old(), 40, slow);
+    let c = returned(Duration::from_millis(1500), 40, 60);
     let balancer = lb(&c);
-    away_and_back(&c, 60, Version::V3_5_2);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let node3 = label(&c, 2);
-    let lb_url = balancer.url();
-    let mut g = common::spawn(
-        &c,
-        &["guard"],
-        &[
-            ("COUCHDB_NODES", node3.as_str()),
-            ("COUCHDB_GUARD_ADDR", addr.as_str()),
-            ("COUCHDB_LB_URL", lb_url.as_str()),
-        ],
-    );
+    let (mut g, addr) = start_guard(&c, 2, &balancer.url());
     // Not ready while its copies lack what it missed; ready once they hold it, undrained.
     let t = Instant::now();
     let mut said = Vec::new();
@@ -621,7 +622,11 @@ fn docs_examples() {
     let url = balancer.url();
     let env = [("COUCHDB_LB_URL", url.as_str())];
     let r = drain(&c, &label(&c, 1), &env);
-    println!("$ couchdb-cluster-init drain {}\n{}", label(&c, 1), r.stderr);
+    println!(
+        "$ couchdb-cluster-init drain {}\n{}",
+        label(&c, 1),
+        r.stderr
+    );
     let r = run_args(&c, &["status"], &env);
     println!("$ couchdb-cluster-init status\n{}", r.stdout);
     c.node(1).stop();
@@ -629,35 +634,23 @@ fn docs_examples() {
     c.node(0).write_docs("app", &ids);
     c.node(1).upgrade(Version::V3_5_2);
     let r = undrain(&c, &label(&c, 1), &env);
-    println!("$ couchdb-cluster-init undrain {}\n{}", label(&c, 1), r.stderr);
+    println!(
+        "$ couchdb-cluster-init undrain {}\n{}",
+        label(&c, 1),
+        r.stderr
+    );
 
     // The guard beside node3, after a stop that its preStop drained.
-    drain(&c, &label(&c, 2), &env).assert_code(0);
-    c.node(2).stop();
-    let ids: Vec<String> = (0..60).map(|i| format!("away-{i:04}")).collect();
-    c.node(0).write_docs("app", &ids);
-    c.node(2).upgrade(Version::V3_5_2);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let node3 = label(&c, 2);
-    let mut g = common::spawn(
-        &c,
-        &["guard"],
-        &[
-            ("COUCHDB_NODES", node3.as_str()),
-            ("COUCHDB_GUARD_ADDR", addr.as_str()),
-            ("COUCHDB_LB_URL", url.as_str()),
-        ],
-    );
+    away_and_back(&c, 60, Version::V3_5_2);
+    let (mut g, addr) = start_guard(&c, 2, &url);
     while probe(&addr, "/ready").map(|(s, _)| s) != Some(200) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let drained = probe(&addr, "/drain").unwrap();
     terminate(&mut g.0);
     let out = common::finish(g);
-    println!("$ couchdb-cluster-init guard   # then GET /drain: {drained:?}\n{}", out.stderr);
+    println!(
+        "$ couchdb-cluster-init guard   # then GET /drain: {drained:?}\n{}",
+        out.stderr
+    );
 }

@@ -185,9 +185,15 @@ fn two_binaries_join_over_dns_names_and_keep_state() {
         assert!(Instant::now() < end, "{b} never came back");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(req(b, "GET", "/_up", None).unwrap().1, json!({"status": "nolb"}));
+    assert_eq!(
+        req(b, "GET", "/_up", None).unwrap().1,
+        json!({"status": "nolb"})
+    );
     assert_eq!(req(b, "GET", "/", None).unwrap().1["version"], "3.5.2");
-    assert_eq!(req(b, "PUT", path, Some(r#""false""#)).unwrap().1, json!("nolb"));
+    assert_eq!(
+        req(b, "PUT", path, Some(r#""false""#)).unwrap().1,
+        json!("nolb")
+    );
     wait_up(b);
     wait_membership(b, &both, "no reconnection");
     assert_eq!(

@@ -104,6 +104,7 @@ upgrade_step() {
   }
   sed 's/^/  upgrade | /' "$work/upgrade.log" | grep -E 'upgrade \| (upgrade:|error)' >&2 || true
   [ "$code" = 0 ] || { sed 's/^/  upgrade | /' "$work/upgrade.log" >&2; fail "scripts/upgrade 3.5.2 exited $code"; }
+  no_secret_in "$work/upgrade.log" "scripts/upgrade (and the drain, undrain and check it ran)"
   all_on "$new" 3.5.2
   env_names "$new"
   run_logged "$work/check-upgraded.log" compose run --rm --no-deps -T couchdb-cluster-init check
