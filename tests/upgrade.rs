@@ -91,6 +91,10 @@ fn drain_refuses_writing_nothing_while_another_node_is_out_a_member_is_down_or_t
     let r = drain(&c, &node2, &[]);
     r.assert_code(13);
     r.assert_says(&["node3@127.0.0.1", "not connected"]);
+    // The stopped one itself, by address: asked once, not waited for.
+    let r = drain(&c, &label(&c, 2), &[]);
+    r.assert_code(13);
+    r.assert_says(&["it does not answer", "nothing written"]);
     assert_eq!(writes(&c), Vec::<String>::new());
     c.node(2).start();
     run_args(&c, &["check", "--wait"], &[]).assert_code(0);

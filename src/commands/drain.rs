@@ -67,7 +67,7 @@ pub fn drain(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> 
     let session = Session::new(cfg, clock, cfg.init_timeout);
     let addrs = session.addresses()?;
     let (survey, target) = session.phase("survey", "every node and shard map", || {
-        let target = target(&session, &addrs, &opts.node, "drain")?;
+        let target = target(&session, &addrs, &opts.node, "drain", false)?;
         Ok((session.survey(&addrs, Some(&target.name))?, target))
     })?;
     let already = survey.node(&target.name).is_some_and(|n| n.drained());
@@ -96,17 +96,39 @@ pub fn drain(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> 
     ))
 }
 
-/// NODE: asked for its name when it is given by address (it must answer then).
-pub fn target(session: &Session, addrs: &[NodeAddr], node: &str, command: &str) -> Result<Target> {
-    Ok(match listed_as(addrs, node, command)? {
-        None => Target {
+/// NODE: asked for its name when it is given by address. `wait`: until it answers (`undrain`:
+/// it may be starting); else once (`drain`: a node that does not answer is refused).
+pub fn target(
+    session: &Session,
+    addrs: &[NodeAddr],
+    node: &str,
+    command: &str,
+    wait: bool,
+) -> Result<Target> {
+    let Some(i) = listed_as(addrs, node, command)? else {
+        return Ok(Target {
             name: node.to_string(),
             addr: addrs_named(session, addrs, node),
-        },
-        Some(i) => Target {
-            name: session.read(|| session.client.local_name(&addrs[i]))?,
-            addr: Some(addrs[i].clone()),
-        },
+        });
+    };
+    let addr = &addrs[i];
+    let name = match wait {
+        true => session.read(|| session.client.local_name(addr))?,
+        false => session.client.local_name(addr).map_err(|e| match e {
+            NodeError::Unreachable { .. } => Failure::new(
+                Status::Drain,
+                format!(
+                    "not draining {}: it does not answer ({e}); nothing written",
+                    addr.label
+                ),
+            )
+            .into(),
+            other => anyhow::Error::from(other),
+        })?,
+    };
+    Ok(Target {
+        name,
+        addr: Some(addr.clone()),
     })
 }
 

@@ -31,7 +31,7 @@ pub fn undrain(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String
     let session = Session::new(cfg, clock, cfg.init_timeout);
     let addrs = session.addresses()?;
     let mut target = session.phase("back", &format!("{} to answer", opts.node), || {
-        target(&session, &addrs, &opts.node, "undrain")
+        target(&session, &addrs, &opts.node, "undrain", true)
             .map_err(|e| not_back(&session, &opts.node, e))
     })?;
     let survey = session.phase(
