@@ -1,7 +1,7 @@
 //! The command line: which procedure to run, and the help text. Options are parsed here only;
 //! everything else comes from the environment (src/util/config.rs).
 
-use crate::commands::{rebalance, remove, restore, status};
+use crate::commands::{drain, rebalance, remove, restore, status};
 use crate::util::config::{BACKUP_VARIABLES, VARIABLES};
 use crate::util::exit::TABLE;
 
@@ -28,6 +28,12 @@ pub enum Command {
     Watch,
     /// Databases brought back from COUCHDB_BACKUP_URL into a formed, healthy cluster.
     Restore(restore::Options),
+    /// Out of the load balancer before a stop, once that is proven.
+    Drain(drain::Options),
+    /// Back into the load balancer once connected and caught up.
+    Undrain(drain::Options),
+    /// A Kubernetes pod's sidecar: not ready until its node caught up; `/drain` for preStop.
+    Guard,
     Help,
     Version,
 }
@@ -73,6 +79,21 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
         "restore",
         "[--dry-run] [--q N] [DB...]  bring databases (documents, _security, _users) back from \
          COUCHDB_BACKUP_URL into a formed, healthy cluster; merges, never deletes",
+    ),
+    (
+        "drain",
+        "NODE  out of the load balancer (maintenance_mode nolb), proven through COUCHDB_LB_URL; then \
+         it is safe to stop; refused while another node is drained or the cluster is not healthy",
+    ),
+    (
+        "undrain",
+        "NODE  back into the load balancer once it is a connected member again and its copies have \
+         caught up with the others (exit 14 if not within COUCHDB_INIT_TIMEOUT)",
+    ),
+    (
+        "guard",
+        "keep running beside one node (COUCHDB_NODES): /ready once it has caught up, /drain for a \
+         preStop hook, on COUCHDB_GUARD_ADDR (Kubernetes)",
     ),
 ];
 
@@ -121,6 +142,23 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 delete_leftovers: flags.contains(&"--delete-leftovers"),
             }))
         }
+        ["drain" | "undrain", rest @ ..] => {
+            let command = args[0];
+            let (_, names) = split(rest, &[])?;
+            let [node] = names.as_slice() else {
+                return Err(format!(
+                    "{command} takes exactly one NODE: its Erlang name or its address in COUCHDB_NODES"
+                ));
+            };
+            let opts = drain::Options {
+                node: node.to_string(),
+            };
+            Ok(match command {
+                "drain" => Command::Drain(opts),
+                _ => Command::Undrain(opts),
+            })
+        }
+        ["guard"] => Ok(Command::Guard),
         ["backup"] => Ok(Command::Backup),
         ["watch"] => Ok(Command::Watch),
         ["restore", rest @ ..] => parse_restore(rest).map(Command::Restore),
@@ -200,8 +238,9 @@ pub fn usage() -> String {
     names.dedup();
     let mut s = format!(
         "couchdb-cluster-init {VERSION}\n\
-         Forms a CouchDB 3.4.2 cluster from freshly started nodes and verifies it; then shows it,\n\
-         takes nodes out of it and spreads its databases, without losing a copy.\n\n\
+         Forms a CouchDB cluster (3.4.2, 3.5.x) from freshly started nodes and verifies it; then\n\
+         shows it, takes nodes out of it, spreads its databases without losing a copy, and drains\n\
+         a node for a rolling upgrade.\n\n\
          Usage: couchdb-cluster-init [{}|--help|--version] [ARGS]\n",
         names.join("|")
     );
@@ -268,6 +307,27 @@ mod tests {
         assert!(parse(&args(&["remove", "a", "--force"])).is_err());
         assert!(parse(&args(&["rebalance", "--dry-run", "--dry-run"])).is_err());
         assert!(parse(&args(&["rebalance", "db"])).is_err());
+        assert_eq!(
+            parse(&args(&["drain", "couchdb-2"])),
+            Ok(Command::Drain(drain::Options {
+                node: "couchdb-2".into()
+            }))
+        );
+        assert_eq!(
+            parse(&args(&["undrain", "couchdb@couchdb-2.x"])),
+            Ok(Command::Undrain(drain::Options {
+                node: "couchdb@couchdb-2.x".into()
+            }))
+        );
+        for bad in [
+            &["drain"][..],
+            &["drain", "a", "b"],
+            &["undrain", "--force", "a"],
+            &["guard", "x"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&args(&["guard"])), Ok(Command::Guard));
         assert!(parse(&args(&["--frobnicate"])).is_err());
         assert_eq!(
             parse(&args(&[

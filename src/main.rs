@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use couchdb_cluster_init::cli::{self, Command, VERSION};
 use couchdb_cluster_init::commands::formation::Formation;
-use couchdb_cluster_init::commands::{rebalance, remove, restore, status, watch};
+use couchdb_cluster_init::commands::{
+    drain, guard, rebalance, remove, restore, status, undrain, watch,
+};
 use couchdb_cluster_init::util::clock::SystemClock;
 use couchdb_cluster_init::util::config::Config;
 use couchdb_cluster_init::util::exit::{status_of, Status};
@@ -42,6 +44,9 @@ fn main() -> ExitCode {
             .init()
             .map(|summary| Some(summary.line())),
         Command::Watch => watch::watch(&cfg, signals::stop_flag()).map(|()| None),
+        Command::Drain(opts) => drain::drain(&cfg, &clock, &opts).map(Some),
+        Command::Undrain(opts) => undrain::undrain(&cfg, &clock, &opts).map(Some),
+        Command::Guard => guard::guard(&cfg, signals::stop_flag()).map(|()| None),
         // Answered above, before the environment is read.
         Command::Help | Command::Version => Ok(None),
     });

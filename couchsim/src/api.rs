@@ -20,7 +20,7 @@ use crate::node::shards;
 use crate::node::shared::{Pin, ShardMapEvent, Shared};
 use crate::node::{lock, DbsEdit, NodeConfig, NodeInner};
 use crate::replication::jobs::{ReplState, Replication};
-use crate::spec::{Delays, Fault, NodeSpec, Request};
+use crate::spec::{Delays, Fault, NodeSpec, Request, Version};
 
 /// One simulated CouchDB node. All methods take `&self` and are thread-safe.
 #[derive(Debug, Clone)]
@@ -66,6 +66,21 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.inner.is_running()
+    }
+
+    /// The CouchDB release this node answers as.
+    pub fn version(&self) -> Version {
+        self.inner.version()
+    }
+
+    /// The container re-created on another image with the same volumes: stops the node,
+    /// starts it again as `v` with its data and config (`maintenance_mode` included). Its
+    /// copies then lack the writes made while it was down until its peers push them
+    /// (`Delays::catch_up`).
+    pub fn upgrade(&self, v: Version) {
+        self.inner.stop();
+        self.inner.set_version(v);
+        server::start(&self.inner);
     }
 
     pub fn inject(&self, f: Fault) {

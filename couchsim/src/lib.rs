@@ -50,4 +50,4 @@ pub use api::{Cluster, ClusterBuilder, Node};
 pub use net::epmd::{DnsEpmd, Epmd, Registry};
 pub use node::shared::ShardMapEvent;
 pub use replication::jobs::Replication;
-pub use spec::{Delays, Fault, NodeSpec, Request};
+pub use spec::{Delays, Fault, NodeSpec, Request, Version};

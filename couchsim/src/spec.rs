@@ -57,6 +57,13 @@ pub struct Delays {
     pub sync_delay: Duration,
     /// A read or write of a doc whose range has no copy in the map hangs this long, then 500.
     pub no_copy_timeout: Duration,
+    /// A member that reconnects (restarted, re-created) gets what it missed: its peers push the
+    /// copies they share with it this long after the link is up...
+    pub catch_up: Duration,
+    /// ...and each document it missed takes this much longer to arrive (transcript 18: the
+    /// writes made while a node was away were in its copies within 0.9 s of its first answer,
+    /// 30 of them; it grows with what was missed). `internal_replication_jobs` never shows it.
+    pub catch_up_per_doc: Duration,
     /// The node removed by a `_nodes` DELETE hears of it one time in this many (0: never,
     /// 1: always); otherwise it keeps its own `_nodes` (trap 15).
     pub removed_hears_one_in: u32,
@@ -120,6 +127,8 @@ impl Default for Delays {
             sync_push: (Duration::from_millis(5), Duration::from_millis(50)),
             sync_delay: Duration::from_secs(5),
             no_copy_timeout: Duration::from_secs(60),
+            catch_up: Duration::from_millis(500),
+            catch_up_per_doc: Duration::from_millis(5),
             removed_hears_one_in: 3,
             single_node_setup: Duration::from_millis(1150),
             repl_start_period: Duration::from_secs(5),
@@ -167,6 +176,8 @@ impl Delays {
             sync_push: (Duration::from_millis(1), Duration::from_millis(5)),
             sync_delay: Duration::from_millis(100),
             no_copy_timeout: Duration::from_millis(200),
+            catch_up: Duration::from_millis(40),
+            catch_up_per_doc: Duration::from_micros(200),
             removed_hears_one_in: 3,
             // replication: CouchDB's timings / 200, so events keep their order
             single_node_setup: Duration::from_millis(6),
@@ -207,6 +218,39 @@ pub enum Fault {
     HugeBody { path: String, bytes: usize },
 }
 
+/// The CouchDB release a node answers as, where the recordings of the two differ (transcript
+/// `upgrade/18`): `GET /` (`version`, `git_sha`), the `Server` header, `/_up`'s key order,
+/// `/_node/_local/_versions`, and `/_node/<other>/_versions` (3.5.2 asks the other node by an
+/// RPC that 3.4.2 lacks: 500 `invalid_ejson`; 3.4.2 ignores the name and answers for itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    #[default]
+    V3_4_2,
+    V3_5_2,
+}
+
+impl Version {
+    pub const ALL: [Version; 2] = [Version::V3_4_2, Version::V3_5_2];
+
+    /// `"3.4.2"` → `Version::V3_4_2`; `None` for a release the simulator does not know.
+    pub fn parse(text: &str) -> Option<Version> {
+        Version::ALL.into_iter().find(|v| v.as_str() == text.trim())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V3_4_2 => "3.4.2",
+            Version::V3_5_2 => "3.5.2",
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One request a node answered (internal distribution traffic excluded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -229,6 +273,7 @@ pub struct NodeSpec {
     pub(crate) secret: Option<String>,
     pub(crate) uuid: Option<String>,
     pub(crate) erl_flags: Option<String>,
+    pub(crate) version: Version,
 }
 
 impl NodeSpec {
@@ -242,6 +287,7 @@ impl NodeSpec {
             secret: None,
             uuid: None,
             erl_flags: None,
+            version: Version::default(),
         }
     }
 
@@ -302,6 +348,12 @@ impl NodeSpec {
     /// turns on TLS (see the README's "Distribution"); the file is read at `Cluster::start`.
     pub fn erl_flags(mut self, flags: &str) -> Self {
         self.erl_flags = Some(flags.to_string());
+        self
+    }
+
+    /// The release it answers as (3.4.2 by default); `Node::upgrade` changes it across a restart.
+    pub fn version(mut self, v: Version) -> Self {
+        self.version = v;
         self
     }
 }

@@ -186,12 +186,29 @@ fn two_binaries_join_over_dns_names_and_keep_state() {
     )
     .unwrap();
     assert_eq!(s, 201);
-    // node 2 restarts with its data: it keeps _nodes/_dbs/config and reconnects
+    // node 2 is drained, then re-created as 3.5.2 with its data and config (the image's
+    // COUCHSIM_VERSION): it keeps _nodes/_dbs/config, maintenance mode included, and reconnects
     let hash = req(b, "GET", "/_node/_local/_config/admins/admin", None)
         .unwrap()
         .1;
+    let path = "/_node/_local/_config/couchdb/maintenance_mode";
+    assert_eq!(req(b, "PUT", path, Some(r#""nolb""#)).unwrap().0, 200);
     drop(p2);
-    let _p2 = spawn("127.0.0.3", port, &d2, &[]);
+    let _p2 = spawn("127.0.0.3", port, &d2, &[("COUCHSIM_VERSION", "3.5.2")]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !matches!(req(b, "GET", "/_up", None), Ok((404, _))) {
+        assert!(Instant::now() < end, "{b} never came back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        req(b, "GET", "/_up", None).unwrap().1,
+        json!({"status": "nolb"})
+    );
+    assert_eq!(req(b, "GET", "/", None).unwrap().1["version"], "3.5.2");
+    assert_eq!(
+        req(b, "PUT", path, Some(r#""false""#)).unwrap().1,
+        json!("nolb")
+    );
     wait_up(b);
     wait_membership(b, &both, "no reconnection");
     assert_eq!(

@@ -35,6 +35,10 @@ pub use crate::util::exit::{NodeError, NodeResult};
 /// A node that answers more than this is not a CouchDB answering our questions.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
+/// The `maintenance_mode` that drains a node: `/_up` answers 404 (the load balancer and a
+/// readiness probe leave it) while it still serves the cluster (PROTOCOL.md, the rolling upgrade).
+pub const DRAINED: &str = "nolb";
+
 /// What `/_up` says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Up {

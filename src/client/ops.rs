@@ -439,6 +439,35 @@ impl Client {
         }
     }
 
+    /// Sets `[couchdb] maintenance_mode` of `node` (a member's name, or `_local`) to `value`
+    /// (`nolb`: `/_up` answers 404 while the node still serves the cluster; `false`: off).
+    pub fn set_maintenance(&self, via: &NodeAddr, node: &str, value: &str) -> NodeResult<()> {
+        let what = format!("PUT {node}'s maintenance_mode");
+        let path = format!("/_node/{}/_config/couchdb/maintenance_mode", segment(node));
+        let body = Value::from(value).to_string();
+        let (status, answer) = self.call(via, "PUT", &path, Some(&body), true, &what)?;
+        match status {
+            200 => Ok(()),
+            412 => Err(node_down(via, &what, &answer)),
+            _ => Err(self.unexpected(via, &what, status, &answer)),
+        }
+    }
+
+    /// `GET /`'s `version`: the CouchDB release the node runs. Asked of each node itself:
+    /// 3.5.2 answers `/_node/<a 3.4.2 node>/_versions` with 500 `invalid_ejson` (transcript 18).
+    pub fn version(&self, node: &NodeAddr) -> NodeResult<String> {
+        #[derive(Deserialize)]
+        struct Welcome {
+            version: String,
+        }
+        let what = "GET /";
+        let (status, body) = self.call(node, "GET", "/", None, false, what)?;
+        match status {
+            200 => Ok(parse::<Welcome>(node, what, &body)?.version),
+            _ => Err(self.unexpected(node, what, status, &body)),
+        }
+    }
+
     /// A DELETE of a node-local doc (`_nodes`, `_dbs`) or of one node's own file: not a
     /// clustered write, so there is no quorum to fall short of and no other copy to lag; what
     /// follows is still checked on every member (`remove`'s forget waits until each member

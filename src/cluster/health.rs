@@ -1,8 +1,9 @@
 //! The one verdict: is this cluster healthy? `check` and `status` both ask it, over one
 //! `Survey`. Healthy means:
 //!
-//! - every node in COUCHDB_NODES answers, is up (not in maintenance mode), has a usable Erlang
-//!   name, and sees exactly the members as connected and as members; every member is listed;
+//! - every node in COUCHDB_NODES answers, is up (not in maintenance mode — a node drained with
+//!   `nolb` is: it still serves the cluster), has a usable Erlang name, and sees exactly the
+//!   members as connected and as members; every member is listed;
 //! - admin hash, `[couchdb] uuid` and `[chttpd_auth] secret` agree on every node;
 //! - `_users` and `_replicator` exist;
 //! - every range of every database has its copies on members that are connected and up, filled
@@ -19,6 +20,8 @@
 //! Leftover shard files are reported, not counted against health; nor are ranges whose copies
 //! share a zone where they need not (`zones::shared_ranges`): nothing is lost or unreachable
 //! now, and a cluster given zones for the first time has them all until `rebalance`.
+//! Leftover shard files are reported, not counted against health; so are a drained node and
+//! members on different CouchDB releases (`findings`): both are normal during an upgrade.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -158,7 +161,7 @@ fn range_view(s: &Survey, db: &str, range: &str, nodes: &[String]) -> RangeView 
                 CopyHealth::Down
             } else if s
                 .node(node)
-                .is_some_and(|v| matches!(v.state, State::Maintenance(_)))
+                .is_some_and(|v| matches!(v.state, State::Maintenance(_)) && !v.drained())
             {
                 CopyHealth::Maintenance
             } else {
@@ -226,6 +229,8 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
                 Status::Unverified,
                 format!("member {} is not connected: {why}", node.label()),
             ),
+            // Drained: out of the load balancer only (a finding of its own, below).
+            State::Maintenance(_) if node.drained() => {}
             State::Maintenance(mode) => say(
                 Status::Unverified,
                 format!("{} is in maintenance mode ({mode})", node.label()),
@@ -499,6 +504,50 @@ fn answering_configs(s: &Survey) -> impl Iterator<Item = (String, Option<String>
     s.nodes
         .iter()
         .filter_map(|n| Some((n.label(), n.config.as_ref()?.placement.clone())))
+}
+
+/// What is worth a line of its own without making the cluster unhealthy: a drained node (out of
+/// the load balancer, still serving the cluster) and members on different CouchDB releases.
+pub fn findings(s: &Survey) -> Vec<String> {
+    let mut out = Vec::new();
+    let drained: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| n.drained())
+        .map(|n| n.label())
+        .collect();
+    if !drained.is_empty() {
+        out.push(format!(
+            "drained: {} — maintenance_mode nolb: no load-balancer traffic, still serving the \
+             cluster; `undrain` brings it back once its copies have caught up",
+            list_some(&drained)
+        ));
+    }
+    let versions = s.versions();
+    if versions.len() > 1 {
+        let on: Vec<String> = versions
+            .iter()
+            .map(|v| {
+                let nodes: Vec<String> = s
+                    .nodes
+                    .iter()
+                    .filter(|n| n.version.as_deref() == Some(*v))
+                    .map(|n| {
+                        n.addr
+                            .as_ref()
+                            .map_or_else(|| n.label(), |a| a.label.clone())
+                    })
+                    .collect();
+                format!("{v} on {}", list_compact(&nodes))
+            })
+            .collect();
+        out.push(format!(
+            "versions: mixed, {} (normal during a rolling upgrade; finish it: scripts/upgrade, or the \
+             StatefulSet's rollout)",
+            on.join("; ")
+        ));
+    }
+    out
 }
 
 /// The exit status for a list of problems: the first one's (nodes come first).

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use log::{debug, info, warn};
 
-use crate::client::{Client, NodeError, NodeResult, Up};
+use crate::client::{Client, NodeError, NodeResult, Up, DRAINED};
 use crate::util::clock::{self, poll, Clock, Progress};
-use crate::util::config::{Config, NodeAddr, NodeList};
+use crate::util::config::{parse_node, Config, NodeAddr, NodeList};
 use crate::util::discovery;
 use crate::util::exit::{Failure, Status};
 use crate::util::text::{list_compact, list_some, natural_cmp};
@@ -293,9 +293,11 @@ impl<'a> Session<'a> {
 
     /// `None` when the node is up; else what it does instead, in words. A name that does not
     /// resolve is said to be one: in Kubernetes, a pod's name resolves once it has an address.
+    /// A drained node (`nolb`) is up: it serves the cluster, only not the load balancer.
     pub fn up_state(&self, node: &NodeAddr) -> NodeResult<Option<String>> {
         match self.client.up(node) {
             Ok(Up::Ready) => Ok(None),
+            Ok(Up::NotReady(state)) if state == DRAINED => Ok(None),
             Ok(Up::NotReady(state)) => Ok(Some(format!("answers /_up with `{state}`"))),
             Err(NodeError::Unreachable { reason, .. }) => Ok(Some(
                 discovery::dns_problem(node.host())
@@ -442,6 +444,29 @@ pub fn each_bounded<I: Sync, T: Send>(
     slots.into_iter().flatten().collect()
 }
 
+/// NODE as `remove`, `drain` and `undrain` take it: an Erlang name (`None`), or the address of
+/// one of the nodes as COUCHDB_NODES writes it (its index there). `command` names it in messages.
+pub fn listed_as(addrs: &[NodeAddr], node: &str, command: &str) -> Result<Option<usize>> {
+    if node.contains('@') {
+        return Ok(None);
+    }
+    let addr = parse_node(&format!("{command} NODE"), node)?;
+    let i = addrs.iter().position(|n| n.url == addr.url).ok_or_else(|| {
+        Failure::new(
+            Status::Config,
+            format!(
+                "`{node}` is not an Erlang name (name@host) nor the address of one of the nodes ({})",
+                addrs
+                    .iter()
+                    .map(|n| n.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
+    Ok(Some(i))
+}
+
 /// Refuses names CouchDB cannot cluster with, before anything is written.
 pub fn check_erlang_name(label: &str, name: &str) -> Result<()> {
     let fail =
@@ -495,6 +520,26 @@ mod tests {
         assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert!(peak.load(Ordering::SeqCst) <= 4);
         assert!(each_bounded(&Vec::<u8>::new(), 4, |_| 1).is_empty());
+    }
+
+    #[test]
+    fn node_is_a_name_or_a_listed_address() {
+        let c: Vec<NodeAddr> = ["couchdb-1", "couchdb-2:6984"]
+            .iter()
+            .map(|n| parse_node("COUCHDB_NODES", n).unwrap())
+            .collect();
+        assert_eq!(
+            listed_as(&c, "couchdb@couchdb-9.cluster", "remove").unwrap(),
+            None
+        );
+        assert_eq!(listed_as(&c, "couchdb-2:6984", "remove").unwrap(), Some(1));
+        assert_eq!(
+            listed_as(&c, "http://couchdb-1:5984", "remove").unwrap(),
+            Some(0)
+        );
+        let e = listed_as(&c, "couchdb-3", "remove").unwrap_err();
+        assert_eq!(crate::util::exit::status_of(&e), Status::Config);
+        assert!(format!("{e}").contains("couchdb-1, couchdb-2:6984"), "{e}");
     }
 
     #[test]

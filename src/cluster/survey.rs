@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, Result};
 
 use crate::client::{
-    CopyState, Membership, NodeConfig, NodeError, ShardDoc, ShardDocs, Unreadable, Up,
+    CopyState, Membership, NodeConfig, NodeError, ShardDoc, ShardDocs, Unreadable, Up, DRAINED,
 };
 use crate::cluster::planner::{self, NodeLoad, Sizes};
 use crate::cluster::session::{each_bounded, Session};
@@ -47,6 +47,9 @@ pub struct NodeView {
     /// Its own view of the cluster (listed nodes only).
     pub membership: Option<Membership>,
     pub config: Option<NodeConfig>,
+    /// The CouchDB release, `GET /`'s `version` (listed nodes only: a member asked through
+    /// another one has no way to tell it, transcript 18).
+    pub version: Option<String>,
 }
 
 impl NodeView {
@@ -62,6 +65,12 @@ impl NodeView {
 
     pub fn answers(&self) -> bool {
         !matches!(self.state, State::Down(_))
+    }
+
+    /// `maintenance_mode = nolb`: out of the load balancer (`/_up` 404), still serving the
+    /// cluster — what `drain` does before a node is stopped.
+    pub fn drained(&self) -> bool {
+        matches!(&self.state, State::Maintenance(mode) if mode == DRAINED)
     }
 }
 
@@ -110,6 +119,19 @@ impl Survey {
         self.members.contains(name)
             && self.connected.contains(name)
             && self.node(name).is_none_or(|n| n.state == State::Up)
+    }
+
+    /// The distinct CouchDB releases of the nodes whose release is known, lowest first; more
+    /// than one is normal during a rolling upgrade.
+    pub fn versions(&self) -> Vec<&str> {
+        let mut seen: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.version.as_deref())
+            .collect();
+        seen.sort_by(|a, b| natural_cmp(a, b));
+        seen.dedup();
+        seen
     }
 
     pub fn doc(&self, db: &str) -> Option<&ShardDoc> {
@@ -291,6 +313,7 @@ impl Session<'_> {
             state: State::Up,
             membership: None,
             config: None,
+            version: None,
         };
         view.state = match self.client.up(addr) {
             Ok(Up::Ready) => State::Up,
@@ -308,13 +331,15 @@ impl Session<'_> {
             let name = self.client.local_name(addr)?;
             let membership = self.client.membership(addr)?;
             let config = self.client.node_config_of(addr, &name)?;
-            Ok((name, membership, config))
+            let version = self.client.version(addr)?;
+            Ok((name, membership, config, version))
         })();
         match answered {
-            Ok((name, membership, config)) => {
+            Ok((name, membership, config, version)) => {
                 view.name = Some(name);
                 view.membership = Some(membership);
                 view.config = Some(config);
+                view.version = Some(version);
             }
             Err(NodeError::Unreachable { reason, .. }) => view.state = State::Down(reason),
             Err(e) => return Err(e.into()),
@@ -330,6 +355,7 @@ impl Session<'_> {
             state: State::Down(format!("not connected to {}", via.label)),
             membership: None,
             config: None,
+            version: None,
         };
         if !connected {
             return Ok(view);

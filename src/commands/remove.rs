@@ -29,11 +29,11 @@ use crate::cluster::moves::{
 use crate::cluster::planner::{
     evacuate, leftovers, load, plan_removal, render_plan, settled, still_to_do,
 };
-use crate::cluster::session::{each_bounded, Session};
+use crate::cluster::session::{each_bounded, listed_as, Session};
 use crate::cluster::survey::{Survey, PARALLEL};
 use crate::cluster::zones::{empty_zones, placement_rule};
 use crate::util::clock::{poll, Clock};
-use crate::util::config::{parse_node, Config, NodeAddr};
+use crate::util::config::Config;
 use crate::util::exit::{Failure, Status};
 use crate::util::text::list_compact;
 
@@ -51,7 +51,7 @@ pub struct Options {
 pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String> {
     let session = Session::new(cfg, clock, cfg.init_timeout);
     let addrs = session.addresses()?;
-    let listed = listed_as(&addrs, &opts.node)?;
+    let listed = listed_as(&addrs, &opts.node, "remove")?;
     // No wait for `/_up`: NODE may be down for good, and a member that is down is a reason to
     // refuse (below), not to wait.
     let (mut survey, leaving) = session.phase("survey", "every node and shard map", || {
@@ -208,28 +208,6 @@ pub fn remove(cfg: &Config, clock: &dyn Clock, opts: &Options) -> Result<String>
     ))
 }
 
-/// The index among the nodes when NODE is given as an address; `None` for an Erlang name.
-fn listed_as(addrs: &[NodeAddr], node: &str) -> Result<Option<usize>> {
-    if node.contains('@') {
-        return Ok(None);
-    }
-    let addr = parse_node("remove NODE", node)?;
-    let i = addrs.iter().position(|n| n.url == addr.url).ok_or_else(|| {
-        Failure::new(
-            Status::Config,
-            format!(
-                "`{node}` is not an Erlang name (name@host) nor the address of one of the nodes ({})",
-                addrs
-                    .iter()
-                    .map(|n| n.label.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })?;
-    Ok(Some(i))
-}
-
 /// The members that may take the copies; refuses when the move could not be proven.
 fn preflight(s: &Survey, leaving: &str) -> Result<Vec<String>> {
     every_map_readable(s)?;
@@ -383,23 +361,4 @@ fn forget(session: &Session, survey: &Survey, leaving: &str) -> Result<()> {
         "{} still list {leaving} as a member after the deadline: run `remove {leaving}` again",
         lagging.join(", ")
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_is_a_name_or_a_listed_address() {
-        let c: Vec<NodeAddr> = ["couchdb-1", "couchdb-2:6984"]
-            .iter()
-            .map(|n| parse_node("COUCHDB_NODES", n).unwrap())
-            .collect();
-        assert_eq!(listed_as(&c, "couchdb@couchdb-9.cluster").unwrap(), None);
-        assert_eq!(listed_as(&c, "couchdb-2:6984").unwrap(), Some(1));
-        assert_eq!(listed_as(&c, "http://couchdb-1:5984").unwrap(), Some(0));
-        let e = listed_as(&c, "couchdb-3").unwrap_err();
-        assert_eq!(crate::util::exit::status_of(&e), Status::Config);
-        assert!(format!("{e}").contains("couchdb-1, couchdb-2:6984"), "{e}");
-    }
 }

@@ -3,7 +3,8 @@
 //! 0 only when the cluster is healthy; `check` waits up to 10 s for the nodes, then gives the same
 //! verdict in one line.
 //!
-//! Requests: 4 per node in COUCHDB_NODES, 2 per member that is not listed, one per 500
+//! Requests: 5 per node in COUCHDB_NODES (`/_up`, its name, membership, config, `GET /` for its
+//! release), 2 per member that is not listed, one per 500
 //! databases for the shard maps, one per member for its files, and (`status` only, not
 //! `check`) one per copy for its file size, the bytes per node. A copy's own count is judged
 //! only where it matters: databases with a move under way, `--details`, `status <db>`.
@@ -14,7 +15,7 @@ use anyhow::Result;
 use log::{info, warn};
 use serde::Serialize;
 
-use crate::cluster::health::{databases, status_of, verdict, DbView, Problem};
+use crate::cluster::health::{databases, findings, status_of, verdict, DbView, Problem};
 use crate::cluster::planner::{imbalance, leftovers, plan_rebalance, Leftover, NodeLoad};
 use crate::cluster::security::{self, Exposure, Finding};
 use crate::cluster::session::{Session, Waiting};
@@ -60,6 +61,9 @@ pub struct Report {
     pub zone_shared: Vec<Shared>,
     /// Why the members' files are not known, when they are not.
     pub files_unknown: Option<String>,
+    /// A drained node, mixed CouchDB releases: lines of their own, not problems (`check`
+    /// stays healthy; both are normal during an upgrade).
+    pub findings: Vec<String>,
     /// With COUCHDB_BACKUP_URL: each database's backup, or why it could not be read.
     pub backup: Option<std::result::Result<Vec<DbBackup>, String>>,
     /// The security section (`status`; `check` only probes the distribution, and only with
@@ -200,6 +204,7 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
     };
     let dbs = databases(&survey);
     let problems = verdict(&survey, &dbs);
+    let findings = findings(&survey);
     let leftovers = leftovers(&survey.docs, &survey.files);
     let serving: Vec<String> = survey
         .members
@@ -229,6 +234,7 @@ pub fn read(session: &Session, addrs: &[NodeAddr], opts: &Options, files: bool) 
         leftovers,
         unbalanced,
         files_unknown,
+        findings,
         backup: None,
         security: None,
     })
@@ -299,6 +305,8 @@ fn judge(report: &Report) -> Result<()> {
 struct NodeRow {
     name: String,
     address: String,
+    /// The CouchDB release (`-` for a member asked through another node).
+    version: String,
     state: String,
     connected: bool,
     member: bool,
@@ -318,8 +326,10 @@ fn node_rows(s: &Survey) -> Vec<NodeRow> {
             let name = n.name.clone().unwrap_or_else(|| "? (no answer)".into());
             NodeRow {
                 address: n.addr.as_ref().map_or("-".into(), |a| a.label.clone()),
+                version: n.version.clone().unwrap_or_else(|| "-".into()),
                 state: match &n.state {
                     State::Up => "up".into(),
+                    State::Maintenance(_) if n.drained() => "drained (nolb)".into(),
                     State::Maintenance(mode) => format!("maintenance ({mode})"),
                     State::Down(_) => "down".into(),
                 },
@@ -335,6 +345,7 @@ fn node_rows(s: &Survey) -> Vec<NodeRow> {
             rows.push(NodeRow {
                 name: name.to_string(),
                 address: "-".into(),
+                version: "-".into(),
                 state: if s.connected.contains(name) {
                     "up"
                 } else {
@@ -396,6 +407,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     let mut rows = vec![[
         "node",
         "address",
+        "version",
         "state",
         "connected",
         "member",
@@ -418,6 +430,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
         rows.push(vec![
             r.name,
             r.address,
+            r.version,
             r.state,
             yes(r.connected).into(),
             yes(r.member).into(),
@@ -485,6 +498,7 @@ pub fn render_text(report: &Report, opts: &Options) -> String {
     if zoned {
         out.extend(zones_text(report));
     }
+    out.extend(report.findings.iter().cloned());
 
     out.push(match &report.files_unknown {
         Some(why) => format!("leftover shard files: unknown ({why})"),
@@ -717,6 +731,10 @@ struct JsonReport<'a> {
     unbalanced: Option<&'a str>,
     /// Ranges whose copies share a zone where they need not (a warning: `healthy` stays).
     zones_shared: Vec<JsonShared<'a>>,
+    /// The distinct CouchDB releases of the nodes (more than one during a rolling upgrade).
+    versions: Vec<&'a str>,
+    /// "drained: …", "versions: mixed, …": warnings, `healthy` stays.
+    findings: &'a [String],
     /// With COUCHDB_BACKUP_URL only.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<JsonBackup<'a>>,
@@ -802,6 +820,8 @@ fn security_json(
 struct JsonNode {
     name: String,
     address: Option<String>,
+    /// `GET /`'s `version`; `null` for a member asked through another node.
+    version: Option<String>,
     state: String,
     connected: bool,
     member: bool,
@@ -867,6 +887,7 @@ pub fn render_json(report: &Report) -> String {
             .into_iter()
             .map(|r| JsonNode {
                 address: (r.address != "-").then_some(r.address),
+                version: (r.version != "-").then_some(r.version),
                 state: r.state,
                 connected: r.connected,
                 member: r.member,
@@ -923,6 +944,8 @@ pub fn render_json(report: &Report) -> String {
                 copies: z.copies,
             })
             .collect(),
+        versions: s.versions(),
+        findings: &report.findings,
         backup: report.backup.as_ref().map(backup_json),
         security: report.security.as_ref().map(security_json),
         leftovers: report

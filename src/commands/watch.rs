@@ -249,10 +249,12 @@ fn finished(report: &Report) -> bool {
 /// Whether init has something to do, from the look alone.
 fn work(cfg: &Config, report: &Report) -> Work {
     let s = &report.survey;
+    // A drained node answers and serves the cluster: it counts as up here, and nothing init
+    // does touches its maintenance_mode (watch never undoes a drain).
     let up: Vec<(&NodeAddr, &String)> = s
         .nodes
         .iter()
-        .filter(|n| n.state == State::Up)
+        .filter(|n| n.state == State::Up || n.drained())
         .filter_map(|n| Some((n.addr.as_ref()?, n.name.as_ref()?)))
         .collect();
     let addrs = || up.iter().map(|(a, _)| (*a).clone()).collect();
@@ -306,7 +308,12 @@ fn work(cfg: &Config, report: &Report) -> Work {
 fn state(report: &Report) -> String {
     let s = &report.survey;
     let up = s.members.iter().filter(|m| s.serving(m)).count();
+    let drained = s.nodes.iter().filter(|n| n.drained()).count();
     match report.problems.first() {
+        None if drained > 0 => format!(
+            "healthy: {} members, {up} serving, {drained} drained",
+            s.members.len()
+        ),
         None => format!("healthy: {} members, all up", s.members.len()),
         Some(first) => format!(
             "not healthy, {} problem(s) ({} of {} members up): {}",
@@ -364,6 +371,20 @@ fn snapshot(report: &Report, with_sizes: bool) -> Snapshot {
         imbalance: report.imbalance.clone(),
         summary: String::new(),
         security: None,
+        versions: s
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone()?, n.version.clone()?)))
+            .collect(),
+        maintenance: s
+            .nodes
+            .iter()
+            .filter(|n| n.answers())
+            .filter_map(|n| {
+                let on = matches!(n.state, State::Maintenance(_));
+                Some((n.name.clone()?, on))
+            })
+            .collect(),
     }
 }
 
@@ -382,8 +403,7 @@ fn node_row(s: &Survey, n: &NodeView) -> NodeRow {
             _ => None,
         },
         zone: n.name.as_ref().and_then(|m| s.zones.get(m)).cloned(),
-        // Not read by the look yet: the page hides this column until one is known.
-        version: None,
+        version: n.version.clone(),
     }
 }
 

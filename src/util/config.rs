@@ -8,8 +8,10 @@ use anyhow::{bail, Result};
 use serde::Deserialize;
 
 mod backup;
+mod drain;
 mod zones;
 pub use backup::{Backup, Databases, Selected, BACKUP_VARIABLES, USERS_DB};
+pub use drain::{Drain, DEFAULT_GUARD_ADDR, DEFAULT_LB_INTERVAL};
 pub use zones::{valid_zone, ZoneList, ZoneNode};
 
 /// The default overall deadline: long enough for a Kubernetes pod whose image is still being
@@ -90,6 +92,18 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "where each node's epmd answers which port its distribution listens on (default 4369), for that check",
     ),
     (
+        "COUCHDB_LB_URL",
+        "drain/undrain/guard: the load balancer in front of the nodes (e.g. http://traefik:5984, a Kubernetes client Service): drain proves through it that the node gets no more requests",
+    ),
+    (
+        "COUCHDB_LB_INTERVAL",
+        "drain without COUCHDB_LB_URL: the load balancer's health-check interval, waited out (plus 1 s) after /_up answers 404 (default 30s, Traefik's)",
+    ),
+    (
+        "COUCHDB_GUARD_ADDR",
+        "guard: address:port serving /ready and /drain for the pod's probes and preStop hook (default 0.0.0.0:9986)",
+    ),
+    (
         "RUST_LOG",
         "log level: error, warn, info (default), debug, trace",
     ),
@@ -155,7 +169,7 @@ pub enum NodeList {
     Service { service: NodeAddr, expect: usize },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub user: String,
     pub password: Secret,
@@ -177,6 +191,8 @@ pub struct Config {
     pub dist_tls: Option<bool>,
     /// COUCHDB_EPMD_PORT.
     pub epmd_port: u16,
+    /// COUCHDB_LB_*, COUCHDB_GUARD_ADDR: `drain`, `undrain`, `guard`.
+    pub drain: Drain,
 }
 
 /// The raw variables, all optional so that we, not envy, word the error for a missing one.
@@ -199,6 +215,9 @@ struct Raw {
     metrics_addr: Option<String>,
     dist_tls: Option<String>,
     epmd_port: Option<String>,
+    lb_url: Option<String>,
+    lb_interval: Option<String>,
+    guard_addr: Option<String>,
 }
 
 /// A variable is missing or malformed; the message names it. `exit::status_of` gives it the
@@ -303,6 +322,7 @@ impl Config {
             Some(p) => parse_port(p.trim())
                 .map_err(|_| invalid(format!("COUCHDB_EPMD_PORT=`{p}` is not a port number")))?,
         };
+        let drain = drain::read(raw.lb_url, raw.lb_interval, raw.guard_addr)?;
         let password = Secret(password);
         let backup = backup::read(&vars, &nodes, &user, &password)?;
         Ok(Config {
@@ -319,6 +339,7 @@ impl Config {
             metrics_addr,
             dist_tls,
             epmd_port,
+            drain,
         })
     }
 }

@@ -33,6 +33,12 @@ pub enum Status {
     /// `restore` refused before writing anything, or did not finish: the message names why and
     /// which databases.
     Restore,
+    /// `drain` refused before writing anything (another node drained, a member down, the
+    /// cluster not healthy), or the load balancer still sent the node requests at the deadline.
+    Drain,
+    /// `undrain`: the node did not come back as a connected member, or its copies did not
+    /// catch up with the others, in time. It stays drained; nothing else was touched.
+    NotBack,
     /// A node's Erlang distribution is not what COUCHDB_DIST_TLS says, or the nodes' differ
     /// (transport, or the CA of their certificates): they cannot all connect, and one would be
     /// the exposed one.
@@ -53,6 +59,8 @@ pub const TABLE: &[(Status, u8, &str)] = &[
     (Status::Incomplete, 9, "remove/rebalance stopped part-way (a new copy did not fill in time): every copy kept; run it again to finish"),
     (Status::Backup, 11, "backup not in place (init, backup, status): the backup CouchDB unreachable or refusing COUCHDB_BACKUP_*, a replication missing or failed, documents not arriving, or a renewed replication doc not yet on every copy"),
     (Status::Restore, 12, "restore refused, nothing written (the backup is this cluster, the cluster is not healthy, a named database is not on the backup), or incomplete (named): run it again to finish"),
+    (Status::Drain, 13, "drain refused, nothing written (another node is drained, a member is down, the cluster is not healthy), or the load balancer still sent the node requests at the deadline (it stays drained: undrain brings it back)"),
+    (Status::NotBack, 14, "undrain (and scripts/upgrade): the node did not come back as a connected member, or its copies did not catch up with the others, within COUCHDB_INIT_TIMEOUT; it stays drained, nothing else touched"),
     (Status::Security, 15, "distribution not as configured (init, check, status): a node on plain TCP while COUCHDB_DIST_TLS=true (or TLS while false), nodes on different transports, or TLS certificates from different CAs; nothing written"),
 ];
 

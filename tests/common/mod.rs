@@ -6,6 +6,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lb;
+
 use couchsim::{Cluster, ClusterBuilder, Delays};
 
 pub mod watcher;

@@ -413,7 +413,8 @@ def main():
     for n in NODES:
         svc = services.get(n, {})
         env = as_dict(svc.get("environment"))
-        check(f"{n}: image couchdb:3.4.2", svc.get("image") == "couchdb:3.4.2", svc.get("image"))
+        check(f"{n}: image ${{COUCHDB_IMAGE:-couchdb:3.4.2}} (scripts/upgrade changes it, one node at a time)",
+              svc.get("image") == "${COUCHDB_IMAGE:-couchdb:3.4.2}", svc.get("image"))
         check(f"{n}: no host ports", not svc.get("ports"), svc.get("ports"))
         nodename = env.get("NODENAME", "")
         check(f"{n}: NODENAME has a dot (Erlang long names, trap 4)", "." in nodename, nodename)
@@ -461,6 +462,9 @@ def main():
             check(f"init: {var} is required", re.fullmatch(r"\$\{" + var + r":\?[^}]+\}", ienv.get(var, "")), ienv.get(var))
     check("init: COUCHDB_NODES names the three nodes",
           [h.strip() for h in ienv.get("COUCHDB_NODES", "").split(",")] == NODES, ienv.get("COUCHDB_NODES"))
+    entry = traefik_static(services.get("traefik", {})).get("ENTRYPOINTS_COUCHDB_ADDRESS", "")
+    check("init: COUCHDB_LB_URL is Traefik's entry point (drain proves through it that a node gets no requests)",
+          ienv.get("COUCHDB_LB_URL") == f"http://traefik{entry}", (ienv.get("COUCHDB_LB_URL"), entry))
 
     # --- Traefik -----------------------------------------------------------------------------------
     tr = services.get("traefik", {})

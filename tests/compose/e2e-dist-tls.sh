@@ -34,7 +34,7 @@ compose_dist4() {
   [ "${1:-}" = --tls ] && { tls4=(-f "$root/compose/dist-tls-couchdb-4.yaml"); shift; }
   "${compose_cmd[@]}" --project-name "$dist_project" --env-file "$work/dist.env" \
     -f "$root/compose.yaml" -f "$root/compose/couchdb-4.yaml" -f "$root/compose/dist-tls.yaml" \
-    "${tls4[@]}" -f "$root/compose/e2e.yaml" -f "$root/compose/e2e-couchdb-4.yaml" "$@"
+    "${tls4[@]}" -f "$root/compose/e2e.yaml" "$@"
 }
 dist_container() {
   docker ps -aq --filter "label=com.docker.compose.project=$dist_project" \

@@ -174,7 +174,7 @@ https_four_step() {
   cat "$work/https.env" >>"$env_file"
   "${compose_cmd[@]}" --project-name "$project" --env-file "$env_file" \
     -f "$root/compose.yaml" -f "$root/compose/couchdb-4.yaml" -f "$root/compose/https.yaml" \
-    -f "$root/compose/https-couchdb-4.yaml" -f "$root/compose/e2e.yaml" -f "$root/compose/e2e-couchdb-4.yaml" \
+    -f "$root/compose/https-couchdb-4.yaml" -f "$root/compose/e2e.yaml" \
     up -d --no-build >&2 || fail "up -d with the fourth node and compose/https.yaml failed"
   record_volumes
   [ "$(wait_init)" = 0 ] || fail "with the fourth node and compose/https.yaml the init failed"

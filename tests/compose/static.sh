@@ -77,11 +77,11 @@ for c in "${composes[@]}"; do
     bad "$c ($version) config rejects compose.yaml: $out"
   fi
   for files in "compose.yaml compose/couchdb-4.yaml" "compose.yaml compose/e2e.yaml" \
-      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml" \
+      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml" \
       "compose.yaml compose/https.yaml" "compose.yaml compose/e2e.yaml compose/https.yaml" \
       "compose.yaml compose/couchdb-4.yaml compose/https.yaml compose/https-couchdb-4.yaml" \
       "compose.yaml compose/https-letsencrypt.yaml" "compose.yaml compose/zones.yaml" \
-      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/e2e-couchdb-4.yaml compose/zones.yaml" \
+      "compose.yaml compose/couchdb-4.yaml compose/e2e.yaml compose/zones.yaml" \
       "compose.yaml compose/dist-tls.yaml" \
       "compose.yaml compose/e2e.yaml compose/dist-tls.yaml" \
       "compose.yaml compose/couchdb-4.yaml compose/dist-tls.yaml compose/dist-tls-couchdb-4.yaml" \
@@ -97,7 +97,7 @@ for c in "${composes[@]}"; do
   # shellcheck disable=SC2086
   if python3 - <($c --env-file "$work/test.env" -f compose.yaml -f compose/couchdb-4.yaml config 2>/dev/null) \
       <($c --env-file "$work/test.env" -f compose.yaml -f compose/couchdb-4.yaml -f compose/e2e.yaml \
-        -f compose/e2e-couchdb-4.yaml config 2>/dev/null) <<'PY'
+        config 2>/dev/null) <<'PY'
 import sys, yaml
 users, test = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
 def strip(doc):

@@ -10,6 +10,7 @@ scripts/bench-bundle call this. Standard library only.
     through_traefik.py PORT reaches --name NODE --deadline S
     through_traefik.py PORT failover --container NAME=ID ... --seconds S
     through_traefik.py PORT leaves --name NODE --seconds S --within S
+    through_traefik.py PORT load --db DB --prefix P --until FILE [--every S] [--allow-failures]
 
 With `--https NAME --cacert FILE` before PORT, every request goes over TLS to 127.0.0.1:PORT as
 https://NAME (SNI and Host NAME, the certificate verified against FILE: curl's --resolve and
@@ -65,14 +66,16 @@ class Client:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
 
-    def get(self, path, keep_cookie=True, timeout=15):
+    def get(self, path, keep_cookie=True, timeout=15, method="GET", body=None):
         """(status, body, set_cookie header or None); status None when nothing answered."""
         headers = dict(self.headers)
         if keep_cookie and self.cookie:
             headers["Cookie"] = f"{COOKIE}={self.cookie}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         conn = connection(self.port, timeout)
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             set_cookie = resp.getheader("Set-Cookie")
@@ -233,6 +236,52 @@ def leaves(args):
     print(f"ok {args.name} left the rotation: {when}, none after in {count} requests over {args.seconds} s")
 
 
+def load(args):
+    """A client of the cluster, as an application is: every `every` seconds it writes a new
+    document and reads it back, keeping its sticky cookie, until the file `until` exists. Then it
+    reads every document whose write was acknowledged. Prints the requests, the answers that were
+    not 2xx (each as `METHOD status`, with when they came, seconds from the start) and the
+    acknowledged writes that cannot be read; fails on any of them unless --allow-failures."""
+    c = Client(args.port)
+    start = time.time()
+    sent, failed, acked = 0, [], []
+    n = 0
+    folder = os.path.dirname(os.path.abspath(args.until))
+    # Also ends when its folder is gone (the test's cleanup after a failure) or after an hour.
+    while not os.path.exists(args.until) and os.path.isdir(folder) and time.time() - start < 3600:
+        n += 1
+        doc = f"{args.prefix}-{n:05d}"
+        t = time.time() - start
+        status, _, _ = c.get(f"/{args.db}/{doc}", method="PUT", body=json.dumps({"n": n}), timeout=30)
+        sent += 1
+        if status is not None and 200 <= status < 300:
+            acked.append(doc)
+            status, _, _ = c.get(f"/{args.db}/{doc}", timeout=30)
+            sent += 1
+            if status is None or not 200 <= status < 300:
+                failed.append((round(t, 2), "GET", status))
+        else:
+            failed.append((round(t, 2), "PUT", status))
+        time.sleep(args.every)
+    took = time.time() - start
+    lost = []
+    for doc in acked:
+        status, _, _ = c.get(f"/{args.db}/{doc}", timeout=30)
+        if status != 200:
+            lost.append((doc, status))
+    codes = {}
+    for _, method, status in failed:
+        codes[f"{method} {status or 'no answer'}"] = codes.get(f"{method} {status or 'no answer'}", 0) + 1
+    line = (f"{len(failed)} of {sent} requests failed over {took:.1f} s ({len(acked)} writes acknowledged, "
+            f"{len(lost)} of them not readable at the end)")
+    if failed:
+        line += f"; answers: {', '.join(f'{k} x{v}' for k, v in sorted(codes.items()))}; first at {failed[0][0]} s"
+    if (failed or lost) and not args.allow_failures:
+        fail(line + (f"; lost: {lost[:5]}" if lost else ""))
+    print(f"ok {line}")
+    print(f"failed={len(failed)} sent={sent} acked={len(acked)} lost={len(lost)} seconds={took:.1f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--https", metavar="NAME")
@@ -258,13 +307,19 @@ def main():
     s.add_argument("--name", required=True)
     s.add_argument("--seconds", type=float, default=6)
     s.add_argument("--within", type=float, required=True)
+    s = sub.add_parser("load")
+    s.add_argument("--db", required=True)
+    s.add_argument("--prefix", required=True)
+    s.add_argument("--until", required=True)
+    s.add_argument("--every", type=float, default=0.05)
+    s.add_argument("--allow-failures", action="store_true")
     args = p.parse_args()
     if args.https:
         if not args.cacert:
             p.error("--https needs --cacert")
         TLS.update(name=args.https, context=ssl.create_default_context(cafile=args.cacert))
     {"probe": probe, "cookie": cookie, "sticky": sticky, "spread": spread, "never": never,
-     "reaches": reaches, "failover": failover, "leaves": leaves}[args.cmd](args)
+     "reaches": reaches, "failover": failover, "leaves": leaves, "load": load}[args.cmd](args)
 
 
 if __name__ == "__main__":

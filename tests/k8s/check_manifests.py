@@ -2,9 +2,10 @@
 """Static checks of the Kubernetes manifests: that the StatefulSet, the Services, the Job, the
 example app and docs/kubernetes.md agree — names, ports, labels, the Secret's keys, exit codes.
 
-    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml ZONES.yaml [DIST.yaml]
+    python3 tests/k8s/check_manifests.py ALL.yaml HELM.yaml ZONES.yaml HELM-GUARD.yaml [DIST.yaml]
     # ALL.yaml: `kubectl kustomize k8s/`; HELM.yaml: `kubectl kustomize k8s/helm/`;
     # ZONES.yaml: `kubectl kustomize k8s/zones-from-node/`;
+    # HELM-GUARD.yaml: k8s/helm/post-render on tests/k8s/chart-statefulset.yaml;
     # DIST.yaml: `kubectl kustomize k8s/dist-tls/` (the TLS distribution overlay)
 
 Also reads k8s/example-app.yaml, compose.yaml, src/util/exit.rs, src/client/zones.rs and docs/kubernetes.md. Prints one line per check and ends
@@ -184,7 +185,33 @@ def zones(sts, from_node_docs, labels):
           and f"[{zone_section()}]" in page)
 
 
-def main(all_yaml, helm_yaml, zones_yaml):
+def check_helm_guard(path, guard):
+    """The chart's StatefulSet after k8s/helm/post-render: what ours has for a rolling upgrade."""
+    sts = one(load(path), "StatefulSet", "couchdb-couchdb")
+    pod = sts["spec"]["template"]["spec"]
+    couchdb, others = pod["containers"][0], pod["containers"][1:]
+    hguard = next((c for c in others if c["name"] == "guard"), {})
+    port = {p["name"]: p["containerPort"] for p in hguard.get("ports", [])}.get("guard")
+    probe = " ".join(couchdb.get("readinessProbe", {}).get("exec", {}).get("command", []))
+    pre = couchdb.get("lifecycle", {}).get("preStop", {}).get("httpGet", {})
+    check("Helm post-render: the chart's CouchDB container drained by preStop and Ready only once the guard is",
+          pre.get("path") == "/drain" and pre.get("port") == port and f"localhost:{port}/ready" in probe
+          and couchdb["readinessProbe"].get("failureThreshold") == 1 and "httpGet" not in couchdb["readinessProbe"],
+          (pre, probe))
+    henv = env_of(hguard)
+    check("Helm post-render: our guard (args, image, security, resources), on the chart's Secret",
+          hguard.get("args") == guard["args"] and hguard.get("image") == guard["image"]
+          and hguard.get("securityContext") == guard["securityContext"]
+          and hguard.get("resources") == guard["resources"]
+          and {n for n, _ in secret_refs(pod)} == {"couchdb-couchdb"} and {k for _, k in secret_refs(pod)} <= SECRET_KEYS
+          and henv.get("COUCHDB_NODES") == env_of(guard).get("COUCHDB_NODES"), hguard)
+    file_vars_point_into_secret("Helm guard", pod, hguard)
+    check("Helm post-render: RollingUpdate, and a grace period for the drain",
+          sts["spec"].get("updateStrategy", {}).get("type") == "RollingUpdate"
+          and pod.get("terminationGracePeriodSeconds", 30) >= 45)
+
+
+def main(all_yaml, helm_yaml, zones_yaml, helm_guard_yaml):
     docs = load(all_yaml)
     sts = one(docs, "StatefulSet")
     headless = one(docs, "Service", sts["spec"]["serviceName"])
@@ -217,10 +244,16 @@ def main(all_yaml, helm_yaml, zones_yaml):
     check("StatefulSet: Erlang ports 4369 and 9100 declared", {4369, 9100} <= set(ports.values()))
     probe = couchdb["readinessProbe"].get("exec", {}).get("command", [])
     compose_check = compose_node_healthcheck()
+    guard = next((c for c in pod["containers"] if c["name"] == "guard"), {})
+    guard_env = env_of(guard)
+    guard_ports = {p["name"]: p["containerPort"] for p in guard.get("ports", [])}
+    guard_port = guard_ports.get("guard")
+    ready = f" && curl -fsS -o /dev/null http://localhost:{guard_port}/ready"
     check("StatefulSet: ready only while /_up answers and the node is a member with the system "
-          "databases (the Compose bundle's node healthcheck, which its e2e runs)",
-          probe == ["sh", "-c", compose_check] and "/_up" in compose_check and "/_users/_shards" in compose_check,
-          f"{probe!r} vs {compose_check!r}")
+          "databases (the Compose bundle's node healthcheck, which its e2e runs), and the guard "
+          "says it has caught up",
+          probe == ["sh", "-c", compose_check + ready] and "/_up" in compose_check
+          and "/_users/_shards" in compose_check, f"{probe!r} vs {compose_check + ready!r}")
     check("StatefulSet: no credential in the readiness probe but from the container's environment",
           "$COUCHDB_PASSWORD" in compose_check and "-u" not in compose_check.split())
     mounts = {m["mountPath"] for m in couchdb["volumeMounts"]}
@@ -228,6 +261,39 @@ def main(all_yaml, helm_yaml, zones_yaml):
     kept = {"/opt/couchdb/data", "/opt/couchdb/etc/local.d"}
     check("StatefulSet: data and etc/local.d on a claim",
           kept <= mounts and all(m["name"] in claims for m in couchdb["volumeMounts"] if m["mountPath"] in kept))
+    # The rolling upgrade (issue 23): drained before it stops, not Ready until caught up.
+    check("StatefulSet: RollingUpdate (one pod at a time, each Ready before the next)",
+          sts["spec"].get("updateStrategy", {}).get("type") == "RollingUpdate")
+    check("guard: a sidecar running `guard` in the Job's image",
+          guard.get("args") == ["guard"] and guard.get("image") == one(docs, "Job")["spec"]["template"]["spec"]
+          ["containers"][0]["image"], (guard.get("args"), guard.get("image")))
+    check("guard: guards its own pod's node (COUCHDB_NODES=localhost:<CouchDB's port>)",
+          guard_env.get("COUCHDB_NODES", {}).get("value") == f"localhost:{ports['http']}",
+          guard_env.get("COUCHDB_NODES"))
+    client = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] not in
+                  (sts["spec"]["serviceName"], WATCH))
+    check("guard: COUCHDB_LB_URL is the client Service (drain proves through it)",
+          guard_env.get("COUCHDB_LB_URL", {}).get("value") == f"http://{client['metadata']['name']}:5984",
+          guard_env.get("COUCHDB_LB_URL"))
+    gaddr = guard_env.get("COUCHDB_GUARD_ADDR", {}).get("value", "0.0.0.0:9986")
+    check("guard: COUCHDB_GUARD_ADDR is its `guard` port, on every interface",
+          gaddr == f"0.0.0.0:{guard_port}", (gaddr, guard_ports))
+    pre = couchdb.get("lifecycle", {}).get("preStop", {}).get("httpGet", {})
+    check("StatefulSet: preStop asks the guard's /drain (drained before the container stops)",
+          pre.get("path") == "/drain" and guard_ports.get(pre.get("port"), pre.get("port")) == guard_port, pre)
+    rp = couchdb["readinessProbe"]
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    check("StatefulSet: a drained node leaves the Service within one probe period, and the grace period "
+          "leaves the drain time to prove it",
+          rp.get("failureThreshold") == 1 and grace >= 3 * rp.get("periodSeconds", 10) + 30,
+          (rp.get("failureThreshold"), rp.get("periodSeconds"), grace))
+    gsc = guard.get("securityContext", {})
+    check("guard: non-root, read-only, no capabilities, seccomp RuntimeDefault (its own context: the "
+          "pod's would reach CouchDB)",
+          gsc.get("runAsNonRoot") is True and gsc.get("runAsUser", 0) != 0 and gsc.get("readOnlyRootFilesystem") is True
+          and gsc.get("capabilities", {}).get("drop") == ["ALL"] and gsc.get("allowPrivilegeEscalation") is False
+          and gsc.get("seccompProfile", {}).get("type") == "RuntimeDefault", gsc)
+    file_vars_point_into_secret("guard", pod, guard)
     anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution", [])
     check("StatefulSet: preferred anti-affinity over its own pods",
           any(selects(t["podAffinityTerm"]["labelSelector"]["matchLabels"], labels) for t in anti))
@@ -355,6 +421,8 @@ def main(all_yaml, helm_yaml, zones_yaml):
               ) and "jobLabel" not in monitor["spec"], job)
     check("docs/kubernetes.md: scale-up is `kubectl scale`, the watcher joins",
           "kubectl scale statefulset couchdb --replicas=4" in page and "watch" in page)
+    check("docs/kubernetes.md: an upgrade is `kubectl set image` on the StatefulSet's couchdb container",
+          f"kubectl set image statefulset/{sts['metadata']['name']} {couchdb['name']}=couchdb:3.5.2" in page)
 
     hwatch = one(load(helm_yaml), "Deployment", WATCH)
     hwpod = hwatch["spec"]["template"]["spec"]
@@ -389,6 +457,7 @@ def main(all_yaml, helm_yaml, zones_yaml):
 
     # Zones.
     zones(sts, load(zones_yaml), labels)
+    check_helm_guard(helm_guard_yaml, guard)
 
     # No cluster domain anywhere.
     hard_coded = [str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml") if "cluster.local" in p.read_text()]
@@ -460,6 +529,6 @@ def check_dist_tls(base_docs, dist_docs):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 4:
-        check_dist_tls(load(sys.argv[1]), load(sys.argv[4]))
-    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    if len(sys.argv) > 5:
+        check_dist_tls(load(sys.argv[1]), load(sys.argv[5]))
+    sys.exit(main(*sys.argv[1:5]))

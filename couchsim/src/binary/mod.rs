@@ -17,7 +17,7 @@ use crate::http::server;
 use crate::net::epmd::{long_name_ok, DnsEpmd, EpmdServer, Registry, NONODE};
 use crate::net::tls::Distribution;
 use crate::node::{self, log_line, NodeConfig, NodeInner, Persist};
-use crate::spec::{Delays, NodeSpec};
+use crate::spec::{Delays, NodeSpec, Version};
 use crate::util;
 
 mod tools;
@@ -127,6 +127,16 @@ pub fn server_config(env: &HashMap<String, String>) -> Result<ServerConfig, Stri
     };
     let mut spec = NodeSpec::new(&name, &cookie, admin);
     spec.bind_address = "any".to_string();
+    // Baked into an image tagged as that release (tests/compose/images.sh).
+    if let Some(v) = get("COUCHSIM_VERSION") {
+        spec.version = Version::parse(&v).ok_or_else(|| {
+            let known: Vec<&str> = Version::ALL.iter().map(|v| v.as_str()).collect();
+            format!(
+                "COUCHSIM_VERSION={v:?} is not a release the simulator knows ({})",
+                known.join(", ")
+            )
+        })?;
+    }
     let secret = get("COUCHDB_SECRET");
     spec.secret = secret.clone();
     let data = get("COUCHSIM_DATA").unwrap_or_else(|| "/opt/couchdb/data".to_string());
@@ -301,5 +311,10 @@ mod tests {
         let e = server_config(&env(&[("COUCHDB_ERLANG_COOKIE", "monster")])).unwrap_err();
         assert!(!e.contains("monster"));
         assert!(server_config(&env(&[("COUCHSIM_PORT", "x")])).is_err());
+        assert_eq!(c.spec.version, Version::V3_4_2);
+        let c = server_config(&env(&[("COUCHSIM_VERSION", "3.5.2")])).unwrap();
+        assert_eq!(c.spec.version, Version::V3_5_2);
+        let e = server_config(&env(&[("COUCHSIM_VERSION", "3.9")])).unwrap_err();
+        assert!(e.contains("3.4.2, 3.5.2"), "{e}");
     }
 }

@@ -37,7 +37,8 @@ use crate::net::client;
 use crate::net::epmd::long_name_ok;
 use crate::net::http::{HttpRequest, Response};
 use crate::net::tls::Stream;
-use crate::node::{lock, log_line, NodeInner, Parts, SyncPayload};
+use crate::node::{lock, log_line, release, NodeInner, Parts, SyncPayload};
+use crate::spec::Version;
 use crate::util;
 
 static LINK_IDS: AtomicU64 = AtomicU64::new(1);
@@ -294,10 +295,11 @@ fn on_connected(node: &NodeInner, peer: &str, link: u64, hints: &[String]) {
             }
         }
     }
-    // mem3_sync on nodeup: a member gets our `_nodes`, `_dbs` and the copies we share.
+    // mem3_sync on nodeup: a member gets our `_nodes`, `_dbs` and the copies we share — what
+    // it missed while it was away, which takes a while to arrive (`Delays::catch_up`).
     if lock(&node.store).is_member(peer) {
         node.schedule_sync(peer, now, Parts::ALL);
-        node.schedule_pushes_to(peer, node.delays.sync_push.0);
+        node.schedule_catch_up(peer);
     }
     log_line(&format!("{}: connected to {peer}", node.name));
 }
@@ -418,12 +420,26 @@ pub fn remote_node_request(
                 .filter_map(|db| st.map(db))
                 .any(|m| m.by_range.values().flatten().any(|n| n == name))
     } || lock(&node.vol).ever_connected.contains(name);
+    if rest == ["_versions"] && node.version() == Version::V3_4_2 {
+        // 3.4.2 answers for itself, whatever node the path names.
+        return Response::raw(200, release::versions(node.version()));
+    }
     let up = node.is_connected(name) || (known && connect(node, name, epoch));
     if !up {
         return if known {
             Response::error(412, "nodedown", &format!("{name} is down"))
         } else {
             Response::error(404, "not_found", &format!("no such node: {name}"))
+        };
+    }
+    if rest == ["_versions"] {
+        // 3.5.2 asks the other node by an RPC that 3.4.2 does not have.
+        return match call(node, name, "versions", json!({})) {
+            Ok(r) if r.status == 200 => match r.body["versions"].as_str() {
+                Some(text) => Response::raw(200, text),
+                None => Response::raw(500, release::VERSIONS_OF_OLDER),
+            },
+            _ => Response::error(412, "nodedown", &format!("{name} is down")),
         };
     }
     let sub: Vec<String> = rest.iter().map(|s| util::pct_encode(s)).collect();
@@ -712,6 +728,14 @@ fn answer_call(
             (200, json!({"ok": true}))
         }
         "shard" => (200, copies::rpc(node, &v)),
+        // `chttpd_node:get_versions/0`, new in 3.5: a 3.4.2 node has no such function.
+        "versions" => (
+            200,
+            match node.version() {
+                Version::V3_4_2 => json!({"undef": true}),
+                v => json!({"versions": release::versions(v)}),
+            },
+        ),
         "proxy" => {
             let segs: Vec<String> = v["path"]
                 .as_array()

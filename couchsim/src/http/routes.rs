@@ -24,7 +24,7 @@ use crate::net::http::{HttpRequest, Response};
 use crate::node::auth::{self, Check};
 use crate::node::ejson::Ej;
 use crate::node::shards;
-use crate::node::{lock, DbsEdit, FileExists, NodeInner};
+use crate::node::{lock, release, DbsEdit, FileExists, NodeInner};
 use crate::util;
 
 /// Checks a user and password against `admins` under this node's lockout policy, counting
@@ -226,8 +226,8 @@ fn welcome(node: &NodeInner) -> Response {
         200,
         util::obj(&[
             ("couchdb", util::js("Welcome")),
-            ("version", util::js("3.4.2")),
-            ("git_sha", util::js("6e5ad2a5c")),
+            ("version", util::js(node.version().as_str())),
+            ("git_sha", util::js(release::git_sha(node.version()))),
             ("uuid", util::js(&uuid)),
             (
                 "features",
@@ -250,7 +250,7 @@ fn welcome(node: &NodeInner) -> Response {
 fn up(node: &NodeInner) -> Response {
     match faults::maintenance(node) {
         Some(mode) => Response::json(404, &json!({"status": mode})),
-        None => Response::raw(200, r#"{"status":"ok","seeds":{}}"#),
+        None => Response::raw(200, release::up_ok(node.version())),
     }
 }
 
@@ -372,6 +372,10 @@ pub fn node_local(node: &Arc<NodeInner>, req: &HttpRequest, rest: &[&str]) -> Re
             _ => unread_body(method_not_allowed("GET"), req),
         },
         [scheduler::LOCAL_VIEW] => scheduler::local_view(node),
+        ["_versions"] => match m {
+            "GET" => Response::raw(200, release::versions(node.version())),
+            _ => unread_body(method_not_allowed("GET"), req),
+        },
         ["_config"] => match m {
             "GET" => Response::json(200, &json!(lock(&node.store).config)),
             _ => unread_body(method_not_allowed("GET"), req),

@@ -11,7 +11,7 @@ use super::routes;
 use crate::cluster::dist;
 use crate::net::client;
 use crate::net::http::{self, HttpRequest, ReadError, Response};
-use crate::node::{NodeInner, Workers};
+use crate::node::{release, NodeInner, Workers};
 use crate::{ticker, util};
 
 /// Starts `node` (boot delay, listener, acceptor, ticker); returns once it listens.
@@ -79,7 +79,8 @@ fn serve(node: &Arc<NodeInner>, stream: TcpStream, peer: SocketAddr, epoch: u64)
             return;
         }
         let keep = req.keep_alive();
-        let mut resp = handle_public(node, &req, epoch);
+        let mut resp = handle_public(node, &req, epoch)
+            .with_header("Server", release::server_header(node.version()));
         if !keep {
             resp.close = true;
         }

@@ -12,6 +12,7 @@
 pub(crate) mod auth;
 pub(crate) mod docs;
 pub(crate) mod ejson;
+pub(crate) mod release;
 pub(crate) mod shards;
 pub(crate) mod shared;
 pub(crate) mod store;
@@ -31,7 +32,7 @@ use serde_json::{json, Value};
 use crate::net::epmd::{long_name_ok, Epmd};
 use crate::net::http::HttpRequest;
 use crate::net::tls::Distribution;
-use crate::spec::{Delays, Fault, NodeSpec, Request};
+use crate::spec::{Delays, Fault, NodeSpec, Request, Version};
 use crate::util::{self, Rng};
 
 use self::auth::AuthState;
@@ -129,6 +130,10 @@ pub struct Volatile {
     pub checkpoints: HashMap<(String, String), (String, u64)>,
     /// Pushes running now (`internal_replication_jobs`).
     pub running_pushes: usize,
+    /// Pushes (file, target) that bring a reconnected member what it missed: not before
+    /// `CatchUp::from`, paced by `catch_up_per_doc`, and not counted in
+    /// `internal_replication_jobs` (CouchDB showed 0 throughout, transcript 18).
+    pub catching_up: HashMap<(String, String), CatchUp>,
     /// Read repairs to make later (a quorum of copies agreed; the others are behind).
     pub repairs: Vec<Repair>,
     /// When `_users` gets its `_design/_auth` (after this node created `_users`).
@@ -157,6 +162,7 @@ impl Volatile {
             pushes: BTreeMap::new(),
             checkpoints: HashMap::new(),
             running_pushes: 0,
+            catching_up: HashMap::new(),
             repairs: Vec::new(),
             auth_ddoc_due: None,
             nodes_creating: false,
@@ -165,6 +171,13 @@ impl Volatile {
             start_time_us: util::unix_now().as_micros(),
         }
     }
+}
+
+/// A returning member's catch-up of one copy: due `from`, and whether a push is bringing it.
+#[derive(Debug, Clone, Copy)]
+pub struct CatchUp {
+    pub from: Instant,
+    pub running: bool,
 }
 
 /// State a layer above the node keeps per run without the node naming its type: the
@@ -240,6 +253,8 @@ pub struct NodeInner {
     pub spec: NodeSpec,
     pub delays: Delays,
     pub epmd: Arc<dyn Epmd>,
+    /// The release it answers as; changed only while it is stopped (`set_version`).
+    version: Mutex<Version>,
     /// The address the node listens on (port reserved even while stopped).
     pub addr: Mutex<SocketAddr>,
     /// Where its distribution listens (a node without a usable long name has none).
@@ -304,6 +319,7 @@ impl NodeInner {
         Arc::new(NodeInner {
             name: cfg.spec.name.clone(),
             vol: Mutex::new(Volatile::fresh(&cfg.spec.cookie)),
+            version: Mutex::new(cfg.spec.version),
             spec: cfg.spec,
             delays: cfg.delays,
             epmd: cfg.epmd,
@@ -342,6 +358,21 @@ impl NodeInner {
 
     pub fn addr(&self) -> SocketAddr {
         *lock(&self.addr)
+    }
+
+    pub fn version(&self) -> Version {
+        *lock(&self.version)
+    }
+
+    /// The release of its next start: a container re-created on another image, with the same
+    /// volumes. Refused (false) while it runs.
+    pub fn set_version(&self, v: Version) -> bool {
+        let _g = lock(&self.lifecycle);
+        if self.is_running() {
+            return false;
+        }
+        *lock(&self.version) = v;
+        true
     }
 
     /// A first authentication against a hash: PBKDF2's cost, as a sleep or as real CPU work
@@ -804,6 +835,25 @@ impl NodeInner {
         for f in files {
             if self.other_holders(&f).iter().any(|h| h == peer) {
                 self.schedule_push(&f, peer, at);
+            }
+        }
+    }
+
+    /// A member that was away is back (its link is new): every copy this node shares with it
+    /// pushes to it `catch_up` later, paced by what it missed (`catch_up_per_doc`).
+    pub fn schedule_catch_up(&self, peer: &str) {
+        let files: Vec<String> = lock(&self.store).files.keys().cloned().collect();
+        let at = Instant::now() + self.delays.catch_up;
+        for f in files {
+            if self.other_holders(&f).iter().any(|h| h == peer) {
+                self.schedule_push(&f, peer, at);
+                let due = CatchUp {
+                    from: at,
+                    running: false,
+                };
+                lock(&self.vol)
+                    .catching_up
+                    .insert((f.clone(), peer.to_string()), due);
             }
         }
     }

@@ -59,6 +59,12 @@ pub struct Snapshot {
     /// The kinds of the security findings (`status`'s section), read with the sizes; `None`
     /// until the first reading, and then no series.
     pub security: Option<Vec<String>>,
+    /// Erlang name → its CouchDB release (`GET /` of each node that answered; a member asked
+    /// through another node has none).
+    pub versions: BTreeMap<String, String>,
+    /// Erlang name → `maintenance_mode` is on (`true`, or `nolb`: drained), for the nodes
+    /// whose mode was read (not the ones that do not answer).
+    pub maintenance: BTreeMap<String, bool>,
 }
 
 /// One node, as the status page shows it and `couchdb_node_up` counts it.
@@ -311,6 +317,37 @@ pub fn render(s: &Shared, now: Instant) -> String {
                 );
             }
         }
+        if !snap.versions.is_empty() {
+            let _ = write!(
+                out,
+                "# HELP couchdb_node_version_info the CouchDB release a node runs (GET /)\n\
+                 # TYPE couchdb_node_version_info gauge\n"
+            );
+            for (node, version) in &snap.versions {
+                let _ = writeln!(
+                    out,
+                    "couchdb_node_version_info{{node=\"{}\",version=\"{}\"}} 1",
+                    escape(node),
+                    escape(version)
+                );
+            }
+            let mut distinct: Vec<&String> = snap.versions.values().collect();
+            distinct.sort();
+            distinct.dedup();
+            gauge(
+                &mut out,
+                "couchdb_cluster_versions",
+                "distinct CouchDB releases among the nodes (more than 1 during a rolling upgrade)",
+                Some(distinct.len() as u64),
+            );
+        }
+        labelled(
+            &mut out,
+            "couchdb_node_maintenance",
+            "1 while a node's maintenance_mode is on (true, or nolb: drained), else 0",
+            "node",
+            snap.maintenance.iter().map(|(k, on)| (k, u64::from(*on))),
+        );
         if let Some(b) = &snap.backup {
             gauge(
                 &mut out,
@@ -472,6 +509,16 @@ mod tests {
                 ..BackupLag::default()
             }),
             security: Some(vec!["cookie_weak".into(), "db_public".into()]),
+            versions: [
+                ("couchdb@a.b".to_string(), "3.4.2".to_string()),
+                ("couchdb@c.d".to_string(), "3.5.2".to_string()),
+            ]
+            .into(),
+            maintenance: [
+                ("couchdb@a.b".to_string(), false),
+                ("couchdb@c.d".to_string(), true),
+            ]
+            .into(),
             ..Snapshot::default()
         });
         let page = render(&s, Instant::now());
@@ -487,6 +534,11 @@ mod tests {
             "couchdb_security_findings 2",
             "couchdb_security_finding{kind=\"db_public\"} 1",
             "couchdb_watch_last_tick_timestamp_seconds 5.000",
+            "couchdb_node_version_info{node=\"couchdb@a.b\",version=\"3.4.2\"} 1",
+            "couchdb_node_version_info{node=\"couchdb@c.d\",version=\"3.5.2\"} 1",
+            "couchdb_cluster_versions 2",
+            "couchdb_node_maintenance{node=\"couchdb@a.b\"} 0",
+            "couchdb_node_maintenance{node=\"couchdb@c.d\"} 1",
         ] {
             assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
         }
