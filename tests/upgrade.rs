@@ -477,6 +477,29 @@ fn status_and_watch_show_each_release_and_the_drained_node() {
     ] {
         assert!(page.lines().any(|l| l == line), "no `{line}` in\n{page}");
     }
+    // The status page and its JSON show each node's release and the drained one.
+    let get = |path: &str| {
+        ureq::get(&format!("http://{addr}{path}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    let json: serde_json::Value = serde_json::from_str(&get("/status.json")).unwrap();
+    let row = |n: &str| {
+        json["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == n).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("node1@127.0.0.1")["version"], "3.4.2", "{json}");
+    assert_eq!(row("node3@127.0.0.1")["version"], "3.5.2", "{json}");
+    assert_eq!(row("node2@127.0.0.1")["maintenance"], "nolb", "{json}");
+    let html = get("/");
+    assert!(
+        html.contains("<th>version</th>") && html.contains("3.5.2"),
+        "{html}"
+    );
     terminate(&mut w.0);
     let out = common::finish(w);
     assert_eq!(

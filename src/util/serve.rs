@@ -117,3 +117,54 @@ fn write_reply(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
     )?;
     stream.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    fn get(addr: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s
+    }
+
+    fn status(mut s: TcpStream) -> String {
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.lines().next().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn more_clients_than_it_answers_at_once_get_503_and_the_others_their_answer() {
+        // Every answer waits until the test lets it go: MAX_ANSWERING are held at once.
+        let (go, wait) = mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        let (held, counted) = mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let addr = start(
+            "127.0.0.1:0".parse().unwrap(),
+            "TEST_ADDR",
+            Arc::new(move |_: &str| {
+                let _ = held.lock().unwrap().send(());
+                let _ = wait.lock().unwrap().recv();
+                Reply::text(200, "ok\n")
+            }),
+        )
+        .unwrap();
+        let busy: Vec<TcpStream> = (0..MAX_ANSWERING).map(|_| get(addr)).collect();
+        // Accepted in the order they connected: the next one finds MAX_ANSWERING under way.
+        counted.recv().unwrap();
+        assert_eq!(status(get(addr)), "HTTP/1.1 503 Service Unavailable");
+        for _ in 0..MAX_ANSWERING {
+            go.send(()).unwrap();
+        }
+        for s in busy {
+            assert_eq!(status(s), "HTTP/1.1 200 OK");
+        }
+        // Room again once they are answered.
+        go.send(()).unwrap();
+        assert_eq!(status(get(addr)), "HTTP/1.1 200 OK");
+    }
+}
