@@ -9,8 +9,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use common::{assert_formed, cluster, put_json, run, run_args, run_with, COOKIE, PASSWORD};
-use couchsim::{fixtures, Cluster};
+use std::time::Duration;
+
+use common::lb::Lb;
+use common::watcher::Watcher;
+use common::{assert_formed, cluster, http, put_json, run, run_args, run_with, COOKIE, PASSWORD};
+use couchsim::{fixtures, Cluster, Version};
 use serde_json::{json, Value};
 
 fn status_json(c: &Cluster, env: &[(&str, &str)]) -> (i32, Value) {
@@ -283,5 +287,64 @@ fn growth_remove_and_rebalance_work_the_same_over_tls() {
     let mut seen = c.node(1).doc_ids("app").unwrap_or_default();
     seen.sort();
     assert_eq!(seen, ids, "documents after the moves");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn backup_watch_restore_and_a_rolling_upgrade_work_the_same_over_tls() {
+    const USER: &str = "backup-admin";
+    const PASSWORD_B: &str = "bk-Tl5-never-logged";
+    let dir = certs("rest", "cci test CA");
+    let f = fixtures::erl_flags(&dir, "node").unwrap();
+    let c = with_flags(vec![Some(f.clone()), Some(f.clone()), Some(f)]);
+    let tls = [("COUCHDB_DIST_TLS", "true")];
+    run_with(&c, &tls).assert_code(0);
+    let ids: Vec<String> = (0..20).map(|i| format!("doc{i:02}")).collect();
+    c.node(0).create_db("app");
+    assert_eq!(c.node(0).write_docs("app", &ids), 20);
+    // The backup CouchDB (replication is HTTP: its distribution does not matter).
+    let backup = cluster(1, |b| {
+        b.admin(USER, PASSWORD_B)
+            .seed(0xBAC)
+            .configure(0, |n| n.name("couchdb@backup.example"))
+    });
+    let url = backup.node(0).url();
+    let with_backup = [
+        ("COUCHDB_DIST_TLS", "true"),
+        ("COUCHDB_BACKUP_URL", url.as_str()),
+        ("COUCHDB_BACKUP_USER", USER),
+        ("COUCHDB_BACKUP_PASSWORD", PASSWORD_B),
+    ];
+    // watch keeps it backed up, and finds nothing exposed.
+    let w = Watcher::start(&c, &with_backup);
+    w.until("couchdb_cluster_healthy", "1");
+    w.until("couchdb_backup_docs_behind", "0");
+    w.until("couchdb_backup_failing", "0");
+    w.until("couchdb_security_findings", "0");
+    w.stop().assert_code(0);
+    run_args(&c, &["backup"], &with_backup).assert_code(0);
+    // One node drained, re-created as 3.5.2 with its data and its certificate, and back.
+    let balancer = Lb::start(
+        c.nodes().iter().map(|n| n.addr()).collect(),
+        Duration::from_millis(100),
+        true,
+    );
+    let lb = balancer.url();
+    let drain_env = [
+        ("COUCHDB_DIST_TLS", "true"),
+        ("COUCHDB_LB_URL", lb.as_str()),
+    ];
+    let name = c.node(2).name();
+    run_args(&c, &["drain", &name], &drain_env).assert_code(0);
+    c.node(2).upgrade(Version::V3_5_2);
+    run_args(&c, &["undrain", &name], &drain_env).assert_code(0);
+    run_args(&c, &["check"], &tls).assert_code(0);
+    // A lost database comes back from the backup.
+    let (status, _) = http(c.node(0), "DELETE", "/app", Some(("admin", PASSWORD)), None);
+    assert_eq!(status, 200);
+    run_args(&c, &["restore", "app"], &with_backup).assert_code(0);
+    let mut seen = c.node(1).doc_ids("app").unwrap_or_default();
+    seen.sort();
+    assert_eq!(seen, ids, "documents after the restore");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -126,7 +126,8 @@ mod tests {
 
     fn get(addr: SocketAddr) -> TcpStream {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         s
     }
 
