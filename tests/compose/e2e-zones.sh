@@ -40,7 +40,7 @@ zones_four_step() {
     -e RUST_LOG=warn couchdb-cluster-init status
   sed 's/^/  status | /' "$work/zones-status.log" >&2
   [ "$code" = 0 ] || fail "status with ranges sharing a zone exited $code (a warning, not a problem)"
-  grep -qE '^node +address +state +connected +member +copies +bytes +zone$' "$work/zones-status.log" \
+  grep -qE '^node +address +version +state +connected +member +copies +bytes +zone$' "$work/zones-status.log" \
     && grep -q 'of 3 copies in zone zone-a' "$work/zones-status.log" \
     || fail "status does not show the zones or the ranges sharing zone-a"
   pass "status shows each node's zone and names the ranges sharing zone-a (exit 0)"
