@@ -1221,3 +1221,57 @@ fn concurrent_moves_killed_part_way_then_run_again_converge() {
         );
     }
 }
+
+/// Prints the runs docs/operations.md shows, one after the other: 5 nodes on loopback, `orders`
+/// (q=2, 200 documents) and `tenant1`…`tenant8` (q=1, 3 documents each) all made before node4
+/// and node5 joined; `status`, `rebalance --dry-run`, `rebalance`, `rebalance` again,
+/// `remove node5@127.0.0.1` (node5 out of COUCHDB_NODES), then node5 and node3 stopped and
+/// `status`. Not a check of its own (the tests above check all of it):
+/// `cargo test --test ops docs_examples -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn docs_examples() {
+    let mut c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    assert!(c.node(0).create_db_q_n("orders", 2, 3));
+    write_all(&c, "orders", &ids("order", 200));
+    let tenants: Vec<String> = (1..=8).map(|i| format!("tenant{i}")).collect();
+    for t in &tenants {
+        assert!(c.node(0).create_db_q_n(t, 1, 3));
+        write_all(&c, t, &ids("doc", 3));
+    }
+    for _ in 0..2 {
+        c.add_node(|s| s);
+    }
+    run(&c).assert_code(0);
+    let mut dbs = vec!["_users", "_replicator", "orders"];
+    dbs.extend(tenants.iter().map(String::as_str));
+    settle(&c, &dbs);
+    let show = |title: &str, r: &common::Run| {
+        println!(
+            "$ couchdb-cluster-init {title}   # exit {}\n{}--- stderr:\n{}",
+            r.code, r.stdout, r.stderr
+        );
+    };
+    for args in [
+        &["status"][..],
+        &["rebalance", "--dry-run"],
+        &["rebalance"],
+        &["rebalance"],
+    ] {
+        let r = run_args(&c, args, &[]);
+        r.assert_code(0);
+        show(&args.join(" "), &r);
+    }
+    let leaving = c.node(4).name();
+    let four = listing(&c, &[0, 1, 2, 3]);
+    let env = [("COUCHDB_NODES", four.as_str())];
+    let r = run_args(&c, &["remove", &leaving], &env);
+    r.assert_code(0);
+    show(&format!("remove {leaving}"), &r);
+    c.node(4).stop();
+    c.node(2).stop();
+    let r = run_args(&c, &["status"], &env);
+    r.assert_code(3);
+    show("status   # node5 removed and stopped, node3 stopped", &r);
+}

@@ -348,3 +348,25 @@ fn backup_watch_restore_and_a_rolling_upgrade_work_the_same_over_tls() {
     assert_eq!(seen, ids, "documents after the restore");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Not a check: prints docs/operations.md's "Security" example (`cargo test --test security
+/// docs_examples -- --ignored --nocapture`): `status` of a cluster with a 9-character cookie,
+/// CORS open on node1, a database whose `_security` names no members and `_replicator` opened
+/// to a role. The test above checks each finding.
+#[test]
+#[ignore]
+fn docs_examples() {
+    let c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.node(0).create_db("open");
+    let n1 = c.node(0);
+    n1.set_config("httpd", "enable_cors", "true");
+    n1.set_config("cors", "origins", "*");
+    n1.set_config("cors", "credentials", "true");
+    assert_eq!(put_json(n1, "/open/_security", &json!({})), 200);
+    let ops = json!({"members": {"names": [], "roles": ["ops"]}});
+    assert_eq!(put_json(n1, "/_replicator/_security", &ops), 200);
+    let r = run_args(&c, &["status"], &[("COUCHDB_COOKIE", "weakcook1")]);
+    r.assert_code(0);
+    println!("$ couchdb-cluster-init status\n{}", r.stdout);
+}

@@ -245,5 +245,10 @@ expect_says "… which logged each join in one line" watch "watch: joined couchd
   "watch: joined couchdb@grow-4.grow" "stopped by a signal"
 
 echo "dns: $((SECONDS - started)) s in the namespace" >&2
+# DNS_KEEP_LOGS=DIR keeps the 32-pod Job's and the watcher's logs (for docs/kubernetes.md).
+if [ -n "${DNS_KEEP_LOGS:-}" ]; then
+  mkdir -p "$DNS_KEEP_LOGS"
+  cp "$work/big" "$work/watch" "$DNS_KEEP_LOGS/"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
