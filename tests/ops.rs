@@ -1275,3 +1275,24 @@ fn docs_examples() {
     r.assert_code(3);
     show("status   # node5 removed and stopped, node3 stopped", &r);
 }
+
+#[test]
+fn members_not_connected_are_matched_to_the_listed_nodes_that_do_not_answer() {
+    let c = cluster(4, |b| b);
+    run(&c).assert_code(0);
+    c.node(3).stop();
+    let r = run_args(&c, &["status"], &[]);
+    r.assert_shows(&[&format!(
+        "member {} is not connected (it may be {}, which does not answer)",
+        c.node(3).name(),
+        label(&c, 3)
+    )]);
+    c.node(2).stop();
+    let r = run_args(&c, &["status"], &[]);
+    r.assert_shows(&[&format!(
+        "member {} is not connected (it may be one of {}, {}, which do not answer)",
+        c.node(2).name(),
+        label(&c, 2),
+        label(&c, 3)
+    )]);
+}

@@ -370,3 +370,18 @@ fn docs_examples() {
     r.assert_code(0);
     println!("$ couchdb-cluster-init status\n{}", r.stdout);
 }
+
+#[test]
+fn with_a_listed_node_down_the_distribution_is_said_of_the_nodes_that_answer() {
+    let c = cluster(3, |b| b);
+    run(&c).assert_code(0);
+    c.node(2).stop();
+    let r = run_args(&c, &["status"], &[]);
+    r.assert_shows(&[
+        "distribution: plain TCP on all 2 listed nodes that answer",
+        "the Erlang distribution of all 2 listed nodes that answer is plain TCP",
+    ]);
+    c.node(2).start();
+    let r = run_args(&c, &["status"], &[]);
+    r.assert_shows(&["distribution: plain TCP on all 3 listed nodes\n"]);
+}

@@ -219,11 +219,17 @@ pub fn verdict(s: &Survey, dbs: &[DbView]) -> Vec<Problem> {
             ),
             State::Down(_) if !silent.is_empty() => say(
                 Status::Unverified,
-                format!(
-                    "member {} is not connected (it may be {}, which does not answer)",
-                    node.label(),
-                    silent.join(", ")
-                ),
+                match silent.as_slice() {
+                    [one] => format!(
+                        "member {} is not connected (it may be {one}, which does not answer)",
+                        node.label()
+                    ),
+                    _ => format!(
+                        "member {} is not connected (it may be one of {}, which do not answer)",
+                        node.label(),
+                        list_some(&silent)
+                    ),
+                },
             ),
             State::Down(why) => say(
                 Status::Unverified,

@@ -86,6 +86,16 @@ pub fn probe(session: &Session, survey: &Survey) -> Vec<DistView> {
     probe_nodes(session, &nodes)
 }
 
+/// "all 3 listed nodes", or "all 3 listed nodes that answer" when others do not (only nodes
+/// that answer are probed).
+pub fn all_probed(survey: &Survey, probed: usize) -> String {
+    let listed = survey.nodes.iter().filter(|n| n.addr.is_some()).count();
+    match probed == listed {
+        true => format!("all {probed} listed nodes"),
+        false => format!("all {probed} listed nodes that answer"),
+    }
+}
+
 /// Probes each (label, host, Erlang name): epmd at the host, then its distribution port.
 pub fn probe_nodes(session: &Session, nodes: &[(String, String, String)]) -> Vec<DistView> {
     let port = session.cfg.epmd_port;
@@ -241,7 +251,7 @@ pub fn findings(cfg: &Config, survey: &Survey, e: &Exposure) -> Vec<Finding> {
         .collect();
     if !plain.is_empty() && cfg.dist_tls.is_none() {
         let which = match plain.len() == e.dist.len() {
-            true => format!("all {} listed nodes", plain.len()),
+            true => all_probed(survey, e.dist.len()),
             false => list_some(&plain),
         };
         note(

@@ -613,7 +613,10 @@ fn security_text(
                 _ => String::new(),
             };
             match nodes.len() == all {
-                true => format!("{word} on all {all} listed nodes{port}"),
+                true => format!(
+                    "{word} on {}{port}",
+                    security::all_probed(&report.survey, all)
+                ),
                 false => format!("{word} on {}{port}", list_some(nodes)),
             }
         })
