@@ -204,7 +204,9 @@ pass "the source build's context ($(du -sh "$work/context/src" | cut -f1)) has n
 rm -rf "${work:?}/context"
 
 # 3. A test .env: random credentials, the images just built, Traefik on a free loopback port.
-rand() { head -c 48 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9' | head -c 24; }
+# 256 random bytes keep about 62 of [A-Za-z0-9]: always more than the 24 taken (48 often kept fewer than 20,
+# and the init then warned of a weak cookie, as it would for a user's).
+rand() { head -c 256 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9' | head -c 24; }
 admin_password="$(rand)"
 cookie="$(rand)"
 secret="$(rand)"
