@@ -267,19 +267,13 @@ pub fn render(s: &Shared, now: Instant) -> String {
             snap.copies.iter().map(|(k, v)| (k, *v as u64)),
         );
         if !snap.zones.is_empty() {
-            let _ = write!(
-                out,
-                "# HELP couchdb_node_zone_info the zone of a member's _nodes doc, 1 per member with one\n\
-                 # TYPE couchdb_node_zone_info gauge\n"
+            info(
+                &mut out,
+                "couchdb_node_zone_info",
+                "the zone of a member's _nodes doc, 1 per member with one",
+                "zone",
+                &snap.zones,
             );
-            for (node, zone) in &snap.zones {
-                let _ = writeln!(
-                    out,
-                    "couchdb_node_zone_info{{node=\"{}\",zone=\"{}\"}} 1",
-                    escape(node),
-                    escape(zone)
-                );
-            }
         }
         if !snap.bytes.is_empty() {
             labelled(
@@ -318,19 +312,13 @@ pub fn render(s: &Shared, now: Instant) -> String {
             }
         }
         if !snap.versions.is_empty() {
-            let _ = write!(
-                out,
-                "# HELP couchdb_node_version_info the CouchDB release a node runs (GET /)\n\
-                 # TYPE couchdb_node_version_info gauge\n"
+            info(
+                &mut out,
+                "couchdb_node_version_info",
+                "the CouchDB release a node runs (GET /)",
+                "version",
+                &snap.versions,
             );
-            for (node, version) in &snap.versions {
-                let _ = writeln!(
-                    out,
-                    "couchdb_node_version_info{{node=\"{}\",version=\"{}\"}} 1",
-                    escape(node),
-                    escape(version)
-                );
-            }
             let mut distinct: Vec<&String> = snap.versions.values().collect();
             distinct.sort();
             distinct.dedup();
@@ -457,6 +445,19 @@ fn labelled<'a>(
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
     for (key, v) in values {
         let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(key));
+    }
+}
+
+/// An info gauge: `name{node="…",label="…"} 1` per node, the value its label.
+fn info(out: &mut String, name: &str, help: &str, label: &str, of: &BTreeMap<String, String>) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+    for (node, value) in of {
+        let _ = writeln!(
+            out,
+            "{name}{{node=\"{}\",{label}=\"{}\"}} 1",
+            escape(node),
+            escape(value)
+        );
     }
 }
 
