@@ -33,6 +33,7 @@ use crate::cluster::zones::Zones;
 use crate::util::clock::poll;
 use crate::util::config::NodeAddr;
 use crate::util::exit::{status_of, Failure, Status};
+use crate::util::sync::lock;
 use crate::util::text::list_some;
 
 /// Read-decide-write rounds per database before giving up: each edit is one round, and a
@@ -93,11 +94,6 @@ impl Tally {
             }
         )
     }
-}
-
-/// A lock whose holder panicked still holds plain counts: use them.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Engine<'a> {

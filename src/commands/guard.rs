@@ -32,6 +32,7 @@ use crate::util::clock::{Clock, Stoppable};
 use crate::util::config::{Config, NodeAddr, NodeList};
 use crate::util::exit::{status_of, Failure, Status};
 use crate::util::serve::{self, Reply};
+use crate::util::sync::lock;
 
 /// A start-up that did not finish within COUCHDB_INIT_TIMEOUT is tried again after this.
 const AGAIN: Duration = Duration::from_secs(5);
@@ -90,10 +91,6 @@ fn guarded(cfg: &Config) -> Result<NodeAddr> {
         )
         .into()),
     }
-}
-
-fn lock(state: &Mutex<Guarded>) -> std::sync::MutexGuard<'_, Guarded> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Back, caught up, and undrained if a drain before its stop left it so.

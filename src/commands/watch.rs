@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Result;
@@ -36,6 +36,7 @@ use crate::util::config::{Config, NodeAddr, NodeList};
 use crate::util::discovery;
 use crate::util::exit::{status_of, Failure, NodeError, Status};
 use crate::util::logging;
+use crate::util::sync::lock;
 use crate::util::text::{list_compact, list_some};
 
 mod metrics;
@@ -146,10 +147,6 @@ pub fn watch(cfg: &Config, stop: &AtomicBool) -> Result<()> {
     }
     info!("watch: stopped by a signal; the last step finished");
     Ok(())
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What one tick saw and did.

@@ -1,7 +1,7 @@
 //! Plumbing: what every layer may use and what uses nothing of ours but itself — the
 //! configuration read from the environment, the exit codes (the one table), time behind a
-//! seam, short text for log lines, logging, DNS, the stop signal of `watch`, and the small HTTP
-//! endpoint of `watch` and `guard`.
+//! seam, short text for log lines, logging, DNS, the stop signal of `watch`, the small HTTP
+//! endpoint of `watch` and `guard`, and taking a lock.
 
 pub mod clock;
 pub mod config;
@@ -10,4 +10,5 @@ pub mod exit;
 pub mod logging;
 pub mod serve;
 pub mod signals;
+pub mod sync;
 pub mod text;

@@ -12,14 +12,14 @@ use anyhow::Result;
 use super::metrics::{render, Shared};
 use super::page;
 use crate::util::serve::{self, Reply};
+use crate::util::sync::lock;
 
 pub fn start(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> Result<SocketAddr> {
     serve::start(
         addr,
         "COUCHDB_METRICS_ADDR",
         Arc::new(move |path: &str| {
-            // A poisoned lock means the watch loop panicked; the page is still worth serving.
-            let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let s = lock(&shared);
             match path {
                 "/metrics" => Reply {
                     status: 200,
